@@ -1,0 +1,23 @@
+/**
+ * A CLI verb. Each lives in its own file under cli/commands/ and is listed in
+ * cli/commands/index.ts; main.ts only dispatches, parses nothing itself.
+ */
+export interface CommandContext {
+  /** Arguments after the verb (and after the sub-verb for grouped commands). */
+  argv: string[];
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+}
+
+export interface Command {
+  /** e.g. `up`, `identity`, `ca`. */
+  name: string;
+  summary: string;
+  /** Full --help text. */
+  usage: string;
+  /** Resolves to the process exit code. */
+  run(ctx: CommandContext): Promise<number>;
+}
+
+/** Exit codes shared by every verb. */
+export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, PRECONDITION: 3 } as const;

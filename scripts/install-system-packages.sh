@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# System packages sockmesh builds and tests with (Debian/Ubuntu). Idempotent.
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "SOCKMESH_E_NOT_ROOT: installing system packages needs root (run with sudo)" >&2
+  exit 3
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# clang/llvm/libbpf-dev/bpftool: the eBPF programs and the libbpf addon; iproute2: the local mesh;
+# make/g++/python3: node-gyp; openssl/tcpdump: tests that verify chains and capture the underlay;
+# haproxy/wrk: the benchmark baselines.
+apt-get install -y -qq --no-install-recommends \
+  clang llvm libbpf-dev bpftool iproute2 make g++ python3 pkg-config \
+  openssl tcpdump haproxy wrk ca-certificates >/dev/null

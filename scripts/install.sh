@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Everything a fresh machine needs to run sockmesh from this checkout: system packages, npm deps, build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-system-packages.sh
+npm ci --no-fund --no-audit
+npm run build
