@@ -31,6 +31,8 @@ export interface LabRecord {
     cgroups: string[];
     etcNetns: string[];
     bpffsDirs: string[];
+    /** Plain directories (the run directory with configs, sockets and logs). */
+    dirs: string[];
   };
   /** Free-form data owned by higher layers (e.g. `sockmesh up` records its daemons here). */
   extra: Record<string, unknown>;

@@ -1,6 +1,16 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { SockmeshError } from '../lib/errors.js';
 import { createLogger } from '../lib/log.js';
@@ -15,7 +25,16 @@ import {
   removeRecord,
   writeRecord,
 } from './state.js';
-import type { ExecResult, LabNode, LabPod, LabTarget, PodSpec, RunOptions, TestBedOptions } from './types.js';
+import type {
+  ExecResult,
+  LabHost,
+  LabNode,
+  LabPod,
+  LabTarget,
+  PodSpec,
+  RunOptions,
+  TestBedOptions,
+} from './types.js';
 
 const log = createLogger('lab');
 
@@ -30,7 +49,7 @@ const RUN_ID = /^[a-z0-9]{1,8}$/;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 function isPod(t: LabTarget): t is LabPod {
-  return (t as LabPod).namespace !== undefined;
+  return (t as LabPod).namespace !== undefined && (t as LabHost).kind !== 'host';
 }
 
 function cgroupInode(path: string): bigint {
@@ -116,7 +135,7 @@ export class TestBed {
       nodes: [],
       pods: [],
       hosts: {},
-      created: { netns: [], cgroups: [], etcNetns: [], bpffsDirs: [] },
+      created: { netns: [], cgroups: [], etcNetns: [], bpffsDirs: [], dirs: [] },
       extra: {},
     };
     const bed = new TestBed(rec, stateDir);
@@ -188,6 +207,16 @@ export class TestBed {
   }
   get persistent(): boolean {
     return this.rec.persistent;
+  }
+
+  /** The host (root netns) as a place to run the bed's own daemons, inside the bed's cgroup. */
+  get host(): LabHost {
+    return { kind: 'host', netns: undefined, systemCgroupPath: join(this.rec.cgroupRoot, 'host') };
+  }
+
+  /** A per-run directory for configs, sockets and logs; removed with the bed. */
+  get runDir(): string {
+    return join(this.stateDir, this.rec.runId);
   }
 
   node(name: string): LabNode {
@@ -319,6 +348,21 @@ export class TestBed {
   /** Starts a process inside a pod or on a node; see commandIn. */
   spawn(target: LabTarget, argv: string[], opts: RunOptions = {}): ChildProcess {
     const [file, args] = commandIn(target, argv);
+    if (opts.logFile) {
+      const fd = openSync(opts.logFile, 'a');
+      try {
+        const child = spawn(file, args, {
+          env: { ...process.env, ...opts.env },
+          cwd: opts.cwd,
+          stdio: ['ignore', fd, fd],
+          detached: true,
+        });
+        child.unref();
+        return child;
+      } finally {
+        closeSync(fd);
+      }
+    }
     return spawn(file, args, {
       env: { ...process.env, ...opts.env },
       cwd: opts.cwd,
@@ -367,6 +411,7 @@ export class TestBed {
     for (const ns of [...created.netns].reverse()) ip(['netns', 'del', ns], undefined, { allowFail: true });
     for (const cg of [...created.cgroups].reverse()) removeCgroupDir(cg);
     for (const dir of created.etcNetns) rmSync(dir, { recursive: true, force: true });
+    for (const dir of created.dirs ?? []) rmSync(dir, { recursive: true, force: true });
     removeRecord(this.stateDir, this.rec.runId);
   }
 
@@ -376,6 +421,10 @@ export class TestBed {
     const rec = this.rec;
     this.record('cgroups', rec.cgroupRoot);
     mkdirSync(rec.cgroupRoot);
+    this.record('cgroups', this.host.systemCgroupPath);
+    mkdirSync(this.host.systemCgroupPath);
+    this.record('dirs', this.runDir);
+    mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
     this.record('bpffsDirs', rec.bpffsRoot);
     mkdirSync(rec.bpffsRoot);
 
@@ -487,6 +536,12 @@ export class TestBed {
 export function commandIn(target: LabTarget, argv: string[]): [string, string[]] {
   if (argv.length === 0) throw new SockmeshError('SOCKMESH_E_USAGE', 'no command given to run');
   const cgroup = isPod(target) ? target.cgroupPath : target.systemCgroupPath;
+  if (target.netns === undefined) {
+    return [
+      '/bin/sh',
+      ['-c', 'cg="$1"; shift; echo $$ > "$cg/cgroup.procs" && exec "$@"', 'sh', cgroup, ...argv],
+    ];
+  }
   const script = 'cg="$1"; ns="$2"; shift 2; echo $$ > "$cg/cgroup.procs" && exec ip netns exec "$ns" "$@"';
   return ['/bin/sh', ['-c', script, 'sh', cgroup, target.netns, ...argv]];
 }

@@ -58,8 +58,15 @@ export interface TestBedOptions {
   stateDir?: string;
 }
 
-/** Where a process runs: inside a pod (its netns and cgroup) or on a node (node netns, system cgroup). */
-export type LabTarget = LabPod | LabNode;
+/** The machine itself: root network namespace, in the run's own cgroup (the control plane lives here). */
+export interface LabHost {
+  kind: 'host';
+  netns: undefined;
+  systemCgroupPath: string;
+}
+
+/** Where a process runs: inside a pod (its netns and cgroup), on a node (node netns, system cgroup) or on the host. */
+export type LabTarget = LabPod | LabNode | LabHost;
 
 export interface ExecResult {
   code: number | null;
@@ -75,4 +82,6 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Bytes written to stdin (exec only). */
   input?: string | Buffer;
+  /** spawn only: append stdout and stderr to this file and detach, so the process outlives its parent. */
+  logFile?: string;
 }

@@ -36,5 +36,6 @@ export function leftovers(bed: TestBed, stateDir = '/run/sockmesh'): string[] {
   const etc = existsSync('/etc/netns') ? readdirSync('/etc/netns') : [];
   found.push(...etc.filter((n) => n.startsWith(bed.prefix)).map((n) => `/etc/netns/${n}`));
   if (existsSync(join(stateDir, `lab-${bed.runId}.json`))) found.push('state file');
+  if (existsSync(bed.runDir)) found.push(`run dir ${bed.runDir}`);
   return found;
 }

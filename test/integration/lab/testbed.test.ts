@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { findCgroup2Mount } from '../../../lab/host.js';
@@ -45,6 +45,35 @@ describe('local mesh test bed', () => {
       const onNode = await bed.exec(bed.node('node1'), ['cat', '/proc/self/cgroup']);
       assert.match(onNode.stdout, new RegExp(`0::/sockmesh-${bed.runId}/node1/system\\n`));
     });
+  });
+
+  it('keeps detached daemons (host and node) in the bed cgroup, logging to files, until teardown', async () => {
+    let pids: number[] = [];
+    let seen: TestBed | undefined;
+    await withTestBed({ nodes: 1 }, async (bed) => {
+      seen = bed;
+      const log = `${bed.runDir}/daemon.log`;
+      const onHost = bed.spawn(bed.host, ['sh', '-c', 'echo host-daemon; exec sleep 600'], { logFile: log });
+      const onNode = bed.spawn(bed.node('node1'), ['sh', '-c', 'echo node-daemon; exec sleep 600'], {
+        logFile: log,
+      });
+      pids = [onHost.pid!, onNode.pid!];
+      await new Promise((r) => setTimeout(r, 200));
+      assert.match(readFileSync(log, 'utf8'), /host-daemon/);
+      assert.match(
+        readFileSync(`/proc/${onHost.pid}/cgroup`, 'utf8'),
+        new RegExp(`0::/sockmesh-${bed.runId}/host\\n`),
+      );
+      assert.equal(readlinkSync(`/proc/${onHost.pid}/ns/net`), readlinkSync('/proc/self/ns/net'));
+    });
+    for (const pid of pids) {
+      // Gone, or a zombie awaiting this (parent) process: either way no longer running.
+      const state = existsSync(`/proc/${pid}/stat`)
+        ? readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0]
+        : 'gone';
+      assert.ok(state === 'gone' || state === 'Z', `daemon ${pid} survived teardown (state ${state})`);
+    }
+    assert.deepEqual(leftovers(seen!), []);
   });
 
   it('leaves nothing behind when the test body throws', async () => {

@@ -1,0 +1,55 @@
+/**
+ * What the inbound side needs to know about the pods of its own node, and the
+ * one decision it makes for every connection (and, for HTTP, every request):
+ * may this source reach this destination?
+ */
+
+export type PortProtocol = 'http' | 'tcp';
+
+export interface LocalWorkload {
+  ip: string;
+  namespace: string;
+  name: string;
+  serviceAccount: string;
+  spiffeId: string;
+  version?: string;
+  /** Protocol of a port as the Service declares it (appProtocol or port name); tcp when unknown. */
+  protocolOf(port: number): PortProtocol;
+}
+
+export interface LocalWorkloads {
+  byIp(ip: string): LocalWorkload | undefined;
+}
+
+export interface AuthzRequest {
+  /** Verified SPIFFE ID of the caller; undefined for plaintext callers. */
+  sourcePrincipal: string | undefined;
+  sourceNamespace: string | undefined;
+  destination: LocalWorkload;
+  port: number;
+  method?: string;
+  path?: string;
+}
+
+export type AuthzDecision =
+  | { allowed: true; policy?: string }
+  | { allowed: false; policy: string; reason: string };
+
+/** Authorization as the inbound side sees it; the RBAC evaluator implements it. */
+export interface AuthorizationCheck {
+  check(req: AuthzRequest): AuthzDecision;
+  /** True when some policy for this destination looks at method or path, so L4 cannot decide alone. */
+  needsHttp(destination: LocalWorkload, port: number): boolean;
+}
+
+/** Namespace segment of a `spiffe://td/ns/<ns>/sa/<sa>` ID. */
+export function namespaceOfPrincipal(principal: string | undefined): string | undefined {
+  if (!principal) return undefined;
+  const m = /^spiffe:\/\/[^/]+\/ns\/([^/]+)\/sa\/[^/]+$/.exec(principal);
+  return m?.[1];
+}
+
+/** Envoy's x-forwarded-client-cert shape, so applications read the caller like they would behind Envoy. */
+export function forwardedClientCert(destination: string, source: string): string {
+  return `By=${destination};URI=${source}`;
+}

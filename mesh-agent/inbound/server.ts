@@ -1,0 +1,246 @@
+import http from 'node:http';
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { Pool } from 'undici';
+import type { Logger } from '../../lib/log.js';
+import { nullLogger } from '../../lib/log.js';
+import { asPlainDuplex, splice } from '../io/streams.js';
+import type { TunnelHandler, TunnelRequest } from '../tunnel/server.js';
+import {
+  type AuthorizationCheck,
+  type AuthzDecision,
+  forwardedClientCert,
+  type LocalWorkload,
+  type LocalWorkloads,
+  namespaceOfPrincipal,
+} from './policy.js';
+
+export interface InboundEvents {
+  denied(ev: {
+    source: string | undefined;
+    destination: LocalWorkload;
+    port: number;
+    policy: string;
+    reason: string;
+    method?: string;
+    path?: string;
+  }): void;
+  request?(ev: {
+    source: string | undefined;
+    destination: LocalWorkload;
+    port: number;
+    status: number;
+    durationMs: number;
+    method: string;
+  }): void;
+}
+
+export interface InboundOptions {
+  workloads: LocalWorkloads;
+  authz: AuthorizationCheck;
+  events?: InboundEvents;
+  log?: Logger;
+  /** How long connecting to the local pod may take. */
+  connectTimeoutMs?: number;
+}
+
+interface Caller {
+  principal: string | undefined;
+  destination: LocalWorkload;
+  port: number;
+}
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'host',
+  'x-forwarded-client-cert',
+]);
+
+/**
+ * The destination half of the mesh on a node: admits tunnelled connections to
+ * its own pods. TCP is authorized once per connection; HTTP ports are parsed so
+ * method/path policy applies per request and the app sees the caller's SPIFFE ID.
+ */
+export class InboundServer implements TunnelHandler {
+  private readonly log: Logger;
+  private readonly http: http.Server;
+  private readonly callers = new WeakMap<Duplex, Caller>();
+  private readonly pools = new Map<string, Pool>();
+
+  constructor(private readonly opts: InboundOptions) {
+    this.log = opts.log ?? nullLogger;
+    this.http = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => this.onRequest(req, res));
+    this.http.on('clientError', (_err, socket) => socket.destroy());
+  }
+
+  handle(req: TunnelRequest): void {
+    const { stream } = req;
+    const destination = this.opts.workloads.byIp(req.destIp);
+    if (!destination) {
+      // Never a relay: only pods of this node are reachable through its tunnel.
+      stream.respond(
+        { ':status': 404, 'x-sockmesh-reason': 'not a workload of this node' },
+        { endStream: true },
+      );
+      return;
+    }
+    const caller: Caller = { principal: req.sourcePrincipal, destination, port: req.destPort };
+    const httpPort = destination.protocolOf(req.destPort) === 'http';
+    if (!httpPort || !this.opts.authz.needsHttp(destination, req.destPort)) {
+      const verdict = this.authorize(caller);
+      if (!verdict.allowed) {
+        stream.respond(
+          { ':status': 403, 'x-sockmesh-reason': 'denied by authorization policy' },
+          { endStream: true },
+        );
+        return;
+      }
+    }
+    if (httpPort) {
+      stream.respond({ ':status': 200 });
+      this.serveHttp(asPlainDuplex(stream), caller);
+      return;
+    }
+    const upstream = net.connect({ host: req.destIp, port: req.destPort, noDelay: true });
+    const timer = setTimeout(
+      () => upstream.destroy(new Error('connect timeout')),
+      this.opts.connectTimeoutMs ?? 5000,
+    );
+    upstream.once('connect', () => {
+      clearTimeout(timer);
+      stream.respond({ ':status': 200 });
+      splice(stream, upstream);
+    });
+    upstream.once('error', (err) => {
+      clearTimeout(timer);
+      if (!stream.headersSent)
+        stream.respond({ ':status': 503, 'x-sockmesh-reason': 'local pod refused' }, { endStream: true });
+      else stream.destroy();
+      this.log.debug('inbound connect failed', { dest: `${req.destIp}:${req.destPort}`, err });
+    });
+  }
+
+  /** Parses HTTP/1.1 on an already-admitted byte stream (a tunnel stream or a same-node socket). */
+  serveHttp(conn: Duplex, caller: Caller): void {
+    this.callers.set(conn, caller);
+    this.http.emit('connection', conn);
+  }
+
+  /** Authorizes one connection or request; logs and reports every denial. */
+  authorize(caller: Caller, method?: string, path?: string): AuthzDecision {
+    const verdict = this.opts.authz.check({
+      sourcePrincipal: caller.principal,
+      sourceNamespace: namespaceOfPrincipal(caller.principal),
+      destination: caller.destination,
+      port: caller.port,
+      ...(method === undefined ? {} : { method }),
+      ...(path === undefined ? {} : { path }),
+    });
+    if (!verdict.allowed) {
+      this.log.info('request denied', {
+        source: caller.principal ?? 'plaintext',
+        destination: `${caller.destination.namespace}/${caller.destination.name}`,
+        port: caller.port,
+        policy: verdict.policy,
+        reason: verdict.reason,
+        method,
+        path,
+      });
+      this.opts.events?.denied({
+        source: caller.principal,
+        destination: caller.destination,
+        port: caller.port,
+        policy: verdict.policy,
+        reason: verdict.reason,
+        ...(method === undefined ? {} : { method }),
+        ...(path === undefined ? {} : { path }),
+      });
+    }
+    return verdict;
+  }
+
+  async close(): Promise<void> {
+    this.http.close();
+    await Promise.all([...this.pools.values()].map((p) => p.close()));
+    this.pools.clear();
+  }
+
+  private pool(ip: string, port: number): Pool {
+    const key = `${ip}:${port}`;
+    let p = this.pools.get(key);
+    if (!p) {
+      p = new Pool(`http://${key}`, { connections: 256, pipelining: 1, keepAliveTimeout: 30_000 });
+      this.pools.set(key, p);
+    }
+    return p;
+  }
+
+  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const started = performance.now();
+    const caller = this.callers.get(req.socket as unknown as Duplex);
+    if (!caller) {
+      res.writeHead(500).end();
+      return;
+    }
+    const method = req.method ?? 'GET';
+    const path = req.url ?? '/';
+    const verdict = this.authorize(caller, method, path.split('?')[0]);
+    if (!verdict.allowed) {
+      res.writeHead(403, {
+        'content-type': 'text/plain',
+        'x-sockmesh-reason': 'denied by authorization policy',
+      });
+      res.end(`RBAC: access denied (${verdict.policy})\n`);
+      this.opts.events?.request?.({
+        source: caller.principal,
+        destination: caller.destination,
+        port: caller.port,
+        status: 403,
+        durationMs: performance.now() - started,
+        method,
+      });
+      return;
+    }
+    const headers: Record<string, string | string[]> = {};
+    for (const [k, v] of Object.entries(req.headers)) {
+      if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
+    }
+    headers.host = req.headers.host ?? `${caller.destination.ip}:${caller.port}`;
+    if (caller.principal)
+      headers['x-forwarded-client-cert'] = forwardedClientCert(caller.destination.spiffeId, caller.principal);
+    const hasBody =
+      req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+    this.pool(caller.destination.ip, caller.port)
+      .request({ method: method as 'GET', path, headers, body: hasBody ? req : null })
+      .then(
+        (up) => {
+          const out: Record<string, string | string[]> = {};
+          for (const [k, v] of Object.entries(up.headers))
+            if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+          res.writeHead(up.statusCode, out);
+          up.body.pipe(res);
+          up.body.once('end', () =>
+            this.opts.events?.request?.({
+              source: caller.principal,
+              destination: caller.destination,
+              port: caller.port,
+              status: up.statusCode,
+              durationMs: performance.now() - started,
+              method,
+            }),
+          );
+        },
+        (err: Error) => {
+          this.log.debug('inbound upstream failed', { dest: `${caller.destination.ip}:${caller.port}`, err });
+          if (!res.headersSent) res.writeHead(503, { 'x-sockmesh-reason': 'local pod unavailable' });
+          res.end();
+        },
+      );
+  }
+}

@@ -1,0 +1,46 @@
+import { Duplex } from 'node:stream';
+
+/** Pipes two byte streams both ways, keeping half-close and tearing both down on error. */
+export function splice(a: Duplex, b: Duplex): void {
+  a.pipe(b);
+  b.pipe(a);
+  const kill = () => {
+    a.destroy();
+    b.destroy();
+  };
+  a.on('error', kill);
+  b.on('error', kill);
+}
+
+/**
+ * Wraps a Duplex (an HTTP/2 stream) in a plain one. node:http's server writes
+ * through internals an Http2Stream shares but must not be used for, which
+ * corrupts the response head; a plain Duplex keeps it on the generic path.
+ */
+export function asPlainDuplex(inner: Duplex): Duplex {
+  const outer = new Duplex({
+    read() {
+      inner.resume();
+    },
+    write(chunk, encoding, cb) {
+      inner.write(chunk, encoding, cb);
+    },
+    final(cb) {
+      inner.end();
+      cb();
+    },
+    destroy(err, cb) {
+      inner.destroy(err ?? undefined);
+      cb(err);
+    },
+  });
+  inner.on('data', (c: Buffer) => {
+    if (!outer.push(c)) inner.pause();
+  });
+  inner.on('end', () => outer.push(null));
+  inner.on('error', (e) => outer.destroy(e));
+  inner.on('close', () => {
+    if (!outer.destroyed) outer.destroy();
+  });
+  return outer;
+}

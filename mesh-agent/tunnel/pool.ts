@@ -1,0 +1,204 @@
+import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import tls from 'node:tls';
+import type { X509Svid } from '../../certs/svid.js';
+import { bundlePem, svidChainPem, svidKeyPem } from '../../certs/svid.js';
+import { verifyPeer } from '../../certs/verify.js';
+import type { Logger } from '../../lib/log.js';
+import { nullLogger } from '../../lib/log.js';
+import { identitySni, peerChainDer } from './peer.js';
+
+export interface TunnelTarget {
+  /** The SVID the source workload is represented by (client certificate). */
+  source: X509Svid;
+  /** The destination node's tunnel listener, `ip:port`. */
+  nodeAddress: string;
+  /** What the destination must prove to be (from the endpoint's metadata). */
+  expectedServerId: string;
+  /** The destination pod `ip:port` (`:authority` of the CONNECT). */
+  authority: string;
+  /** Original client ip:port, carried as `forwarded: for=`. */
+  forwardedFor?: string;
+  traceparent?: string;
+  baggage?: string;
+  /** How long the TLS + h2 handshake and the CONNECT answer may take. */
+  connectTimeoutMs?: number;
+}
+
+export class TunnelError extends Error {
+  constructor(
+    message: string,
+    /** `connect` (no session), `refused` (non-200 answer), `reset`, `timeout`. */
+    readonly kind: 'connect' | 'refused' | 'reset' | 'timeout',
+    readonly status?: number,
+  ) {
+    super(message);
+    this.name = 'TunnelError';
+  }
+}
+
+interface PooledSession {
+  session: ClientHttp2Session;
+  ready: Promise<ClientHttp2Session>;
+  sourceSerial: string;
+}
+
+/**
+ * HTTP/2 CONNECT tunnels over mTLS, one multiplexed session per (source
+ * identity, destination node, destination identity). A rotated source SVID
+ * opens a new session; the old one drains its streams and closes.
+ */
+export class TunnelPool {
+  private readonly sessions = new Map<string, PooledSession>();
+  private readonly log: Logger;
+
+  constructor(opts: { log?: Logger } = {}) {
+    this.log = opts.log ?? nullLogger;
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  /** Opens a CONNECT stream; resolves once the far side answered 200. */
+  async open(t: TunnelTarget): Promise<ClientHttp2Stream> {
+    const timeoutMs = t.connectTimeoutMs ?? 5000;
+    const session = await withTimeout(this.sessionFor(t), timeoutMs, 'tunnel session');
+    const headers: http2.OutgoingHttpHeaders = { ':method': 'CONNECT', ':authority': t.authority };
+    if (t.forwardedFor) headers.forwarded = `for="${t.forwardedFor}"`;
+    if (t.traceparent) headers.traceparent = t.traceparent;
+    if (t.baggage) headers.baggage = t.baggage;
+    let stream: ClientHttp2Stream;
+    try {
+      stream = session.request(headers, { endStream: false });
+    } catch (err) {
+      throw new TunnelError(`tunnel to ${t.nodeAddress} failed: ${(err as Error).message}`, 'connect');
+    }
+    return await new Promise<ClientHttp2Stream>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        reject(new TunnelError(`CONNECT ${t.authority} via ${t.nodeAddress} timed out`, 'timeout'));
+      }, timeoutMs);
+      const onError = (err: Error) => {
+        clearTimeout(timer);
+        reject(new TunnelError(`CONNECT ${t.authority} via ${t.nodeAddress} reset: ${err.message}`, 'reset'));
+      };
+      stream.once('error', onError);
+      stream.once('response', (h) => {
+        clearTimeout(timer);
+        stream.off('error', onError);
+        const status = Number(h[':status']);
+        if (status === 200) {
+          stream.on('error', () => {});
+          resolve(stream);
+          return;
+        }
+        stream.close();
+        reject(
+          new TunnelError(
+            `CONNECT ${t.authority} via ${t.nodeAddress} answered ${status}`,
+            'refused',
+            status,
+          ),
+        );
+      });
+      stream.once('close', () => {
+        clearTimeout(timer);
+        reject(
+          new TunnelError(`CONNECT ${t.authority} via ${t.nodeAddress} closed before an answer`, 'reset'),
+        );
+      });
+    });
+  }
+
+  close(): void {
+    for (const s of this.sessions.values()) s.session.close();
+    this.sessions.clear();
+  }
+
+  private sessionFor(t: TunnelTarget): Promise<ClientHttp2Session> {
+    const key = `${t.source.spiffeId.uri}|${t.nodeAddress}|${t.expectedServerId}`;
+    const pooled = this.sessions.get(key);
+    if (pooled && !pooled.session.destroyed && !pooled.session.closed) {
+      if (pooled.sourceSerial === t.source.serial) return pooled.ready;
+      pooled.session.close(); // rotated: drain, new streams go to a fresh session
+    }
+    const fresh = this.connect(t);
+    this.sessions.set(key, fresh);
+    const drop = () => {
+      if (this.sessions.get(key) === fresh) this.sessions.delete(key);
+    };
+    fresh.session.on('close', drop);
+    fresh.session.on('goaway', drop);
+    fresh.session.on('error', (err) => {
+      drop();
+      this.log.debug('tunnel session error', { node: t.nodeAddress, err });
+    });
+    return fresh.ready;
+  }
+
+  private connect(t: TunnelTarget): PooledSession {
+    const [host, portStr] = splitHostPort(t.nodeAddress);
+
+    const bundle = t.source.bundle;
+    const session = http2.connect(`https://${t.nodeAddress}`, {
+      settings: { initialWindowSize: 4 << 20, enablePush: false },
+      createConnection: () =>
+        tls.connect({
+          host,
+          port: Number(portStr),
+          servername: identitySni(t.expectedServerId),
+          cert: svidChainPem(t.source),
+          key: svidKeyPem(t.source),
+          ca: bundlePem(bundle),
+          minVersion: 'TLSv1.3',
+          maxVersion: 'TLSv1.3',
+          ALPNProtocols: ['h2'],
+          rejectUnauthorized: true,
+          checkServerIdentity: (_name, cert) => {
+            const verdict = verifyPeer(peerChainDer(cert), bundle, { expectedSpiffeId: t.expectedServerId });
+            return verdict.ok
+              ? undefined
+              : new Error(`tunnel peer refused (${verdict.code}): ${verdict.reason}`);
+          },
+        }),
+    });
+    const ready = new Promise<ClientHttp2Session>((resolve, reject) => {
+      session.once('connect', () => {
+        session.setLocalWindowSize(16 << 20);
+        resolve(session);
+      });
+      session.once('error', (err) =>
+        reject(new TunnelError(`tunnel to ${t.nodeAddress}: ${err.message}`, 'connect')),
+      );
+      session.once('close', () => reject(new TunnelError(`tunnel to ${t.nodeAddress} closed`, 'connect')));
+    });
+    ready.catch(() => {});
+    // Idle sessions must not keep the agent alive or hold sockets forever.
+    session.unref();
+    return { session, ready, sourceSerial: t.source.serial };
+  }
+}
+
+function splitHostPort(addr: string): [string, string] {
+  const i = addr.lastIndexOf(':');
+  return [addr.slice(0, i), addr.slice(i + 1)];
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new TunnelError(`${what} timed out after ${ms} ms`, 'timeout')),
+      ms,
+    );
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}

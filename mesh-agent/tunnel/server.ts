@@ -1,0 +1,156 @@
+import http2, { type Http2SecureServer, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
+import type { TrustBundle, X509Svid } from '../../certs/svid.js';
+import { bundlePem, svidChainPem, svidKeyPem } from '../../certs/svid.js';
+import type { Logger } from '../../lib/log.js';
+import { nullLogger } from '../../lib/log.js';
+import { identitySni, verifyTlsPeer } from './peer.js';
+
+/** What the tunnel learned about one CONNECT before handing it to the inbound side. */
+export interface TunnelRequest {
+  /** Verified SPIFFE ID of the client certificate. */
+  sourcePrincipal: string;
+  /** `for=` of the Forwarded header: the original client ip:port, as the source node saw it. */
+  forwardedFor: string | undefined;
+  destIp: string;
+  destPort: number;
+  traceparent: string | undefined;
+  baggage: string | undefined;
+  /** The h2 stream: a Duplex carrying the connection's bytes once answered. */
+  stream: ServerHttp2Stream;
+}
+
+/** The inbound side decides and serves; the tunnel only authenticates and frames. */
+export interface TunnelHandler {
+  handle(req: TunnelRequest): void;
+}
+
+export interface LocalIdentities {
+  /** The SVID the node presents for a local workload, looked up by the client's SNI. */
+  svidBySni(sni: string): X509Svid | undefined;
+  bundle(): TrustBundle;
+}
+
+export interface TunnelServerOptions {
+  identities: LocalIdentities;
+  handler: TunnelHandler;
+  log?: Logger;
+}
+
+/**
+ * HBONE-style inbound tunnel: HTTP/2 CONNECT over mutual TLS 1.3. The client
+ * must present an SVID from the trust bundle; the server answers with the SVID
+ * of the workload the client asked for by SNI.
+ */
+export class TunnelServer {
+  private readonly server: Http2SecureServer;
+  private readonly contexts = new Map<string, { serial: string; ctx: SecureContext }>();
+  private readonly peers = new WeakMap<object, string>();
+  private readonly log: Logger;
+
+  constructor(private readonly opts: TunnelServerOptions) {
+    this.log = opts.log ?? nullLogger;
+    this.server = http2.createSecureServer({
+      minVersion: 'TLSv1.3',
+      maxVersion: 'TLSv1.3',
+      requestCert: true,
+      rejectUnauthorized: true,
+      ALPNProtocols: ['h2'],
+      // The default context only serves to fail handshakes that name no local workload.
+      SNICallback: (name, cb) => {
+        const ctx = this.contextFor(name);
+        if (ctx) cb(null, ctx);
+        else cb(new Error(`no local workload answers to server name ${name}`));
+      },
+      settings: { maxConcurrentStreams: 16384, initialWindowSize: 4 << 20 },
+      maxSessionMemory: 64,
+    });
+    this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
+    this.server.on('session', (session) => {
+      session.setLocalWindowSize(16 << 20);
+      session.on('error', () => {});
+    });
+    this.server.on('tlsClientError', (err) => this.log.debug('tunnel handshake refused', { err }));
+  }
+
+  async listen(port: number, host: string): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    return this.server.address() as AddressInfo;
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private contextFor(sni: string): SecureContext | undefined {
+    const svid = this.opts.identities.svidBySni(sni);
+    if (!svid) return undefined;
+    const cached = this.contexts.get(sni);
+    // Rotation: a new serial gets a new context; sessions already up keep theirs.
+    if (cached?.serial === svid.serial) return cached.ctx;
+    const ctx = createSecureContext({
+      cert: svidChainPem(svid),
+      key: svidKeyPem(svid),
+      ca: bundlePem(this.opts.identities.bundle()),
+      minVersion: 'TLSv1.3',
+    });
+    this.contexts.set(sni, { serial: svid.serial, ctx });
+    return ctx;
+  }
+
+  private principalOf(stream: ServerHttp2Stream): string | undefined {
+    const session = stream.session;
+    if (!session) return undefined;
+    const known = this.peers.get(session);
+    if (known) return known;
+    const verdict = verifyTlsPeer(session.socket as TLSSocket, this.opts.identities.bundle());
+    if (!verdict.ok) {
+      this.log.warn('tunnel peer refused', { code: verdict.code, reason: verdict.reason });
+      session.destroy();
+      return undefined;
+    }
+    this.peers.set(session, verdict.spiffeId);
+    return verdict.spiffeId;
+  }
+
+  private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    stream.on('error', () => {});
+    if (headers[':method'] !== 'CONNECT') {
+      stream.respond({ ':status': 400 }, { endStream: true });
+      return;
+    }
+    const principal = this.principalOf(stream);
+    if (!principal) return;
+    const authority = headers[':authority'] ?? '';
+    const m = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(authority);
+    const port = m ? Number(m[2]) : 0;
+    if (!m || port < 1 || port > 65535) {
+      stream.respond({ ':status': 400 }, { endStream: true });
+      return;
+    }
+    const fwd =
+      typeof headers.forwarded === 'string' ? /for="?([^;",]+)"?/.exec(headers.forwarded)?.[1] : undefined;
+    this.opts.handler.handle({
+      sourcePrincipal: principal,
+      forwardedFor: fwd,
+      destIp: m[1]!,
+      destPort: port,
+      traceparent: header(headers.traceparent),
+      baggage: header(headers.baggage),
+      stream,
+    });
+  }
+}
+
+function header(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export { identitySni };

@@ -1,0 +1,199 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { Pool } from 'undici';
+import { CertificateAuthority } from '../../../certs/ca/authority.js';
+import type { X509Svid } from '../../../certs/svid.js';
+import type { AuthorizationCheck, AuthzRequest, LocalWorkload } from '../../../mesh-agent/inbound/policy.js';
+import { InboundServer } from '../../../mesh-agent/inbound/server.js';
+import { identitySni } from '../../../mesh-agent/tunnel/peer.js';
+import { TunnelError, TunnelPool } from '../../../mesh-agent/tunnel/pool.js';
+import { TunnelServer } from '../../../mesh-agent/tunnel/server.js';
+
+const TD = 'inbound.test';
+const id = (sa: string) => `spiffe://${TD}/ns/shop/sa/${sa}`;
+
+/** Deny-list keyed by principal, optionally narrowed to a path prefix: enough policy to drive the inbound path. */
+class PathRules implements AuthorizationCheck {
+  rules: Array<{ principal: string; pathPrefix?: string }> = [];
+  check(req: AuthzRequest) {
+    const hit = this.rules.find(
+      (r) =>
+        r.principal === req.sourcePrincipal &&
+        (r.pathPrefix === undefined || (req.path ?? '').startsWith(r.pathPrefix)),
+    );
+    return hit
+      ? { allowed: false as const, policy: 'deny-test', reason: `principal ${hit.principal}` }
+      : { allowed: true as const };
+  }
+  needsHttp() {
+    return this.rules.some((r) => r.pathPrefix !== undefined);
+  }
+}
+
+describe('inbound: authorization and identity delivery behind the tunnel', () => {
+  let ca: CertificateAuthority;
+  let frontend: X509Svid;
+  let legacy: X509Svid;
+  let app: http.Server;
+  let raw: net.Server;
+  const appPort = 18080;
+  const rawPort = 18081;
+  let tunnel: TunnelServer;
+  let inbound: InboundServer;
+  let tunnelAddr = '';
+  const authz = new PathRules();
+  const denials: string[] = [];
+  const reviews: LocalWorkload = {
+    ip: '127.0.0.1',
+    namespace: 'shop',
+    name: 'reviews-v1',
+    serviceAccount: 'reviews',
+    spiffeId: id('reviews'),
+    protocolOf: (port) => (port === appPort ? 'http' : 'tcp'),
+  };
+
+  before(async () => {
+    ca = await CertificateAuthority.createRoot({ trustDomain: TD });
+    frontend = await ca.issueSvid(id('frontend'));
+    legacy = await ca.issueSvid(id('legacy'));
+    const reviewsSvid = await ca.issueSvid(id('reviews'));
+    app = http.createServer((req, res) => {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ path: req.url, xfcc: req.headers['x-forwarded-client-cert'] ?? null }));
+    });
+    app.listen(appPort, '127.0.0.1');
+    raw = net.createServer((s) => s.pipe(s)).listen(rawPort, '127.0.0.1');
+    await Promise.all([once(app, 'listening'), once(raw, 'listening')]);
+    inbound = new InboundServer({
+      workloads: { byIp: (ip) => (ip === reviews.ip ? reviews : undefined) },
+      authz,
+      events: { denied: (ev) => denials.push(`${ev.source} ${ev.path ?? ''}`) },
+    });
+    tunnel = new TunnelServer({
+      identities: {
+        svidBySni: (sni) => (sni === identitySni(id('reviews')) ? reviewsSvid : undefined),
+        bundle: () => ca.bundle,
+      },
+      handler: inbound,
+    });
+    tunnelAddr = `127.0.0.1:${(await tunnel.listen(0, '127.0.0.1')).port}`;
+  });
+
+  after(async () => {
+    await tunnel.close();
+    await inbound.close();
+    app.close();
+    raw.close();
+  });
+
+  function httpThroughTunnel(pool: TunnelPool, source: X509Svid) {
+    return new Pool('http://reviews.shop:9080', {
+      connect: (_opts, cb) => {
+        pool
+          .open({
+            source,
+            nodeAddress: tunnelAddr,
+            expectedServerId: id('reviews'),
+            authority: `127.0.0.1:${appPort}`,
+          })
+          .then(
+            (s) => cb(null, s as unknown as net.Socket),
+            (err: Error) => cb(err, null),
+          );
+      },
+    });
+  }
+
+  it('delivers HTTP with the caller SPIFFE ID in x-forwarded-client-cert, replacing any forged one', async () => {
+    const tp = new TunnelPool();
+    const client = httpThroughTunnel(tp, frontend);
+    try {
+      const res = await client.request({
+        path: '/reviews/1',
+        method: 'GET',
+        headers: { 'x-forwarded-client-cert': 'URI=spiffe://forged/ns/x/sa/y' },
+      });
+      assert.equal(res.statusCode, 200);
+      const body = (await res.body.json()) as { path: string; xfcc: string };
+      assert.equal(body.path, '/reviews/1');
+      assert.equal(body.xfcc, `By=${id('reviews')};URI=${id('frontend')}`);
+    } finally {
+      await client.close();
+      tp.close();
+    }
+  });
+
+  it('denies an HTTP path for one principal with 403 while others pass, and reports the denial', async () => {
+    authz.rules = [{ principal: id('legacy'), pathPrefix: '/admin' }];
+    const tp = new TunnelPool();
+    const asLegacy = httpThroughTunnel(tp, legacy);
+    const asFrontend = httpThroughTunnel(tp, frontend);
+    try {
+      const denied = await asLegacy.request({ path: '/admin/x', method: 'GET' });
+      assert.equal(denied.statusCode, 403);
+      await denied.body.text();
+      const allowed = await asLegacy.request({ path: '/reviews/2', method: 'GET' });
+      assert.equal(allowed.statusCode, 200);
+      await allowed.body.text();
+      const other = await asFrontend.request({ path: '/admin/x', method: 'GET' });
+      assert.equal(other.statusCode, 200);
+      await other.body.text();
+      assert.ok(denials.includes(`${id('legacy')} /admin/x`));
+    } finally {
+      authz.rules = [];
+      await asLegacy.close();
+      await asFrontend.close();
+      tp.close();
+    }
+  });
+
+  it('refuses a TCP connection from a denied principal and splices allowed ones', async () => {
+    authz.rules = [{ principal: id('legacy') }];
+    const tp = new TunnelPool();
+    try {
+      await assert.rejects(
+        tp.open({
+          source: legacy,
+          nodeAddress: tunnelAddr,
+          expectedServerId: id('reviews'),
+          authority: `127.0.0.1:${rawPort}`,
+        }),
+        (err) => err instanceof TunnelError && err.status === 403,
+      );
+      const s = await tp.open({
+        source: frontend,
+        nodeAddress: tunnelAddr,
+        expectedServerId: id('reviews'),
+        authority: `127.0.0.1:${rawPort}`,
+      });
+      const got: Buffer[] = [];
+      s.on('data', (d: Buffer) => got.push(d));
+      s.end('tcp ok');
+      await once(s, 'end');
+      assert.equal(Buffer.concat(got).toString(), 'tcp ok');
+    } finally {
+      authz.rules = [];
+      tp.close();
+    }
+  });
+
+  it('never relays to an address that is not a workload of this node', async () => {
+    const tp = new TunnelPool();
+    try {
+      await assert.rejects(
+        tp.open({
+          source: frontend,
+          nodeAddress: tunnelAddr,
+          expectedServerId: id('reviews'),
+          authority: `127.0.0.2:${rawPort}`,
+        }),
+        (err) => err instanceof TunnelError && err.status === 404,
+      );
+    } finally {
+      tp.close();
+    }
+  });
+});
