@@ -542,6 +542,13 @@ export function commandIn(target: LabTarget, argv: string[]): [string, string[]]
       ['-c', 'cg="$1"; shift; echo $$ > "$cg/cgroup.procs" && exec "$@"', 'sh', cgroup, ...argv],
     ];
   }
+  if (!isPod(target)) {
+    // Node daemons (the agent) need the host's /sys mounts (cgroup2, bpffs): join only the network
+    // namespace. `ip netns exec` would remount /sys and hide them.
+    const script =
+      'cg="$1"; ns="$2"; shift 2; echo $$ > "$cg/cgroup.procs" && exec nsenter --net="/run/netns/$ns" -- "$@"';
+    return ['/bin/sh', ['-c', script, 'sh', cgroup, target.netns, ...argv]];
+  }
   const script = 'cg="$1"; ns="$2"; shift 2; echo $$ > "$cg/cgroup.procs" && exec ip netns exec "$ns" "$@"';
   return ['/bin/sh', ['-c', script, 'sh', cgroup, target.netns, ...argv]];
 }

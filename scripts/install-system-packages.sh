@@ -11,5 +11,5 @@ apt-get update -qq
 # make/g++/python3: node-gyp; openssl/tcpdump: tests that verify chains and capture the underlay;
 # haproxy/wrk: the benchmark baselines.
 apt-get install -y -qq --no-install-recommends \
-  clang llvm libbpf-dev bpftool iproute2 make g++ python3 pkg-config \
+  clang llvm libbpf-dev bpftool iproute2 util-linux make g++ python3 pkg-config \
   openssl tcpdump haproxy wrk ca-certificates >/dev/null

@@ -12,7 +12,7 @@ export interface LocalWorkload {
   name: string;
   serviceAccount: string;
   spiffeId: string;
-  version?: string;
+  version: string | undefined;
   /** Protocol of a port as the Service declares it (appProtocol or port name); tcp when unknown. */
   protocolOf(port: number): PortProtocol;
 }

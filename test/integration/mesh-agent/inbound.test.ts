@@ -52,6 +52,7 @@ describe('inbound: authorization and identity delivery behind the tunnel', () =>
     name: 'reviews-v1',
     serviceAccount: 'reviews',
     spiffeId: id('reviews'),
+    version: 'v1',
     protocolOf: (port) => (port === appPort ? 'http' : 'tcp'),
   };
 

@@ -1,0 +1,103 @@
+import { SockmeshError } from '../../lib/errors.js';
+import { MeshAgent, PORTS, requireAgentPaths } from '../../mesh-agent/agent/agent.js';
+import { parseCommandArgs } from '../args.js';
+import { type Command, EXIT } from '../command.js';
+
+const IPV4 = /^(\d{1,3})(\.\d{1,3}){3}$/;
+
+export const agentCommand: Command = {
+  name: 'agent',
+  summary: 'run the node agent in the foreground (BPF capture, proxy, mTLS tunnel, metrics)',
+  usage: `Usage: sockmesh agent --node <name> --control-plane <addr> --proxy-ip <ip> --tunnel-ip <ip>
+                      --cgroup <dir> --bpffs <dir> --ca-dir <dir> [options]
+
+Runs one node's agent: loads (or adopts) the BPF programs on the node's cgroup,
+follows the control plane over ADS, holds the SVIDs of the node's meshed pods
+and proxies their traffic. Stops on SIGINT/SIGTERM; the BPF programs stay
+pinned so established connections survive a restart.
+
+  --node <name>            node name (the xDS node id)
+  --control-plane <addr>   ADS address: unix:/path or host:port
+  --proxy-ip <ip>          address pods reach the proxy at (their gateway);
+                           the capture listener binds <ip>:${PORTS.outbound}
+  --tunnel-ip <ip>         underlay address; the mTLS tunnel binds <ip>:${PORTS.tunnel}
+  --cgroup <dir>           the node's cgroup v2 directory (BPF attach point)
+  --pods-cgroup <dir>      where pod cgroups live as <ns>.<pod> (default <cgroup>/pods)
+  --bpffs <dir>            bpffs directory for this node's pins
+  --ca-dir <dir>           embedded CA directory (see 'sockmesh ca init')
+  --svid-ttl <seconds>     SVID lifetime (default 3600)
+  --admin-host <ip>        where metrics/health listen (:${PORTS.admin}); default 0.0.0.0
+  --access-log             write one JSON access log line per request/connection to stdout
+  --otlp <url>             export spans to this OTLP/HTTP endpoint
+
+Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup, bpffs).`,
+  async run({ argv, stderr }) {
+    const { values: v } = parseCommandArgs(
+      argv,
+      {
+        node: { type: 'string' },
+        'control-plane': { type: 'string' },
+        'proxy-ip': { type: 'string' },
+        'tunnel-ip': { type: 'string' },
+        cgroup: { type: 'string' },
+        'pods-cgroup': { type: 'string' },
+        bpffs: { type: 'string' },
+        'ca-dir': { type: 'string' },
+        'svid-ttl': { type: 'string' },
+        'admin-host': { type: 'string' },
+        'access-log': { type: 'boolean' },
+        otlp: { type: 'string' },
+      },
+      false,
+    );
+    for (const k of [
+      'node',
+      'control-plane',
+      'proxy-ip',
+      'tunnel-ip',
+      'cgroup',
+      'bpffs',
+      'ca-dir',
+    ] as const) {
+      if (!v[k])
+        throw new SockmeshError('SOCKMESH_E_USAGE', `--${k} is required`, {
+          hint: 'see sockmesh agent --help',
+        });
+    }
+    for (const k of ['proxy-ip', 'tunnel-ip'] as const) {
+      if (!IPV4.test(v[k]!))
+        throw new SockmeshError('SOCKMESH_E_USAGE', `--${k} must be an IPv4 address, got '${v[k]}'`);
+    }
+    const ttl = v['svid-ttl'] === undefined ? undefined : Number(v['svid-ttl']);
+    if (ttl !== undefined && !(Number.isFinite(ttl) && ttl >= 2)) {
+      throw new SockmeshError(
+        'SOCKMESH_E_USAGE',
+        `--svid-ttl must be a number of seconds >= 2, got '${v['svid-ttl']}'`,
+      );
+    }
+    const opts = {
+      nodeName: v.node!,
+      controlPlane: v['control-plane']!,
+      proxyIp: v['proxy-ip']!,
+      tunnelIp: v['tunnel-ip']!,
+      cgroupPath: v.cgroup!,
+      podsCgroup: v['pods-cgroup'] ?? `${v.cgroup}/pods`,
+      bpffsDir: v.bpffs!,
+      caDir: v['ca-dir']!,
+      ...(ttl === undefined ? {} : { svidTtlMs: ttl * 1000 }),
+      ...(v['admin-host'] ? { adminHost: v['admin-host'] } : {}),
+      accessLog: v['access-log'] === true,
+      ...(v.otlp ? { otlpEndpoint: v.otlp } : {}),
+    };
+    requireAgentPaths(opts);
+    const agent = new MeshAgent(opts);
+    await agent.start();
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    stderr.write('sockmesh agent: stopping\n');
+    await agent.stop();
+    return EXIT.OK;
+  },
+};

@@ -1,0 +1,325 @@
+/**
+ * The local mesh: a test bed built from a directory of manifests, with the
+ * control plane, one agent per node and the example workloads running in it.
+ * `sockmesh up` and the end-to-end tests both start exactly this.
+ */
+import { cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CertificateAuthority } from '../certs/ca/authority.js';
+import { saveAuthority } from '../certs/ca/store.js';
+import { SockmeshError } from '../lib/errors.js';
+import { buildModel } from '../xds/model/build.js';
+import type { MeshModel } from '../xds/model/types.js';
+import { DirectorySource } from '../xds/sources/directory.js';
+import { formatConfigError } from '../xds/sources/source.js';
+import { TestBed } from './testbed.js';
+import type { ExecResult, LabNode, LabPod } from './types.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), import.meta.url.endsWith('.ts') ? '..' : '../..');
+const EXAMPLE_APP = join(ROOT, 'examples', 'shop', 'app', 'server.mjs');
+const PROBE = join(ROOT, 'lab', 'probe.mjs');
+
+/** How to run the sockmesh CLI from here: compiled output when built, the sources through tsx otherwise. */
+export function cliArgv(): string[] {
+  if (import.meta.url.endsWith('.ts'))
+    return [process.execPath, '--import', 'tsx', join(ROOT, 'cli', 'main.ts')];
+  return [process.execPath, join(ROOT, 'dist', 'cli', 'main.js')];
+}
+
+export interface LocalMeshOptions {
+  /** Directory of manifests (e.g. examples/shop). */
+  manifestsDir: string;
+  runId?: string;
+  trustDomain?: string;
+  /** SVID lifetime in seconds (default 3600). */
+  svidTtlSeconds?: number;
+  /** Start the example workload in every pod that declares a container port (default true). */
+  workloads?: boolean;
+  accessLog?: boolean;
+  onProgress?: (step: string) => void;
+}
+
+export interface MeshPaths {
+  runDir: string;
+  manifests: string;
+  ca: string;
+  xdsSocket: string;
+  adminSocket: string;
+  logs: string;
+}
+
+export function meshPaths(bed: TestBed): MeshPaths {
+  const runDir = bed.runDir;
+  return {
+    runDir,
+    manifests: join(runDir, 'manifests'),
+    ca: join(runDir, 'ca'),
+    xdsSocket: join(runDir, 'xds.sock'),
+    adminSocket: join(runDir, 'admin.sock'),
+    logs: join(runDir, 'logs'),
+  };
+}
+
+async function loadModel(dir: string, trustDomain: string): Promise<MeshModel> {
+  if (!existsSync(dir)) {
+    throw new SockmeshError('SOCKMESH_E_NOT_FOUND', `manifest directory ${dir} does not exist`);
+  }
+  const source = new DirectorySource(dir);
+  const state = await source.load();
+  await source.close();
+  const built =
+    state.errors.length > 0
+      ? { ok: false as const, errors: state.errors }
+      : buildModel(state.objects, { trustDomain });
+  if (!built.ok) {
+    throw new SockmeshError(
+      'SOCKMESH_E_MANIFEST',
+      `invalid manifests in ${dir}:\n  ${built.errors.map(formatConfigError).join('\n  ')}`,
+    );
+  }
+  return built.model;
+}
+
+export class LocalMesh {
+  private constructor(
+    readonly bed: TestBed,
+    readonly model: MeshModel,
+    readonly paths: MeshPaths,
+  ) {}
+
+  static async start(opts: LocalMeshOptions): Promise<LocalMesh> {
+    const progress = opts.onProgress ?? (() => {});
+    const trustDomain = opts.trustDomain ?? 'cluster.local';
+    const model = await loadModel(opts.manifestsDir, trustDomain);
+    const nodeNames = [...model.nodes.keys()].sort();
+    if (nodeNames.length === 0) {
+      throw new SockmeshError('SOCKMESH_E_MANIFEST', `no Node objects in ${opts.manifestsDir}`, {
+        hint: 'declare the nodes (kind: Node, apiVersion: sockmesh.io/v1alpha1) the pods run on',
+      });
+    }
+    progress(`building ${nodeNames.length} nodes`);
+    const bed = await TestBed.create({ nodes: nodeNames, ...(opts.runId ? { runId: opts.runId } : {}) });
+    try {
+      const mesh = new LocalMesh(bed, model, meshPaths(bed));
+      await mesh.boot(opts, trustDomain, progress);
+      return mesh;
+    } catch (err) {
+      await bed.destroy();
+      throw err;
+    }
+  }
+
+  /** Re-opens the mesh of a running bed (CLI verbs after `sockmesh up`). */
+  static async attach(bed: TestBed): Promise<LocalMesh> {
+    const paths = meshPaths(bed);
+    return new LocalMesh(
+      bed,
+      await loadModel(paths.manifests, bed.getExtra<string>('trustDomain') ?? 'cluster.local'),
+      paths,
+    );
+  }
+
+  private async boot(
+    opts: LocalMeshOptions,
+    trustDomain: string,
+    progress: (s: string) => void,
+  ): Promise<void> {
+    const { bed, model, paths } = this;
+    for (const node of bed.nodes) {
+      const declared = model.nodes.get(node.name)?.address;
+      if (declared !== undefined && declared !== node.underlayIp) {
+        throw new SockmeshError(
+          'SOCKMESH_E_MANIFEST',
+          `Node ${node.name} declares address ${declared}, but the local mesh gives it ${node.underlayIp}`,
+          {
+            hint: `set spec.address: ${node.underlayIp} (nodes are numbered in name order from 10.10.0.1)`,
+          },
+        );
+      }
+    }
+    mkdirSync(paths.logs, { recursive: true });
+    cpSync(opts.manifestsDir, paths.manifests, {
+      recursive: true,
+      filter: (src) => !/\/app(\/|$)/.test(src.slice(opts.manifestsDir.length)),
+    });
+    bed.setExtra('trustDomain', trustDomain);
+
+    progress(`creating the ${trustDomain} certificate authority`);
+    const ca = await CertificateAuthority.createRoot({ trustDomain });
+    await saveAuthority(paths.ca, ca, 'generated');
+
+    progress(`creating ${model.workloads.size} pods`);
+    for (const w of model.workloads.values()) {
+      if (!w.node) continue;
+      bed.addPodSync({
+        name: w.name,
+        namespace: w.namespace,
+        node: w.node,
+        labels: { ...w.labels },
+        serviceAccount: w.serviceAccount,
+        ...(w.ip ? { ip: w.ip } : {}),
+      });
+    }
+    const hosts: Record<string, string> = {};
+    for (const s of model.services.values()) {
+      if (!s.clusterIP) continue;
+      for (const name of [
+        `${s.name}.${s.namespace}.svc.${model.clusterDomain}`,
+        `${s.name}.${s.namespace}.svc`,
+        `${s.name}.${s.namespace}`,
+      ]) {
+        hosts[name] = s.clusterIP;
+      }
+    }
+    bed.setHosts(hosts);
+
+    progress('starting the control plane');
+    const cli = cliArgv();
+    bed.spawn(
+      bed.host,
+      [
+        ...cli,
+        'control-plane',
+        '--manifests',
+        paths.manifests,
+        '--unix',
+        paths.xdsSocket,
+        '--admin',
+        `unix:${paths.adminSocket}`,
+        '--trust-domain',
+        trustDomain,
+        ...bed.nodes.flatMap((n) => ['--node', `${n.name}=${n.underlayIp}`]),
+      ],
+      { logFile: join(paths.logs, 'control-plane.log'), cwd: ROOT },
+    );
+    await this.waitFor(bed.host, [{ kind: 'file', path: paths.xdsSocket }], 20_000, 'the control plane');
+
+    progress(`starting ${bed.nodes.length} agents`);
+    for (const node of bed.nodes) {
+      bed.spawn(
+        node,
+        [
+          ...cli,
+          'agent',
+          '--node',
+          node.name,
+          '--control-plane',
+          `unix:${paths.xdsSocket}`,
+          '--proxy-ip',
+          node.gatewayIp,
+          '--tunnel-ip',
+          node.underlayIp,
+          '--cgroup',
+          node.cgroupPath,
+          '--bpffs',
+          node.bpffsDir,
+          '--ca-dir',
+          paths.ca,
+          ...(opts.svidTtlSeconds ? ['--svid-ttl', String(opts.svidTtlSeconds)] : []),
+          ...(opts.accessLog ? ['--access-log'] : []),
+        ],
+        { logFile: join(paths.logs, `agent-${node.name}.log`), cwd: ROOT },
+      );
+    }
+
+    if (opts.workloads !== false) {
+      progress('starting the workloads');
+      this.startWorkloads();
+    }
+    progress('waiting for agents and workloads to be ready');
+    await this.waitReady(30_000);
+  }
+
+  /** The example app in every pod that declares a container port, told who it is by environment. */
+  private startWorkloads(): void {
+    const declared = this.exampleUpstreams();
+    for (const pod of this.bed.pods) {
+      const w = this.model.workloads.get(`${pod.namespace}/${pod.name}`);
+      const port = w ? Object.values(w.namedPorts)[0] : undefined;
+      if (port === undefined) continue;
+      const service = pod.labels.app ?? pod.name;
+      this.bed.spawn(pod, [process.execPath, EXAMPLE_APP], {
+        env: {
+          SERVICE: service,
+          VERSION: pod.labels.version ?? 'v1',
+          POD_NAME: pod.name,
+          POD_NAMESPACE: pod.namespace,
+          NODE_NAME: pod.node,
+          PORT: String(port),
+          UPSTREAMS: (declared[service] ?? []).join(','),
+        },
+        logFile: join(this.paths.logs, `pod-${pod.namespace}-${pod.name}.log`),
+      });
+    }
+  }
+
+  /** `examples/<x>/app/upstreams.json`: which services each example service calls. */
+  private exampleUpstreams(): Record<string, string[]> {
+    const f = join(dirname(EXAMPLE_APP), 'upstreams.json');
+    return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as Record<string, string[]>) : {};
+  }
+
+  /** Agents ready (config applied) and every workload listening. */
+  async waitReady(timeoutMs: number): Promise<void> {
+    for (const node of this.bed.nodes) {
+      const checks: Probe[] = [{ kind: 'http', url: `http://${node.underlayIp}:15020/ready` }];
+      for (const pod of this.bed.pods.filter((p) => p.node === node.name)) {
+        const w = this.model.workloads.get(`${pod.namespace}/${pod.name}`);
+        const port = w ? Object.values(w.namedPorts)[0] : undefined;
+        if (port !== undefined) checks.push({ kind: 'tcp', host: pod.ip, port });
+      }
+      await this.waitFor(node, checks, timeoutMs, `node ${node.name}`);
+    }
+  }
+
+  private async waitFor(
+    target: LabNode | TestBed['host'],
+    probes: Probe[],
+    timeoutMs: number,
+    what: string,
+  ): Promise<void> {
+    const res = await this.bed.exec(
+      target,
+      [process.execPath, PROBE, String(timeoutMs), JSON.stringify(probes)],
+      {
+        timeoutMs: timeoutMs + 5000,
+      },
+    );
+    if (res.code !== 0) {
+      const logName = 'index' in target ? `agent-${target.name}.log` : 'control-plane.log';
+      throw new SockmeshError(
+        'SOCKMESH_E_LAB',
+        `${what} did not become ready in ${timeoutMs / 1000}s: ${res.stderr.trim() || res.stdout.trim()}\n--- last lines of ${logName} ---\n${tail(join(this.paths.logs, logName), 15)}`,
+        { hint: `see the logs in ${this.paths.logs}` },
+      );
+    }
+  }
+
+  pod(ref: string): LabPod {
+    const [ns, name] = ref.split('/');
+    return this.bed.pod(ns ?? '', name ?? '');
+  }
+
+  /** Runs a command in a pod, the way `sockmesh exec` does. */
+  exec(ref: string, argv: string[], timeoutMs = 30_000): Promise<ExecResult> {
+    return this.bed.exec(this.pod(ref), argv, { timeoutMs });
+  }
+
+  async stop(): Promise<void> {
+    await this.bed.destroy();
+  }
+}
+
+type Probe =
+  | { kind: 'http'; url: string }
+  | { kind: 'tcp'; host: string; port: number }
+  | { kind: 'file'; path: string };
+
+function tail(file: string, lines: number): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}

@@ -1,0 +1,347 @@
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { SockopsDataplane } from '../../bpf-sockops/index.js';
+import { loadAuthority } from '../../certs/ca/store.js';
+import { SockmeshError } from '../../lib/errors.js';
+import { createLogger, type Logger } from '../../lib/log.js';
+import { AdsClient, type XdsConfig } from '../../xds/client/ads-client.js';
+import { InboundServer } from '../inbound/server.js';
+import type { RequestRecord } from '../outbound/server.js';
+import { OutboundServer } from '../outbound/server.js';
+import { MeshStateStore, type XdsSnapshot } from '../state/mesh-state.js';
+import { MeshTelemetry } from '../telemetry/mesh-telemetry.js';
+import { TunnelPool } from '../tunnel/pool.js';
+import { TunnelServer } from '../tunnel/server.js';
+import { NodeIdentities } from './identities.js';
+import { INBOUND_LISTENER, LocalView, MeshAuthorization } from './local-view.js';
+import { MeshPlanner } from './planner.js';
+
+/** The well-known ports of a node proxy (same as ztunnel's). */
+export const PORTS = { outbound: 15001, inboundPlaintext: 15006, tunnel: 15008, admin: 15020 } as const;
+
+export interface AgentOptions {
+  nodeName: string;
+  /** Control plane ADS address: `unix:/path` or `host:port`. */
+  controlPlane: string;
+  /** Address the pods of this node reach the proxy at (their gateway): the capture listener binds here. */
+  proxyIp: string;
+  /** Underlay address other nodes reach this node at: the tunnel listener binds here. */
+  tunnelIp: string;
+  /** cgroup v2 directory of the node: BPF programs attach here. */
+  cgroupPath: string;
+  /** Pods' cgroups live in `<podsCgroup>/<namespace>.<pod>`, like the kubelet's per-pod cgroups. */
+  podsCgroup: string;
+  bpffsDir: string;
+  /** Embedded CA directory (ca.crt, ca.key, config). */
+  caDir: string;
+  svidTtlMs?: number;
+  ports?: Partial<typeof PORTS>;
+  adminHost?: string;
+  accessLog?: boolean;
+  otlpEndpoint?: string;
+  logger?: Logger;
+}
+
+/**
+ * One per node: owns the node's BPF programs, follows the control plane, holds
+ * the identities of local workloads and runs the proxy (outbound capture,
+ * inbound tunnel, metrics).
+ */
+export class MeshAgent {
+  private readonly log: Logger;
+  private readonly ports: typeof PORTS;
+  private readonly store = new MeshStateStore();
+  private view = LocalView.empty();
+  private planner!: MeshPlanner;
+  private dataplane: SockopsDataplane | undefined;
+  private identities: NodeIdentities | undefined;
+  private telemetry: MeshTelemetry | undefined;
+  private ads: AdsClient | undefined;
+  private tunnels = new TunnelPool();
+  private tunnelServer: TunnelServer | undefined;
+  private inbound: InboundServer | undefined;
+  private outbound: OutboundServer | undefined;
+  private enrolled = new Map<string, bigint>();
+  private xdsConnected = false;
+  private versions: XdsConfig['versions'] = {
+    LDS: undefined,
+    RDS: undefined,
+    CDS: undefined,
+    EDS: undefined,
+  };
+  private applying: Promise<void> = Promise.resolve();
+
+  constructor(private readonly opts: AgentOptions) {
+    this.log = (opts.logger ?? createLogger('agent')).child({ node: opts.nodeName });
+    this.ports = { ...PORTS, ...opts.ports };
+  }
+
+  async start(): Promise<void> {
+    const o = this.opts;
+    const telemetry = new MeshTelemetry({
+      nodeName: o.nodeName,
+      metricsPort: this.ports.admin,
+      metricsHost: o.adminHost ?? '0.0.0.0',
+      accessLog: o.accessLog ? process.stdout : null,
+      ...(o.otlpEndpoint ? { otlpEndpoint: o.otlpEndpoint } : {}),
+      logger: this.log,
+    });
+    this.telemetry = telemetry;
+    await telemetry.start();
+    telemetry.setReady(false, 'waiting for the first config from the control plane');
+
+    const ca = await loadAuthority(o.caDir);
+    this.identities = new NodeIdentities(ca, this.log, o.svidTtlMs);
+    this.identities.onRotate((id) => this.outbound?.dropPoolsOf(id));
+
+    this.dataplane = SockopsDataplane.open({
+      cgroupPath: o.cgroupPath,
+      bpffsDir: o.bpffsDir,
+      logger: this.log,
+    });
+    this.dataplane.setProxy({ ip: o.proxyIp, port: this.ports.outbound });
+    for (const cg of this.dataplane.pods()) this.enrolled.set(`adopted:${cg}`, cg);
+
+    this.planner = new MeshPlanner(o.nodeName, {
+      outlier: (cluster, ev) => telemetry.outlierEvent(cluster, ev),
+    });
+    const view = { byIp: (ip: string) => this.view.byIp(ip) };
+    this.inbound = new InboundServer({
+      workloads: view,
+      authz: new MeshAuthorization(() => this.store.current),
+      log: this.log,
+      events: {
+        denied: (ev) =>
+          telemetry.authzDenied({
+            sourcePrincipal: ev.source ?? '-',
+            destinationWorkload: ev.destination.name,
+            destinationNamespace: ev.destination.namespace,
+            policy: ev.policy,
+          }),
+      },
+    });
+    this.tunnelServer = new TunnelServer({
+      identities: this.identities,
+      handler: this.inbound,
+      log: this.log,
+    });
+    const identities = this.identities;
+    this.outbound = new OutboundServer({
+      planner: this.planner,
+      origDst: this.dataplane,
+      sources: view,
+      svids: { svidFor: (id) => identities.svidFor(id) },
+      tunnels: this.tunnels,
+      inbound: this.inbound,
+      localWorkloads: view,
+      log: this.log,
+      events: {
+        completed: (r) => this.report(r),
+        breakerOverflow: (cluster, kind) =>
+          telemetry.breakerOverflow(
+            cluster,
+            kind === 'connection' ? 'connections' : kind === 'request' ? 'requests' : 'retries',
+          ),
+      },
+    });
+    await this.tunnelServer.listen(this.ports.tunnel, o.tunnelIp);
+    await this.outbound.listen(this.ports.outbound, o.proxyIp);
+
+    telemetry.observeXds(() => ({
+      connected: this.xdsConnected,
+      versions: Object.fromEntries(
+        Object.entries(this.versions).filter(([, v]) => v !== undefined),
+      ) as Record<string, string>,
+    }));
+    telemetry.observeSvids(() =>
+      identities.list().map((s) => ({ spiffeId: s.spiffeId.uri, notAfter: s.notAfter })),
+    );
+    const dp = this.dataplane;
+    telemetry.observeBpfCounters(() => dp.counters());
+    telemetry.setConfigDump(() => this.status());
+
+    this.ads = new AdsClient({
+      target: o.controlPlane,
+      node: { id: o.nodeName, locality: { zone: o.nodeName }, metadata: { underlayIp: o.tunnelIp } },
+      logger: this.log,
+      validate: (typeUrl, resources) => this.validate(typeUrl, resources),
+    });
+    this.ads.on('connected', () => {
+      this.xdsConnected = true;
+    });
+    this.ads.on('disconnected', (reason) => {
+      this.xdsConnected = false;
+      this.log.warn('control plane lost; serving the last good config', { reason });
+    });
+    this.ads.on('update', (config) => {
+      this.applying = this.applying
+        .then(() => this.apply(config))
+        .catch((err: Error) => this.log.error('applying config failed', { err }));
+    });
+    this.ads.start();
+    this.log.info('agent started', {
+      proxy: `${o.proxyIp}:${this.ports.outbound}`,
+      tunnel: `${o.tunnelIp}:${this.ports.tunnel}`,
+    });
+  }
+
+  /** Refuses an update whose resources do not parse together with the rest of the current config (NACK). */
+  private validate(typeUrl: string, resources: ReadonlyMap<string, unknown>): string | undefined {
+    const cfg = this.ads?.config();
+    if (!cfg) return undefined;
+    const snap = snapshotOf(cfg);
+    const key = typeUrl.endsWith('Listener')
+      ? 'listeners'
+      : typeUrl.endsWith('RouteConfiguration')
+        ? 'routes'
+        : typeUrl.endsWith('Cluster')
+          ? 'clusters'
+          : 'endpoints';
+    try {
+      new MeshStateStore().apply({ ...snap, [key]: resources });
+      return undefined;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  }
+
+  private async apply(config: XdsConfig): Promise<void> {
+    const state = this.store.apply(snapshotOf(config));
+    this.versions = config.versions;
+    this.planner.update(state);
+    this.view = LocalView.build(
+      config.listeners.get(INBOUND_LISTENER) as Record<string, unknown> | undefined,
+      state,
+    );
+    await this.identities!.reconcile(this.view.all().map((p) => p.spiffeId));
+    this.reconcileMembership();
+    const complete = Object.values(config.versions).every((v) => v !== undefined);
+    if (complete) this.telemetry?.setReady(true);
+    this.log.info('config applied', { versions: config.versions, localPods: this.view.size });
+  }
+
+  /** Enrols exactly the local meshed pods in the kernel's membership map: joining is live, leaving too. */
+  private reconcileMembership(): void {
+    const dp = this.dataplane!;
+    const want = new Map<string, bigint>();
+    for (const pod of this.view.all()) {
+      const path = join(this.opts.podsCgroup, `${pod.namespace}.${pod.name}`);
+      try {
+        want.set(`${pod.namespace}/${pod.name}`, statSync(path, { bigint: true }).ino);
+      } catch {
+        this.log.warn('meshed pod has no cgroup on this node yet', {
+          pod: `${pod.namespace}/${pod.name}`,
+          path,
+        });
+      }
+    }
+    for (const [key, cg] of this.enrolled) {
+      if (want.get(key) === cg) continue;
+      dp.removePod(cg);
+      this.enrolled.delete(key);
+      this.log.info('pod left the mesh', { pod: key });
+    }
+    for (const [key, cg] of want) {
+      if (this.enrolled.get(key) === cg) continue;
+      dp.enrolPod(cg);
+      this.enrolled.set(key, cg);
+      this.log.info('pod joined the mesh', { pod: key });
+    }
+  }
+
+  private report(r: RequestRecord): void {
+    const t = this.telemetry;
+    if (!t) return;
+    const source = {
+      workload: r.source.name,
+      namespace: r.source.namespace,
+      version: r.source.version ?? '',
+      principal: r.source.spiffeId,
+    };
+    const destination = {
+      service: r.service,
+      workload: r.endpoint?.workload ?? '',
+      namespace: r.endpoint?.namespace ?? '',
+      version: r.endpoint?.version ?? '',
+      cluster: r.cluster ?? '',
+    };
+    if (r.protocol === 'http') {
+      t.requestCompleted({
+        source,
+        destination,
+        protocol: 'http',
+        reporter: 'source',
+        code: r.status,
+        flags: r.flags,
+        durationMs: r.durationMs,
+        ...(r.method ? { method: r.method } : {}),
+        ...(r.path ? { path: r.path } : {}),
+        ...(r.route ? { route: r.route } : {}),
+        ...(r.endpoint ? { upstreamHost: `${r.endpoint.ip}:${r.endpoint.port}` } : {}),
+      });
+    } else {
+      t.tcpOpened({ source, destination, reporter: 'source' });
+      t.tcpClosed({
+        source,
+        destination,
+        reporter: 'source',
+        bytesSent: r.bytesSent ?? 0,
+        bytesReceived: r.bytesReceived ?? 0,
+        flags: r.flags,
+        durationMs: r.durationMs,
+      });
+    }
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      node: this.opts.nodeName,
+      xds: { connected: this.xdsConnected, versions: this.versions },
+      pods: this.view.all().map((p) => ({ pod: `${p.namespace}/${p.name}`, ip: p.ip, spiffeId: p.spiffeId })),
+      identities:
+        this.identities
+          ?.list()
+          .map((s) => ({ spiffeId: s.spiffeId.uri, serial: s.serial, notAfter: s.notAfter.toISOString() })) ??
+        [],
+      bpf: this.dataplane
+        ? Object.fromEntries(Object.entries(this.dataplane.counters()).map(([k, v]) => [k, Number(v)]))
+        : {},
+      tunnels: this.tunnels.size,
+    };
+  }
+
+  /** Stops serving; BPF programs stay pinned so connections keep flowing through a restart. */
+  async stop(): Promise<void> {
+    this.ads?.close();
+    await this.outbound?.close();
+    await this.tunnelServer?.close();
+    await this.inbound?.close();
+    this.tunnels.close();
+    this.planner?.close();
+    this.identities?.stop();
+    this.dataplane?.close();
+    await this.telemetry?.close();
+  }
+}
+
+function snapshotOf(cfg: XdsConfig): XdsSnapshot {
+  return {
+    listeners: cfg.listeners,
+    routes: cfg.routes,
+    clusters: cfg.clusters,
+    endpoints: cfg.endpoints,
+    version: Object.values(cfg.versions).join('/'),
+  };
+}
+
+export function requireAgentPaths(o: Pick<AgentOptions, 'cgroupPath' | 'podsCgroup'>): void {
+  for (const p of [o.cgroupPath, o.podsCgroup]) {
+    try {
+      statSync(p);
+    } catch {
+      throw new SockmeshError('SOCKMESH_E_NOT_FOUND', `cgroup directory ${p} does not exist`, {
+        hint: 'pass the node cgroup with --cgroup and its pods directory with --pods-cgroup',
+      });
+    }
+  }
+}

@@ -1,0 +1,144 @@
+import { nodeOf } from '../balancer/candidates.js';
+import { createLoadBalancer } from '../balancer/create.js';
+import type { InFlight } from '../balancer/least-request.js';
+import { InFlight as InFlightCounter } from '../balancer/least-request.js';
+import type { Endpoint as LbEndpoint, LoadBalancer } from '../balancer/types.js';
+import { NO_EJECTIONS } from '../balancer/types.js';
+import { type BreakerResource, CircuitBreaker } from '../breaker/circuit-breaker.js';
+import type { BreakerKind, Endpoint, Outcome, UpstreamCluster } from '../outbound/plan.js';
+import { OutlierDetector, type OutlierEvent, type OutlierOutcome } from '../outlier/detector.js';
+import type { ClusterSettings } from '../state/cluster.js';
+
+const RESOURCE: Record<BreakerKind, BreakerResource> = {
+  connection: 'connections',
+  pending: 'pending',
+  request: 'requests',
+  retry: 'retries',
+};
+
+export interface ClusterEvents {
+  outlier(cluster: string, ev: OutlierEvent): void;
+}
+
+/** `outbound|9080||reviews-v1.shop.svc.cluster.local` -> `reviews-v1.shop`. */
+export function serviceOfCluster(name: string): string {
+  const fqdn = name.split('|')[3] ?? name;
+  return fqdn.split('.').slice(0, 2).join('.');
+}
+
+/** The proxy's view of a balancer endpoint: where it is and who it must prove to be. */
+export function planEndpoint(e: LbEndpoint, localNode: string): Endpoint {
+  const node = nodeOf(e);
+  return {
+    key: e.key,
+    ip: e.address,
+    port: e.port,
+    node: node ?? '',
+    local: node === localNode,
+    tunnelAddress: e.meta.tunnelAddress,
+    spiffeId: e.meta.spiffeId,
+    version: e.meta.version,
+    workload: e.meta.pod,
+    namespace: e.meta.namespace,
+  };
+}
+
+function toOutlier(o: Outcome): OutlierOutcome {
+  switch (o.kind) {
+    case 'status':
+      return { kind: 'http', status: o.status };
+    case 'success':
+      return { kind: 'connect-success' };
+    default:
+      return o;
+  }
+}
+
+/**
+ * One upstream cluster at run time: its endpoints behind the configured
+ * balancer, its circuit breaker, outlier detector and in-flight counts. Breaker,
+ * outlier and in-flight state survive config updates; the balancer is rebuilt.
+ */
+export class ClusterRuntime implements UpstreamCluster {
+  readonly breaker: CircuitBreaker;
+  readonly outlier: OutlierDetector;
+  private readonly inFlight: InFlight = new InFlightCounter();
+  private lb!: LoadBalancer;
+  private settings!: ClusterSettings;
+  private endpoints: readonly LbEndpoint[] = [];
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private readonly byKey = new Map<string, Endpoint>();
+  readonly service: string;
+
+  constructor(
+    readonly name: string,
+    settings: ClusterSettings,
+    endpoints: readonly LbEndpoint[],
+    private readonly localNode: string,
+    private readonly events?: ClusterEvents,
+  ) {
+    this.service = serviceOfCluster(name);
+    this.breaker = new CircuitBreaker(settings.breaker);
+    this.outlier = new OutlierDetector(settings.outlier ?? {}, () => performance.now());
+    this.update(settings, endpoints);
+  }
+
+  get connectTimeoutMs(): number {
+    return this.settings.connectTimeoutMs;
+  }
+
+  get version(): string | undefined {
+    return this.endpoints[0]?.meta.version;
+  }
+
+  update(settings: ClusterSettings, endpoints: readonly LbEndpoint[]): void {
+    this.settings = settings;
+    this.endpoints = endpoints;
+    this.breaker.setThresholds(settings.breaker);
+    if (settings.outlier) this.outlier.setConfig(settings.outlier);
+    this.outlier.setHosts(endpoints.map((e) => e.key));
+    const ejections = settings.outlier ? this.outlier : NO_EJECTIONS;
+    this.lb = createLoadBalancer(settings.balancer, endpoints, {
+      localNode: this.localNode,
+      ejections,
+      inFlight: this.inFlight,
+    });
+    this.byKey.clear();
+    for (const e of endpoints) this.byKey.set(e.key, planEndpoint(e, this.localNode));
+    clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+    if (settings.outlier) {
+      this.sweepTimer = setInterval(
+        () => {
+          for (const ev of this.outlier.sweep()) this.events?.outlier(this.name, ev);
+        },
+        Math.max(100, this.outlier.intervalMs),
+      );
+      this.sweepTimer.unref();
+    }
+  }
+
+  close(): void {
+    clearInterval(this.sweepTimer);
+  }
+
+  pick(hashKey?: string): Endpoint | null {
+    const e = this.lb.pick(hashKey === undefined ? undefined : { hashKey });
+    return e ? (this.byKey.get(e.key) ?? null) : null;
+  }
+
+  tryAcquire(kind: BreakerKind): (() => void) | null {
+    const got = this.breaker.tryAcquire(RESOURCE[kind]);
+    return got.ok ? got.release : null;
+  }
+
+  report(ep: Endpoint, outcome: Outcome): void {
+    if (!this.settings.outlier) return;
+    const ev = this.outlier.report(ep.key, toOutlier(outcome));
+    if (ev) this.events?.outlier(this.name, ev);
+  }
+
+  track(ep: Endpoint): () => void {
+    return this.inFlight.start(ep.key);
+  }
+}

@@ -1,0 +1,77 @@
+import type { CertificateAuthority } from '../../certs/ca/authority.js';
+import { SvidRotator } from '../../certs/rotator.js';
+import type { TrustBundle, X509Svid } from '../../certs/svid.js';
+import type { Logger } from '../../lib/log.js';
+import { identitySni } from '../tunnel/peer.js';
+
+/**
+ * The SVIDs this node presents: one rotating SVID per identity of a local
+ * meshed workload. Pods sharing a service account share the identity.
+ */
+export class NodeIdentities {
+  private readonly rotators = new Map<string, SvidRotator>();
+  private readonly bySni = new Map<string, string>();
+  private readonly listeners = new Set<(spiffeId: string) => void>();
+
+  constructor(
+    private readonly ca: CertificateAuthority,
+    private readonly log: Logger,
+    private readonly ttlMs?: number,
+  ) {}
+
+  /** Keeps exactly these identities: starts rotators for new ones, stops the rest. Resolves once all have an SVID. */
+  async reconcile(wanted: Iterable<string>): Promise<void> {
+    const want = new Set(wanted);
+    for (const [id, r] of this.rotators) {
+      if (!want.has(id)) {
+        r.stop();
+        this.rotators.delete(id);
+        this.bySni.delete(identitySni(id));
+      }
+    }
+    const starting: Promise<X509Svid>[] = [];
+    for (const id of want) {
+      if (this.rotators.has(id)) continue;
+      const rotator = new SvidRotator({
+        fetch: () => this.ca.issueSvid(id, this.ttlMs === undefined ? {} : { ttlMs: this.ttlMs }),
+        logger: this.log,
+        name: id,
+      });
+      rotator.subscribe(() => {
+        for (const l of this.listeners) l(id);
+      });
+      this.rotators.set(id, rotator);
+      this.bySni.set(identitySni(id), id);
+      starting.push(rotator.start());
+    }
+    await Promise.all(starting);
+  }
+
+  svidFor(spiffeId: string): X509Svid | undefined {
+    return this.rotators.get(spiffeId)?.current() ?? undefined;
+  }
+
+  svidBySni(sni: string): X509Svid | undefined {
+    const id = this.bySni.get(sni);
+    return id === undefined ? undefined : this.svidFor(id);
+  }
+
+  bundle(): TrustBundle {
+    return this.ca.bundle;
+  }
+
+  /** Called with the SPIFFE ID whenever one of its SVIDs rotates. */
+  onRotate(listener: (spiffeId: string) => void): void {
+    this.listeners.add(listener);
+  }
+
+  list(): X509Svid[] {
+    return [...this.rotators.values()].map((r) => r.current()).filter((s): s is X509Svid => s !== null);
+  }
+
+  stop(): void {
+    for (const r of this.rotators.values()) r.stop();
+    this.rotators.clear();
+    this.bySni.clear();
+  }
+}

@@ -1,0 +1,578 @@
+import http from 'node:http';
+import net, { type AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { Pool } from 'undici';
+import type { X509Svid } from '../../certs/svid.js';
+import type { Logger } from '../../lib/log.js';
+import { nullLogger } from '../../lib/log.js';
+import { forwardedClientCert, type LocalWorkloads } from '../inbound/policy.js';
+import type { InboundServer } from '../inbound/server.js';
+import { splice } from '../io/streams.js';
+import { TunnelError, type TunnelPool } from '../tunnel/pool.js';
+import type {
+  Endpoint,
+  HttpRequestView,
+  OutboundPlanner,
+  Outcome,
+  ResponseFlag,
+  RouteDecision,
+  UpstreamCluster,
+} from './plan.js';
+
+export interface OriginalDestinations {
+  lookup(
+    peerIp: string,
+    peerPort: number,
+    localIp: string,
+    localPort: number,
+  ): { ip: string; port: number } | undefined;
+}
+
+/** A meshed pod of this node as a caller. */
+export interface SourceWorkload {
+  ip: string;
+  namespace: string;
+  name: string;
+  serviceAccount: string;
+  spiffeId: string;
+  version: string | undefined;
+}
+
+export interface SourceWorkloads {
+  byIp(ip: string): SourceWorkload | undefined;
+}
+
+export interface SvidSource {
+  svidFor(spiffeId: string): X509Svid | undefined;
+}
+
+export interface RequestRecord {
+  source: SourceWorkload;
+  protocol: 'http' | 'tcp';
+  service: string;
+  cluster: string | undefined;
+  endpoint: Endpoint | undefined;
+  status: number;
+  flags: ResponseFlag;
+  durationMs: number;
+  method?: string;
+  path?: string;
+  route?: string;
+  attempts: number;
+  bytesSent?: number;
+  bytesReceived?: number;
+}
+
+export interface OutboundEvents {
+  completed(rec: RequestRecord): void;
+  breakerOverflow(cluster: string, kind: string): void;
+}
+
+export interface OutboundOptions {
+  planner: OutboundPlanner;
+  origDst: OriginalDestinations;
+  sources: SourceWorkloads;
+  svids: SvidSource;
+  tunnels: TunnelPool;
+  /** Same-node destinations are authorized in-process, by the same rules the tunnel applies. */
+  inbound: InboundServer;
+  localWorkloads: LocalWorkloads;
+  events?: OutboundEvents;
+  log?: Logger;
+}
+
+interface ConnContext {
+  source: SourceWorkload;
+  svid: X509Svid;
+  service: string;
+  route: (req: HttpRequestView) => RouteDecision;
+  peer: string;
+}
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'x-forwarded-client-cert',
+]);
+
+/** Retries replay the request body, so only bodies up to this size are buffered for them. */
+const MAX_REPLAY_BODY = 64 * 1024;
+
+/**
+ * The outbound half of the node proxy: accepts the connections the kernel
+ * redirected, recovers where they were going, and carries them there by the
+ * mesh's rules: per request for HTTP ports, per connection otherwise.
+ */
+export class OutboundServer {
+  private readonly server: net.Server;
+  private readonly http: http.Server;
+  private readonly contexts = new WeakMap<object, ConnContext>();
+  private readonly pools = new Map<string, Pool>();
+  private readonly log: Logger;
+
+  constructor(private readonly opts: OutboundOptions) {
+    this.log = opts.log ?? nullLogger;
+    this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (sock) =>
+      this.onConnection(sock),
+    );
+    this.http = http.createServer({ keepAliveTimeout: 60_000, requestTimeout: 0 }, (req, res) => {
+      this.onRequest(req, res).catch((err: Error) => {
+        this.log.warn('outbound request failed unexpectedly', { err });
+        if (!res.headersSent) res.writeHead(500);
+        res.end();
+      });
+    });
+    this.http.on('clientError', (_err, socket) => socket.destroy());
+  }
+
+  async listen(port: number, host: string): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ port, host, backlog: 4096 }, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    return this.server.address() as AddressInfo;
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.http.close();
+    await Promise.all([...this.pools.values()].map((p) => p.destroy()));
+    this.pools.clear();
+  }
+
+  /** Drops pooled upstream connections of a source identity (e.g. after its SVID rotated). */
+  dropPoolsOf(spiffeId: string): void {
+    for (const [key, pool] of this.pools) {
+      if (key.startsWith(`${spiffeId}|`)) {
+        this.pools.delete(key);
+        pool.close().catch(() => {});
+      }
+    }
+  }
+
+  private onConnection(sock: net.Socket): void {
+    sock.on('error', () => {});
+    const peerIp = sock.remoteAddress?.replace(/^::ffff:/, '') ?? '';
+    const peerPort = sock.remotePort ?? 0;
+    const localIp = sock.localAddress?.replace(/^::ffff:/, '') ?? '';
+    const localPort = sock.localPort ?? 0;
+    const orig = this.opts.origDst.lookup(peerIp, peerPort, localIp, localPort);
+    if (!orig) {
+      // Not redirected by the kernel: nobody should dial the capture port directly.
+      this.log.debug('connection without original destination refused', { peer: `${peerIp}:${peerPort}` });
+      sock.destroy();
+      return;
+    }
+    const source = this.opts.sources.byIp(peerIp);
+    const svid = source && this.opts.svids.svidFor(source.spiffeId);
+    if (!source || !svid) {
+      this.log.warn('captured connection from a pod without a mesh identity', {
+        peer: peerIp,
+        source: source?.spiffeId,
+      });
+      sock.destroy();
+      return;
+    }
+    const plan = this.opts.planner.plan(orig.ip, orig.port);
+    const peer = `${peerIp}:${peerPort}`;
+    if (plan.kind === 'http') {
+      this.contexts.set(sock, { source, svid, service: plan.service, route: plan.route, peer });
+      this.http.emit('connection', sock);
+      sock.resume();
+      return;
+    }
+    if (plan.kind === 'tcp') {
+      const cluster = plan.cluster();
+      this.forwardTcp(sock, source, svid, plan.service, cluster, orig.port, peer);
+      return;
+    }
+    const ep = this.opts.planner.endpointAt(orig.ip, orig.port);
+    if (ep) {
+      this.forwardTcp(sock, source, svid, `${orig.ip}:${orig.port}`, null, orig.port, peer, ep);
+      return;
+    }
+    // Outside the mesh: straight to where the app was going.
+    const started = performance.now();
+    const up = net.connect({ host: orig.ip, port: orig.port, noDelay: true });
+    up.once('connect', () => {
+      splice(sock, up);
+      sock.resume();
+    });
+    up.once('error', () => sock.destroy());
+    sock.once('close', () =>
+      this.opts.events?.completed({
+        source,
+        protocol: 'tcp',
+        service: 'passthrough',
+        cluster: undefined,
+        endpoint: undefined,
+        status: 0,
+        flags: '-',
+        durationMs: performance.now() - started,
+        attempts: 1,
+        bytesSent: sock.bytesRead,
+        bytesReceived: sock.bytesWritten,
+      }),
+    );
+  }
+
+  private forwardTcp(
+    sock: net.Socket,
+    source: SourceWorkload,
+    svid: X509Svid,
+    service: string,
+    cluster: UpstreamCluster | null,
+    port: number,
+    peer: string,
+    fixed?: Endpoint,
+  ): void {
+    const started = performance.now();
+    const done = (flags: ResponseFlag, ep: Endpoint | undefined) =>
+      this.opts.events?.completed({
+        source,
+        protocol: 'tcp',
+        service,
+        cluster: cluster?.name,
+        endpoint: ep,
+        status: 0,
+        flags,
+        durationMs: performance.now() - started,
+        attempts: 1,
+        bytesSent: sock.bytesRead,
+        bytesReceived: sock.bytesWritten,
+      });
+    const ep = fixed ?? cluster?.pick() ?? null;
+    if (!ep) {
+      sock.destroy();
+      done('UH', undefined);
+      return;
+    }
+    const release = cluster ? cluster.tryAcquire('connection') : () => {};
+    if (!release) {
+      this.opts.events?.breakerOverflow(cluster!.name, 'connection');
+      sock.destroy();
+      done('UO', ep);
+      return;
+    }
+    const untrack = cluster?.track(ep) ?? (() => {});
+    this.dial(source, svid, ep, port, peer, cluster?.connectTimeoutMs ?? 5000).then(
+      (up) => {
+        cluster?.report(ep, { kind: 'success' });
+        splice(sock, up);
+        sock.resume();
+        sock.once('close', () => {
+          release();
+          untrack();
+          done('-', ep);
+        });
+      },
+      (err: Error) => {
+        release();
+        untrack();
+        const denied = err instanceof TunnelError && err.status === 403;
+        if (!denied) cluster?.report(ep, { kind: 'connect-failure' });
+        sock.destroy();
+        done(denied ? 'UAEX' : 'UF', ep);
+      },
+    );
+  }
+
+  /** A byte stream to the endpoint: direct on this node, the mTLS tunnel otherwise. */
+  private dial(
+    source: SourceWorkload,
+    svid: X509Svid,
+    ep: Endpoint,
+    port: number,
+    peer: string,
+    timeoutMs: number,
+  ): Promise<Duplex> {
+    if (ep.local) {
+      const destination = this.opts.localWorkloads.byIp(ep.ip);
+      if (!destination) return Promise.reject(new Error(`no local workload at ${ep.ip}`));
+      const verdict = this.opts.inbound.authorize({ principal: source.spiffeId, destination, port });
+      if (!verdict.allowed)
+        return Promise.reject(new TunnelError('denied by authorization policy', 'refused', 403));
+      return connectDirect(ep.ip, port, timeoutMs);
+    }
+    if (!ep.tunnelAddress || !ep.spiffeId) {
+      return Promise.reject(new Error(`endpoint ${ep.ip} has no tunnel address or identity in its metadata`));
+    }
+    return this.opts.tunnels.open({
+      source: svid,
+      nodeAddress: ep.tunnelAddress,
+      expectedServerId: ep.spiffeId,
+      authority: `${ep.ip}:${port}`,
+      forwardedFor: peer,
+      baggage: `k8s.namespace.name=${source.namespace},k8s.workload.name=${source.name},app.version=${source.version ?? 'unknown'}`,
+      connectTimeoutMs: timeoutMs,
+    });
+  }
+
+  private pool(ctx: ConnContext, ep: Endpoint, timeoutMs: number): Pool {
+    const key = `${ctx.source.spiffeId}|${ctx.svid.serial}|${ep.ip}:${ep.port}`;
+    let p = this.pools.get(key);
+    if (!p) {
+      const port = ep.port;
+      p = new Pool(`http://${ep.ip}:${port}`, {
+        connections: 512,
+        pipelining: 1,
+        keepAliveTimeout: 30_000,
+        connect: (_o, cb) => {
+          this.dial(ctx.source, ctx.svid, ep, port, ctx.peer, timeoutMs).then(
+            (s) => cb(null, s as net.Socket),
+            (err: Error) => cb(err, null),
+          );
+        },
+      });
+      this.pools.set(key, p);
+    }
+    return p;
+  }
+
+  private async onRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const started = performance.now();
+    const ctx = this.contexts.get(req.socket);
+    if (!ctx) {
+      res.writeHead(500).end();
+      return;
+    }
+    const view: HttpRequestView = {
+      sourceIp: ctx.source.ip,
+      authority: req.headers.host ?? '',
+      path: req.url ?? '/',
+      method: req.method ?? 'GET',
+      headers: req.headers,
+    };
+    const decision = ctx.route(view);
+    const record = (
+      status: number,
+      flags: ResponseFlag,
+      cluster?: UpstreamCluster,
+      ep?: Endpoint,
+      attempts = 0,
+    ) =>
+      this.opts.events?.completed({
+        source: ctx.source,
+        protocol: 'http',
+        service: ctx.service,
+        cluster: cluster?.name,
+        endpoint: ep,
+        status,
+        flags,
+        durationMs: performance.now() - started,
+        method: view.method,
+        path: view.path,
+        ...(decision.kind === 'forward' ? { route: decision.routeName } : {}),
+        attempts,
+      });
+    if (decision.kind === 'reject') {
+      res.writeHead(decision.status, { 'content-type': 'text/plain', 'x-sockmesh-flags': decision.flag });
+      res.end(decision.body);
+      record(decision.status, decision.flag);
+      return;
+    }
+    const { cluster } = decision;
+    const headers = decision.headers;
+    for (const name of HOP_BY_HOP) delete headers[name];
+    const hasBody =
+      req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+    let body: Buffer | http.IncomingMessage | null = null;
+    const retry = decision.retry;
+    if (hasBody) {
+      const len = Number(req.headers['content-length'] ?? Number.NaN);
+      body = retry && len <= MAX_REPLAY_BODY ? await readAll(req) : req;
+    }
+    const canRetry = retry !== undefined && (body === null || Buffer.isBuffer(body));
+    const deadline = decision.timeoutMs === undefined ? undefined : started + decision.timeoutMs;
+    const { hashKey } = decision;
+
+    const pendingRelease = cluster.tryAcquire('request');
+    if (!pendingRelease) {
+      this.opts.events?.breakerOverflow(cluster.name, 'request');
+      res.writeHead(503, { 'content-type': 'text/plain', 'x-sockmesh-flags': 'UO' });
+      res.end('upstream overflow: circuit breaker open (max requests)\n');
+      record(503, 'UO', cluster);
+      return;
+    }
+    try {
+      let attempt = 0;
+      let lastFlag: ResponseFlag = 'UF';
+      let lastEp: Endpoint | undefined;
+      for (;;) {
+        attempt++;
+        if (attempt > 1) {
+          const retryRelease = cluster.tryAcquire('retry');
+          if (!retryRelease) {
+            this.opts.events?.breakerOverflow(cluster.name, 'retry');
+            break;
+          }
+          retryRelease();
+          await sleep(retry!.backoffMs(attempt - 1));
+        }
+        const ep = cluster.pick(hashKey);
+        if (!ep) {
+          lastFlag = 'UH';
+          break;
+        }
+        lastEp = ep;
+        if (ep.local) {
+          const destination = this.opts.localWorkloads.byIp(ep.ip);
+          const verdict = destination
+            ? this.opts.inbound.authorize(
+                { principal: ctx.source.spiffeId, destination, port: ep.port },
+                view.method,
+                view.path.split('?')[0],
+              )
+            : { allowed: false as const, policy: '-', reason: 'no local workload' };
+          if (!verdict.allowed) {
+            res.writeHead(403, { 'content-type': 'text/plain', 'x-sockmesh-flags': 'UAEX' });
+            res.end(`RBAC: access denied (${verdict.policy})\n`);
+            record(403, 'UAEX', cluster, ep, attempt);
+            return;
+          }
+          if (destination)
+            headers['x-forwarded-client-cert'] = forwardedClientCert(
+              destination.spiffeId,
+              ctx.source.spiffeId,
+            );
+        } else {
+          delete headers['x-forwarded-client-cert'];
+        }
+        const perTry = retry?.perTryTimeoutMs;
+        const remaining = deadline === undefined ? undefined : deadline - performance.now();
+        if (remaining !== undefined && remaining <= 0) {
+          lastFlag = 'UT';
+          break;
+        }
+        const budget = minDefined(perTry, remaining);
+        const untrack = cluster.track(ep);
+        let outcome: Outcome;
+        try {
+          const up = await this.pool(ctx, ep, cluster.connectTimeoutMs).request({
+            method: view.method as 'GET',
+            path: view.path,
+            headers,
+            body,
+            ...(budget === undefined ? {} : { signal: AbortSignal.timeout(budget) }),
+          });
+          outcome = up.statusCode >= 500 ? { kind: 'status', status: up.statusCode } : { kind: 'success' };
+          cluster.report(
+            ep,
+            outcome.kind === 'success' ? { kind: 'status', status: up.statusCode } : outcome,
+          );
+          const exhausted = !canRetry || attempt > retry!.numRetries || !retry!.shouldRetry(outcome);
+          if (outcome.kind === 'success' || exhausted) {
+            const out: Record<string, string | string[]> = {};
+            for (const [k, v] of Object.entries(up.headers))
+              if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+            if (attempt > 1 && outcome.kind !== 'success') out['x-sockmesh-flags'] = 'URX';
+            res.writeHead(up.statusCode, out);
+            up.body.on('error', () => res.destroy());
+            up.body.pipe(res);
+            await new Promise<void>((resolve) => res.once('close', resolve));
+            untrack();
+            record(
+              up.statusCode,
+              attempt > 1 && outcome.kind !== 'success' ? 'URX' : '-',
+              cluster,
+              ep,
+              attempt,
+            );
+            return;
+          }
+          await up.body.dump().catch(() => {});
+          untrack();
+          lastFlag = 'URX';
+        } catch (err) {
+          untrack();
+          outcome = classify(err);
+          cluster.report(ep, outcome);
+          lastFlag =
+            outcome.kind === 'timeout'
+              ? 'UT'
+              : err instanceof TunnelError && err.status === 403
+                ? 'UAEX'
+                : outcome.kind === 'reset'
+                  ? 'UR'
+                  : 'UF';
+          if (lastFlag === 'UAEX') {
+            res.writeHead(403, { 'content-type': 'text/plain', 'x-sockmesh-flags': 'UAEX' });
+            res.end('RBAC: access denied\n');
+            record(403, 'UAEX', cluster, ep, attempt);
+            return;
+          }
+          if (!canRetry || attempt > retry!.numRetries || !retry!.shouldRetry(outcome)) break;
+        }
+      }
+      const status = lastFlag === 'UT' ? 504 : 503;
+      if (!res.headersSent) {
+        res.writeHead(status, { 'content-type': 'text/plain', 'x-sockmesh-flags': lastFlag });
+        res.end(`upstream ${lastFlag === 'UT' ? 'request timeout' : 'unavailable'} (${lastFlag})\n`);
+      } else res.destroy();
+      record(status, lastFlag, cluster, lastEp, attempt);
+    } finally {
+      pendingRelease();
+    }
+  }
+}
+
+function classify(err: unknown): Outcome {
+  const e = err as { name?: string; code?: string; kind?: string };
+  if (e.name === 'TimeoutError' || e.name === 'AbortError' || e.code === 'UND_ERR_HEADERS_TIMEOUT')
+    return { kind: 'timeout' };
+  if (err instanceof TunnelError)
+    return err.kind === 'reset'
+      ? { kind: 'reset' }
+      : err.kind === 'timeout'
+        ? { kind: 'timeout' }
+        : { kind: 'connect-failure' };
+  if (e.code === 'ECONNREFUSED' || e.code === 'EHOSTUNREACH' || e.code === 'UND_ERR_CONNECT_TIMEOUT')
+    return { kind: 'connect-failure' };
+  if (e.code === 'UND_ERR_SOCKET' || e.code === 'ECONNRESET') return { kind: 'reset' };
+  return { kind: 'connect-failure' };
+}
+
+function connectDirect(ip: string, port: number, timeoutMs: number): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: ip, port, noDelay: true });
+    const timer = setTimeout(
+      () => s.destroy(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })),
+      timeoutMs,
+    );
+    s.once('connect', () => {
+      clearTimeout(timer);
+      resolve(s);
+    });
+    s.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+function readAll(req: http.IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+function minDefined(a: number | undefined, b: number | undefined): number | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return Math.min(a, b);
+}
+
+function sleep(ms: number): Promise<void> {
+  return ms > 0 ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve();
+}
