@@ -3,11 +3,11 @@
  * control plane, one agent per node and the example workloads running in it.
  * `sockmesh up` and the end-to-end tests both start exactly this.
  */
-import { cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CertificateAuthority } from '../certs/ca/authority.js';
 import { saveAuthority } from '../certs/ca/store.js';
+import { CertificateAuthority } from '../certs/index.js';
 import { SockmeshError } from '../lib/errors.js';
 import { buildModel } from '../xds/model/build.js';
 import type { MeshModel } from '../xds/model/types.js';
@@ -175,27 +175,10 @@ export class LocalMesh {
     bed.setHosts(hosts);
 
     progress('starting the control plane');
-    const cli = cliArgv();
-    bed.spawn(
-      bed.host,
-      [
-        ...cli,
-        'control-plane',
-        '--manifests',
-        paths.manifests,
-        '--unix',
-        paths.xdsSocket,
-        '--admin',
-        `unix:${paths.adminSocket}`,
-        '--trust-domain',
-        trustDomain,
-        ...bed.nodes.flatMap((n) => ['--node', `${n.name}=${n.underlayIp}`]),
-      ],
-      { logFile: join(paths.logs, 'control-plane.log'), cwd: ROOT },
-    );
-    await this.waitFor(bed.host, [{ kind: 'file', path: paths.xdsSocket }], 20_000, 'the control plane');
+    await this.startControlPlane();
 
     progress(`starting ${bed.nodes.length} agents`);
+    const cli = cliArgv();
     for (const node of bed.nodes) {
       bed.spawn(
         node,
@@ -229,6 +212,66 @@ export class LocalMesh {
     }
     progress('waiting for agents and workloads to be ready');
     await this.waitReady(30_000);
+  }
+
+  /** Starts the control plane on the host, serving the run's manifests directory over a unix socket. */
+  async startControlPlane(): Promise<void> {
+    const { bed, paths } = this;
+    rmSync(paths.xdsSocket, { force: true });
+    bed.spawn(
+      bed.host,
+      [
+        ...cliArgv(),
+        'control-plane',
+        '--manifests',
+        paths.manifests,
+        '--unix',
+        paths.xdsSocket,
+        '--admin',
+        `unix:${paths.adminSocket}`,
+        '--trust-domain',
+        bed.getExtra<string>('trustDomain') ?? 'cluster.local',
+        ...bed.nodes.flatMap((n) => ['--node', `${n.name}=${n.underlayIp}`]),
+      ],
+      { logFile: join(paths.logs, 'control-plane.log'), cwd: ROOT },
+    );
+    await this.waitFor(bed.host, [{ kind: 'file', path: paths.xdsSocket }], 20_000, 'the control plane');
+  }
+
+  /** Kills the control plane (agents keep serving their last config). */
+  stopControlPlane(): void {
+    const procs = join(this.bed.host.systemCgroupPath, 'cgroup.procs');
+    for (const pid of readFileSync(procs, 'utf8').split('\n').filter(Boolean)) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+
+  /** Writes one manifest file into the live manifests directory; the control plane applies it within a second. */
+  writeManifest(name: string, text: string): void {
+    const tmp = join(this.paths.manifests, `.${name}.tmp`);
+    writeFileSync(tmp, text);
+    renameSync(tmp, join(this.paths.manifests, name));
+  }
+
+  removeManifest(name: string): void {
+    rmSync(join(this.paths.manifests, name), { force: true });
+  }
+
+  /** GET on a node agent's admin port (15020), from inside the node. */
+  async agentGet(node: string, path: string): Promise<{ status: number; body: string }> {
+    const n = this.bed.node(node);
+    const script = `fetch(${JSON.stringify(`http://${n.underlayIp}:15020${path}`)}).then(async r=>process.stdout.write(JSON.stringify({status:r.status,body:await r.text()}))).catch(e=>{console.error(String(e.cause??e));process.exit(1)})`;
+    const res = await this.bed.exec(n, [process.execPath, '-e', script], { timeoutMs: 10_000 });
+    if (res.code !== 0)
+      throw new SockmeshError(
+        'SOCKMESH_E_LAB',
+        `agent on ${node} did not answer ${path}: ${res.stderr.trim()}`,
+      );
+    return JSON.parse(res.stdout) as { status: number; body: string };
   }
 
   /** The example app in every pod that declares a container port, told who it is by environment. */

@@ -1,7 +1,7 @@
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { SockopsDataplane } from '../../bpf-sockops/index.js';
-import { loadAuthority } from '../../certs/ca/store.js';
+import { loadAuthority } from '../../certs/index.js';
 import { SockmeshError } from '../../lib/errors.js';
 import { createLogger, type Logger } from '../../lib/log.js';
 import { AdsClient, type XdsConfig } from '../../xds/client/ads-client.js';
@@ -164,6 +164,8 @@ export class MeshAgent {
       target: o.controlPlane,
       node: { id: o.nodeName, locality: { zone: o.nodeName }, metadata: { underlayIp: o.tunnelIp } },
       logger: this.log,
+      // A restarted control plane should find its agents back within seconds, not minutes.
+      backoff: { initialMs: 200, maxMs: 5000 },
       validate: (typeUrl, resources) => this.validate(typeUrl, resources),
     });
     this.ads.on('connected', () => {

@@ -1,6 +1,9 @@
-import type { CertificateAuthority } from '../../certs/ca/authority.js';
-import { SvidRotator } from '../../certs/rotator.js';
-import type { TrustBundle, X509Svid } from '../../certs/svid.js';
+import {
+  type CertificateAuthority,
+  SvidRotator,
+  type TrustBundle,
+  type X509Svid,
+} from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
 import { identitySni } from '../tunnel/peer.js';
 

@@ -2,7 +2,7 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Pool } from 'undici';
-import type { X509Svid } from '../../certs/svid.js';
+import type { X509Svid } from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
 import { forwardedClientCert, type LocalWorkloads } from '../inbound/policy.js';
@@ -191,12 +191,12 @@ export class OutboundServer {
     }
     if (plan.kind === 'tcp') {
       const cluster = plan.cluster();
-      this.forwardTcp(sock, source, svid, plan.service, cluster, orig.port, peer);
+      this.forwardTcp(sock, source, svid, plan.service, cluster, peer);
       return;
     }
     const ep = this.opts.planner.endpointAt(orig.ip, orig.port);
     if (ep) {
-      this.forwardTcp(sock, source, svid, `${orig.ip}:${orig.port}`, null, orig.port, peer, ep);
+      this.forwardTcp(sock, source, svid, `${orig.ip}:${orig.port}`, null, peer, ep);
       return;
     }
     // Outside the mesh: straight to where the app was going.
@@ -230,7 +230,6 @@ export class OutboundServer {
     svid: X509Svid,
     service: string,
     cluster: UpstreamCluster | null,
-    port: number,
     peer: string,
     fixed?: Endpoint,
   ): void {
@@ -263,7 +262,7 @@ export class OutboundServer {
       return;
     }
     const untrack = cluster?.track(ep) ?? (() => {});
-    this.dial(source, svid, ep, port, peer, cluster?.connectTimeoutMs ?? 5000).then(
+    this.dial(source, svid, ep, ep.port, peer, cluster?.connectTimeoutMs ?? 5000).then(
       (up) => {
         cluster?.report(ep, { kind: 'success' });
         splice(sock, up);
@@ -461,7 +460,7 @@ export class OutboundServer {
             path: view.path,
             headers,
             body,
-            ...(budget === undefined ? {} : { signal: AbortSignal.timeout(budget) }),
+            ...(budget === undefined ? {} : { signal: AbortSignal.timeout(Math.max(1, Math.ceil(budget))) }),
           });
           outcome = up.statusCode >= 500 ? { kind: 'status', status: up.statusCode } : { kind: 'success' };
           cluster.report(
@@ -494,6 +493,13 @@ export class OutboundServer {
         } catch (err) {
           untrack();
           outcome = classify(err);
+          this.log.debug('upstream attempt failed', {
+            cluster: cluster.name,
+            endpoint: ep.key,
+            attempt,
+            outcome: outcome.kind,
+            err,
+          });
           cluster.report(ep, outcome);
           lastFlag =
             outcome.kind === 'timeout'

@@ -1,11 +1,14 @@
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import tls from 'node:tls';
-import type { X509Svid } from '../../certs/svid.js';
-import { bundlePem, svidChainPem, svidKeyPem } from '../../certs/svid.js';
-import { verifyPeer } from '../../certs/verify.js';
+import {
+  chainFromPeerCertificate,
+  svidSecureContextOptions,
+  verifyPeer,
+  type X509Svid,
+} from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
-import { identitySni, peerChainDer } from './peer.js';
+import { identitySni } from './peer.js';
 
 export interface TunnelTarget {
   /** The SVID the source workload is represented by (client certificate). */
@@ -147,15 +150,13 @@ export class TunnelPool {
           host,
           port: Number(portStr),
           servername: identitySni(t.expectedServerId),
-          cert: svidChainPem(t.source),
-          key: svidKeyPem(t.source),
-          ca: bundlePem(bundle),
-          minVersion: 'TLSv1.3',
-          maxVersion: 'TLSv1.3',
+          ...svidSecureContextOptions(t.source),
           ALPNProtocols: ['h2'],
           rejectUnauthorized: true,
           checkServerIdentity: (_name, cert) => {
-            const verdict = verifyPeer(peerChainDer(cert), bundle, { expectedSpiffeId: t.expectedServerId });
+            const verdict = verifyPeer(chainFromPeerCertificate(cert), bundle, {
+              expectedSpiffeId: t.expectedServerId,
+            });
             return verdict.ok
               ? undefined
               : new Error(`tunnel peer refused (${verdict.code}): ${verdict.reason}`);

@@ -1,11 +1,15 @@
 import http2, { type Http2SecureServer, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
-import type { TrustBundle, X509Svid } from '../../certs/svid.js';
-import { bundlePem, svidChainPem, svidKeyPem } from '../../certs/svid.js';
+import {
+  svidSecureContextOptions,
+  type TrustBundle,
+  verifyTlsPeer,
+  type X509Svid,
+} from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
-import { identitySni, verifyTlsPeer } from './peer.js';
+import { identitySni } from './peer.js';
 
 /** What the tunnel learned about one CONNECT before handing it to the inbound side. */
 export interface TunnelRequest {
@@ -95,12 +99,7 @@ export class TunnelServer {
     const cached = this.contexts.get(sni);
     // Rotation: a new serial gets a new context; sessions already up keep theirs.
     if (cached?.serial === svid.serial) return cached.ctx;
-    const ctx = createSecureContext({
-      cert: svidChainPem(svid),
-      key: svidKeyPem(svid),
-      ca: bundlePem(this.opts.identities.bundle()),
-      minVersion: 'TLSv1.3',
-    });
+    const ctx = createSecureContext(svidSecureContextOptions(svid));
     this.contexts.set(sni, { serial: svid.serial, ctx });
     return ctx;
   }

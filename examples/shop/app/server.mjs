@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The example workload: answers JSON naming itself and the caller's SPIFFE ID as the mesh delivered it
 // (x-forwarded-client-cert). The frontend also calls its upstreams and includes their answers.
-// Test knobs: ?status=<code> answers that status, ?delay=<ms> waits first (at most 10 s).
+// Test knobs: ?status=<code> answers that status, ?delay=<ms> waits first (at most 10 s);
+// PUT /control/fail?on=true makes every answer a 503 until PUT /control/fail?on=false.
 import http from 'node:http';
 
 const me = {
@@ -13,6 +14,7 @@ const me = {
 };
 const port = Number(process.env.PORT ?? 8080);
 const upstreams = (process.env.UPSTREAMS ?? '').split(',').filter(Boolean);
+let failing = false;
 
 function callerOf(req) {
   const xfcc = req.headers['x-forwarded-client-cert'];
@@ -43,9 +45,14 @@ const server = http.createServer(async (req, res) => {
     res.end('ok\n');
     return;
   }
+  if (url.pathname === '/control/fail' && req.method === 'PUT') {
+    failing = url.searchParams.get('on') === 'true';
+    res.end(`failing=${failing}\n`);
+    return;
+  }
   const delay = Math.min(Number(url.searchParams.get('delay') ?? 0), 10_000);
   if (delay > 0) await new Promise((r) => setTimeout(r, delay));
-  const status = Number(url.searchParams.get('status') ?? 200);
+  const status = failing ? 503 : Number(url.searchParams.get('status') ?? 200);
   const pass = {};
   for (const h of ['x-canary', 'traceparent', 'baggage']) if (req.headers[h]) pass[h] = req.headers[h];
   const calls = upstreams.length ? await Promise.all(upstreams.map((u) => callUpstream(u, pass))) : undefined;

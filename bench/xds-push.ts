@@ -1,0 +1,265 @@
+/**
+ * Control-plane benchmark: translation + push time for 1k and 10k Services
+ * with 10 and 100 connected ADS clients, and the control plane's RSS.
+ *
+ *   node --import tsx bench/xds-push.ts [--services 1000,10000] [--clients 10,100] [--rounds 5]
+ *
+ * Each scenario writes a generated mesh (N Services with one HTTP port, 2 pods
+ * each on 10 nodes, an HTTPRoute splitting every 10th Service) to a temp dir,
+ * starts the real ControlPlane on a unix socket, connects C raw ADS streams
+ * (wildcard LDS/RDS/CDS/EDS; they read only each response's header, so the
+ * clients' decoding cost does not pollute the server's numbers) and times,
+ * from the file write to the last client receiving the push:
+ *   eds    one pod IP changes          (1 ClusterLoadAssignment)
+ *   rds    one HTTPRoute weight change (1 RouteConfiguration)
+ *   cds    one new Service             (every Cluster and Listener resent: SotW)
+ * "translate" is the reload (read + validate + translate + encode) alone.
+ * Writes bench/results/xds-push.json.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { type ClientDuplexStream, credentials } from '@grpc/grpc-js';
+import { nullLogger } from '../lib/log.js';
+import { adsClientConstructor, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE } from '../xds/protos.js';
+import { ControlPlane, type ReloadResult } from '../xds/server/control-plane.js';
+import { DirectorySource } from '../xds/sources/directory.js';
+
+const { values } = parseArgs({
+  options: {
+    services: { type: 'string', default: '1000,10000' },
+    clients: { type: 'string', default: '10,100' },
+    rounds: { type: 'string', default: '5' },
+  },
+});
+const SERVICES = values.services.split(',').map(Number);
+const CLIENTS = values.clients.split(',').map(Number);
+const ROUNDS = Number(values.rounds);
+const NODES = 10;
+
+function ip(base: number, i: number): string {
+  return `${base}.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+}
+
+/** The generated mesh, split in files of 500 Services so a change rewrites one small file. */
+function meshFiles(n: number, variant: { podShift: number; weight: number; extra: boolean }): Map<string, string> {
+  const files = new Map<string, string>();
+  files.set('00-ns.yaml', 'apiVersion: v1\nkind: Namespace\nmetadata: { name: bench, labels: { sockmesh.io/mesh: enabled } }\n');
+  const chunk = 100;
+  for (let start = 0; start < n; start += chunk) {
+    const docs: string[] = [];
+    for (let i = start; i < Math.min(n, start + chunk); i++) {
+      docs.push(`apiVersion: v1
+kind: Service
+metadata: { name: svc-${i}, namespace: bench }
+spec:
+  clusterIP: ${ip(10, 0x600000 + i)}
+  selector: { app: svc-${i} }
+  ports: [{ name: http, port: 8080, appProtocol: http }]`);
+      for (let p = 0; p < 2; p++) {
+        const podIp = ip(11, 2 * i + p + (i === 0 ? variant.podShift : 0));
+        docs.push(`apiVersion: v1
+kind: Pod
+metadata: { name: svc-${i}-${p}, namespace: bench, labels: { app: svc-${i}, version: v${p + 1} } }
+spec: { nodeName: node${(2 * i + p) % NODES}, serviceAccountName: svc-${i} }
+status: { podIP: ${podIp} }`);
+      }
+      if (i % 10 === 0 && i + 1 < n) {
+        docs.push(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: split-${i}, namespace: bench }
+spec:
+  parentRefs: [{ kind: Service, name: svc-${i}, port: 8080 }]
+  rules:
+    - backendRefs:
+        - { name: svc-${i}, port: 8080, weight: ${i === 0 ? variant.weight : 90} }
+        - { name: svc-${i + 1}, port: 8080, weight: 10 }`);
+      }
+    }
+    files.set(`svc-${String(start).padStart(6, '0')}.yaml`, `${docs.join('\n---\n')}\n`);
+  }
+  if (variant.extra) {
+    files.set('zz-extra.yaml', `apiVersion: v1
+kind: Service
+metadata: { name: extra, namespace: bench }
+spec:
+  clusterIP: 10.127.0.1
+  selector: { app: extra }
+  ports: [{ name: http, port: 8080, appProtocol: http }]
+`);
+  }
+  return files;
+}
+
+/** Reads type_url (field 4) from a serialized DiscoveryResponse without decoding its resources. */
+function typeUrlOf(buf: Buffer): string {
+  let i = 0;
+  while (i < buf.length) {
+    let tag = 0;
+    let shift = 0;
+    let b: number;
+    do {
+      b = buf[i++]!;
+      tag |= (b & 0x7f) << shift;
+      shift += 7;
+    } while (b & 0x80);
+    const field = tag >>> 3;
+    const wire = tag & 7;
+    if (wire === 2) {
+      let len = 0;
+      shift = 0;
+      do {
+        b = buf[i++]!;
+        len += (b & 0x7f) * 2 ** shift;
+        shift += 7;
+      } while (b & 0x80);
+      if (field === 4) return buf.toString('utf8', i, i + len);
+      i += len;
+    } else if (wire === 0) {
+      while (buf[i++]! & 0x80);
+    } else return '';
+  }
+  return '';
+}
+
+class RawClient {
+  private readonly client;
+  private readonly stream: ClientDuplexStream<object, Buffer>;
+  private waiters: { type: string; resolve: () => void }[] = [];
+  readonly received = new Map<string, number>();
+
+  constructor(target: string, id: number) {
+    const Ctor = adsClientConstructor();
+    this.client = new Ctor(target, credentials.createInsecure(), { 'grpc.max_receive_message_length': -1 });
+    const req = (Ctor.service.StreamAggregatedResources as { requestSerialize: (v: object) => Buffer }).requestSerialize;
+    this.stream = this.client.makeBidiStreamRequest(
+      '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources',
+      req,
+      (b: Buffer) => b,
+    );
+    this.stream.on('data', (b: Buffer) => {
+      const type = typeUrlOf(b);
+      this.received.set(type, (this.received.get(type) ?? 0) + 1);
+      const hit = this.waiters.filter((w) => w.type === type);
+      this.waiters = this.waiters.filter((w) => w.type !== type);
+      for (const w of hit) w.resolve();
+    });
+    this.stream.on('error', () => {});
+    for (const type of [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE]) {
+      this.stream.write({ node: { id: `node${id % NODES}` }, type_url: type, resource_names: [] });
+    }
+  }
+
+  next(type: string): Promise<void> {
+    return new Promise((resolve) => this.waiters.push({ type, resolve }));
+  }
+
+  close(): void {
+    this.stream.cancel();
+    this.client.close();
+  }
+}
+
+interface Row {
+  services: number;
+  clients: number;
+  translateMs: number;
+  edsPushMs: number;
+  rdsPushMs: number;
+  cdsPushMs: number;
+  rssMiB: number;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function scenario(services: number, clients: number): Promise<Row> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'sockmesh-bench-xds-'));
+  const mdir = path.join(dir, 'm');
+  mkdirSync(mdir);
+  const write = (files: Map<string, string>, only?: string[]) => {
+    for (const [f, text] of files) if (!only || only.includes(f)) writeFileSync(path.join(mdir, f), text);
+  };
+  write(meshFiles(services, { podShift: 0, weight: 90, extra: false }));
+  const cp = new ControlPlane({
+    source: new DirectorySource(mdir),
+    listen: [{ address: `unix:${path.join(dir, 'xds.sock')}` }],
+    logger: nullLogger,
+    debounceMs: 10,
+  });
+  const conns: RawClient[] = [];
+  try {
+    await cp.start();
+    const translate: number[] = [];
+    for (let r = 0; r < 3; r++) {
+      const t0 = performance.now();
+      (cp as unknown as { fingerprint: string }).fingerprint = ''; // force a full rebuild
+      await cp.reload();
+      translate.push(performance.now() - t0);
+    }
+    for (let i = 0; i < clients; i++) conns.push(new RawClient(cp.addresses()[0]!, i));
+    // Wait for every client's initial state (all four types).
+    while (conns.some((c) => c.received.size < 4)) await new Promise((r) => setTimeout(r, 20));
+
+    const push = async (type: string, change: () => void): Promise<number> => {
+      const all = Promise.all(conns.map((c) => c.next(type)));
+      const reloaded = new Promise<ReloadResult>((resolve) => cp.once('reload', resolve));
+      const t0 = performance.now();
+      change();
+      const r = await reloaded;
+      if (!r.applied) throw new Error(`bench mesh rejected: ${JSON.stringify(r.errors.slice(0, 3))}`);
+      await all;
+      return performance.now() - t0;
+    };
+    const eds: number[] = [];
+    const rds: number[] = [];
+    const cds: number[] = [];
+    const first = 'svc-000000.yaml';
+    for (let r = 0; r < ROUNDS; r++) {
+      eds.push(await push(ENDPOINT_TYPE, () => write(meshFiles(Math.min(services, 100), { podShift: 1000 + r, weight: 90, extra: false }), [first])));
+      rds.push(await push(ROUTE_TYPE, () => write(meshFiles(Math.min(services, 100), { podShift: 1000 + r, weight: 50 + r, extra: false }), [first])));
+      cds.push(
+        await push(CLUSTER_TYPE, () =>
+          r % 2 === 0
+            ? write(meshFiles(1, { podShift: 0, weight: 90, extra: true }), ['zz-extra.yaml'])
+            : rmSync(path.join(mdir, 'zz-extra.yaml')),
+        ),
+      );
+    }
+    return {
+      services,
+      clients,
+      translateMs: median(translate),
+      edsPushMs: median(eds),
+      rdsPushMs: median(rds),
+      cdsPushMs: median(cds),
+      rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20),
+    };
+  } finally {
+    for (const c of conns) c.close();
+    await cp.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const rows: Row[] = [];
+for (const s of SERVICES) {
+  for (const c of CLIENTS) {
+    const row = await scenario(s, c);
+    rows.push(row);
+    process.stdout.write(`${JSON.stringify(row)}\n`);
+  }
+}
+const fmt = (n: number) => n.toFixed(1).padStart(9);
+process.stdout.write(
+  `\nservices clients translate_ms eds_push_ms rds_push_ms cds_push_ms rss_MiB\n${rows
+    .map((r) => `${String(r.services).padStart(8)} ${String(r.clients).padStart(7)} ${fmt(r.translateMs)}    ${fmt(r.edsPushMs)}  ${fmt(r.rdsPushMs)}  ${fmt(r.cdsPushMs)} ${String(r.rssMiB).padStart(7)}`)
+    .join('\n')}\n`,
+);
+const out = path.join(import.meta.dirname, 'results', 'xds-push.json');
+mkdirSync(path.dirname(out), { recursive: true });
+writeFileSync(
+  out,
+  `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model, rounds: ROUNDS, note: 'push times include the 10 ms debounce, file read, validation, translation and encoding of the whole mesh', rows }, null, 2)}\n`,
+);
+process.stdout.write(`wrote ${out}\n`);

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Layouts shared by the kernel programs (progs/NAME.bpf.c) and the loader addon
+ * (addon/src/): one definition, so both sides agree byte for byte. The TS
+ * wrapper checks its encoders against the sizes the addon reports from here.
+ *
+ * Byte order: IPv4 addresses are kept in network order (as the kernel hands
+ * them over in user_ip4/local_ip4/remote_ip4); ports are kept in host order,
+ * because the kernel is inconsistent about port byte order across contexts.
+ */
+#ifndef SOCKMESH_H
+#define SOCKMESH_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define SM_MAX_CONNS 65536
+#define SM_MAX_PODS 16384
+#define SM_MAX_EXCLUDED_PORTS 1024
+#define SM_MAX_EXCLUDED_CIDRS 1024
+
+/* Key of the per-connection maps and of the sockhash: a TCP connection as one
+ * of its ends sees it (src = that end's local address). */
+struct sm_tuple4 {
+	__u32 src_ip4;
+	__u32 dst_ip4;
+	__u16 src_port;
+	__u16 dst_port;
+};
+
+/* Where a captured connection was really going. */
+struct sm_orig_dst {
+	__u32 ip4;
+	__u16 port;
+	__u16 flags; /* reserved, 0 */
+};
+
+/* IPv6 flavours: addresses as four network-order words (bpf_sock_addr.user_ip6). */
+struct sm_tuple6 {
+	__u32 src_ip6[4];
+	__u32 dst_ip6[4];
+	__u16 src_port;
+	__u16 dst_port;
+};
+
+struct sm_orig_dst6 {
+	__u32 ip6[4];
+	__u16 port;
+	__u16 flags; /* reserved, 0 */
+};
+
+/* Single entry (index 0) of sm_config: written by the agent, read by every hook. */
+struct sm_config {
+	__u32 proxy_ip4; /* 0 = not configured: nothing is redirected */
+	__u16 proxy_port;
+	__u8 accel;      /* 1 = sk_msg redirects between local peers */
+	__u8 has_ip6;    /* 1 = proxy_ip6 is set: IPv6 connects are captured too */
+	__u32 proxy_ip6[4];
+};
+
+/* LPM trie keys for excluded destination CIDRs. */
+struct sm_cidr4_key {
+	__u32 prefixlen;
+	__u32 ip4;
+};
+
+struct sm_cidr6_key {
+	__u32 prefixlen;
+	__u32 ip6[4];
+};
+
+/* Indices of the per-CPU counter array. */
+enum sm_counter {
+	SM_CNT_CONNECT_REDIRECTED = 0,
+	SM_CNT_CONN_TRACKED = 1,
+	SM_CNT_MSG_REDIRECTED = 2,
+	SM_CNT_FALLBACK = 3,
+	SM_CNT_MAP_FULL = 4,
+	SM_CNT_SOCK_ACCELERATED = 5,
+	SM_CNT_MAX = 8,
+};
+
+#endif

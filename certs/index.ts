@@ -1,0 +1,58 @@
+/**
+ * The certs module's public surface. Other modules import from here only: they get
+ * SVIDs and trust bundles, TLS material (PEM) for their TLS contexts, verifiers and
+ * the Workload API; CA keys and certificate encoding stay inside certs/.
+ */
+export {
+  CertificateAuthority,
+  DEFAULT_SVID_TTL_MS,
+  type IssueOptions,
+} from './ca/authority.js';
+export { DEFAULT_CA_DIR, loadAuthority, resolveCaDir } from './ca/store.js';
+export { type ConformanceRule, svidViolations, type Violation } from './conformance.js';
+export {
+  backoffDelayMs,
+  type RotatorOptions,
+  renewalDelayMs,
+  type SvidFetcher,
+  SvidRotator,
+} from './rotator.js';
+export type { SvidListener, SvidSource } from './source.js';
+export {
+  checkSpiffeId,
+  parseSpiffeId,
+  parseTrustDomain,
+  type SpiffeId,
+  type WorkloadRef,
+  workloadOf,
+  workloadSpiffeId,
+} from './spiffe-id.js';
+export {
+  bundlePem,
+  isExpired,
+  type SvidTlsMaterial,
+  svidTlsMaterial,
+  type TrustBundle,
+  type X509Svid,
+} from './svid.js';
+export {
+  chainFromPeerCertificate,
+  createMtlsServer,
+  type MtlsConnectOptions,
+  type MtlsServerOptions,
+  mtlsConnect,
+  svidSecureContextOptions,
+  verifyTlsPeer,
+} from './tls.js';
+export { type VerifyFailureCode, type VerifyOptions, type VerifyResult, verifyPeer } from './verify.js';
+export { WorkloadApiClient, WorkloadApiSvidSource, type X509Context } from './workload-api/client.js';
+export { ENDPOINT_ENV, endpointTarget } from './workload-api/endpoint.js';
+export { EmbeddedSvidProvider, type SvidProvider } from './workload-api/provider.js';
+export {
+  CgroupWorkloadResolver,
+  cgroup2MountPoint,
+  cgroupV2PathOf,
+  type WorkloadInfo,
+  type WorkloadResolver,
+} from './workload-api/resolver.js';
+export { WorkloadApiServer, type WorkloadApiServerOptions } from './workload-api/server.js';

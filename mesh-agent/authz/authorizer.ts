@@ -1,0 +1,144 @@
+/**
+ * Inbound authorization from RBAC configs, layered the way Envoy chains a DENY
+ * RBAC filter before an ALLOW one (Istio's model): any matching DENY policy
+ * denies; then, if any ALLOW config exists, some ALLOW policy must match;
+ * with no ALLOW config at all the connection is allowed. An ALLOW config with
+ * no policies therefore denies everything ("allow nothing").
+ */
+import { matchHeader } from '../routing/select.js';
+import { matchString } from '../routing/string-match.js';
+import type { HttpRequest } from '../routing/types.js';
+import { type Permission, type Principal, parseRbacFilter, type RbacConfig } from './rbac.js';
+
+export interface AuthzRequest {
+  /** The peer's SPIFFE ID from its verified certificate; undefined for plaintext. */
+  sourcePrincipal: string | undefined;
+  sourceNamespace: string | undefined;
+  destinationPort: number;
+  /** HTTP only: absent for TCP, so HTTP-only rules do not match a TCP connection. */
+  method?: string | undefined;
+  /** HTTP :path, query string included. */
+  path?: string | undefined;
+  /** HTTP request headers, lowercase names. */
+  headers?: Readonly<Record<string, string | readonly string[] | undefined>> | undefined;
+  authority?: string | undefined;
+}
+
+export type AuthzDecision =
+  | { allowed: true; reason: 'no-policies' | 'allowed-by-policy'; policy: string | undefined }
+  | { allowed: false; reason: 'denied-by-policy' | 'no-allow-match'; policy: string | undefined };
+
+function pathOnly(p: string): string {
+  const q = p.search(/[?#]/);
+  return q === -1 ? p : p.slice(0, q);
+}
+
+function asHttp(req: AuthzRequest): HttpRequest | undefined {
+  if (req.method === undefined && req.path === undefined && req.headers === undefined) return undefined;
+  return {
+    authority: req.authority ?? '',
+    path: req.path ?? '',
+    method: req.method ?? '',
+    headers: req.headers ?? {},
+  };
+}
+
+function headerMatches(m: Parameters<typeof matchHeader>[0], req: AuthzRequest): boolean {
+  const http = asHttp(req);
+  // On a TCP connection there are no headers at all, so every header is absent (Envoy's network RBAC).
+  return http === undefined ? m.invert : matchHeader(m, http);
+}
+
+function permissionMatches(p: Permission, req: AuthzRequest): boolean {
+  switch (p.kind) {
+    case 'any':
+      return true;
+    case 'and':
+      return p.rules.every((r) => permissionMatches(r, req));
+    case 'or':
+      return p.rules.some((r) => permissionMatches(r, req));
+    case 'not':
+      return !permissionMatches(p.rule, req);
+    case 'destination-port':
+      return req.destinationPort === p.port;
+    case 'destination-port-range':
+      return req.destinationPort >= p.start && req.destinationPort < p.end;
+    case 'header':
+      return headerMatches(p.matcher, req);
+    case 'url-path':
+      return req.path !== undefined && matchString(p.matcher, pathOnly(req.path));
+  }
+}
+
+function principalMatches(p: Principal, req: AuthzRequest): boolean {
+  switch (p.kind) {
+    case 'any':
+      return true;
+    case 'and':
+      return p.ids.every((i) => principalMatches(i, req));
+    case 'or':
+      return p.ids.some((i) => principalMatches(i, req));
+    case 'not':
+      return !principalMatches(p.id, req);
+    case 'authenticated':
+      if (req.sourcePrincipal === undefined) return false;
+      return p.principalName === undefined || matchString(p.principalName, req.sourcePrincipal);
+    case 'metadata':
+      return req.sourceNamespace !== undefined && matchString(p.matcher, req.sourceNamespace);
+    case 'header':
+      return headerMatches(p.matcher, req);
+    case 'url-path':
+      return req.path !== undefined && matchString(p.matcher, pathOnly(req.path));
+  }
+}
+
+/** The first policy (by name, within config order) whose permissions and principals both match. */
+function firstMatch(configs: readonly RbacConfig[], req: AuthzRequest): string | undefined {
+  for (const c of configs) {
+    for (const pol of c.policies) {
+      if (
+        pol.permissions.some((p) => permissionMatches(p, req)) &&
+        pol.principals.some((p) => principalMatches(p, req))
+      ) {
+        return pol.name;
+      }
+    }
+  }
+  return undefined;
+}
+
+export class Authorizer {
+  private readonly deny: RbacConfig[];
+  private readonly allow: RbacConfig[];
+
+  constructor(configs: readonly RbacConfig[]) {
+    this.deny = configs.filter((c) => c.action === 'DENY');
+    this.allow = configs.filter((c) => c.action === 'ALLOW');
+  }
+
+  /** Parses RBAC filter configs (or bare RBAC messages) off the wire; filters without rules add nothing. */
+  static fromWire(raw: readonly unknown[], path = 'RBAC'): Authorizer {
+    const configs: RbacConfig[] = [];
+    raw.forEach((r, i) => {
+      const c = parseRbacFilter(r, `${path}[${i}]`);
+      if (c) configs.push(c);
+    });
+    return new Authorizer(configs);
+  }
+
+  /** True when no policy applies at all (every request is allowed). */
+  get isEmpty(): boolean {
+    return this.deny.length === 0 && this.allow.length === 0;
+  }
+
+  evaluate(req: AuthzRequest): AuthzDecision {
+    const denied = firstMatch(this.deny, req);
+    if (denied !== undefined) return { allowed: false, reason: 'denied-by-policy', policy: denied };
+    if (this.allow.length === 0) return { allowed: true, reason: 'no-policies', policy: undefined };
+    const allowed = firstMatch(this.allow, req);
+    if (allowed !== undefined) return { allowed: true, reason: 'allowed-by-policy', policy: allowed };
+    return { allowed: false, reason: 'no-allow-match', policy: undefined };
+  }
+}
+
+export const ALLOW_ALL = new Authorizer([]);

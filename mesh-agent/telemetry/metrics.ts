@@ -1,0 +1,214 @@
+/**
+ * The agent's metric instruments, named after Istio's standard metrics with a
+ * `sockmesh_` prefix. Works on any OTel Meter, so the same code serves the
+ * Prometheus endpoint and any other reader.
+ *
+ * Cardinality: every label value comes from the mesh config (workloads,
+ * services, clusters, versions, policies, SPIFFE IDs of issued SVIDs) or a
+ * closed set (protocol, reporter, code, flags, breaker kind). Nothing
+ * per-request (paths, IPs, ports, ids) is ever a label.
+ */
+import type { Attributes, Counter, Meter, ObservableResult } from '@opentelemetry/api';
+import { REQUEST_DURATION, REQUESTS_TOTAL, RequestMetrics } from './request-metrics.js';
+import { TCP_CLOSED, TCP_OPENED, TCP_RECEIVED, TCP_SENT, TcpMetrics } from './tcp-metrics.js';
+import type {
+  AuthzDenial,
+  BpfCounters,
+  BreakerKind,
+  RequestEvent,
+  SvidInfo,
+  TcpCloseEvent,
+  TcpEvent,
+  XdsState,
+} from './types.js';
+
+export const METRIC = {
+  requests: REQUESTS_TOTAL,
+  requestDuration: REQUEST_DURATION,
+  tcpOpened: TCP_OPENED,
+  tcpClosed: TCP_CLOSED,
+  tcpSent: TCP_SENT,
+  tcpReceived: TCP_RECEIVED,
+  breakerOverflows: 'sockmesh_breaker_overflows_total',
+  outlierEjections: 'sockmesh_outlier_ejections_total',
+  outlierEjected: 'sockmesh_outlier_ejected_endpoints',
+  outlierSkipped: 'sockmesh_outlier_ejections_skipped_total',
+  authzDenials: 'sockmesh_authz_denials_total',
+  xdsConnected: 'sockmesh_xds_connected',
+  xdsConfigVersion: 'sockmesh_xds_config_version_info',
+  svidExpiry: 'sockmesh_svid_expiry_seconds',
+  bpfCounter: 'sockmesh_bpf_counter_total',
+  accessLogDropped: 'sockmesh_access_log_dropped_total',
+} as const;
+
+const UNKNOWN = 'unknown';
+
+type Source<T> = () => T;
+
+export class MeshMetrics {
+  private readonly overflows: Counter;
+  private readonly ejections: Counter;
+  private readonly skipped: Counter;
+  private readonly denials: Counter;
+
+  private readonly ejected = new Map<string, Set<string>>();
+  private xdsSource: Source<XdsState> | null = null;
+  private svidSource: Source<readonly SvidInfo[]> | null = null;
+  private bpfSource: Source<BpfCounters> | null = null;
+  private logDropSource: Source<number> | null = null;
+
+  /**
+   * @param requests, tcp where the hot-path metrics are aggregated; both must
+   *   also be registered as MetricProducers on the reader (MeshTelemetry does this).
+   */
+  constructor(
+    meter: Meter,
+    readonly requests: RequestMetrics = new RequestMetrics(),
+    readonly tcp: TcpMetrics = new TcpMetrics(),
+  ) {
+    this.overflows = meter.createCounter(METRIC.breakerOverflows, {
+      description: 'Requests or connections failed fast by a circuit breaker, by cluster and threshold',
+    });
+    this.ejections = meter.createCounter(METRIC.outlierEjections, {
+      description: 'Endpoints ejected by outlier detection, by cluster and detector type',
+    });
+    this.skipped = meter.createCounter(METRIC.outlierSkipped, {
+      description: 'Outliers detected but not ejected (max ejection percent reached, or not enforced)',
+    });
+    this.denials = meter.createCounter(METRIC.authzDenials, {
+      description: 'Connections or requests denied by authorization policy',
+    });
+    meter
+      .createObservableCounter(METRIC.accessLogDropped, {
+        description: 'Access log lines dropped because the sink could not keep up',
+      })
+      .addCallback((r) => {
+        if (this.logDropSource) r.observe(this.logDropSource());
+      });
+
+    meter
+      .createObservableGauge(METRIC.outlierEjected, {
+        description: 'Endpoints currently ejected, by cluster',
+      })
+      .addCallback((r) => {
+        for (const [cluster, set] of this.ejected) r.observe(set.size, { cluster });
+      });
+    meter
+      .createObservableGauge(METRIC.xdsConnected, {
+        description: '1 while the ADS stream to the control plane is up, else 0',
+      })
+      .addCallback((r) => this.collectXdsConnected(r));
+    meter
+      .createObservableGauge(METRIC.xdsConfigVersion, {
+        description: 'Always 1; labels carry the last ACKed version per xDS type URL',
+      })
+      .addCallback((r) => this.collectXdsVersions(r));
+    meter
+      .createObservableGauge(METRIC.svidExpiry, {
+        description: 'Seconds until each held X.509-SVID expires (negative once expired)',
+        unit: 's',
+      })
+      .addCallback((r) => this.collectSvids(r));
+    meter
+      .createObservableCounter(METRIC.bpfCounter, {
+        description: 'Counters read from the kernel programs, by counter name',
+      })
+      .addCallback((r) => this.collectBpf(r));
+  }
+
+  requestCompleted(ev: RequestEvent): void {
+    this.requests.record(ev);
+  }
+
+  tcpOpened(ev: TcpEvent): void {
+    this.tcp.connectionOpened(ev);
+  }
+
+  /** Counts bytes of a still-open connection (call periodically for long-lived ones). */
+  tcpBytes(ev: TcpEvent, bytesSent: number, bytesReceived: number): void {
+    this.tcp.bytes(ev, bytesSent, bytesReceived);
+  }
+
+  /** Counts the close and the bytes not yet reported through {@link tcpBytes}. */
+  tcpClosed(ev: TcpCloseEvent): void {
+    this.tcp.bytes(ev, ev.bytesSent, ev.bytesReceived);
+    this.tcp.connectionClosed(ev, ev.flags ?? '-');
+  }
+
+  breakerOverflow(cluster: string, kind: BreakerKind): void {
+    this.overflows.add(1, { cluster, kind });
+  }
+
+  /** Counts an ejection and marks the endpoint ejected until {@link outlierRestored}. */
+  outlierEjection(cluster: string, endpoint: string, type = 'consecutive_5xx'): void {
+    this.ejections.add(1, { cluster, type });
+    let set = this.ejected.get(cluster);
+    if (!set) {
+      set = new Set();
+      this.ejected.set(cluster, set);
+    }
+    set.add(endpoint);
+  }
+
+  outlierRestored(cluster: string, endpoint: string): void {
+    const set = this.ejected.get(cluster);
+    if (!set) return;
+    // The cluster stays, so the gauge reads 0 rather than vanishing.
+    set.delete(endpoint);
+  }
+
+  outlierSkipped(cluster: string, type: string, reason: string): void {
+    this.skipped.add(1, { cluster, type, reason });
+  }
+
+  authzDenied(d: AuthzDenial): void {
+    this.denials.add(1, {
+      source_principal: d.sourcePrincipal || '-',
+      destination_workload: d.destinationWorkload || UNKNOWN,
+      destination_namespace: d.destinationNamespace || UNKNOWN,
+      policy: d.policy || UNKNOWN,
+    });
+  }
+
+  /** Reads the access log's drop count at scrape time. */
+  observeAccessLogDrops(source: Source<number> | null): void {
+    this.logDropSource = source;
+  }
+
+  /** Registers (or replaces, or with null removes) the agent's xDS state source. */
+  observeXds(source: Source<XdsState> | null): void {
+    this.xdsSource = source;
+  }
+
+  observeSvids(source: Source<readonly SvidInfo[]> | null): void {
+    this.svidSource = source;
+  }
+
+  observeBpfCounters(source: Source<BpfCounters> | null): void {
+    this.bpfSource = source;
+  }
+
+  private collectXdsConnected(r: ObservableResult<Attributes>): void {
+    const s = this.xdsSource?.();
+    if (s) r.observe(s.connected ? 1 : 0);
+  }
+
+  private collectXdsVersions(r: ObservableResult<Attributes>): void {
+    const s = this.xdsSource?.();
+    if (!s) return;
+    for (const [typeUrl, version] of Object.entries(s.versions)) r.observe(1, { type_url: typeUrl, version });
+  }
+
+  private collectSvids(r: ObservableResult<Attributes>): void {
+    const svids = this.svidSource?.();
+    if (!svids) return;
+    const now = Date.now();
+    for (const s of svids) r.observe((s.notAfter.getTime() - now) / 1000, { spiffe_id: s.spiffeId });
+  }
+
+  private collectBpf(r: ObservableResult<Attributes>): void {
+    const counters = this.bpfSource?.();
+    if (!counters) return;
+    for (const [name, value] of Object.entries(counters)) r.observe(Number(value), { counter: name });
+  }
+}

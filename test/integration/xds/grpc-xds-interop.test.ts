@@ -1,0 +1,146 @@
+// Interop: the real proxyless gRPC client (@grpc/grpc-js-xds) bootstrapped at this
+// control plane resolves xds:///reviews.shop:9080, follows the HTTPRoute weights and
+// header match, and follows a weight change without a restart. Backends are two real
+// gRPC servers on loopback that report who answered.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import { startControlPlane } from './helpers.js';
+
+const PATH = '/echo.Echo/Who';
+const json = {
+  serialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
+  deserialize: (b: Buffer) => JSON.parse(b.toString()) as { backend: string },
+};
+
+async function backend(t: test.TestContext, name: string): Promise<number> {
+  const server = new grpc.Server();
+  server.addService(
+    {
+      Who: {
+        path: PATH,
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: json.serialize,
+        requestDeserialize: json.deserialize,
+        responseSerialize: json.serialize,
+        responseDeserialize: json.deserialize,
+      },
+    },
+    { Who: (_call: unknown, cb: grpc.sendUnaryData<{ backend: string }>) => cb(null, { backend: name }) },
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
+  );
+  t.after(() => server.forceShutdown());
+  return port;
+}
+
+function manifests(p1: number, p2: number, w1: number, w2: number): string {
+  const svc = (name: string, selector: string, target: number | undefined) => `
+apiVersion: v1
+kind: Service
+metadata: { name: ${name}, namespace: shop }
+spec:
+  clusterIP: 10.96.0.${name.length}
+  selector: { ${selector} }
+  ports: [{ name: grpc, port: 9080, appProtocol: grpc${target ? `, targetPort: ${target}` : ''} }]
+---`;
+  return `
+apiVersion: v1
+kind: Namespace
+metadata: { name: shop, labels: { sockmesh.io/mesh: enabled } }
+---
+${svc('reviews', 'app: reviews', undefined)}
+${svc('reviews-v1', 'app: reviews, version: v1', p1)}
+${svc('reviews-v2', 'app: reviews, version: v2', p2)}
+apiVersion: v1
+kind: Pod
+metadata: { name: reviews-v1, namespace: shop, labels: { app: reviews, version: v1 } }
+spec: { nodeName: node1 }
+status: { podIP: 127.0.0.1 }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: reviews-v2, namespace: shop, labels: { app: reviews, version: v2 } }
+spec: { nodeName: node1 }
+status: { podIP: 127.0.0.1 }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: reviews, namespace: shop }
+spec:
+  parentRefs: [{ kind: Service, name: reviews, port: 9080 }]
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /echo.Echo }, headers: [{ name: x-canary, value: "yes" }] }]
+      backendRefs: [{ name: reviews-v2, port: 9080 }]
+    - matches: [{ path: { type: PathPrefix, value: /echo.Echo } }]
+      backendRefs:
+        - { name: reviews-v1, port: 9080, weight: ${w1} }
+        - { name: reviews-v2, port: 9080, weight: ${w2} }
+`;
+}
+
+test('grpc-js-xds follows HTTPRoute weights, header matches and live weight changes', async (t) => {
+  const [p1, p2] = await Promise.all([backend(t, 'v1'), backend(t, 'v2')]);
+  const fx = await startControlPlane(t, { 'mesh.yaml': manifests(p1, p2, 80, 20) });
+  process.env.GRPC_XDS_BOOTSTRAP_CONFIG = JSON.stringify({
+    xds_servers: [{ server_uri: fx.tcp, channel_creds: [{ type: 'insecure' }], server_features: ['xds_v3'] }],
+    node: { id: 'interop-client', locality: { zone: 'node1' } },
+  });
+  const xds = await import('@grpc/grpc-js-xds');
+  xds.register();
+  const client = new grpc.Client('xds:///reviews.shop:9080', grpc.credentials.createInsecure());
+  try {
+    await exercise(client, fx, p1, p2);
+  } finally {
+    // Before the control plane goes away, so the xDS client has no watch left to retry.
+    client.close();
+  }
+});
+
+async function exercise(
+  client: grpc.Client,
+  fx: { write(file: string, text: string): Promise<void> },
+  p1: number,
+  p2: number,
+): Promise<void> {
+  const call = (meta?: Record<string, string>) =>
+    new Promise<string>((resolve, reject) => {
+      const md = new grpc.Metadata();
+      for (const [k, v] of Object.entries(meta ?? {})) md.set(k, v);
+      client.makeUnaryRequest(
+        PATH,
+        json.serialize,
+        json.deserialize,
+        {},
+        md,
+        { deadline: Date.now() + 5000 },
+        (err, res) => (err ? reject(err) : resolve(res!.backend)),
+      );
+    });
+  const split = async (n: number) => {
+    let v1 = 0;
+    for (let i = 0; i < n; i++) if ((await call()) === 'v1') v1++;
+    return v1 / n;
+  };
+
+  assert.ok(['v1', 'v2'].includes(await call()), 'first RPC through xDS');
+  const before = await split(400);
+  assert.ok(Math.abs(before - 0.8) < 0.08, `expected ~80% v1, got ${(before * 100).toFixed(1)}%`);
+
+  for (let i = 0; i < 20; i++) assert.equal(await call({ 'x-canary': 'yes' }), 'v2');
+
+  await fx.write('mesh.yaml', manifests(p1, p2, 10, 90));
+  // Wait (bounded) for the client to pick the new weights up, then measure.
+  const deadline = Date.now() + 10_000;
+  let after = await split(100);
+  while (after > 0.4 && Date.now() < deadline) after = await split(100);
+  after = await split(400);
+  assert.ok(
+    Math.abs(after - 0.1) < 0.06,
+    `expected ~10% v1 after the change, got ${(after * 100).toFixed(1)}%`,
+  );
+}

@@ -1,0 +1,333 @@
+/**
+ * All declared objects -> one validated MeshModel, or every error found.
+ * An invalid set is rejected as a whole: callers keep serving the last good model.
+ */
+import type { ConfigError, SourceObject } from '../sources/source.js';
+import {
+  type DeclaredAuthorizationPolicy,
+  type DeclaredBackend,
+  type DeclaredHttpRoute,
+  type DeclaredParent,
+  type DeclaredTcpRoute,
+  type DeclaredTrafficPolicy,
+  decodeAuthorizationPolicy,
+  decodeHttpRoute,
+  decodeNamespace,
+  decodeNode,
+  decodePod,
+  decodeService,
+  decodeTcpRoute,
+  decodeTrafficPolicy,
+  type Meta,
+  readMeta,
+  type WrittenRef,
+} from './kinds.js';
+import { FieldReader } from './reader.js';
+import {
+  type AuthorizationPolicy,
+  type BackendRef,
+  type HttpRoute,
+  type MeshModel,
+  type MeshNode,
+  type Namespace,
+  type ObjectKey,
+  objectKey,
+  type ParentRef,
+  type Service,
+  type ServiceRef,
+  type TcpRoute,
+  type TrafficPolicy,
+  type Workload,
+} from './types.js';
+
+export interface ModelOptions {
+  /** SPIFFE trust domain; default `cluster.local`. */
+  trustDomain?: string;
+  /** Service DNS suffix; default `cluster.local`. */
+  clusterDomain?: string;
+  /** Node name -> underlay IP, e.g. from the test bed; manifests' Node objects win. */
+  nodes?: Readonly<Record<string, string>>;
+  /** Pod IPs known outside the manifests (the test bed); a manifest's status.podIP wins. */
+  podIp?: (namespace: string, name: string) => string | undefined;
+}
+
+export type BuildResult = { ok: true; model: MeshModel } | { ok: false; errors: ConfigError[] };
+
+type KindId =
+  | 'Namespace'
+  | 'Service'
+  | 'Pod'
+  | 'Node'
+  | 'HTTPRoute'
+  | 'TCPRoute'
+  | 'TrafficPolicy'
+  | 'AuthorizationPolicy';
+
+const KINDS: Record<string, { apiVersions: string[]; namespaced: boolean; id: KindId }> = {
+  Namespace: { apiVersions: ['v1'], namespaced: false, id: 'Namespace' },
+  Service: { apiVersions: ['v1'], namespaced: true, id: 'Service' },
+  Pod: { apiVersions: ['v1'], namespaced: true, id: 'Pod' },
+  Node: { apiVersions: ['sockmesh.io/v1alpha1'], namespaced: false, id: 'Node' },
+  HTTPRoute: {
+    apiVersions: ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1'],
+    namespaced: true,
+    id: 'HTTPRoute',
+  },
+  TCPRoute: { apiVersions: ['gateway.networking.k8s.io/v1alpha2'], namespaced: true, id: 'TCPRoute' },
+  TrafficPolicy: { apiVersions: ['sockmesh.io/v1alpha1'], namespaced: true, id: 'TrafficPolicy' },
+  AuthorizationPolicy: { apiVersions: ['sockmesh.io/v1alpha1'], namespaced: true, id: 'AuthorizationPolicy' },
+};
+
+export const SUPPORTED_KINDS = Object.keys(KINDS);
+
+/**
+ * `Kind/namespace/name` of a declared object (namespace defaulted as the model
+ * does), or undefined when the document does not say what it is.
+ */
+export function objectIdentity(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const v = value as { kind?: unknown; metadata?: { name?: unknown; namespace?: unknown } };
+  if (typeof v.kind !== 'string' || typeof v.metadata?.name !== 'string') return undefined;
+  const namespaced = KINDS[v.kind]?.namespaced ?? true;
+  const ns = namespaced ? (typeof v.metadata.namespace === 'string' ? v.metadata.namespace : 'default') : '';
+  return `${v.kind}/${ns}/${v.metadata.name}`;
+}
+
+interface Declared<T> {
+  value: T;
+  reader: FieldReader;
+}
+
+export function buildModel(objects: readonly SourceObject[], options: ModelOptions = {}): BuildResult {
+  const errors: ConfigError[] = [];
+  const seen = new Map<string, FieldReader>();
+  const namespaces = new Map<string, Namespace>();
+  const nodes = new Map<string, MeshNode>();
+  const services = new Map<ObjectKey, Declared<Service>>();
+  const workloads = new Map<ObjectKey, Workload>();
+  const httpRoutes: Declared<DeclaredHttpRoute>[] = [];
+  const tcpRoutes: Declared<DeclaredTcpRoute>[] = [];
+  const policies: Declared<DeclaredTrafficPolicy>[] = [];
+  const authz: Declared<DeclaredAuthorizationPolicy>[] = [];
+
+  for (const obj of objects) {
+    const r = new FieldReader(obj, errors);
+    if (typeof obj.value !== 'object' || Array.isArray(obj.value)) {
+      r.fail([], 'a manifest must be a map with apiVersion, kind, metadata');
+      continue;
+    }
+    const kind = r.string(['kind'], { required: true });
+    const apiVersion = r.string(['apiVersion'], { required: true });
+    if (kind === undefined || apiVersion === undefined) continue;
+    const k = KINDS[kind];
+    if (!k) {
+      r.fail(['kind'], `unsupported kind '${kind}' (supported: ${SUPPORTED_KINDS.join(', ')})`);
+      continue;
+    }
+    if (!k.apiVersions.includes(apiVersion)) {
+      r.fail(['apiVersion'], `${kind} needs apiVersion ${k.apiVersions.join(' or ')}, got '${apiVersion}'`);
+      continue;
+    }
+    const meta: Meta | undefined = readMeta(r, k.namespaced);
+    if (!meta) continue;
+    const id = `${kind}/${meta.namespace}/${meta.name}`;
+    const first = seen.get(id);
+    if (first) {
+      const at = first.locate([]);
+      r.fail(
+        ['metadata', 'name'],
+        `duplicate ${kind} ${meta.namespace ? `${meta.namespace}/` : ''}${meta.name} (first declared at ${at.file}:${at.line})`,
+      );
+      continue;
+    }
+    seen.set(id, r);
+    const key = objectKey(meta.namespace, meta.name);
+    switch (k.id) {
+      case 'Namespace':
+        namespaces.set(meta.name, decodeNamespace(r, meta));
+        break;
+      case 'Node':
+        nodes.set(meta.name, decodeNode(r, meta));
+        break;
+      case 'Service':
+        services.set(key, { value: decodeService(r, meta), reader: r });
+        break;
+      case 'Pod':
+        workloads.set(key, decodePod(r, meta));
+        break;
+      case 'HTTPRoute':
+        httpRoutes.push({ value: decodeHttpRoute(r, meta), reader: r });
+        break;
+      case 'TCPRoute':
+        tcpRoutes.push({ value: decodeTcpRoute(r, meta), reader: r });
+        break;
+      case 'TrafficPolicy':
+        policies.push({ value: decodeTrafficPolicy(r, meta), reader: r });
+        break;
+      case 'AuthorizationPolicy':
+        authz.push({ value: decodeAuthorizationPolicy(r, meta), reader: r });
+        break;
+    }
+  }
+
+  // Cross-object references.
+  const resolveService = (r: FieldReader, ref: WrittenRef): ServiceRef | undefined => {
+    if (!services.has(objectKey(ref.namespace, ref.name))) {
+      r.fail([...ref.path, 'name'], `Service ${ref.namespace}/${ref.name} does not exist`);
+      return undefined;
+    }
+    return { namespace: ref.namespace, name: ref.name };
+  };
+  const serviceOf = (ref: ServiceRef): Service => services.get(objectKey(ref.namespace, ref.name))!.value;
+
+  const resolveParents = (r: FieldReader, parents: DeclaredParent[], want: 'http' | 'tcp'): ParentRef[] => {
+    const out: ParentRef[] = [];
+    parents.forEach((p, i) => {
+      const svc = resolveService(r, p.service);
+      if (!svc) return;
+      const s = serviceOf(svc);
+      const matching = s.ports.filter((sp) =>
+        want === 'tcp' ? sp.protocol === 'tcp' : sp.protocol !== 'tcp',
+      );
+      if (p.port !== undefined) {
+        const sp = s.ports.find((x) => x.port === p.port);
+        if (!sp) {
+          r.fail(
+            ['spec', 'parentRefs', i, 'port'],
+            `Service ${svc.namespace}/${svc.name} has no port ${p.port}`,
+          );
+          return;
+        }
+        if (!matching.includes(sp)) {
+          r.fail(
+            ['spec', 'parentRefs', i, 'port'],
+            want === 'http'
+              ? `port ${p.port} of Service ${svc.namespace}/${svc.name} is not an HTTP port (set appProtocol: http, http2 or grpc)`
+              : `port ${p.port} of Service ${svc.namespace}/${svc.name} is an HTTP port: attach an HTTPRoute`,
+          );
+          return;
+        }
+      } else if (matching.length === 0) {
+        r.fail(
+          ['spec', 'parentRefs', i, 'name'],
+          `Service ${svc.namespace}/${svc.name} has no ${want === 'http' ? 'HTTP' : 'TCP'} port`,
+        );
+        return;
+      }
+      out.push({ service: svc, port: p.port });
+    });
+    return out;
+  };
+
+  const resolveBackends = (r: FieldReader, backends: DeclaredBackend[]): BackendRef[] => {
+    const out: BackendRef[] = [];
+    for (const b of backends) {
+      const svc = resolveService(r, b.service);
+      if (!svc) continue;
+      if (!serviceOf(svc).ports.some((p) => p.port === b.port)) {
+        r.fail([...b.service.path, 'port'], `Service ${svc.namespace}/${svc.name} has no port ${b.port}`);
+        continue;
+      }
+      out.push({ service: svc, port: b.port, weight: b.weight });
+    }
+    return out;
+  };
+
+  const finalHttp: HttpRoute[] = httpRoutes.map(({ value, reader }, order) => ({
+    namespace: value.namespace,
+    name: value.name,
+    parents: resolveParents(reader, value.parents, 'http'),
+    rules: value.rules.map((rule) => ({ ...rule, backends: resolveBackends(reader, rule.backends) })),
+    order,
+  }));
+  const finalTcp: TcpRoute[] = tcpRoutes.map(({ value, reader }, order) => ({
+    namespace: value.namespace,
+    name: value.name,
+    parents: resolveParents(reader, value.parents, 'tcp'),
+    backends: resolveBackends(reader, value.backends),
+    order,
+  }));
+  // One TCPRoute per Service port: TCP has nothing to match on.
+  const tcpClaims = new Map<string, string>();
+  tcpRoutes.forEach(({ reader }, i) => {
+    const route = finalTcp[i]!;
+    route.parents.forEach((p, j) => {
+      for (const sp of serviceOf(p.service).ports) {
+        if (sp.protocol !== 'tcp' || (p.port !== undefined && p.port !== sp.port)) continue;
+        const claim = `${objectKey(p.service.namespace, p.service.name)}:${sp.port}`;
+        const other = tcpClaims.get(claim);
+        if (other)
+          reader.fail(
+            ['spec', 'parentRefs', j],
+            `port ${sp.port} of Service ${claim.split(':')[0]} already has TCPRoute ${other}`,
+          );
+        else tcpClaims.set(claim, objectKey(route.namespace, route.name));
+      }
+    });
+  });
+
+  const trafficPolicies = new Map<ObjectKey, TrafficPolicy>();
+  for (const { value, reader } of policies) {
+    if (!value.target) continue;
+    const target = resolveService(reader, value.target);
+    if (!target) continue;
+    const key = objectKey(target.namespace, target.name);
+    const other = trafficPolicies.get(key);
+    if (other) {
+      reader.fail(
+        ['spec', 'targetRef'],
+        `Service ${key} already has TrafficPolicy ${other.namespace}/${other.name}`,
+      );
+      continue;
+    }
+    trafficPolicies.set(key, { ...value, target });
+  }
+
+  const authorizationPolicies: AuthorizationPolicy[] = [];
+  for (const { value, reader } of authz) {
+    let targetRef: ServiceRef | undefined;
+    if (value.targetRef) {
+      targetRef = resolveService(reader, value.targetRef);
+      if (!targetRef) continue;
+    }
+    authorizationPolicies.push({ ...value, targetRef });
+  }
+
+  if (errors.length > 0) return { ok: false, errors: sortErrors(errors) };
+
+  // Pod IPs from the test bed, node addresses from options (manifests win).
+  const finalWorkloads = new Map<ObjectKey, Workload>();
+  for (const [key, w] of workloads) {
+    finalWorkloads.set(
+      key,
+      w.ip === undefined && options.podIp ? { ...w, ip: options.podIp(w.namespace, w.name) } : w,
+    );
+  }
+  const finalNodes = new Map<string, MeshNode>();
+  for (const [name, address] of Object.entries(options.nodes ?? {})) finalNodes.set(name, { name, address });
+  for (const [name, n] of nodes) finalNodes.set(name, n);
+  for (const w of finalWorkloads.values()) {
+    if (w.node !== undefined && !finalNodes.has(w.node))
+      finalNodes.set(w.node, { name: w.node, address: undefined });
+  }
+
+  return {
+    ok: true,
+    model: {
+      trustDomain: options.trustDomain ?? 'cluster.local',
+      clusterDomain: options.clusterDomain ?? 'cluster.local',
+      nodes: finalNodes,
+      namespaces,
+      services: new Map([...services].map(([k, v]) => [k, v.value])),
+      workloads: finalWorkloads,
+      httpRoutes: finalHttp,
+      tcpRoutes: finalTcp,
+      trafficPolicies,
+      authorizationPolicies,
+    },
+  };
+}
+
+function sortErrors(errors: ConfigError[]): ConfigError[] {
+  return [...errors].sort((a, b) => (a.file === b.file ? a.line - b.line : a.file < b.file ? -1 : 1));
+}

@@ -1,0 +1,523 @@
+/**
+ * One decoder per declared kind: untyped document -> typed declaration, or
+ * errors. Cross-object checks (does the referenced Service exist?) live in
+ * build.ts, which sees every document at once.
+ */
+import type { FieldPath } from '../sources/source.js';
+import type { FieldReader } from './reader.js';
+import type {
+  AuthorizationPolicy,
+  AuthzOperation,
+  AuthzRule,
+  AuthzSource,
+  BackendRef,
+  HeaderModifier,
+  HttpRouteMatch,
+  HttpRouteRule,
+  LbPolicy,
+  MeshNode,
+  Namespace,
+  ParentRef,
+  PortProtocol,
+  Service,
+  ServicePort,
+  TrafficPolicy,
+  Workload,
+} from './types.js';
+
+export const MESH_LABEL = 'sockmesh.io/mesh';
+export const MESH_LABEL_VALUE = 'enabled';
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH'] as const;
+
+/** A reference to a Service as written (namespace defaulted), plus where it was written. */
+export interface WrittenRef {
+  namespace: string;
+  name: string;
+  path: FieldPath;
+}
+
+export interface Meta {
+  name: string;
+  namespace: string;
+}
+
+export function readMeta(r: FieldReader, namespaced: boolean): Meta | undefined {
+  const name = r.string(['metadata', 'name'], {
+    required: true,
+    pattern: DNS_SUBDOMAIN,
+    patternHint: 'lowercase letters, digits, - and .',
+  });
+  const namespace = namespaced
+    ? (r.string(['metadata', 'namespace'], { pattern: DNS_LABEL, patternHint: 'a DNS label' }) ?? 'default')
+    : '';
+  return name === undefined ? undefined : { name, namespace };
+}
+
+export function decodeNamespace(r: FieldReader, meta: Meta): Namespace {
+  const labels = r.stringMap(['metadata', 'labels']) ?? {};
+  const v = labels[MESH_LABEL];
+  if (v !== undefined && v !== MESH_LABEL_VALUE && v !== 'disabled') {
+    r.fail(['metadata', 'labels', MESH_LABEL], `must be '${MESH_LABEL_VALUE}' or 'disabled', got '${v}'`);
+  }
+  return { name: meta.name, labels, meshed: v === MESH_LABEL_VALUE };
+}
+
+export function decodeNode(r: FieldReader, meta: Meta): MeshNode {
+  r.onlyKnown(['spec'], ['address']);
+  const address = r.string(['spec', 'address'], {
+    required: true,
+    pattern: IPV4,
+    patternHint: 'an IPv4 address',
+  });
+  return { name: meta.name, address };
+}
+
+function protocolOf(appProtocol: string | undefined, name: string | undefined): PortProtocol {
+  const p = (appProtocol ?? name?.split('-')[0] ?? '').toLowerCase();
+  if (p === 'http' || p === 'http1' || p === 'kubernetes.io/http') return 'http';
+  if (p === 'http2' || p === 'h2c' || p === 'kubernetes.io/h2c') return 'http2';
+  if (p === 'grpc') return 'grpc';
+  return 'tcp';
+}
+
+export function decodeService(r: FieldReader, meta: Meta): Service {
+  r.onlyKnown(['spec'], ['selector', 'ports', 'clusterIP', 'clusterIPs', 'type', 'sessionAffinity']);
+  const selector = r.stringMap(['spec', 'selector']) ?? {};
+  let clusterIP = r.string(['spec', 'clusterIP']);
+  if (clusterIP === 'None' || clusterIP === '') clusterIP = undefined;
+  else if (clusterIP !== undefined && !IPV4.test(clusterIP)) {
+    r.fail(['spec', 'clusterIP'], `must be an IPv4 address or None, got '${clusterIP}'`);
+    clusterIP = undefined;
+  }
+  const ports: ServicePort[] = [];
+  const n = r.list(['spec', 'ports'], { required: true, nonEmpty: true });
+  const seen = new Map<number, number>();
+  for (let i = 0; i < n; i++) {
+    const base = ['spec', 'ports', i];
+    r.onlyKnown(base, ['name', 'port', 'targetPort', 'appProtocol', 'protocol']);
+    const name = r.string([...base, 'name'], { pattern: DNS_LABEL, patternHint: 'a DNS label' });
+    const port = r.integer([...base, 'port'], { required: true, min: 1, max: 65535 });
+    const proto = r.string([...base, 'protocol']);
+    if (proto !== undefined && proto !== 'TCP')
+      r.fail([...base, 'protocol'], `only TCP is supported, got '${proto}'`);
+    const appProtocol = r.string([...base, 'appProtocol']);
+    let targetPort: number | string | undefined = port;
+    const tp = r.get([...base, 'targetPort']);
+    if (typeof tp === 'string') targetPort = r.string([...base, 'targetPort'], { pattern: DNS_LABEL });
+    else if (tp !== undefined) targetPort = r.integer([...base, 'targetPort'], { min: 1, max: 65535 });
+    if (port === undefined || targetPort === undefined) continue;
+    const prev = seen.get(port);
+    if (prev !== undefined) {
+      r.fail([...base, 'port'], `duplicate port ${port} (also at spec.ports[${prev}])`);
+      continue;
+    }
+    seen.set(port, i);
+    if (n > 1 && name === undefined) r.fail([...base, 'name'], 'required when a Service has several ports');
+    ports.push({ name, port, targetPort, appProtocol, protocol: protocolOf(appProtocol, name) });
+  }
+  return { namespace: meta.namespace, name: meta.name, clusterIP, selector, ports, origin: r.locate([]) };
+}
+
+export function decodePod(r: FieldReader, meta: Meta): Workload {
+  const labels = r.stringMap(['metadata', 'labels']) ?? {};
+  const serviceAccount =
+    r.string(['spec', 'serviceAccountName'], { pattern: DNS_SUBDOMAIN, patternHint: 'a DNS subdomain' }) ??
+    'default';
+  const node = r.string(['spec', 'nodeName'], { pattern: DNS_SUBDOMAIN, patternHint: 'a DNS subdomain' });
+  const ip = r.string(['status', 'podIP'], { pattern: IPV4, patternHint: 'an IPv4 address' });
+  const namedPorts: Record<string, number> = {};
+  const nc = r.list(['spec', 'containers']);
+  for (let c = 0; c < nc; c++) {
+    const np = r.list(['spec', 'containers', c, 'ports']);
+    for (let p = 0; p < np; p++) {
+      const base = ['spec', 'containers', c, 'ports', p];
+      const name = r.string([...base, 'name']);
+      const port = r.integer([...base, 'containerPort'], { required: true, min: 1, max: 65535 });
+      if (name !== undefined && port !== undefined) namedPorts[name] = port;
+    }
+  }
+  return { namespace: meta.namespace, name: meta.name, labels, serviceAccount, node, ip, namedPorts };
+}
+
+/** parentRefs / backendRefs kind must be a core Service (GAMMA). */
+function readServiceRef(r: FieldReader, path: FieldPath, defaultNs: string): WrittenRef | undefined {
+  const group = r.string([...path, 'group']);
+  if (group !== undefined && group !== '' && group !== 'core') {
+    r.fail([...path, 'group'], `only core Services are supported, got group '${group}'`);
+    return undefined;
+  }
+  const kind = r.string([...path, 'kind']) ?? 'Service';
+  if (kind !== 'Service') {
+    r.fail([...path, 'kind'], `must be Service (GAMMA), got '${kind}'`);
+    return undefined;
+  }
+  const name = r.string([...path, 'name'], { required: true, pattern: DNS_SUBDOMAIN });
+  const namespace = r.string([...path, 'namespace'], { pattern: DNS_LABEL }) ?? defaultNs;
+  return name === undefined ? undefined : { namespace, name, path };
+}
+
+export interface DeclaredParent extends Omit<ParentRef, 'service'> {
+  service: WrittenRef;
+}
+export interface DeclaredBackend extends Omit<BackendRef, 'service'> {
+  service: WrittenRef;
+}
+
+function readParents(r: FieldReader, ns: string): DeclaredParent[] {
+  const out: DeclaredParent[] = [];
+  const n = r.list(['spec', 'parentRefs'], { required: true, nonEmpty: true });
+  for (let i = 0; i < n; i++) {
+    const path = ['spec', 'parentRefs', i];
+    r.onlyKnown(path, ['group', 'kind', 'name', 'namespace', 'port', 'sectionName']);
+    const ref = readServiceRef(r, path, ns);
+    const port = r.integer([...path, 'port'], { min: 1, max: 65535 });
+    if (r.has([...path, 'sectionName']))
+      r.fail([...path, 'sectionName'], 'not supported for Service parents: use port');
+    if (ref) out.push({ service: ref, port });
+  }
+  return out;
+}
+
+function readBackends(r: FieldReader, path: FieldPath, ns: string): DeclaredBackend[] {
+  const out: DeclaredBackend[] = [];
+  const n = r.list(path);
+  for (let i = 0; i < n; i++) {
+    const p = [...path, i];
+    r.onlyKnown(p, ['group', 'kind', 'name', 'namespace', 'port', 'weight', 'filters']);
+    const ref = readServiceRef(r, p, ns);
+    const port = r.integer([...p, 'port'], { required: true, min: 1, max: 65535 });
+    const weight = r.integer([...p, 'weight'], { min: 0, max: 1_000_000 }) ?? 1;
+    if (r.has([...p, 'filters'])) r.fail([...p, 'filters'], 'per-backend filters are not supported');
+    if (ref && port !== undefined) out.push({ service: ref, port, weight });
+  }
+  return out;
+}
+
+function readStringMatches(
+  r: FieldReader,
+  path: FieldPath,
+  nameIsHeader: boolean,
+): { type: 'Exact' | 'RegularExpression'; name: string; value: string }[] {
+  const out: { type: 'Exact' | 'RegularExpression'; name: string; value: string }[] = [];
+  const n = r.list(path);
+  for (let i = 0; i < n; i++) {
+    const p = [...path, i];
+    r.onlyKnown(p, ['type', 'name', 'value']);
+    const type = r.oneOf([...p, 'type'], ['Exact', 'RegularExpression'] as const) ?? 'Exact';
+    const name = r.string(
+      [...p, 'name'],
+      nameIsHeader ? { required: true, pattern: HEADER_NAME } : { required: true },
+    );
+    const value = r.string([...p, 'value'], { required: true });
+    if (type === 'RegularExpression' && value !== undefined && !validRegex(value)) {
+      r.fail([...p, 'value'], `invalid regular expression '${value}'`);
+      continue;
+    }
+    if (name !== undefined && value !== undefined)
+      out.push({ type, name: nameIsHeader ? name.toLowerCase() : name, value });
+  }
+  return out;
+}
+
+function validRegex(s: string): boolean {
+  try {
+    new RegExp(s);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function readMatches(r: FieldReader, path: FieldPath): HttpRouteMatch[] {
+  const n = r.list(path);
+  if (n === 0)
+    return [{ path: { type: 'PathPrefix', value: '/' }, headers: [], queryParams: [], method: undefined }];
+  const out: HttpRouteMatch[] = [];
+  for (let i = 0; i < n; i++) {
+    const p = [...path, i];
+    r.onlyKnown(p, ['path', 'headers', 'queryParams', 'method']);
+    r.onlyKnown([...p, 'path'], ['type', 'value']);
+    const type =
+      r.oneOf([...p, 'path', 'type'], ['Exact', 'PathPrefix', 'RegularExpression'] as const) ?? 'PathPrefix';
+    const value = r.string([...p, 'path', 'value']) ?? '/';
+    if (type !== 'RegularExpression' && !value.startsWith('/'))
+      r.fail([...p, 'path', 'value'], `must start with '/', got '${value}'`);
+    if (type === 'RegularExpression' && !validRegex(value))
+      r.fail([...p, 'path', 'value'], `invalid regular expression '${value}'`);
+    const method = r.oneOf([...p, 'method'], METHODS);
+    out.push({
+      path: { type, value },
+      headers: readStringMatches(r, [...p, 'headers'], true),
+      queryParams: readStringMatches(r, [...p, 'queryParams'], false),
+      method,
+    });
+  }
+  return out;
+}
+
+function readHeaderModifier(r: FieldReader, path: FieldPath): HeaderModifier {
+  r.onlyKnown(path, ['set', 'add', 'remove']);
+  const pairs = (key: string) => {
+    const out: { name: string; value: string }[] = [];
+    const n = r.list([...path, key]);
+    for (let i = 0; i < n; i++) {
+      const name = r.string([...path, key, i, 'name'], { required: true, pattern: HEADER_NAME });
+      const value = r.string([...path, key, i, 'value'], { required: true });
+      if (name !== undefined && value !== undefined) out.push({ name: name.toLowerCase(), value });
+    }
+    return out;
+  };
+  return {
+    set: pairs('set'),
+    add: pairs('add'),
+    remove: r.strings([...path, 'remove'], { pattern: HEADER_NAME }).map((h) => h.toLowerCase()),
+  };
+}
+
+export interface DeclaredHttpRule extends Omit<HttpRouteRule, 'backends'> {
+  backends: DeclaredBackend[];
+}
+
+export interface DeclaredHttpRoute {
+  namespace: string;
+  name: string;
+  parents: DeclaredParent[];
+  rules: DeclaredHttpRule[];
+}
+
+export function decodeHttpRoute(r: FieldReader, meta: Meta): DeclaredHttpRoute {
+  r.onlyKnown(['spec'], ['parentRefs', 'hostnames', 'rules']);
+  if (r.has(['spec', 'hostnames']))
+    r.fail(['spec', 'hostnames'], 'must not be set for Service parents (GAMMA)');
+  const parents = readParents(r, meta.namespace);
+  const rules: DeclaredHttpRule[] = [];
+  const n = r.list(['spec', 'rules']);
+  for (let i = 0; i < n; i++) {
+    const base = ['spec', 'rules', i];
+    r.onlyKnown(base, ['name', 'matches', 'filters', 'backendRefs', 'timeouts']);
+    let requestHeaderModifier: HeaderModifier | undefined;
+    const nf = r.list([...base, 'filters']);
+    for (let f = 0; f < nf; f++) {
+      const fp = [...base, 'filters', f];
+      const type = r.oneOf([...fp, 'type'], ['RequestHeaderModifier'] as const, { required: true });
+      if (type === 'RequestHeaderModifier') {
+        if (requestHeaderModifier)
+          r.fail([...fp, 'type'], 'RequestHeaderModifier may appear only once per rule');
+        requestHeaderModifier = readHeaderModifier(r, [...fp, 'requestHeaderModifier']);
+      }
+    }
+    r.onlyKnown([...base, 'timeouts'], ['request', 'backendRequest']);
+    const request = r.duration([...base, 'timeouts', 'request']);
+    const backendRequest = r.duration([...base, 'timeouts', 'backendRequest']);
+    if (request !== undefined && backendRequest !== undefined && request !== 0 && backendRequest > request) {
+      r.fail([...base, 'timeouts', 'backendRequest'], 'must not be longer than timeouts.request');
+    }
+    rules.push({
+      matches: readMatches(r, [...base, 'matches']),
+      backends: readBackends(r, [...base, 'backendRefs'], meta.namespace),
+      requestHeaderModifier,
+      timeouts: { request, backendRequest },
+    });
+  }
+  return { namespace: meta.namespace, name: meta.name, parents, rules };
+}
+
+export interface DeclaredTcpRoute {
+  namespace: string;
+  name: string;
+  parents: DeclaredParent[];
+  backends: DeclaredBackend[];
+}
+
+export function decodeTcpRoute(r: FieldReader, meta: Meta): DeclaredTcpRoute {
+  r.onlyKnown(['spec'], ['parentRefs', 'rules']);
+  const parents = readParents(r, meta.namespace);
+  const n = r.list(['spec', 'rules'], { required: true, nonEmpty: true });
+  if (n > 1) r.fail(['spec', 'rules'], 'a TCPRoute attached to a Service takes exactly one rule');
+  return {
+    namespace: meta.namespace,
+    name: meta.name,
+    parents,
+    backends: readBackends(r, ['spec', 'rules', 0, 'backendRefs'], meta.namespace),
+  };
+}
+
+function readTargetRef(r: FieldReader, ns: string, required: boolean): WrittenRef | undefined {
+  if (!r.has(['spec', 'targetRef'])) {
+    if (required) r.fail(['spec', 'targetRef'], 'required field is missing');
+    return undefined;
+  }
+  r.onlyKnown(['spec', 'targetRef'], ['group', 'kind', 'name', 'namespace']);
+  return readServiceRef(r, ['spec', 'targetRef'], ns);
+}
+
+export interface DeclaredTrafficPolicy extends Omit<TrafficPolicy, 'target'> {
+  target: WrittenRef | undefined;
+}
+
+export function decodeTrafficPolicy(r: FieldReader, meta: Meta): DeclaredTrafficPolicy {
+  r.onlyKnown(
+    ['spec'],
+    ['targetRef', 'connectionPool', 'outlierDetection', 'retries', 'timeouts', 'loadBalancer'],
+  );
+  const target = readTargetRef(r, meta.namespace, true);
+  const cp = ['spec', 'connectionPool'];
+  const od = ['spec', 'outlierDetection'];
+  const rt = ['spec', 'retries'];
+  const to = ['spec', 'timeouts'];
+  const lb = ['spec', 'loadBalancer'];
+  r.onlyKnown(cp, ['maxConnections', 'maxPendingRequests', 'maxRequests', 'maxRetries']);
+  r.onlyKnown(od, [
+    'consecutive5xx',
+    'consecutiveGatewayErrors',
+    'interval',
+    'baseEjectionTime',
+    'maxEjectionPercent',
+  ]);
+  r.onlyKnown(rt, ['attempts', 'perTryTimeout', 'retryOn']);
+  r.onlyKnown(to, ['request', 'idle']);
+  r.onlyKnown(lb, ['type', 'hashHeader']);
+  const positive = { min: 1, max: 4_294_967_295 };
+  let loadBalancer: TrafficPolicy['loadBalancer'];
+  if (r.has(lb)) {
+    const type = r.oneOf(
+      [...lb, 'type'],
+      ['ROUND_ROBIN', 'LEAST_REQUEST', 'RING_HASH'] as const satisfies readonly LbPolicy[],
+      {
+        required: true,
+      },
+    );
+    const hashHeader = r.string([...lb, 'hashHeader'], { pattern: HEADER_NAME })?.toLowerCase();
+    if (type === 'RING_HASH' && hashHeader === undefined)
+      r.fail([...lb, 'hashHeader'], 'required when type is RING_HASH');
+    if (type !== undefined && type !== 'RING_HASH' && hashHeader !== undefined) {
+      r.fail([...lb, 'hashHeader'], 'only valid with type RING_HASH');
+    }
+    if (type) loadBalancer = { type, hashHeader };
+  }
+  let retries: TrafficPolicy['retries'];
+  if (r.has(rt)) {
+    const attempts = r.integer([...rt, 'attempts'], { required: true, min: 0, max: 100 });
+    const retryOn = r.strings([...rt, 'retryOn'], {
+      pattern: /^[a-z0-9-]+$/,
+      patternHint: 'Envoy retry_on words, e.g. 5xx, connect-failure',
+    });
+    if (attempts !== undefined) {
+      retries = {
+        attempts,
+        perTryTimeout: r.duration([...rt, 'perTryTimeout']),
+        retryOn: retryOn.length > 0 ? retryOn : ['5xx', 'connect-failure', 'refused-stream', 'reset'],
+      };
+    }
+  }
+  return {
+    namespace: meta.namespace,
+    name: meta.name,
+    target,
+    connectionPool: r.has(cp)
+      ? {
+          maxConnections: r.integer([...cp, 'maxConnections'], positive),
+          maxPendingRequests: r.integer([...cp, 'maxPendingRequests'], positive),
+          maxRequests: r.integer([...cp, 'maxRequests'], positive),
+          maxRetries: r.integer([...cp, 'maxRetries'], { min: 0, max: 4_294_967_295 }),
+        }
+      : undefined,
+    outlierDetection: r.has(od)
+      ? {
+          consecutive5xx: r.integer([...od, 'consecutive5xx'], positive),
+          consecutiveGatewayErrors: r.integer([...od, 'consecutiveGatewayErrors'], positive),
+          interval: r.duration([...od, 'interval']),
+          baseEjectionTime: r.duration([...od, 'baseEjectionTime']),
+          maxEjectionPercent: r.integer([...od, 'maxEjectionPercent'], { min: 0, max: 100 }),
+        }
+      : undefined,
+    retries,
+    timeouts: r.has(to)
+      ? { request: r.duration([...to, 'request']), idle: r.duration([...to, 'idle']) }
+      : undefined,
+    loadBalancer,
+  };
+}
+
+function validWildcard(s: string): boolean {
+  const stars = s.split('*').length - 1;
+  return s === '*' || stars === 0 || (stars === 1 && (s.startsWith('*') || s.endsWith('*')));
+}
+
+export interface DeclaredAuthorizationPolicy extends Omit<AuthorizationPolicy, 'targetRef'> {
+  targetRef: WrittenRef | undefined;
+}
+
+export function decodeAuthorizationPolicy(r: FieldReader, meta: Meta): DeclaredAuthorizationPolicy {
+  r.onlyKnown(['spec'], ['selector', 'targetRef', 'action', 'rules']);
+  r.onlyKnown(['spec', 'selector'], ['matchLabels']);
+  const selector = r.has(['spec', 'selector'])
+    ? (r.stringMap(['spec', 'selector', 'matchLabels']) ?? {})
+    : undefined;
+  const targetRef = readTargetRef(r, meta.namespace, false);
+  if (selector && targetRef) r.fail(['spec', 'targetRef'], 'set either selector or targetRef, not both');
+  if (targetRef && targetRef.namespace !== meta.namespace) {
+    r.fail([...targetRef.path, 'namespace'], 'must be the policy namespace');
+  }
+  const action = r.oneOf(['spec', 'action'], ['ALLOW', 'DENY'] as const) ?? 'ALLOW';
+  const rules: AuthzRule[] = [];
+  const n = r.list(['spec', 'rules']);
+  for (let i = 0; i < n; i++) {
+    const base = ['spec', 'rules', i];
+    r.onlyKnown(base, ['from', 'to']);
+    const from: AuthzSource[] = [];
+    const nf = r.list([...base, 'from']);
+    for (let f = 0; f < nf; f++) {
+      const p = [...base, 'from', f];
+      r.onlyKnown(p, ['principals', 'namespaces']);
+      const principals = r.strings([...p, 'principals']);
+      principals.forEach((s, k) => {
+        if (!validWildcard(s))
+          r.fail([...p, 'principals', k], `'${s}': use '*' alone, or one '*' at the start or the end`);
+        else if (s !== '*' && !s.startsWith('*') && !s.startsWith('spiffe://')) {
+          r.fail(
+            [...p, 'principals', k],
+            `'${s}' is not a SPIFFE ID (spiffe://<trust-domain>/ns/<ns>/sa/<sa>)`,
+          );
+        }
+      });
+      const namespaces = r.strings([...p, 'namespaces'], {
+        pattern: DNS_LABEL,
+        patternHint: 'a namespace name',
+      });
+      if (principals.length === 0 && namespaces.length === 0) r.fail(p, 'set principals and/or namespaces');
+      from.push({ principals, namespaces });
+    }
+    const to: AuthzOperation[] = [];
+    const nt = r.list([...base, 'to']);
+    for (let t = 0; t < nt; t++) {
+      const p = [...base, 'to', t];
+      r.onlyKnown(p, ['ports', 'methods', 'paths']);
+      const ports: number[] = [];
+      const np = r.list([...p, 'ports']);
+      for (let k = 0; k < np; k++) {
+        const port = r.integer([...p, 'ports', k], { required: true, min: 1, max: 65535 });
+        if (port !== undefined) ports.push(port);
+      }
+      const methods = r.strings([...p, 'methods']);
+      methods.forEach((m, k) => {
+        if (!(METHODS as readonly string[]).includes(m))
+          r.fail([...p, 'methods', k], `unknown HTTP method '${m}'`);
+      });
+      const paths = r.strings([...p, 'paths']);
+      paths.forEach((s, k) => {
+        if (!validWildcard(s))
+          r.fail([...p, 'paths', k], `'${s}': use '*' alone, or one '*' at the start or the end`);
+      });
+      if (ports.length + methods.length + paths.length === 0) r.fail(p, 'set ports, methods and/or paths');
+      to.push({ ports, methods, paths });
+    }
+    rules.push({ from, to });
+  }
+  return { namespace: meta.namespace, name: meta.name, selector, targetRef, action, rules };
+}

@@ -1,0 +1,190 @@
+/**
+ * The validated mesh model: what users declared, cross-checked and normalised.
+ * Translation reads only this; it never sees YAML.
+ */
+import type { SourceLocation } from '../sources/source.js';
+
+export type Labels = Readonly<Record<string, string>>;
+
+/** `namespace/name`, the key of every namespaced object. */
+export type ObjectKey = string;
+
+export function objectKey(namespace: string, name: string): ObjectKey {
+  return `${namespace}/${name}`;
+}
+
+export interface MeshNode {
+  name: string;
+  /** Underlay address the node's tunnel listener (port 15008) is reached at. */
+  address: string | undefined;
+}
+
+export interface Namespace {
+  name: string;
+  labels: Labels;
+  /** `sockmesh.io/mesh: enabled`. */
+  meshed: boolean;
+}
+
+export type PortProtocol = 'http' | 'http2' | 'grpc' | 'tcp';
+
+export interface ServicePort {
+  name: string | undefined;
+  port: number;
+  /** A number, or a container port name resolved per pod. */
+  targetPort: number | string;
+  appProtocol: string | undefined;
+  /** Derived from appProtocol (or the port name prefix, Istio style). */
+  protocol: PortProtocol;
+}
+
+export interface Service {
+  namespace: string;
+  name: string;
+  /** IPv4 VIP, or undefined for headless / unset. */
+  clusterIP: string | undefined;
+  selector: Labels;
+  ports: ServicePort[];
+  origin: SourceLocation;
+}
+
+export interface Workload {
+  namespace: string;
+  name: string;
+  labels: Labels;
+  serviceAccount: string;
+  node: string | undefined;
+  ip: string | undefined;
+  /** Named container ports, for named targetPorts. */
+  namedPorts: Readonly<Record<string, number>>;
+}
+
+export interface ServiceRef {
+  namespace: string;
+  name: string;
+}
+
+export type StringMatchType = 'Exact' | 'RegularExpression';
+export type PathMatchType = 'Exact' | 'PathPrefix' | 'RegularExpression';
+
+export interface HttpRouteMatch {
+  path: { type: PathMatchType; value: string };
+  headers: { type: StringMatchType; name: string; value: string }[];
+  queryParams: { type: StringMatchType; name: string; value: string }[];
+  method: string | undefined;
+}
+
+export interface BackendRef {
+  service: ServiceRef;
+  port: number;
+  /** Gateway API weight: default 1, 0 allowed. */
+  weight: number;
+}
+
+export interface HeaderModifier {
+  set: { name: string; value: string }[];
+  add: { name: string; value: string }[];
+  remove: string[];
+}
+
+export interface HttpRouteRule {
+  matches: HttpRouteMatch[];
+  backends: BackendRef[];
+  requestHeaderModifier: HeaderModifier | undefined;
+  /** Milliseconds. */
+  timeouts: { request: number | undefined; backendRequest: number | undefined };
+}
+
+export interface ParentRef {
+  service: ServiceRef;
+  /** Only this Service port, or every port when undefined. */
+  port: number | undefined;
+}
+
+export interface HttpRoute {
+  namespace: string;
+  name: string;
+  parents: ParentRef[];
+  rules: HttpRouteRule[];
+  /** Declaration order, the last tie-breaker in route precedence. */
+  order: number;
+}
+
+export interface TcpRoute {
+  namespace: string;
+  name: string;
+  parents: ParentRef[];
+  backends: BackendRef[];
+  order: number;
+}
+
+export type LbPolicy = 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'RING_HASH';
+
+export interface TrafficPolicy {
+  namespace: string;
+  name: string;
+  target: ServiceRef;
+  connectionPool:
+    | {
+        maxConnections: number | undefined;
+        maxPendingRequests: number | undefined;
+        maxRequests: number | undefined;
+        maxRetries: number | undefined;
+      }
+    | undefined;
+  outlierDetection:
+    | {
+        consecutive5xx: number | undefined;
+        consecutiveGatewayErrors: number | undefined;
+        /** Milliseconds. */
+        interval: number | undefined;
+        baseEjectionTime: number | undefined;
+        maxEjectionPercent: number | undefined;
+      }
+    | undefined;
+  retries: { attempts: number; perTryTimeout: number | undefined; retryOn: string[] } | undefined;
+  timeouts: { request: number | undefined; idle: number | undefined } | undefined;
+  loadBalancer: { type: LbPolicy; hashHeader: string | undefined } | undefined;
+}
+
+export interface AuthzSource {
+  /** SPIFFE IDs; `*` alone, or one `*` at the start (suffix match) or end (prefix match). */
+  principals: string[];
+  namespaces: string[];
+}
+
+export interface AuthzOperation {
+  ports: number[];
+  methods: string[];
+  /** Exact paths, or prefix (`/api/*`) / suffix (`*.css`) wildcards. */
+  paths: string[];
+}
+
+export interface AuthzRule {
+  from: AuthzSource[];
+  to: AuthzOperation[];
+}
+
+export interface AuthorizationPolicy {
+  namespace: string;
+  name: string;
+  /** Pods in `namespace` matching these labels; with targetRef unset and selector unset, every pod. */
+  selector: Labels | undefined;
+  targetRef: ServiceRef | undefined;
+  action: 'ALLOW' | 'DENY';
+  rules: AuthzRule[];
+}
+
+export interface MeshModel {
+  trustDomain: string;
+  /** DNS suffix for service FQDNs (`svc.<clusterDomain>`). */
+  clusterDomain: string;
+  nodes: ReadonlyMap<string, MeshNode>;
+  namespaces: ReadonlyMap<string, Namespace>;
+  services: ReadonlyMap<ObjectKey, Service>;
+  workloads: ReadonlyMap<ObjectKey, Workload>;
+  httpRoutes: readonly HttpRoute[];
+  tcpRoutes: readonly TcpRoute[];
+  trafficPolicies: ReadonlyMap<ObjectKey, TrafficPolicy>;
+  authorizationPolicies: readonly AuthorizationPolicy[];
+}

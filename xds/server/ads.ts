@@ -1,0 +1,282 @@
+/**
+ * envoy.service.discovery.v3.AggregatedDiscoveryService, state of the world.
+ *
+ * Per stream and type: subscribed names (or wildcard), the nonce of the last
+ * response, what was sent (name -> content hash) and the last ACKed version.
+ * A NACK is logged with the client's error_detail and nothing is resent until
+ * the config changes again (the client keeps its last ACKed version). Pushes
+ * are coalesced: a stream always sends the newest snapshot, never a backlog.
+ * LDS and CDS responses carry every subscribed resource; RDS and EDS carry only
+ * what changed (allowed by the protocol for those types).
+ */
+import { EventEmitter } from 'node:events';
+import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
+import { createLogger, type Logger } from '../../lib/log.js';
+import { structToJson } from '../codec.js';
+import {
+  CLUSTER_TYPE,
+  isResourceType,
+  LISTENER_TYPE,
+  RESOURCE_TYPES,
+  type ResourceTypeUrl,
+  shortTypeName,
+} from '../protos.js';
+import type { EncodedResource, Snapshot } from './snapshot.js';
+
+export interface DiscoveryRequest {
+  version_info?: string;
+  node?: { id?: string; cluster?: string; metadata?: unknown; locality?: Record<string, string> };
+  resource_names?: string[];
+  type_url?: string;
+  response_nonce?: string;
+  error_detail?: { code?: number; message?: string };
+}
+
+export interface DiscoveryResponse {
+  version_info: string;
+  resources: { type_url: string; value: Buffer }[];
+  type_url: string;
+  nonce: string;
+}
+
+export interface AdsNodeInfo {
+  id: string;
+  metadata: Record<string, unknown>;
+}
+
+export interface AdsEvents {
+  connect: [node: AdsNodeInfo];
+  disconnect: [node: AdsNodeInfo];
+  ack: [e: { node: string; typeUrl: string; version: string }];
+  nack: [e: { node: string; typeUrl: string; version: string; errorDetail: string }];
+  push: [e: { node: string; typeUrl: string; version: string; resources: number }];
+}
+
+interface TypeState {
+  wildcard: boolean;
+  names: Set<string>;
+  nonce: string | undefined;
+  version: string | undefined;
+  ackedVersion: string | undefined;
+  sent: Map<string, string>;
+  /** Push everything subscribed at the next flush (new stream or new subscription). */
+  force: boolean;
+}
+
+const ALL_REQUIRED = new Set<string>([LISTENER_TYPE, CLUSTER_TYPE]);
+
+export class AdsServer extends EventEmitter<AdsEvents> {
+  private current: Snapshot | undefined;
+  private readonly streams = new Set<AdsStream>();
+  readonly log: Logger;
+
+  constructor(logger: Logger = createLogger('xds')) {
+    super();
+    this.log = logger;
+  }
+
+  get snapshot(): Snapshot | undefined {
+    return this.current;
+  }
+
+  setSnapshot(s: Snapshot): void {
+    this.current = s;
+    for (const st of this.streams) st.schedule();
+  }
+
+  /** The grpc-js handler for StreamAggregatedResources. */
+  readonly handle = (call: ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>): void => {
+    const stream = new AdsStream(this, call);
+    this.streams.add(stream);
+    call.on('close', () => this.streams.delete(stream));
+  };
+
+  /** Connected nodes and what they ACKed, for status output and tests. */
+  clients(): { node: string; acked: Record<string, string | undefined> }[] {
+    return [...this.streams]
+      .filter((s) => s.nodeId !== undefined)
+      .map((s) => ({ node: s.nodeId!, acked: s.acked() }));
+  }
+
+  /** Ends every stream (clients reconnect elsewhere or later). */
+  closeStreams(): void {
+    for (const s of this.streams) s.end();
+  }
+}
+
+class AdsStream {
+  nodeId: string | undefined;
+  private nodeInfo: AdsNodeInfo | undefined;
+  private readonly types = new Map<ResourceTypeUrl, TypeState>();
+  private nonce = 0;
+  private scheduled = false;
+  private blocked = false;
+  private closed = false;
+
+  constructor(
+    private readonly server: AdsServer,
+    private readonly call: ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>,
+  ) {
+    call.on('data', (req: DiscoveryRequest) => this.onRequest(req));
+    call.on('error', () => this.onClose());
+    call.on('end', () => {
+      this.onClose();
+      call.end();
+    });
+    call.on('close', () => this.onClose());
+    call.on('drain', () => {
+      this.blocked = false;
+      this.schedule();
+    });
+  }
+
+  acked(): Record<string, string | undefined> {
+    const out: Record<string, string | undefined> = {};
+    for (const [t, st] of this.types) out[shortTypeName(t)] = st.ackedVersion;
+    return out;
+  }
+
+  end(): void {
+    if (this.closed) return;
+    this.call.end();
+    this.onClose();
+  }
+
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.nodeInfo) {
+      this.server.log.info('ADS stream closed', { node: this.nodeId });
+      this.server.emit('disconnect', this.nodeInfo);
+    }
+  }
+
+  private onRequest(req: DiscoveryRequest): void {
+    if (this.nodeId === undefined) {
+      const id = req.node?.id;
+      if (!id) {
+        this.call.emit('error', {
+          code: status.INVALID_ARGUMENT,
+          details: 'the first DiscoveryRequest must carry node.id',
+        });
+        this.call.end();
+        return;
+      }
+      this.nodeId = id;
+      this.nodeInfo = { id, metadata: structToJson(req.node?.metadata) };
+      this.server.log.info('ADS stream opened', { node: id, peer: this.call.getPeer() });
+      this.server.emit('connect', this.nodeInfo);
+    }
+    const typeUrl = req.type_url ?? '';
+    if (!isResourceType(typeUrl)) {
+      this.server.log.debug('ignoring request for unsupported type', { node: this.nodeId, typeUrl });
+      return;
+    }
+    let st = this.types.get(typeUrl);
+    const nonce = req.response_nonce ?? '';
+    if (st && nonce !== '' && nonce !== st.nonce) return; // stale: superseded by a newer response
+    const names = req.resource_names ?? [];
+    const wildcard = names.length === 0 || names.includes('*');
+    if (!st) {
+      st = {
+        wildcard,
+        names: new Set(),
+        nonce: undefined,
+        version: undefined,
+        ackedVersion: undefined,
+        sent: new Map(),
+        force: true,
+      };
+      this.types.set(typeUrl, st);
+    } else if (nonce !== '') {
+      const version = req.version_info ?? '';
+      if (req.error_detail) {
+        const errorDetail = req.error_detail.message ?? `code ${req.error_detail.code ?? '?'}`;
+        this.server.log.warn('client rejected config (NACK)', {
+          node: this.nodeId,
+          type: shortTypeName(typeUrl),
+          rejectedVersion: st.version,
+          keptVersion: version,
+          errorDetail,
+        });
+        this.server.emit('nack', { node: this.nodeId!, typeUrl, version: st.version ?? '', errorDetail });
+      } else {
+        st.ackedVersion = version;
+        this.server.emit('ack', { node: this.nodeId!, typeUrl, version });
+      }
+    } else {
+      // A request without nonce on a known type: the client restarted this subscription.
+      st.force = true;
+    }
+    const newNames = new Set(wildcard ? [] : names);
+    const changed =
+      wildcard !== st.wildcard ||
+      newNames.size !== st.names.size ||
+      [...newNames].some((n) => !st!.names.has(n));
+    if (changed) {
+      st.wildcard = wildcard;
+      st.names = newNames;
+      st.force = true;
+      if (!wildcard) for (const n of st.sent.keys()) if (!newNames.has(n)) st.sent.delete(n);
+    }
+    if (st.force) this.schedule();
+  }
+
+  schedule(): void {
+    if (this.scheduled || this.closed) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      if (!this.blocked) this.flush();
+    });
+  }
+
+  private flush(): void {
+    const snap = this.server.snapshot;
+    if (!snap || this.closed || this.nodeId === undefined) return;
+    for (const typeUrl of RESOURCE_TYPES) {
+      const st = this.types.get(typeUrl);
+      if (!st) continue;
+      const candidates: EncodedResource[] = [];
+      if (st.wildcard) candidates.push(...snap.wildcard(typeUrl, this.nodeId).values());
+      else {
+        for (const n of st.names) {
+          const r = snap.get(typeUrl, n, this.nodeId);
+          if (r) candidates.push(r);
+        }
+      }
+      let toSend: EncodedResource[];
+      if (ALL_REQUIRED.has(typeUrl)) {
+        const same =
+          candidates.length === st.sent.size && candidates.every((r) => st.sent.get(r.name) === r.hash);
+        if (same && !st.force) continue;
+        toSend = candidates;
+        st.sent = new Map(candidates.map((r) => [r.name, r.hash]));
+      } else {
+        toSend = st.force ? candidates : candidates.filter((r) => st.sent.get(r.name) !== r.hash);
+        if (toSend.length === 0) {
+          st.force = false;
+          continue;
+        }
+        for (const r of toSend) st.sent.set(r.name, r.hash);
+      }
+      st.force = false;
+      st.version = snap.version;
+      st.nonce = String(++this.nonce);
+      const ok = this.call.write({
+        version_info: snap.version,
+        type_url: typeUrl,
+        nonce: st.nonce,
+        resources: toSend.map((r) => ({ type_url: typeUrl, value: r.bytes })),
+      });
+      this.server.emit('push', {
+        node: this.nodeId,
+        typeUrl,
+        version: snap.version,
+        resources: toSend.length,
+      });
+      if (!ok) this.blocked = true;
+    }
+  }
+}

@@ -1,0 +1,263 @@
+/**
+ * The running control plane: source -> validated model -> snapshot -> ADS.
+ * Source changes are debounced; an invalid change is rejected as a whole and
+ * the last good snapshot keeps being served.
+ */
+import { createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { rm } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { SockmeshError } from '../../lib/errors.js';
+import { createLogger, type Logger } from '../../lib/log.js';
+import { buildModel, type ModelOptions } from '../model/build.js';
+import { adsServiceDefinition } from '../protos.js';
+import { DirectorySource } from '../sources/directory.js';
+import type { ConfigError, ConfigSource, SourceObject } from '../sources/source.js';
+import { formatConfigError } from '../sources/source.js';
+import { AdsServer } from './ads.js';
+import { type ApplyChange, applyManifests } from './apply.js';
+import { Snapshot } from './snapshot.js';
+
+export interface TlsConfig {
+  /** PEM: server certificate chain, key, and the CA bundle client certificates must chain to. */
+  cert: Buffer;
+  key: Buffer;
+  ca: Buffer;
+}
+
+export interface ListenAddress {
+  /** `host:port` (port 0 picks one) or `unix:/path`. */
+  address: string;
+  /** mTLS; required for a TCP address that is not loopback. */
+  tls?: TlsConfig;
+}
+
+export interface ControlPlaneOptions {
+  source: ConfigSource;
+  model?: ModelOptions;
+  listen: ListenAddress[];
+  /** Quiet time after a source event before reloading (coalesces editor write bursts). */
+  debounceMs?: number;
+  logger?: Logger;
+}
+
+export type ReloadResult =
+  | { applied: true; version: string }
+  | { applied: false; version: string | undefined; errors: ConfigError[] };
+
+export interface ControlPlaneEvents {
+  reload: [result: ReloadResult];
+}
+
+export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
+  readonly ads: AdsServer;
+  private readonly log: Logger;
+  private readonly grpc = new Server({
+    'grpc.max_send_message_length': -1,
+    'grpc.max_receive_message_length': -1,
+  });
+  private readonly bound: string[] = [];
+  private version = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private reloading: Promise<ReloadResult> | undefined;
+  private again = false;
+  private readonly learnedNodes = new Map<string, string>();
+  private lastErrors = '';
+  private fingerprint = '';
+
+  constructor(private readonly opts: ControlPlaneOptions) {
+    super();
+    this.log = opts.logger ?? createLogger('xds');
+    this.ads = new AdsServer(this.log);
+    this.ads.on('connect', (node) => {
+      const ip = node.metadata.underlayIp;
+      if (typeof ip === 'string' && isIP(ip) === 4 && this.learnedNodes.get(node.id) !== ip) {
+        this.learnedNodes.set(node.id, ip);
+        this.scheduleReload();
+      }
+    });
+  }
+
+  get snapshot(): Snapshot | undefined {
+    return this.ads.snapshot;
+  }
+
+  /** Loads the source (must be valid), starts watching, binds every listen address. */
+  async start(): Promise<void> {
+    const first = await this.reload();
+    if (!first.applied) {
+      throw new SockmeshError(
+        'SOCKMESH_E_MANIFEST',
+        `invalid manifests in ${this.opts.source.description}:\n${first.errors.map(formatConfigError).join('\n')}`,
+        { hint: 'fix the listed fields and start again' },
+      );
+    }
+    this.opts.source.watch(() => this.scheduleReload());
+    this.grpc.addService(adsServiceDefinition(), { StreamAggregatedResources: this.ads.handle });
+    for (const l of this.opts.listen) this.bound.push(await this.bind(l));
+  }
+
+  /** The addresses actually bound (port 0 resolved), in `listen` order. */
+  addresses(): string[] {
+    return [...this.bound];
+  }
+
+  private async bind(l: ListenAddress): Promise<string> {
+    let creds: ServerCredentials;
+    if (l.address.startsWith('unix:')) {
+      await rm(l.address.slice('unix:'.length), { force: true });
+      creds = l.tls
+        ? ServerCredentials.createSsl(l.tls.ca, [{ cert_chain: l.tls.cert, private_key: l.tls.key }], true)
+        : ServerCredentials.createInsecure();
+    } else {
+      const host = l.address.slice(0, l.address.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+      const loopback = host === 'localhost' || host === '::1' || host.startsWith('127.');
+      if (!l.tls && !loopback) {
+        throw new SockmeshError(
+          'SOCKMESH_E_CONFIG',
+          `refusing plaintext xDS on non-loopback address ${l.address}`,
+          {
+            hint: 'configure TLS certificates, or listen on 127.0.0.1 or a unix: socket',
+          },
+        );
+      }
+      creds = l.tls
+        ? ServerCredentials.createSsl(l.tls.ca, [{ cert_chain: l.tls.cert, private_key: l.tls.key }], true)
+        : ServerCredentials.createInsecure();
+    }
+    const port = await new Promise<number>((resolve, reject) =>
+      this.grpc.bindAsync(l.address, creds, (err, p) => (err ? reject(err) : resolve(p))),
+    ).catch((err: unknown) => {
+      throw new SockmeshError('SOCKMESH_E_XDS', `cannot listen on ${l.address}: ${(err as Error).message}`, {
+        hint: 'pick a free port or remove the stale socket',
+        cause: err,
+      });
+    });
+    const addr = l.address.startsWith('unix:')
+      ? l.address
+      : `${l.address.slice(0, l.address.lastIndexOf(':'))}:${port}`;
+    this.log.info('xDS listening', { address: addr, mtls: l.tls !== undefined });
+    return addr;
+  }
+
+  private scheduleReload(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.reload(), this.opts.debounceMs ?? 20);
+  }
+
+  /** Re-reads the source now. Concurrent calls coalesce into one more pass. */
+  async reload(): Promise<ReloadResult> {
+    if (this.reloading) {
+      this.again = true;
+      return this.reloading;
+    }
+    this.reloading = this.doReload();
+    try {
+      let result = await this.reloading;
+      while (this.again) {
+        this.again = false;
+        this.reloading = this.doReload();
+        result = await this.reloading;
+      }
+      return result;
+    } finally {
+      this.reloading = undefined;
+    }
+  }
+
+  private async doReload(): Promise<ReloadResult> {
+    const started = performance.now();
+    let result: ReloadResult;
+    try {
+      const state = await this.opts.source.load();
+      const built =
+        state.errors.length > 0
+          ? ({ ok: false, errors: state.errors } as const)
+          : buildModel(state.objects, this.modelOptions());
+      if (!built.ok) {
+        const text = built.errors.map(formatConfigError).join('\n');
+        if (text !== this.lastErrors) {
+          this.log.error('configuration rejected; still serving the last good version', {
+            version: this.snapshot?.version,
+            errors: built.errors.map(formatConfigError),
+          });
+        }
+        this.lastErrors = text;
+        result = { applied: false, version: this.snapshot?.version, errors: built.errors };
+      } else if (this.unchanged(state.objects)) {
+        this.lastErrors = '';
+        result = { applied: true, version: this.snapshot!.version };
+      } else {
+        this.lastErrors = '';
+        const snap = new Snapshot(built.model, ++this.version, this.snapshot);
+        this.ads.setSnapshot(snap);
+        this.log.info('configuration applied', {
+          version: snap.version,
+          ...snap.counts(),
+          ms: Math.round(performance.now() - started),
+        });
+        result = { applied: true, version: snap.version };
+      }
+    } catch (err) {
+      this.log.error('cannot read configuration; still serving the last good version', { error: err });
+      const reason = err instanceof Error ? err.message : String(err);
+      result = {
+        applied: false,
+        version: this.snapshot?.version,
+        errors: [{ file: this.opts.source.description, line: 0, path: '', reason }],
+      };
+    }
+    this.emit('reload', result);
+    return result;
+  }
+
+  /**
+   * Validates documents against the current declarations and, when valid,
+   * writes them into the manifests directory and applies them at once.
+   */
+  async apply(
+    text: string,
+    { dryRun = false }: { dryRun?: boolean } = {},
+  ): Promise<
+    { ok: true; changes: ApplyChange[]; version: string | undefined } | { ok: false; errors: ConfigError[] }
+  > {
+    const source = this.opts.source;
+    if (!(source instanceof DirectorySource)) {
+      throw new SockmeshError('SOCKMESH_E_CONFIG', `source ${source.description} does not accept apply`);
+    }
+    const r = await applyManifests(source, text, this.modelOptions(), { dryRun });
+    if (!r.ok) return r;
+    if (dryRun || r.changes.every((c) => c.action === 'unchanged'))
+      return { ...r, version: this.snapshot?.version };
+    const after = await this.reload();
+    if (!after.applied) return { ok: false, errors: after.errors };
+    return { ...r, version: after.version };
+  }
+
+  /** True when the declarations and node addresses are exactly those of the served snapshot. */
+  private unchanged(objects: readonly SourceObject[]): boolean {
+    const fp = createHash('sha1')
+      .update(JSON.stringify(objects.map((o) => o.value)))
+      .update(JSON.stringify([...this.learnedNodes]))
+      .digest('base64');
+    const same = fp === this.fingerprint && this.snapshot !== undefined;
+    this.fingerprint = fp;
+    return same;
+  }
+
+  private modelOptions(): ModelOptions {
+    const nodes: Record<string, string> = Object.fromEntries(this.learnedNodes);
+    Object.assign(nodes, this.opts.model?.nodes ?? {});
+    return { ...this.opts.model, nodes };
+  }
+
+  async close(): Promise<void> {
+    clearTimeout(this.timer);
+    await this.opts.source.close();
+    this.ads.closeStreams();
+    // Every call is a long-lived ADS stream (just ended): nothing to drain.
+    this.grpc.forceShutdown();
+    for (const a of this.bound) if (a.startsWith('unix:')) await rm(a.slice(5), { force: true });
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * Kubernetes-style YAML (several documents per file) into SourceObjects that
+ * remember the line of every field, so validation can say file:line.
+ */
+import { isCollection, isNode, LineCounter, parseAllDocuments } from 'yaml';
+import type { ConfigError, FieldPath, SourceLocation, SourceObject } from './source.js';
+
+export interface ParsedFile {
+  objects: SourceObject[];
+  errors: ConfigError[];
+}
+
+export function parseManifestText(file: string, text: string): ParsedFile {
+  const lineCounter = new LineCounter();
+  const docs = parseAllDocuments(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const objects: SourceObject[] = [];
+  const errors: ConfigError[] = [];
+  const lineAt = (offset: number): number => lineCounter.linePos(offset).line;
+  const list = Array.isArray(docs) ? docs : [];
+  if (!Array.isArray(docs)) {
+    errors.push({ file, line: 1, path: '', reason: 'not a YAML stream' });
+  }
+  for (const doc of list) {
+    if (doc.errors.length > 0) {
+      for (const e of doc.errors) {
+        errors.push({
+          file,
+          line: lineAt(e.pos[0]),
+          path: '',
+          reason: `YAML syntax: ${firstLine(e.message)}`,
+        });
+      }
+      continue;
+    }
+    if (doc.contents === null) continue; // an empty document (e.g. a trailing ---)
+    const contents = doc.contents;
+    const origin: SourceLocation = {
+      file,
+      line: isNode(contents) && contents.range ? lineAt(contents.range[0]) : 1,
+    };
+    const value: unknown = doc.toJS({ maxAliasCount: 100 });
+    if (value === null || value === undefined) continue;
+    objects.push({
+      value,
+      origin,
+      locate(path: FieldPath): SourceLocation {
+        for (let n = path.length; n > 0; n--) {
+          const node: unknown = doc.getIn(path.slice(0, n), true);
+          if (isNode(node) && node.range) {
+            // A block collection starts on the line after its key; point at the key instead.
+            const offset =
+              isCollection(node) && n > 0
+                ? keyOffset(doc.getIn(path.slice(0, n - 1), true), path[n - 1])
+                : undefined;
+            return { file, line: lineAt(offset ?? node.range[0]) };
+          }
+        }
+        return origin;
+      },
+    });
+  }
+  return { objects, errors };
+}
+
+function keyOffset(parent: unknown, key: string | number | undefined): number | undefined {
+  if (!isCollection(parent) || key === undefined) return undefined;
+  if (typeof key === 'number') return undefined;
+  for (const item of parent.items) {
+    const pair = item as { key?: unknown };
+    if (isNode(pair.key) && (pair.key as { value?: unknown }).value === key && pair.key.range)
+      return pair.key.range[0];
+  }
+  return undefined;
+}
+
+function firstLine(s: string): string {
+  return s.split('\n')[0] ?? s;
+}
