@@ -22,7 +22,13 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { type ClientDuplexStream, credentials } from '@grpc/grpc-js';
 import { nullLogger } from '../lib/log.js';
-import { adsClientConstructor, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE } from '../xds/protos.js';
+import {
+  adsClientConstructor,
+  CLUSTER_TYPE,
+  ENDPOINT_TYPE,
+  LISTENER_TYPE,
+  ROUTE_TYPE,
+} from '../xds/protos.js';
 import { ControlPlane, type ReloadResult } from '../xds/server/control-plane.js';
 import { DirectorySource } from '../xds/sources/directory.js';
 
@@ -43,9 +49,15 @@ function ip(base: number, i: number): string {
 }
 
 /** The generated mesh, split in files of 500 Services so a change rewrites one small file. */
-function meshFiles(n: number, variant: { podShift: number; weight: number; extra: boolean }): Map<string, string> {
+function meshFiles(
+  n: number,
+  variant: { podShift: number; weight: number; extra: boolean },
+): Map<string, string> {
   const files = new Map<string, string>();
-  files.set('00-ns.yaml', 'apiVersion: v1\nkind: Namespace\nmetadata: { name: bench, labels: { sockmesh.io/mesh: enabled } }\n');
+  files.set(
+    '00-ns.yaml',
+    'apiVersion: v1\nkind: Namespace\nmetadata: { name: bench, labels: { sockmesh.io/mesh: enabled } }\n',
+  );
   const chunk = 100;
   for (let start = 0; start < n; start += chunk) {
     const docs: string[] = [];
@@ -80,14 +92,17 @@ spec:
     files.set(`svc-${String(start).padStart(6, '0')}.yaml`, `${docs.join('\n---\n')}\n`);
   }
   if (variant.extra) {
-    files.set('zz-extra.yaml', `apiVersion: v1
+    files.set(
+      'zz-extra.yaml',
+      `apiVersion: v1
 kind: Service
 metadata: { name: extra, namespace: bench }
 spec:
   clusterIP: 10.127.0.1
   selector: { app: extra }
   ports: [{ name: http, port: 8080, appProtocol: http }]
-`);
+`,
+    );
   }
   return files;
 }
@@ -132,7 +147,8 @@ class RawClient {
   constructor(target: string, id: number) {
     const Ctor = adsClientConstructor();
     this.client = new Ctor(target, credentials.createInsecure(), { 'grpc.max_receive_message_length': -1 });
-    const req = (Ctor.service.StreamAggregatedResources as { requestSerialize: (v: object) => Buffer }).requestSerialize;
+    const req = (Ctor.service.StreamAggregatedResources as { requestSerialize: (v: object) => Buffer })
+      .requestSerialize;
     this.stream = this.client.makeBidiStreamRequest(
       '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources',
       req,
@@ -216,8 +232,20 @@ async function scenario(services: number, clients: number): Promise<Row> {
     const cds: number[] = [];
     const first = 'svc-000000.yaml';
     for (let r = 0; r < ROUNDS; r++) {
-      eds.push(await push(ENDPOINT_TYPE, () => write(meshFiles(Math.min(services, 100), { podShift: 1000 + r, weight: 90, extra: false }), [first])));
-      rds.push(await push(ROUTE_TYPE, () => write(meshFiles(Math.min(services, 100), { podShift: 1000 + r, weight: 50 + r, extra: false }), [first])));
+      eds.push(
+        await push(ENDPOINT_TYPE, () =>
+          write(meshFiles(Math.min(services, 100), { podShift: 1000 + r, weight: 90, extra: false }), [
+            first,
+          ]),
+        ),
+      );
+      rds.push(
+        await push(ROUTE_TYPE, () =>
+          write(meshFiles(Math.min(services, 100), { podShift: 1000 + r, weight: 50 + r, extra: false }), [
+            first,
+          ]),
+        ),
+      );
       cds.push(
         await push(CLUSTER_TYPE, () =>
           r % 2 === 0
@@ -253,7 +281,10 @@ for (const s of SERVICES) {
 const fmt = (n: number) => n.toFixed(1).padStart(9);
 process.stdout.write(
   `\nservices clients translate_ms eds_push_ms rds_push_ms cds_push_ms rss_MiB\n${rows
-    .map((r) => `${String(r.services).padStart(8)} ${String(r.clients).padStart(7)} ${fmt(r.translateMs)}    ${fmt(r.edsPushMs)}  ${fmt(r.rdsPushMs)}  ${fmt(r.cdsPushMs)} ${String(r.rssMiB).padStart(7)}`)
+    .map(
+      (r) =>
+        `${String(r.services).padStart(8)} ${String(r.clients).padStart(7)} ${fmt(r.translateMs)}    ${fmt(r.edsPushMs)}  ${fmt(r.rdsPushMs)}  ${fmt(r.cdsPushMs)} ${String(r.rssMiB).padStart(7)}`,
+    )
     .join('\n')}\n`,
 );
 const out = path.join(import.meta.dirname, 'results', 'xds-push.json');

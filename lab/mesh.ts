@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { saveAuthority } from '../certs/ca/store.js';
 import { CertificateAuthority } from '../certs/index.js';
 import { SockmeshError } from '../lib/errors.js';
+import { AdminClient } from '../xds/client/admin.js';
 import { buildModel } from '../xds/model/build.js';
 import type { MeshModel } from '../xds/model/types.js';
 import { DirectorySource } from '../xds/sources/directory.js';
@@ -38,6 +39,16 @@ export interface LocalMeshOptions {
   workloads?: boolean;
   accessLog?: boolean;
   onProgress?: (step: string) => void;
+}
+
+/** The shape of an agent's `/stats/config` (see MeshAgent.status). */
+export interface AgentStatus {
+  node: string;
+  xds: { connected: boolean; versions: Record<string, string | undefined> };
+  pods: { pod: string; ip: string; spiffeId: string }[];
+  identities: { spiffeId: string; serial: string; notAfter: string }[];
+  bpf: Record<string, number>;
+  tunnels: number;
 }
 
 export interface MeshPaths {
@@ -107,6 +118,21 @@ export class LocalMesh {
     } catch (err) {
       await bed.destroy();
       throw err;
+    }
+  }
+
+  /** Connects to the control plane's admin endpoint (apply, status). */
+  admin(): AdminClient {
+    return new AdminClient(`unix:${this.paths.adminSocket}`);
+  }
+
+  /** What a node's agent reports about itself (`/stats/config`), or its error. */
+  async agentStatus(node: string): Promise<AgentStatus | { error: string }> {
+    try {
+      const r = await this.agentGet(node, '/stats/config');
+      return r.status === 200 ? (JSON.parse(r.body) as AgentStatus) : { error: `HTTP ${r.status}` };
+    } catch (err) {
+      return { error: (err as Error).message };
     }
   }
 

@@ -12,4 +12,4 @@ apt-get update -qq
 # haproxy/wrk: the benchmark baselines.
 apt-get install -y -qq --no-install-recommends \
   clang llvm libbpf-dev bpftool iproute2 util-linux make g++ python3 pkg-config \
-  openssl tcpdump haproxy wrk ca-certificates >/dev/null
+  openssl tcpdump curl haproxy wrk ca-certificates >/dev/null

@@ -15,6 +15,8 @@ import { checkSpiffeId } from '../../certs/spiffe-id.js';
 import { bundlePem, svidChainPem, svidKeyPem, type TrustBundle } from '../../certs/svid.js';
 import { certificateFacts, peerSpiffeIdOf, verifyPeer } from '../../certs/verify.js';
 import { WorkloadApiClient } from '../../certs/workload-api/client.js';
+import { DEFAULT_STATE_DIR } from '../../lab/state.js';
+import { TestBed } from '../../lab/testbed.js';
 import { SockmeshError } from '../../lib/errors.js';
 import { parseCommandArgs } from '../args.js';
 import { type Command, EXIT } from '../command.js';
@@ -36,7 +38,8 @@ X.509-SVIDs for humans.
       the SVIDs 'identity issue' made (certificates only), with their state
 
 Options:
-  --dir <path>   CA directory (default: $SOCKMESH_CA_DIR or /var/lib/sockmesh/ca)
+  --dir <path>   CA directory (default: $SOCKMESH_CA_DIR, else the running local
+                 mesh's CA, else /var/lib/sockmesh/ca)
 
 Exit codes: inspect returns 1 when the chain is refused; 0 ok, 2 usage.`;
 
@@ -130,7 +133,7 @@ export const identityCommand: Command = {
       bundle: { type: 'string' },
       socket: { type: 'string' },
     });
-    const dir = resolveCaDir(values.dir);
+    const dir = resolveCaDir(values.dir ?? runningMeshCaDir());
     const sub = positionals[0];
     if (sub === 'issue') {
       const ns = values.namespace;
@@ -226,3 +229,10 @@ export const identityCommand: Command = {
     });
   },
 };
+
+/** With no --dir and no SOCKMESH_CA_DIR, a running local mesh's CA is the one meant. */
+function runningMeshCaDir(): string | undefined {
+  if (process.env.SOCKMESH_CA_DIR) return undefined;
+  const bed = TestBed.list().find((b) => b.persistent);
+  return bed ? join(DEFAULT_STATE_DIR, bed.runId, 'ca') : undefined;
+}

@@ -85,35 +85,3 @@ Example: sockmesh exec shop/frontend -- curl -s http://reviews.shop:9080/`,
     return res.status ?? EXIT.FAILURE;
   },
 };
-
-export const upCommand: Command = {
-  name: 'up',
-  summary: 'build the local mesh (nodes and pods as network namespaces) and start it',
-  usage: `Usage: sockmesh up [--nodes <n>] [--run <id>]
-
-Builds a local cluster out of network namespaces: <n> nodes (default 2), each
-with a bridge, a pod CIDR 10.244.<i>.0/24 and an underlay link 10.10.0.<i>,
-and keeps it running after the command exits. Remove it with 'sockmesh down'.
-
-Exit codes: 0 ready, 1 failure (everything built so far is removed), 3 precondition.`,
-  async run({ argv, stdout }) {
-    const { values } = parseCommandArgs(argv, { nodes: { type: 'string' }, run: { type: 'string' } }, false);
-    const nodes = values.nodes === undefined ? 2 : Number(values.nodes);
-    if (!Number.isInteger(nodes) || nodes < 1)
-      throw new SockmeshError(
-        'SOCKMESH_E_USAGE',
-        `--nodes must be a positive integer, got '${values.nodes}'`,
-      );
-    const running = TestBed.list().filter((b) => b.persistent);
-    if (running.length > 0) {
-      stdout.write(`local mesh ${running[0]!.runId} is already running (sockmesh down removes it)\n`);
-      return EXIT.OK;
-    }
-    const bed = await TestBed.create({ nodes, ...(values.run ? { runId: values.run } : {}) });
-    bed.persist();
-    stdout.write(`local mesh ${bed.runId} is up\n`);
-    for (const n of bed.nodes)
-      stdout.write(`  ${n.name}  underlay ${n.underlayIp}  pods ${n.podCidr}  netns ${n.netns}\n`);
-    return EXIT.OK;
-  },
-};

@@ -1,6 +1,7 @@
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { SockopsDataplane } from '../../bpf-sockops/index.js';
+import { recordIssued } from '../../certs/ca/store.js';
 import { loadAuthority } from '../../certs/index.js';
 import { SockmeshError } from '../../lib/errors.js';
 import { createLogger, type Logger } from '../../lib/log.js';
@@ -91,7 +92,7 @@ export class MeshAgent {
     telemetry.setReady(false, 'waiting for the first config from the control plane');
 
     const ca = await loadAuthority(o.caDir);
-    this.identities = new NodeIdentities(ca, this.log, o.svidTtlMs);
+    this.identities = new NodeIdentities(ca, this.log, o.svidTtlMs, (svid) => recordIssued(o.caDir, svid));
     this.identities.onRotate((id) => this.outbound?.dropPoolsOf(id));
 
     this.dataplane = SockopsDataplane.open({

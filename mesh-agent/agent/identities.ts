@@ -20,6 +20,8 @@ export class NodeIdentities {
     private readonly ca: CertificateAuthority,
     private readonly log: Logger,
     private readonly ttlMs?: number,
+    /** Told about every SVID issued (the agent records them for `sockmesh identity ls`). */
+    private readonly onIssued?: (svid: X509Svid) => Promise<unknown>,
   ) {}
 
   /** Keeps exactly these identities: starts rotators for new ones, stops the rest. Resolves once all have an SVID. */
@@ -36,7 +38,13 @@ export class NodeIdentities {
     for (const id of want) {
       if (this.rotators.has(id)) continue;
       const rotator = new SvidRotator({
-        fetch: () => this.ca.issueSvid(id, this.ttlMs === undefined ? {} : { ttlMs: this.ttlMs }),
+        fetch: async () => {
+          const svid = await this.ca.issueSvid(id, this.ttlMs === undefined ? {} : { ttlMs: this.ttlMs });
+          await this.onIssued?.(svid).catch((err: Error) =>
+            this.log.warn('could not record issued SVID', { err }),
+          );
+          return svid;
+        },
         logger: this.log,
         name: id,
       });

@@ -16,6 +16,7 @@ import { createLogger, type Logger } from '../../lib/log.js';
 import { structToJson } from '../codec.js';
 import {
   CLUSTER_TYPE,
+  encodeMessage,
   isResourceType,
   LISTENER_TYPE,
   RESOURCE_TYPES,
@@ -33,12 +34,8 @@ export interface DiscoveryRequest {
   error_detail?: { code?: number; message?: string };
 }
 
-export interface DiscoveryResponse {
-  version_info: string;
-  resources: { type_url: string; value: Buffer }[];
-  type_url: string;
-  nonce: string;
-}
+/** Responses are written pre-serialized (see withNonce); the service's serializer passes Buffers through. */
+export type DiscoveryResponse = Buffer;
 
 export interface AdsNodeInfo {
   id: string;
@@ -62,6 +59,8 @@ interface TypeState {
   sent: Map<string, string>;
   /** Push everything subscribed at the next flush (new stream or new subscription). */
   force: boolean;
+  /** Wildcard shared types: the snapshot whose whole set this stream was last sent. */
+  base: Snapshot | undefined;
 }
 
 const ALL_REQUIRED = new Set<string>([LISTENER_TYPE, CLUSTER_TYPE]);
@@ -187,6 +186,7 @@ class AdsStream {
         ackedVersion: undefined,
         sent: new Map(),
         force: true,
+        base: undefined,
       };
       this.types.set(typeUrl, st);
     } else if (nonce !== '') {
@@ -238,45 +238,94 @@ class AdsStream {
     for (const typeUrl of RESOURCE_TYPES) {
       const st = this.types.get(typeUrl);
       if (!st) continue;
-      const candidates: EncodedResource[] = [];
-      if (st.wildcard) candidates.push(...snap.wildcard(typeUrl, this.nodeId).values());
-      else {
-        for (const n of st.names) {
-          const r = snap.get(typeUrl, n, this.nodeId);
-          if (r) candidates.push(r);
-        }
-      }
-      let toSend: EncodedResource[];
-      if (ALL_REQUIRED.has(typeUrl)) {
-        const same =
-          candidates.length === st.sent.size && candidates.every((r) => st.sent.get(r.name) === r.hash);
-        if (same && !st.force) continue;
-        toSend = candidates;
-        st.sent = new Map(candidates.map((r) => [r.name, r.hash]));
-      } else {
-        toSend = st.force ? candidates : candidates.filter((r) => st.sent.get(r.name) !== r.hash);
-        if (toSend.length === 0) {
-          st.force = false;
-          continue;
-        }
-        for (const r of toSend) st.sent.set(r.name, r.hash);
-      }
-      st.force = false;
-      st.version = snap.version;
-      st.nonce = String(++this.nonce);
-      const ok = this.call.write({
-        version_info: snap.version,
-        type_url: typeUrl,
-        nonce: st.nonce,
-        resources: toSend.map((r) => ({ type_url: typeUrl, value: r.bytes })),
-      });
-      this.server.emit('push', {
-        node: this.nodeId,
-        typeUrl,
-        version: snap.version,
-        resources: toSend.length,
-      });
-      if (!ok) this.blocked = true;
+      if (st.wildcard && typeUrl !== LISTENER_TYPE) this.flushShared(snap, typeUrl, st);
+      else this.flushOwn(snap, typeUrl, st);
     }
   }
+
+  /** Wildcard CDS/EDS/RDS: the same for every node, so diffs and encodings are shared via the snapshot. */
+  private flushShared(snap: Snapshot, typeUrl: ResourceTypeUrl, st: TypeState): void {
+    const all = () => [...snap.wildcard(typeUrl, this.nodeId!).values()];
+    let body: Buffer;
+    let count: number;
+    if (st.force || !st.base) {
+      body = snap.responseBody('all', typeUrl, all);
+      count = snap.wildcard(typeUrl, this.nodeId!).size;
+    } else {
+      if (st.base === snap) return;
+      const diff = snap.changedSince(st.base, typeUrl);
+      if (diff.changed.length === 0 && (diff.removed === 0 || !ALL_REQUIRED.has(typeUrl))) {
+        st.base = snap;
+        return;
+      }
+      if (ALL_REQUIRED.has(typeUrl)) {
+        body = snap.responseBody('all', typeUrl, all);
+        count = snap.wildcard(typeUrl, this.nodeId!).size;
+      } else {
+        body = snap.responseBody(`since:${st.base.version}`, typeUrl, () => diff.changed);
+        count = diff.changed.length;
+      }
+    }
+    st.base = snap;
+    st.sent.clear();
+    this.send(snap, typeUrl, st, body, count);
+  }
+
+  /** Named subscriptions and the per-node LDS: compared resource by resource. */
+  private flushOwn(snap: Snapshot, typeUrl: ResourceTypeUrl, st: TypeState): void {
+    st.base = undefined;
+    const candidates: EncodedResource[] = [];
+    if (st.wildcard) candidates.push(...snap.wildcard(typeUrl, this.nodeId!).values());
+    else {
+      for (const n of st.names) {
+        const r = snap.get(typeUrl, n, this.nodeId!);
+        if (r) candidates.push(r);
+      }
+    }
+    let toSend: EncodedResource[];
+    if (ALL_REQUIRED.has(typeUrl)) {
+      const same =
+        candidates.length === st.sent.size && candidates.every((r) => st.sent.get(r.name) === r.hash);
+      if (same && !st.force) return;
+      toSend = candidates;
+      st.sent = new Map(candidates.map((r) => [r.name, r.hash]));
+    } else {
+      toSend = st.force ? candidates : candidates.filter((r) => st.sent.get(r.name) !== r.hash);
+      if (toSend.length === 0) {
+        st.force = false;
+        return;
+      }
+      for (const r of toSend) st.sent.set(r.name, r.hash);
+    }
+    const body = encodeMessage(DISCOVERY_RESPONSE, {
+      version_info: snap.version,
+      type_url: typeUrl,
+      resources: toSend.map((r) => ({ type_url: typeUrl, value: r.bytes })),
+    });
+    this.send(snap, typeUrl, st, body, toSend.length);
+  }
+
+  private send(snap: Snapshot, typeUrl: ResourceTypeUrl, st: TypeState, body: Buffer, count: number): void {
+    st.force = false;
+    st.version = snap.version;
+    st.nonce = String(++this.nonce);
+    const ok = this.call.write(withNonce(body, st.nonce));
+    this.server.emit('push', { node: this.nodeId!, typeUrl, version: snap.version, resources: count });
+    if (!ok) this.blocked = true;
+  }
+}
+
+const DISCOVERY_RESPONSE = 'envoy.service.discovery.v3.DiscoveryResponse';
+
+/** Appends DiscoveryResponse.nonce (field 5, length-delimited): protobuf accepts fields in any order. */
+function withNonce(body: Buffer, nonce: string): Buffer {
+  const n = Buffer.from(nonce);
+  const header: number[] = [0x2a];
+  let len = n.length;
+  while (len > 0x7f) {
+    header.push((len & 0x7f) | 0x80);
+    len >>>= 7;
+  }
+  header.push(len);
+  return Buffer.concat([body, Buffer.from(header), n]);
 }

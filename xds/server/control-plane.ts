@@ -94,7 +94,11 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
       );
     }
     this.opts.source.watch(() => this.scheduleReload());
-    this.grpc.addService(adsServiceDefinition(), { StreamAggregatedResources: this.ads.handle });
+    const def = adsServiceDefinition();
+    const sotw = def.StreamAggregatedResources!;
+    // The ADS server writes responses already serialized (shared by every stream of a version).
+    const service = { StreamAggregatedResources: { ...sotw, responseSerialize: (b: Buffer) => b } };
+    this.grpc.addService(service, { StreamAggregatedResources: this.ads.handle });
     for (const l of this.opts.listen) this.bound.push(await this.bind(l));
   }
 

@@ -6,7 +6,17 @@
 import { createHash } from 'node:crypto';
 import { encodeResource } from '../codec.js';
 import type { MeshModel } from '../model/types.js';
-import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, type ResourceTypeUrl, ROUTE_TYPE } from '../protos.js';
+import {
+  CLUSTER_TYPE,
+  ENDPOINT_TYPE,
+  encodeMessage,
+  LISTENER_TYPE,
+  type ResourceTypeUrl,
+  ROUTE_TYPE,
+} from '../protos.js';
+
+const DISCOVERY_RESPONSE = 'envoy.service.discovery.v3.DiscoveryResponse';
+
 import type { Json } from '../translate/envoy.js';
 import {
   type MeshTranslation,
@@ -50,7 +60,11 @@ class EncodeCache {
     return r;
   }
 
-  encodeAll(typeUrl: ResourceTypeUrl, list: Json[], key: 'name' | 'cluster_name'): Map<string, EncodedResource> {
+  encodeAll(
+    typeUrl: ResourceTypeUrl,
+    list: Json[],
+    key: 'name' | 'cluster_name',
+  ): Map<string, EncodedResource> {
     const out = new Map<string, EncodedResource>();
     for (const r of list) {
       const name = r[key] as string;
@@ -76,6 +90,8 @@ export class Snapshot {
   private readonly api = new Map<string, EncodedResource | null>();
 
   private readonly cache: EncodeCache;
+  private readonly diffs = new Map<string, { changed: EncodedResource[]; removed: number }>();
+  private readonly bodies = new Map<string, Buffer>();
 
   /** `previous`: the snapshot this one replaces; its encodings are reused where resources did not change. */
   constructor(
@@ -139,6 +155,45 @@ export class Snapshot {
       return this.apiListener(name);
     }
     return this.wildcard(typeUrl, node).get(name);
+  }
+
+  /**
+   * Resources of a node-independent type (CDS, EDS, RDS) that are new or
+   * different since `base`, and how many of base's are gone. Computed once per
+   * (type, base) and shared by every stream that last saw `base`.
+   */
+  changedSince(base: Snapshot, typeUrl: ResourceTypeUrl): { changed: EncodedResource[]; removed: number } {
+    const key = `${typeUrl}|${base.version}`;
+    let d = this.diffs.get(key);
+    if (!d) {
+      const cur = this.wildcard(typeUrl, '');
+      const old = base.wildcard(typeUrl, '');
+      const changed = [...cur.values()].filter((r) => old.get(r.name)?.hash !== r.hash);
+      let removed = 0;
+      for (const name of old.keys()) if (!cur.has(name)) removed++;
+      d = { changed, removed };
+      this.diffs.set(key, d);
+    }
+    return d;
+  }
+
+  /**
+   * A DiscoveryResponse for `resources`, serialized without its nonce and
+   * memoized under `key`: streams append their own nonce (field 5) to the same
+   * bytes instead of each re-encoding thousands of resources.
+   */
+  responseBody(key: string, typeUrl: ResourceTypeUrl, resources: () => EncodedResource[]): Buffer {
+    const k = `${typeUrl}|${key}`;
+    let b = this.bodies.get(k);
+    if (!b) {
+      b = encodeMessage(DISCOVERY_RESPONSE, {
+        version_info: this.version,
+        type_url: typeUrl,
+        resources: resources().map((r) => ({ type_url: typeUrl, value: r.bytes })),
+      });
+      this.bodies.set(k, b);
+    }
+    return b;
   }
 
   counts(): Record<string, number> {

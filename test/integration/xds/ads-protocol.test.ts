@@ -143,3 +143,28 @@ test('node metadata underlayIp fills in an undeclared node address', async (t) =
   while (!JSON.stringify(r.resources).includes('10.99.0.3:15008')) r = await ads.next();
   assert.ok(JSON.stringify(r.resources).includes('"tunnelAddress":"10.99.0.3:15008"'));
 });
+
+test('wildcard EDS sends only what changed; wildcard CDS resends the full set when a cluster goes away', async (t) => {
+  const extra =
+    '---\napiVersion: v1\nkind: Service\nmetadata: { name: ratings, namespace: shop }\nspec:\n  clusterIP: 10.96.0.11\n  selector: { app: ratings }\n  ports: [{ port: 7000 }]\n';
+  const fx = await startControlPlane(t, { 'mesh.yaml': MESH + extra });
+  const eds = new RawAds(fx.unix);
+  const cds = new RawAds(fx.unix);
+  t.after(() => {
+    eds.close();
+    cds.close();
+  });
+  eds.send({ node: 'node1', type: ENDPOINT_TYPE });
+  cds.send({ node: 'node1', type: CLUSTER_TYPE });
+  const [e1, c1] = await Promise.all([eds.next(), cds.next()]);
+  assert.equal(e1.resources.length, 2);
+  assert.equal(c1.resources.length, 3);
+  await fx.write('mesh.yaml', MESH.replace('10.1.1.10', '10.1.1.13') + extra);
+  const e2 = await eds.next();
+  assert.deepEqual(names(e2), ['outbound|9080||reviews.shop.svc.cluster.local']);
+  assert.equal(await cds.quiet(200), true, 'clusters did not change');
+  await fx.write('mesh.yaml', MESH.replace('10.1.1.10', '10.1.1.13'));
+  const c2 = await cds.next();
+  assert.deepEqual(names(c2), ['outbound|9080||reviews.shop.svc.cluster.local', 'sockmesh-passthrough']);
+  assert.equal(await eds.quiet(200), true, 'a removed CLA is not announced in state of the world');
+});

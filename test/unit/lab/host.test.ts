@@ -3,8 +3,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { isSockmeshError } from '../../../lib/errors.js';
 import { findCgroup2Mount, readMounts } from '../../../lab/host.js';
+import { isSockmeshError } from '../../../lib/errors.js';
 
 function mountsFile(text: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'sockmesh-mounts-'));

@@ -1,0 +1,41 @@
+// Benchmark server run in every server pod: HTTP/1.1 with a fixed 1 KiB body (PORT_HTTP),
+// a bulk sink that answers with the byte count on half-close (PORT_BULK), and an echo
+// server for the connection-scale scenario (PORT_ECHO). Plain node:http/net, no framework.
+import { createServer as createHttp } from 'node:http';
+import { createServer as createTcp } from 'node:net';
+
+const BODY = Buffer.alloc(1024, 0x78);
+const host = process.env.HOST ?? '0.0.0.0';
+
+const http = createHttp({ keepAliveTimeout: 120_000 }, (req, res) => {
+  req.resume();
+  req.on('end', () => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': BODY.length });
+    res.end(BODY);
+  });
+});
+http.maxHeadersCount = 0;
+http.headersTimeout = 0;
+http.requestTimeout = 0;
+http.listen(Number(process.env.PORT_HTTP ?? 8080), host);
+
+createTcp((sock) => {
+  let total = 0;
+  sock.on('data', (b) => {
+    total += b.length;
+  });
+  sock.on('end', () => {
+    const out = Buffer.alloc(8);
+    out.writeBigUInt64LE(BigInt(total));
+    sock.end(out);
+  });
+  sock.on('error', () => {});
+}).listen(Number(process.env.PORT_BULK ?? 5201), host);
+
+createTcp((sock) => {
+  sock.setNoDelay(true);
+  sock.pipe(sock);
+  sock.on('error', () => {});
+}).listen({ port: Number(process.env.PORT_ECHO ?? 7000), host, backlog: 4096 });
+
+process.stdout.write('{"listening":true}\n');

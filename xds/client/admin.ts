@@ -1,0 +1,68 @@
+import { Agent, request } from 'undici';
+import { SockmeshError } from '../../lib/errors.js';
+import type { ApplyChange } from '../server/apply.js';
+
+export interface ApplyResponse {
+  applied: boolean;
+  dryRun?: boolean;
+  version: string | number | undefined;
+  changes?: ApplyChange[];
+  messages?: string[];
+}
+
+/** Client of the control plane's admin endpoint (apply, status), over its unix socket or loopback. */
+export class AdminClient {
+  private readonly dispatcher: Agent;
+  private readonly origin: string;
+
+  constructor(address: string) {
+    if (address.startsWith('unix:')) {
+      this.dispatcher = new Agent({ connect: { socketPath: address.slice(5) } });
+      this.origin = 'http://control-plane';
+    } else {
+      this.dispatcher = new Agent();
+      this.origin = `http://${address}`;
+    }
+  }
+
+  /** Validates and (unless dryRun) applies YAML documents; a 422 answer carries the reasons. */
+  async apply(yaml: string, dryRun = false): Promise<ApplyResponse> {
+    const res = await this.call('POST', `/v1/apply${dryRun ? '?dryRun=true' : ''}`, yaml);
+    if (res.status !== 200 && res.status !== 422) {
+      throw new SockmeshError('SOCKMESH_E_XDS', `control plane answered ${res.status} to apply: ${res.text}`);
+    }
+    return JSON.parse(res.text) as ApplyResponse;
+  }
+
+  async status(): Promise<unknown> {
+    return JSON.parse((await this.call('GET', '/v1/status')).text);
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+
+  private async call(
+    method: 'GET' | 'POST',
+    path: string,
+    body?: string,
+  ): Promise<{ status: number; text: string }> {
+    try {
+      const res = await request(`${this.origin}${path}`, {
+        method,
+        dispatcher: this.dispatcher,
+        ...(body === undefined ? {} : { body, headers: { 'content-type': 'application/yaml' } }),
+      });
+      return { status: res.statusCode, text: await res.body.text() };
+    } catch (err) {
+      throw new SockmeshError(
+        'SOCKMESH_E_XDS',
+        `cannot reach the control plane admin endpoint: ${(err as Error).message}`,
+        {
+          hint: 'is the mesh up? (sockmesh status)',
+          cause: err,
+        },
+      );
+    }
+  }
+}
