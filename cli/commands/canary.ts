@@ -25,8 +25,8 @@ export function parseExposition(text: string, names: ReadonlySet<string>): Map<s
       for (const m of body.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g))
         labels[m[1]!] = m[2]!.replace(/\\(.)/g, '$1');
     }
-    let list = out.get(name);
-    if (!list) out.set(name, (list = []));
+    const list = out.get(name) ?? [];
+    out.set(name, list);
     list.push({ labels, value: Number(line.slice(space + 1)) });
   }
   return out;
@@ -65,8 +65,8 @@ function collect(texts: string[], clusters: ReadonlyMap<string, string>): Counts
       const b = clusters.get(s.labels.destination_cluster ?? '');
       if (!b || s.labels.reporter !== 'source') continue;
       const le = s.labels.le === '+Inf' ? Number.POSITIVE_INFINITY : Number(s.labels.le);
-      let h = c.buckets.get(b);
-      if (!h) c.buckets.set(b, (h = new Map()));
+      const h = c.buckets.get(b) ?? new Map<number, number>();
+      c.buckets.set(b, h);
       h.set(le, (h.get(le) ?? 0) + s.value);
     }
   }
