@@ -5,3 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/install-system-packages.sh
 npm ci --no-fund --no-audit
 npm run build
+# `sockmesh` on the PATH, pointing at this checkout.
+ln -sf "$PWD/bin/sockmesh.js" /usr/local/bin/sockmesh
