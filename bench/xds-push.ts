@@ -6,19 +6,21 @@
  *
  * Each scenario writes a generated mesh (N Services with one HTTP port, 2 pods
  * each on 10 nodes, an HTTPRoute splitting every 10th Service) to a temp dir,
- * starts the real ControlPlane on a unix socket, connects C raw ADS streams
- * (wildcard LDS/RDS/CDS/EDS; they read only each response's header, so the
- * clients' decoding cost does not pollute the server's numbers) and times,
+ * starts the real ControlPlane on a unix socket, connects C raw ADS streams from
+ * a child process (wildcard LDS/RDS/CDS/EDS; they read only each response's
+ * header), so the RSS and CPU measured here are the control plane's, and times,
  * from the file write to the last client receiving the push:
  *   eds    one pod IP changes          (1 ClusterLoadAssignment)
  *   rds    one HTTPRoute weight change (1 RouteConfiguration)
- *   cds    one new Service             (every Cluster and Listener resent: SotW)
+ *   svc    one new Service             (all four types; every Cluster and the outbound Listener resent: SotW)
  * "translate" is the reload (read + validate + translate + encode) alone.
  * Writes bench/results/xds-push.json.
  */
+import { type ChildProcess, fork } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type ClientDuplexStream, credentials } from '@grpc/grpc-js';
 import { nullLogger } from '../lib/log.js';
@@ -37,6 +39,8 @@ const { values } = parseArgs({
     services: { type: 'string', default: '1000,10000' },
     clients: { type: 'string', default: '10,100' },
     rounds: { type: 'string', default: '5' },
+    worker: { type: 'string' },
+    count: { type: 'string' },
   },
 });
 const SERVICES = values.services.split(',').map(Number);
@@ -177,13 +181,55 @@ class RawClient {
   }
 }
 
+class Clients {
+  private readonly child: ChildProcess;
+  private seq = 0;
+  private readonly waiters = new Map<string, () => void>();
+
+  constructor(socket: string, count: number) {
+    this.child = fork(fileURLToPath(import.meta.url), ['--worker', socket, '--count', String(count)], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    this.child.on('message', (m: { ready?: boolean; armed?: number; done?: number }) => {
+      const key = m.ready ? 'ready' : m.armed !== undefined ? `armed:${m.armed}` : `done:${m.done}`;
+      this.waiters.get(key)?.();
+      this.waiters.delete(key);
+    });
+  }
+
+  private when(key: string): Promise<void> {
+    return new Promise((resolve) => this.waiters.set(key, resolve));
+  }
+
+  ready(): Promise<void> {
+    return this.when('ready');
+  }
+
+  /** Arms a wait for `type` on every client; resolves (once armed) to a promise of "all received". */
+  async arm(types: string[]): Promise<{ done: Promise<void> }> {
+    const id = ++this.seq;
+    const done = this.when(`done:${id}`);
+    const armed = this.when(`armed:${id}`);
+    this.child.send({ arm: types, id });
+    await armed;
+    return { done }; // wrapped: an async function would otherwise adopt (wait for) the promise
+  }
+
+  async stop(): Promise<void> {
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.send({ stop: true });
+    await exited;
+  }
+}
+
 interface Row {
   services: number;
   clients: number;
   translateMs: number;
   edsPushMs: number;
   rdsPushMs: number;
-  cdsPushMs: number;
+  newServicePushMs: number;
   rssMiB: number;
 }
 
@@ -203,7 +249,7 @@ async function scenario(services: number, clients: number): Promise<Row> {
     logger: nullLogger,
     debounceMs: 10,
   });
-  const conns: RawClient[] = [];
+  let clientsProc: Clients | undefined;
   try {
     await cp.start();
     const translate: number[] = [];
@@ -213,12 +259,12 @@ async function scenario(services: number, clients: number): Promise<Row> {
       await cp.reload();
       translate.push(performance.now() - t0);
     }
-    for (let i = 0; i < clients; i++) conns.push(new RawClient(cp.addresses()[0]!, i));
-    // Wait for every client's initial state (all four types).
-    while (conns.some((c) => c.received.size < 4)) await new Promise((r) => setTimeout(r, 20));
+    clientsProc = new Clients(cp.addresses()[0]!, clients);
+    await clientsProc.ready(); // every client has its initial state (all four types)
+    const cl = clientsProc;
 
-    const push = async (type: string, change: () => void): Promise<number> => {
-      const all = Promise.all(conns.map((c) => c.next(type)));
+    const push = async (types: string[], change: () => void): Promise<number> => {
+      const { done: all } = await cl.arm(types);
       const reloaded = new Promise<ReloadResult>((resolve) => cp.once('reload', resolve));
       const t0 = performance.now();
       change();
@@ -233,26 +279,26 @@ async function scenario(services: number, clients: number): Promise<Row> {
     const first = 'svc-000000.yaml';
     for (let r = 0; r < ROUNDS; r++) {
       eds.push(
-        await push(ENDPOINT_TYPE, () =>
+        await push([ENDPOINT_TYPE], () =>
           write(meshFiles(Math.min(services, 100), { podShift: 1000 + r, weight: 90, extra: false }), [
             first,
           ]),
         ),
       );
       rds.push(
-        await push(ROUTE_TYPE, () =>
+        await push([ROUTE_TYPE], () =>
           write(meshFiles(Math.min(services, 100), { podShift: 1000 + r, weight: 50 + r, extra: false }), [
             first,
           ]),
         ),
       );
+      // A new Service changes all four types; its removal (not timed) CDS and LDS (SotW does not announce RDS/EDS removals).
       cds.push(
-        await push(CLUSTER_TYPE, () =>
-          r % 2 === 0
-            ? write(meshFiles(1, { podShift: 0, weight: 90, extra: true }), ['zz-extra.yaml'])
-            : rmSync(path.join(mdir, 'zz-extra.yaml')),
+        await push([CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE], () =>
+          write(meshFiles(1, { podShift: 0, weight: 90, extra: true }), ['zz-extra.yaml']),
         ),
       );
+      await push([CLUSTER_TYPE, LISTENER_TYPE], () => rmSync(path.join(mdir, 'zz-extra.yaml')));
     }
     return {
       services,
@@ -260,37 +306,62 @@ async function scenario(services: number, clients: number): Promise<Row> {
       translateMs: median(translate),
       edsPushMs: median(eds),
       rdsPushMs: median(rds),
-      cdsPushMs: median(cds),
+      newServicePushMs: median(cds),
       rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20),
     };
   } finally {
-    for (const c of conns) c.close();
+    await clientsProc?.stop();
     await cp.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-const rows: Row[] = [];
-for (const s of SERVICES) {
-  for (const c of CLIENTS) {
-    const row = await scenario(s, c);
-    rows.push(row);
-    process.stdout.write(`${JSON.stringify(row)}\n`);
+async function main(): Promise<void> {
+  const rows: Row[] = [];
+  for (const s of SERVICES) {
+    for (const c of CLIENTS) {
+      const row = await scenario(s, c);
+      rows.push(row);
+      process.stdout.write(`${JSON.stringify(row)}\n`);
+    }
   }
+  const fmt = (n: number) => n.toFixed(1).padStart(9);
+  process.stdout.write(
+    `\nservices clients translate_ms eds_push_ms rds_push_ms new_svc_push_ms rss_MiB\n${rows
+      .map(
+        (r) =>
+          `${String(r.services).padStart(8)} ${String(r.clients).padStart(7)} ${fmt(r.translateMs)}    ${fmt(r.edsPushMs)}  ${fmt(r.rdsPushMs)}  ${fmt(r.newServicePushMs)} ${String(r.rssMiB).padStart(7)}`,
+      )
+      .join('\n')}\n`,
+  );
+  const out = path.join(import.meta.dirname, 'results', 'xds-push.json');
+  mkdirSync(path.dirname(out), { recursive: true });
+  writeFileSync(
+    out,
+    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model, rounds: ROUNDS, note: 'RSS is the control plane process alone (clients run in a child process); push times include the 10 ms debounce, file read, validation, translation and encoding of the whole mesh', rows }, null, 2)}\n`,
+  );
+  process.stdout.write(`wrote ${out}\n`);
 }
-const fmt = (n: number) => n.toFixed(1).padStart(9);
-process.stdout.write(
-  `\nservices clients translate_ms eds_push_ms rds_push_ms cds_push_ms rss_MiB\n${rows
-    .map(
-      (r) =>
-        `${String(r.services).padStart(8)} ${String(r.clients).padStart(7)} ${fmt(r.translateMs)}    ${fmt(r.edsPushMs)}  ${fmt(r.rdsPushMs)}  ${fmt(r.cdsPushMs)} ${String(r.rssMiB).padStart(7)}`,
-    )
-    .join('\n')}\n`,
-);
-const out = path.join(import.meta.dirname, 'results', 'xds-push.json');
-mkdirSync(path.dirname(out), { recursive: true });
-writeFileSync(
-  out,
-  `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model, rounds: ROUNDS, note: 'push times include the 10 ms debounce, file read, validation, translation and encoding of the whole mesh', rows }, null, 2)}\n`,
-);
-process.stdout.write(`wrote ${out}\n`);
+
+/** Worker mode: the ADS clients live in a child process, so the parent's RSS and CPU are the control plane's. */
+if (values.worker) {
+  const conns = Array.from({ length: Number(values.count) }, (_, i) => new RawClient(values.worker!, i));
+  const waitAll = async (types: string[]) => {
+    await Promise.all(conns.flatMap((c) => types.map((t) => c.next(t))));
+  };
+  while (conns.some((c) => c.received.size < 4)) await new Promise((r) => setTimeout(r, 20));
+  process.send!({ ready: true });
+  process.on('message', (m: { arm?: string[]; id?: number; stop?: boolean }) => {
+    if (m.stop) {
+      for (const c of conns) c.close();
+      process.exit(0);
+    }
+    if (m.arm) {
+      const done = waitAll(m.arm);
+      process.send!({ armed: m.id });
+      void done.then(() => process.send!({ done: m.id }));
+    }
+  });
+} else {
+  await main();
+}

@@ -15,7 +15,7 @@ export interface LoadedObject {
 }
 
 export interface ProbeResult {
-  progTypes: Record<'cgroup_sock_addr' | 'sock_ops' | 'sk_msg', boolean>;
+  progTypes: Record<'cgroup_sock_addr' | 'sock_ops' | 'sk_msg' | 'cgroup_skb', boolean>;
   mapTypes: Record<'hash' | 'percpu_array' | 'lpm_trie' | 'sockhash', boolean>;
 }
 
@@ -52,6 +52,7 @@ export interface BpfAddon {
     configSize: number;
     cidr4KeySize: number;
     cidr6KeySize: number;
+    podSize: number;
     configAccelOffset: number;
     counterMax: number;
     maxConns: number;
@@ -60,6 +61,7 @@ export interface BpfAddon {
     cgroupInet4Connect: number;
     cgroupInet6Connect: number;
     cgroupSockOps: number;
+    cgroupInetIngress: number;
     skMsgVerdict: number;
     flagAllowMulti: number;
   };

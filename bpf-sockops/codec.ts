@@ -13,6 +13,7 @@ export const CONFIG_SIZE = 24;
 export const CIDR4_KEY_SIZE = 8;
 export const CIDR6_KEY_SIZE = 20;
 export const COUNTER_SLOTS = 8;
+export const POD_SIZE = 8;
 
 /** Counter slots, in the order of `enum sm_counter`. */
 export const COUNTER_NAMES = [
@@ -22,10 +23,28 @@ export const COUNTER_NAMES = [
   'fallbacks',
   'mapFull',
   'socketsAccelerated',
+  'plaintextRefused',
 ] as const;
 
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, bigint>;
+
+/**
+ * How a meshed pod treats inbound plaintext: `strict` accepts connections only
+ * from the node proxy's address, loopback and itself; `permissive` from anyone.
+ */
+export type PodMode = 'strict' | 'permissive';
+
+/** `struct sm_pod`: `enum sm_pod_mode` (1 = strict), then reserved flags. */
+export function encodePod(mode: PodMode): Buffer {
+  const b = Buffer.alloc(POD_SIZE);
+  b.writeUInt32LE(mode === 'strict' ? 1 : 0, 0);
+  return b;
+}
+
+export function decodePod(b: Buffer): PodMode {
+  return b.readUInt32LE(0) === 1 ? 'strict' : 'permissive';
+}
 
 /** An IPv4 (dotted) or IPv6 (RFC 5952 text) address and a port. */
 export interface Endpoint {

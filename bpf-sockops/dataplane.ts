@@ -17,15 +17,19 @@ import {
   type DataplaneConfig,
   decodeCidrKey,
   decodeConfig,
+  decodePod,
   type Endpoint,
   encodeCidrKey,
   encodeConfig,
+  encodePod,
   encodePort,
   encodeU32,
   encodeU64,
   formatCidr,
   ORIG_DST_SIZE,
   ORIG_DST6_SIZE,
+  POD_SIZE,
+  type PodMode,
   parseCidr,
   sumPerCpu,
   TUPLE4_SIZE,
@@ -65,6 +69,11 @@ export interface DataplaneOptions {
   logger?: Logger;
 }
 
+export interface EnrolOptions {
+  /** Whether plaintext that did not come through the node proxy may reach the pod. Default `strict`. */
+  mode?: PodMode;
+}
+
 export interface Exclusions {
   ports: number[];
   cidrs: string[];
@@ -77,6 +86,8 @@ export interface DataplaneStatus {
   programs: { name: ProgName; id: number; attached: boolean }[];
   config: DataplaneConfig;
   pods: number;
+  /** Enrolled pods in strict mode (the rest are permissive). */
+  strictPods: number;
   exclusions: Exclusions;
   connections: Record<(typeof PER_CONNECTION_MAPS)[number], number>;
 }
@@ -85,12 +96,14 @@ interface Hook {
   prog: ProgName;
   object: (typeof HOOK_OBJECTS)[number];
   /** cgroup attach type; undefined for sk_msg, which attaches to the sockhash. */
-  cgroupAttach?: 'cgroupInet4Connect' | 'cgroupInet6Connect' | 'cgroupSockOps';
+  cgroupAttach?: 'cgroupInet4Connect' | 'cgroupInet6Connect' | 'cgroupSockOps' | 'cgroupInetIngress';
 }
 
 const HOOKS: Hook[] = [
   { prog: 'sm_sockops', object: 'sockops', cgroupAttach: 'cgroupSockOps' },
   { prog: 'sm_redir', object: 'redir' },
+  // Before capture: a pod is never meshed without its strict mode being enforced.
+  { prog: 'sm_strict', object: 'strict', cgroupAttach: 'cgroupInetIngress' },
   // Last: once connect4 is live, sockops and sk_msg are already there to finish the job.
   { prog: 'sm_connect4', object: 'connect4', cgroupAttach: 'cgroupInet4Connect' },
   { prog: 'sm_connect6', object: 'connect6', cgroupAttach: 'cgroupInet6Connect' },
@@ -171,6 +184,10 @@ export class SockopsDataplane {
         for (const p of PROG_NAMES) progs.set(p, addon.objGet(pins.prog(p)));
         checkPinnedLayout(addon, maps, opts.bpffsDir);
       } else {
+        // Maps left by an older build would be silently reused by name: judge them first.
+        checkPinnedLayout(addon, openPinnedMaps(addon, pins, maps), opts.bpffsDir);
+        for (const fd of maps.values()) addon.close(fd);
+        maps.clear();
         mkdirSync(pins.mapsDir, { recursive: true });
         mkdirSync(pins.progsDir, { recursive: true });
         loadFresh(addon, opts.objDir ?? OBJ_DIR, pins, maps, progs);
@@ -231,9 +248,25 @@ export class SockopsDataplane {
 
   // ---- pods ---------------------------------------------------------------
 
-  /** Meshes a pod live: its next connect() is captured; open connections are untouched. */
-  enrolPod(cgroupId: bigint): void {
-    this.addon.mapUpdate(this.map('sm_pods'), encodeU64(cgroupId), encodeU32(1), BPF_ANY);
+  /**
+   * Meshes a pod live: its next connect() is captured and, in strict mode (the
+   * default), its listeners refuse plaintext that did not come through the proxy.
+   * Open connections are untouched. Enrolling again changes the mode live.
+   */
+  enrolPod(cgroupId: bigint, opts: EnrolOptions = {}): void {
+    const mode = opts.mode ?? 'strict';
+    if (mode !== 'strict' && mode !== 'permissive') {
+      throw new SockmeshError('SOCKMESH_E_CONFIG', `unknown pod mode ${String(mode)}`, {
+        hint: "use 'strict' or 'permissive'",
+      });
+    }
+    this.addon.mapUpdate(this.map('sm_pods'), encodeU64(cgroupId), encodePod(mode), BPF_ANY);
+  }
+
+  /** The mode of an enrolled pod; undefined if it is not enrolled. */
+  podMode(cgroupId: bigint): PodMode | undefined {
+    const v = this.addon.mapLookup(this.map('sm_pods'), encodeU64(cgroupId), POD_SIZE);
+    return v ? decodePod(v) : undefined;
   }
 
   /** Un-meshes a pod live; returns false if it was not enrolled. */
@@ -354,13 +387,15 @@ export class SockopsDataplane {
         }
         return { name: h.prog, id, attached };
       });
+      const pods = this.pods();
       return {
         adopted: this.adopted,
         cgroupPath: this.cgroupPath,
         bpffsDir: this.pins.root,
         programs,
         config: this.config(),
-        pods: this.pods().length,
+        pods: pods.length,
+        strictPods: pods.filter((p) => this.podMode(p) === 'strict').length,
         exclusions: this.exclusions(),
         connections: this.connectionMapSizes(),
       };
@@ -502,7 +537,7 @@ function ensureBpffs(bpffsDir: string): void {
 
 /** Key and value sizes of every map, as include/sockmesh.h defines them. */
 const MAP_LAYOUT: Record<MapName, [number, number]> = {
-  sm_pods: [8, 4],
+  sm_pods: [8, POD_SIZE],
   sm_config: [4, CONFIG_SIZE],
   sm_excl_ports: [2, 1],
   sm_excl_cidrs: [CIDR4_KEY_SIZE, 1],
@@ -515,6 +550,12 @@ const MAP_LAYOUT: Record<MapName, [number, number]> = {
   sm_sockhash6: [TUPLE6_SIZE, 4],
   sm_counters: [4, 8],
 };
+
+/** The map pins that exist under `pins` (an interrupted or older load may have left only some). */
+function openPinnedMaps(addon: BpfAddon, pins: PinLayout, into: Map<MapName, number>): Map<MapName, number> {
+  for (const m of MAP_NAMES) if (existsSync(pins.map(m))) into.set(m, addon.objGet(pins.map(m)));
+  return into;
+}
 
 /** Pins left by an older build with other layouts cannot be adopted: say how to replace them. */
 function checkPinnedLayout(addon: BpfAddon, maps: Map<MapName, number>, bpffsDir: string): void {
@@ -543,6 +584,7 @@ function checkLayout(addon: BpfAddon): void {
     CONFIG_SIZE,
     CIDR4_KEY_SIZE,
     CIDR6_KEY_SIZE,
+    POD_SIZE,
   ];
   const theirs = [
     l.tuple4Size,
@@ -552,6 +594,7 @@ function checkLayout(addon: BpfAddon): void {
     l.configSize,
     l.cidr4KeySize,
     l.cidr6KeySize,
+    l.podSize,
   ];
   if (ours.join() !== theirs.join()) {
     throw new SockmeshError('SOCKMESH_E_NOT_BUILT', 'addon was built from a different include/sockmesh.h', {

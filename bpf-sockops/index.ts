@@ -1,8 +1,8 @@
 /** The kernel dataplane: the only module that touches BPF file descriptors. */
 export { ADDON_PATH, OBJ_DIR } from './addon.js';
-export type { CounterName, Counters, DataplaneConfig, Endpoint } from './codec.js';
+export type { CounterName, Counters, DataplaneConfig, Endpoint, PodMode } from './codec.js';
 export { COUNTER_NAMES } from './codec.js';
-export type { DataplaneOptions, DataplaneStatus, Exclusions } from './dataplane.js';
+export type { DataplaneOptions, DataplaneStatus, EnrolOptions, Exclusions } from './dataplane.js';
 export { detachPinned, SockopsDataplane } from './dataplane.js';
 export { OriginalDestinationMap } from './orig-dst.js';
 export { PER_CONNECTION_MAPS, pinLayout } from './pins.js';

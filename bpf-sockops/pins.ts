@@ -21,7 +21,7 @@ export const MAP_NAMES = [
 ] as const;
 export type MapName = (typeof MAP_NAMES)[number];
 
-export const PROG_NAMES = ['sm_connect4', 'sm_connect6', 'sm_sockops', 'sm_redir'] as const;
+export const PROG_NAMES = ['sm_connect4', 'sm_connect6', 'sm_sockops', 'sm_redir', 'sm_strict'] as const;
 export type ProgName = (typeof PROG_NAMES)[number];
 
 /** The maps whose size follows connection churn; all must drain when connections close. */

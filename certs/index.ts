@@ -31,7 +31,10 @@ export {
   bundlePem,
   isExpired,
   type SvidTlsMaterial,
+  type SvidWire,
+  svidFromWire,
   svidTlsMaterial,
+  svidToWire,
   type TrustBundle,
   type X509Svid,
 } from './svid.js';

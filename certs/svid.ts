@@ -116,3 +116,32 @@ export function svidFromDer(parts: {
     ...(parts.hint ? { hint: parts.hint } : {}),
   };
 }
+
+/** An SVID in the Workload API's wire encoding, for handing it to another process (a proxy worker). */
+export interface SvidWire {
+  spiffeId: string;
+  chainDer: Buffer;
+  keyPkcs8Der: Buffer;
+  bundleDer: Buffer;
+  trustDomain: string;
+}
+
+export function svidToWire(svid: X509Svid): SvidWire {
+  return {
+    spiffeId: svid.spiffeId.uri,
+    chainDer: Buffer.concat(svid.chain),
+    keyPkcs8Der: svidKeyPkcs8Der(svid),
+    bundleDer: bundleDer(svid.bundle),
+    trustDomain: svid.bundle.trustDomain,
+  };
+}
+
+export function svidFromWire(w: SvidWire): X509Svid {
+  return svidFromDer({
+    spiffeId: w.spiffeId,
+    chainDer: Buffer.from(w.chainDer),
+    keyPkcs8Der: Buffer.from(w.keyPkcs8Der),
+    bundleDer: Buffer.from(w.bundleDer),
+    trustDomain: w.trustDomain,
+  });
+}

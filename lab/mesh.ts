@@ -38,6 +38,8 @@ export interface LocalMeshOptions {
   /** Start the example workload in every pod that declares a container port (default true). */
   workloads?: boolean;
   accessLog?: boolean;
+  /** Proxy workers per agent (default: the agent's own default, one per core). */
+  agentWorkers?: number;
   onProgress?: (step: string) => void;
 }
 
@@ -227,6 +229,7 @@ export class LocalMesh {
           paths.ca,
           ...(opts.svidTtlSeconds ? ['--svid-ttl', String(opts.svidTtlSeconds)] : []),
           ...(opts.accessLog ? ['--access-log'] : []),
+          ...(opts.agentWorkers ? ['--workers', String(opts.agentWorkers)] : []),
         ],
         { logFile: join(paths.logs, `agent-${node.name}.log`), cwd: ROOT },
       );

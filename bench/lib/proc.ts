@@ -41,10 +41,11 @@ export function rssMiB(pid: number): number {
   }
 }
 
-/** A named group of processes (one proxy) whose CPU use is measured across a window. */
+/** A named group of processes (one proxy: an agent's primary and its workers, or one haproxy). */
 export interface ProcGroup {
   name: string;
-  pids: number[];
+  /** Read at the start and the end of each window: agent workers can come and go. */
+  pids: () => number[];
 }
 
 export interface ProcUsage {
@@ -52,22 +53,37 @@ export interface ProcUsage {
   cpuSeconds: number;
   /** CPU seconds per wall-clock second over the window (1 = one core busy). */
   cores: number;
+  /** Summed over the group's processes at the end of the window. */
   rssMiB: number;
+  processes: number;
 }
 
+export function groupRssMiB(g: ProcGroup): number {
+  return sum(g.pids().map(rssMiB));
+}
+
+/** CPU used by each group between construction and end(); a process that appears meanwhile counts from 0. */
 export class CpuWindow {
-  private readonly start: Map<string, number>;
+  private readonly start: Map<string, Map<number, number>>;
   private readonly t0 = process.hrtime.bigint();
 
   constructor(private readonly groups: ProcGroup[]) {
-    this.start = new Map(groups.map((g) => [g.name, sum(g.pids.map(cpuSeconds))]));
+    this.start = new Map(groups.map((g) => [g.name, new Map(g.pids().map((p) => [p, cpuSeconds(p)]))]));
   }
 
   end(): ProcUsage[] {
     const wall = Number(process.hrtime.bigint() - this.t0) / 1e9;
     return this.groups.map((g) => {
-      const cpu = sum(g.pids.map(cpuSeconds)) - (this.start.get(g.name) ?? 0);
-      return { name: g.name, cpuSeconds: cpu, cores: cpu / wall, rssMiB: sum(g.pids.map(rssMiB)) };
+      const before = this.start.get(g.name) ?? new Map<number, number>();
+      const pids = g.pids();
+      const cpu = sum(pids.map((p) => cpuSeconds(p) - (before.get(p) ?? 0)));
+      return {
+        name: g.name,
+        cpuSeconds: cpu,
+        cores: cpu / wall,
+        rssMiB: sum(pids.map(rssMiB)),
+        processes: pids.length,
+      };
     });
   }
 }

@@ -1,5 +1,6 @@
-// Long-lived bulk TCP: one connection, 64 KiB writes for <seconds>, then half-close and wait for
-// the sink's 8-byte count. Prints {"bytes", "seconds", "gbps"} (payload bits the sink received).
+// Long-lived bulk TCP: one connection, 64 KiB writes for <seconds>, then send an end marker and wait for
+// the sink's 8-byte count.
+// The end is an 'E' byte, not a FIN: payload bytes are 'b', so the sink cannot mistake it. Prints {"bytes", "seconds", "gbps"} (payload bits the sink received).
 //   node bulk.mjs <host> <port> <seconds>
 import { connect } from 'node:net';
 
@@ -8,6 +9,12 @@ const chunk = Buffer.alloc(64 * 1024, 0x62);
 const sock = connect({ host, port: Number(portS) });
 const reply = [];
 sock.on('data', (b) => reply.push(b));
+sock.on('end', () => {
+  if (Buffer.concat(reply).length < 8) {
+    process.stderr.write('the sink closed without a count\n');
+    process.exit(1);
+  }
+});
 sock.on('error', (e) => {
   process.stderr.write(`${e}\n`);
   process.exit(1);
@@ -19,9 +26,12 @@ sock.on('connect', () => {
     while (process.hrtime.bigint() < stopAt) {
       if (!sock.write(chunk)) return void sock.once('drain', pump);
     }
-    sock.end();
+    sock.write('E');
   };
-  sock.on('end', () => {
+  let got = 0;
+  sock.on('data', (d) => {
+    got += d.length;
+    if (got < 8) return;
     const secs = Number(process.hrtime.bigint() - t0) / 1e9;
     const bytes = Number(Buffer.concat(reply).readBigUInt64LE(0));
     process.stdout.write(`${JSON.stringify({ bytes, seconds: secs, gbps: (bytes * 8) / secs / 1e9 })}\n`);

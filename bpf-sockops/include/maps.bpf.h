@@ -25,7 +25,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SM_MAX_PODS);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, struct sm_pod);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sm_pods SEC(".maps");
 

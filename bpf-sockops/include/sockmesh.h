@@ -59,6 +59,18 @@ struct sm_config {
 	__u32 proxy_ip6[4];
 };
 
+/* Value of sm_pods: how a meshed workload is treated. Its size is also the pin
+ * layout guard: pins of the older 4-byte membership value are refused. */
+enum sm_pod_mode {
+	SM_MODE_PERMISSIVE = 0, /* inbound plaintext from anywhere is accepted */
+	SM_MODE_STRICT = 1,     /* inbound only through the node proxy, loopback or itself */
+};
+
+struct sm_pod {
+	__u32 mode;  /* enum sm_pod_mode */
+	__u32 flags; /* reserved, 0 */
+};
+
 /* LPM trie keys for excluded destination CIDRs. */
 struct sm_cidr4_key {
 	__u32 prefixlen;
@@ -78,6 +90,7 @@ enum sm_counter {
 	SM_CNT_FALLBACK = 3,
 	SM_CNT_MAP_FULL = 4,
 	SM_CNT_SOCK_ACCELERATED = 5,
+	SM_CNT_PLAINTEXT_REFUSED = 6,
 	SM_CNT_MAX = 8,
 };
 

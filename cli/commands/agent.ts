@@ -26,6 +26,8 @@ pinned so established connections survive a restart.
   --bpffs <dir>            bpffs directory for this node's pins
   --ca-dir <dir>           embedded CA directory (see 'sockmesh ca init')
   --svid-ttl <seconds>     SVID lifetime (default 3600)
+  --workers <n>            proxy worker processes sharing the listeners (default:
+                           one per core; 1 runs the proxy in the agent process)
   --admin-host <ip>        where metrics/health listen (:${PORTS.admin}); default 0.0.0.0
   --access-log             write one JSON access log line per request/connection to stdout
   --otlp <url>             export spans to this OTLP/HTTP endpoint
@@ -44,6 +46,7 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
         bpffs: { type: 'string' },
         'ca-dir': { type: 'string' },
         'svid-ttl': { type: 'string' },
+        workers: { type: 'string' },
         'admin-host': { type: 'string' },
         'access-log': { type: 'boolean' },
         otlp: { type: 'string' },
@@ -75,6 +78,10 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
         `--svid-ttl must be a number of seconds >= 2, got '${v['svid-ttl']}'`,
       );
     }
+    const workers = v.workers === undefined ? undefined : Number(v.workers);
+    if (workers !== undefined && !(Number.isInteger(workers) && workers >= 1 && workers <= 256)) {
+      throw new SockmeshError('SOCKMESH_E_USAGE', `--workers must be an integer from 1 to 256, got '${v.workers}'`);
+    }
     const opts = {
       nodeName: v.node!,
       controlPlane: v['control-plane']!,
@@ -85,6 +92,7 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
       bpffsDir: v.bpffs!,
       caDir: v['ca-dir']!,
       ...(ttl === undefined ? {} : { svidTtlMs: ttl * 1000 }),
+      ...(workers === undefined ? {} : { workers }),
       ...(v['admin-host'] ? { adminHost: v['admin-host'] } : {}),
       accessLog: v['access-log'] === true,
       ...(v.otlp ? { otlpEndpoint: v.otlp } : {}),

@@ -1,4 +1,5 @@
 import { statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { SockopsDataplane } from '../../bpf-sockops/index.js';
 import { recordIssued } from '../../certs/ca/store.js';
@@ -6,16 +7,13 @@ import { loadAuthority } from '../../certs/index.js';
 import { SockmeshError } from '../../lib/errors.js';
 import { createLogger, type Logger } from '../../lib/log.js';
 import { AdsClient, type XdsConfig } from '../../xds/client/ads-client.js';
-import { InboundServer } from '../inbound/server.js';
-import type { RequestRecord } from '../outbound/server.js';
-import { OutboundServer } from '../outbound/server.js';
-import { MeshStateStore, type XdsSnapshot } from '../state/mesh-state.js';
+import { MeshStateStore } from '../state/mesh-state.js';
 import { MeshTelemetry } from '../telemetry/mesh-telemetry.js';
-import { TunnelPool } from '../tunnel/pool.js';
-import { TunnelServer } from '../tunnel/server.js';
 import { NodeIdentities } from './identities.js';
-import { INBOUND_LISTENER, LocalView, MeshAuthorization } from './local-view.js';
-import { MeshPlanner } from './planner.js';
+import { INBOUND_LISTENER, LocalView } from './local-view.js';
+import { OutlierRegistry } from './outliers.js';
+import { ProxyRuntime, snapshotOf } from './proxy-runtime.js';
+import { ProxyWorkers } from './workers.js';
 
 /** The well-known ports of a node proxy (same as ztunnel's). */
 export const PORTS = { outbound: 15001, inboundPlaintext: 15006, tunnel: 15008, admin: 15020 } as const;
@@ -35,6 +33,8 @@ export interface AgentOptions {
   bpffsDir: string;
   /** Embedded CA directory (ca.crt, ca.key, config). */
   caDir: string;
+  /** Proxy worker processes; 1 runs the proxy inside the agent process. Default: one per core. */
+  workers?: number;
   svidTtlMs?: number;
   ports?: Partial<typeof PORTS>;
   adminHost?: string;
@@ -44,25 +44,24 @@ export interface AgentOptions {
 }
 
 /**
- * One per node: owns the node's BPF programs, follows the control plane, holds
- * the identities of local workloads and runs the proxy (outbound capture,
- * inbound tunnel, metrics).
+ * One per node. The primary owns the node's BPF programs, follows the control
+ * plane, enrols pods, holds the CA-issued identities of local workloads and
+ * serves metrics; the proxy itself runs in-process or in one worker per core.
  */
 export class MeshAgent {
   private readonly log: Logger;
   private readonly ports: typeof PORTS;
+  /** The primary's own parse of the config: validation (NACK), membership, identities. */
   private readonly store = new MeshStateStore();
   private view = LocalView.empty();
-  private planner!: MeshPlanner;
   private dataplane: SockopsDataplane | undefined;
   private identities: NodeIdentities | undefined;
   private telemetry: MeshTelemetry | undefined;
   private ads: AdsClient | undefined;
-  private tunnels = new TunnelPool();
-  private tunnelServer: TunnelServer | undefined;
-  private inbound: InboundServer | undefined;
-  private outbound: OutboundServer | undefined;
-  private enrolled = new Map<string, bigint>();
+  private runtime: ProxyRuntime | undefined;
+  private workers: ProxyWorkers | undefined;
+  private outliers: OutlierRegistry | undefined;
+  private readonly enrolled = new Map<string, bigint>();
   private xdsConnected = false;
   private versions: XdsConfig['versions'] = {
     LDS: undefined,
@@ -75,6 +74,10 @@ export class MeshAgent {
   constructor(private readonly opts: AgentOptions) {
     this.log = (opts.logger ?? createLogger('agent')).child({ node: opts.nodeName });
     this.ports = { ...PORTS, ...opts.ports };
+  }
+
+  get workerPids(): number[] {
+    return this.workers?.pids ?? [process.pid];
   }
 
   async start(): Promise<void> {
@@ -92,61 +95,49 @@ export class MeshAgent {
     telemetry.setReady(false, 'waiting for the first config from the control plane');
 
     const ca = await loadAuthority(o.caDir);
-    this.identities = new NodeIdentities(ca, this.log, o.svidTtlMs, (svid) => recordIssued(o.caDir, svid));
-    this.identities.onRotate((id) => this.outbound?.dropPoolsOf(id));
+    const identities = new NodeIdentities(ca, this.log, o.svidTtlMs, (svid) => recordIssued(o.caDir, svid));
+    this.identities = identities;
+    identities.onRotate(() => this.pushSvids());
 
-    this.dataplane = SockopsDataplane.open({
+    const dataplane = SockopsDataplane.open({
       cgroupPath: o.cgroupPath,
       bpffsDir: o.bpffsDir,
       logger: this.log,
     });
-    this.dataplane.setProxy({ ip: o.proxyIp, port: this.ports.outbound });
-    for (const cg of this.dataplane.pods()) this.enrolled.set(`adopted:${cg}`, cg);
+    this.dataplane = dataplane;
+    dataplane.setProxy({ ip: o.proxyIp, port: this.ports.outbound });
+    for (const cg of dataplane.pods()) this.enrolled.set(`adopted:${cg}`, cg);
 
-    this.planner = new MeshPlanner(o.nodeName, {
-      outlier: (cluster, ev) => telemetry.outlierEvent(cluster, ev),
+    const workers = o.workers ?? availableParallelism();
+    this.outliers = new OutlierRegistry((cluster, ev) => {
+      telemetry.outlierEvent(cluster, ev);
+      const eps = this.store.current.endpoints(cluster).map((e) => e.key);
+      this.workers?.setEjections(cluster, this.outliers!.ejected(cluster, eps));
     });
-    const view = { byIp: (ip: string) => this.view.byIp(ip) };
-    this.inbound = new InboundServer({
-      workloads: view,
-      authz: new MeshAuthorization(() => this.store.current),
-      log: this.log,
-      events: {
-        denied: (ev) =>
-          telemetry.authzDenied({
-            sourcePrincipal: ev.source ?? '-',
-            destinationWorkload: ev.destination.name,
-            destinationNamespace: ev.destination.namespace,
-            policy: ev.policy,
-          }),
-      },
-    });
-    this.tunnelServer = new TunnelServer({
-      identities: this.identities,
-      handler: this.inbound,
-      log: this.log,
-    });
-    const identities = this.identities;
-    this.outbound = new OutboundServer({
-      planner: this.planner,
-      origDst: this.dataplane,
-      sources: view,
-      svids: { svidFor: (id) => identities.svidFor(id) },
-      tunnels: this.tunnels,
-      inbound: this.inbound,
-      localWorkloads: view,
-      log: this.log,
-      events: {
-        completed: (r) => this.report(r),
-        breakerOverflow: (cluster, kind) =>
-          telemetry.breakerOverflow(
-            cluster,
-            kind === 'connection' ? 'connections' : kind === 'request' ? 'requests' : 'retries',
-          ),
-      },
-    });
-    await this.tunnelServer.listen(this.ports.tunnel, o.tunnelIp);
-    await this.outbound.listen(this.ports.outbound, o.proxyIp);
+    const proxy = {
+      nodeName: o.nodeName,
+      proxyIp: o.proxyIp,
+      tunnelIp: o.tunnelIp,
+      ports: { outbound: this.ports.outbound, tunnel: this.ports.tunnel },
+    };
+    if (workers > 1) {
+      this.workers = new ProxyWorkers(
+        workers,
+        { ...proxy, bpffsDir: o.bpffsDir },
+        telemetry,
+        this.outliers,
+        this.log,
+      );
+    } else {
+      this.runtime = new ProxyRuntime({
+        ...proxy,
+        origDst: dataplane,
+        telemetry,
+        cluster: { outliers: this.outliers, worker: { index: 0, count: 1 } },
+        log: this.log,
+      });
+      await this.runtime.start();
+    }
 
     telemetry.observeXds(() => ({
       connected: this.xdsConnected,
@@ -157,8 +148,7 @@ export class MeshAgent {
     telemetry.observeSvids(() =>
       identities.list().map((s) => ({ spiffeId: s.spiffeId.uri, notAfter: s.notAfter })),
     );
-    const dp = this.dataplane;
-    telemetry.observeBpfCounters(() => dp.counters());
+    telemetry.observeBpfCounters(() => dataplane.counters());
     telemetry.setConfigDump(() => this.status());
 
     this.ads = new AdsClient({
@@ -185,6 +175,7 @@ export class MeshAgent {
     this.log.info('agent started', {
       proxy: `${o.proxyIp}:${this.ports.outbound}`,
       tunnel: `${o.tunnelIp}:${this.ports.tunnel}`,
+      workers,
     });
   }
 
@@ -211,16 +202,34 @@ export class MeshAgent {
   private async apply(config: XdsConfig): Promise<void> {
     const state = this.store.apply(snapshotOf(config));
     this.versions = config.versions;
-    this.planner.update(state);
+    this.outliers?.update(state);
     this.view = LocalView.build(
       config.listeners.get(INBOUND_LISTENER) as Record<string, unknown> | undefined,
       state,
     );
+    // Identities first: a pod must be able to prove who it is before its traffic is captured.
     await this.identities!.reconcile(this.view.all().map((p) => p.spiffeId));
+    this.pushSvids();
+    this.runtime?.applyConfig(config);
+    if (this.workers) {
+      this.workers.setConfig(config);
+      if (!this.workersStarted) {
+        this.workersStarted = true;
+        await this.workers.start();
+      }
+    }
     this.reconcileMembership();
     const complete = Object.values(config.versions).every((v) => v !== undefined);
     if (complete) this.telemetry?.setReady(true);
     this.log.info('config applied', { versions: config.versions, localPods: this.view.size });
+  }
+
+  private workersStarted = false;
+
+  private pushSvids(): void {
+    const list = this.identities?.list() ?? [];
+    this.runtime?.setSvids(list);
+    this.workers?.setSvids(list);
   }
 
   /** Enrols exactly the local meshed pods in the kernel's membership map: joining is live, leaving too. */
@@ -252,50 +261,6 @@ export class MeshAgent {
     }
   }
 
-  private report(r: RequestRecord): void {
-    const t = this.telemetry;
-    if (!t) return;
-    const source = {
-      workload: r.source.name,
-      namespace: r.source.namespace,
-      version: r.source.version ?? '',
-      principal: r.source.spiffeId,
-    };
-    const destination = {
-      service: r.service,
-      workload: r.endpoint?.workload ?? '',
-      namespace: r.endpoint?.namespace ?? '',
-      version: r.endpoint?.version ?? '',
-      cluster: r.cluster ?? '',
-    };
-    if (r.protocol === 'http') {
-      t.requestCompleted({
-        source,
-        destination,
-        protocol: 'http',
-        reporter: 'source',
-        code: r.status,
-        flags: r.flags,
-        durationMs: r.durationMs,
-        ...(r.method ? { method: r.method } : {}),
-        ...(r.path ? { path: r.path } : {}),
-        ...(r.route ? { route: r.route } : {}),
-        ...(r.endpoint ? { upstreamHost: `${r.endpoint.ip}:${r.endpoint.port}` } : {}),
-      });
-    } else {
-      t.tcpOpened({ source, destination, reporter: 'source' });
-      t.tcpClosed({
-        source,
-        destination,
-        reporter: 'source',
-        bytesSent: r.bytesSent ?? 0,
-        bytesReceived: r.bytesReceived ?? 0,
-        flags: r.flags,
-        durationMs: r.durationMs,
-      });
-    }
-  }
-
   status(): Record<string, unknown> {
     return {
       node: this.opts.nodeName,
@@ -309,32 +274,21 @@ export class MeshAgent {
       bpf: this.dataplane
         ? Object.fromEntries(Object.entries(this.dataplane.counters()).map(([k, v]) => [k, Number(v)]))
         : {},
-      tunnels: this.tunnels.size,
+      workers: { pids: this.workerPids, restarts: this.workers?.restarts.length ?? 0 },
+      tunnels: this.runtime?.tunnelSessions ?? null,
     };
   }
 
   /** Stops serving; BPF programs stay pinned so connections keep flowing through a restart. */
   async stop(): Promise<void> {
     this.ads?.close();
-    await this.outbound?.close();
-    await this.tunnelServer?.close();
-    await this.inbound?.close();
-    this.tunnels.close();
-    this.planner?.close();
+    await this.runtime?.stop();
+    await this.workers?.stop();
     this.identities?.stop();
+    this.outliers?.close();
     this.dataplane?.close();
     await this.telemetry?.close();
   }
-}
-
-function snapshotOf(cfg: XdsConfig): XdsSnapshot {
-  return {
-    listeners: cfg.listeners,
-    routes: cfg.routes,
-    clusters: cfg.clusters,
-    endpoints: cfg.endpoints,
-    version: Object.values(cfg.versions).join('/'),
-  };
 }
 
 export function requireAgentPaths(o: Pick<AgentOptions, 'cgroupPath' | 'podsCgroup'>): void {

@@ -6,8 +6,9 @@ import type { Endpoint as LbEndpoint, LoadBalancer } from '../balancer/types.js'
 import { NO_EJECTIONS } from '../balancer/types.js';
 import { type BreakerResource, CircuitBreaker } from '../breaker/circuit-breaker.js';
 import type { BreakerKind, Endpoint, Outcome, UpstreamCluster } from '../outbound/plan.js';
-import { OutlierDetector, type OutlierEvent, type OutlierOutcome } from '../outlier/detector.js';
+import type { OutlierOutcome } from '../outlier/detector.js';
 import type { ClusterSettings } from '../state/cluster.js';
+import { type OutlierChannel, shareOf } from './outliers.js';
 
 const RESOURCE: Record<BreakerKind, BreakerResource> = {
   connection: 'connections',
@@ -16,8 +17,11 @@ const RESOURCE: Record<BreakerKind, BreakerResource> = {
   retry: 'retries',
 };
 
-export interface ClusterEvents {
-  outlier(cluster: string, ev: OutlierEvent): void;
+/** How this process takes part in agent-wide state: outlier detection, and its share of breaker limits. */
+export interface ClusterContext {
+  outliers: OutlierChannel;
+  /** This proxy process's index among `workers` (breaker limits are split between them). */
+  worker: { index: number; count: number };
 }
 
 /** `outbound|9080||reviews-v1.shop.svc.cluster.local` -> `reviews-v1.shop`. */
@@ -61,12 +65,10 @@ function toOutlier(o: Outcome): OutlierOutcome {
  */
 export class ClusterRuntime implements UpstreamCluster {
   readonly breaker: CircuitBreaker;
-  readonly outlier: OutlierDetector;
   private readonly inFlight: InFlight = new InFlightCounter();
   private lb!: LoadBalancer;
   private settings!: ClusterSettings;
   private endpoints: readonly LbEndpoint[] = [];
-  private sweepTimer: NodeJS.Timeout | undefined;
   private readonly byKey = new Map<string, Endpoint>();
   readonly service: string;
 
@@ -75,12 +77,22 @@ export class ClusterRuntime implements UpstreamCluster {
     settings: ClusterSettings,
     endpoints: readonly LbEndpoint[],
     private readonly localNode: string,
-    private readonly events?: ClusterEvents,
+    private readonly ctx: ClusterContext,
   ) {
     this.service = serviceOfCluster(name);
-    this.breaker = new CircuitBreaker(settings.breaker);
-    this.outlier = new OutlierDetector(settings.outlier ?? {}, () => performance.now());
+    this.breaker = new CircuitBreaker(this.thresholds(settings));
     this.update(settings, endpoints);
+  }
+
+  private thresholds(settings: ClusterSettings): ClusterSettings['breaker'] {
+    const { index, count } = this.ctx.worker;
+    const b = settings.breaker;
+    return {
+      maxConnections: shareOf(b.maxConnections, index, count),
+      maxPendingRequests: shareOf(b.maxPendingRequests, index, count),
+      maxRequests: shareOf(b.maxRequests, index, count),
+      maxRetries: shareOf(b.maxRetries, index, count),
+    };
   }
 
   get connectTimeoutMs(): number {
@@ -94,10 +106,10 @@ export class ClusterRuntime implements UpstreamCluster {
   update(settings: ClusterSettings, endpoints: readonly LbEndpoint[]): void {
     this.settings = settings;
     this.endpoints = endpoints;
-    this.breaker.setThresholds(settings.breaker);
-    if (settings.outlier) this.outlier.setConfig(settings.outlier);
-    this.outlier.setHosts(endpoints.map((e) => e.key));
-    const ejections = settings.outlier ? this.outlier : NO_EJECTIONS;
+    this.breaker.setThresholds(this.thresholds(settings));
+    const ejections = settings.outlier
+      ? { isEjected: (k: string) => this.ctx.outliers.isEjected(this.name, k) }
+      : NO_EJECTIONS;
     this.lb = createLoadBalancer(settings.balancer, endpoints, {
       localNode: this.localNode,
       ejections,
@@ -105,22 +117,9 @@ export class ClusterRuntime implements UpstreamCluster {
     });
     this.byKey.clear();
     for (const e of endpoints) this.byKey.set(e.key, planEndpoint(e, this.localNode));
-    clearInterval(this.sweepTimer);
-    this.sweepTimer = undefined;
-    if (settings.outlier) {
-      this.sweepTimer = setInterval(
-        () => {
-          for (const ev of this.outlier.sweep()) this.events?.outlier(this.name, ev);
-        },
-        Math.max(100, this.outlier.intervalMs),
-      );
-      this.sweepTimer.unref();
-    }
   }
 
-  close(): void {
-    clearInterval(this.sweepTimer);
-  }
+  close(): void {}
 
   pick(hashKey?: string): Endpoint | null {
     const e = this.lb.pick(hashKey === undefined ? undefined : { hashKey });
@@ -133,9 +132,7 @@ export class ClusterRuntime implements UpstreamCluster {
   }
 
   report(ep: Endpoint, outcome: Outcome): void {
-    if (!this.settings.outlier) return;
-    const ev = this.outlier.report(ep.key, toOutlier(outcome));
-    if (ev) this.events?.outlier(this.name, ev);
+    if (this.settings.outlier) this.ctx.outliers.report(this.name, ep.key, toOutlier(outcome));
   }
 
   track(ep: Endpoint): () => void {

@@ -14,7 +14,7 @@ import { selectRoute } from '../routing/select.js';
 import type { RouteConfig } from '../routing/types.js';
 import { chooseCluster } from '../routing/weighted.js';
 import type { MeshState } from '../state/mesh-state.js';
-import { type ClusterEvents, ClusterRuntime, planEndpoint } from './clusters.js';
+import { type ClusterContext, ClusterRuntime, planEndpoint } from './clusters.js';
 
 function toAttempt(o: Outcome): AttemptOutcome {
   switch (o.kind) {
@@ -54,7 +54,7 @@ export class MeshPlanner implements OutboundPlanner {
 
   constructor(
     private readonly localNode: string,
-    private readonly events?: ClusterEvents,
+    private readonly ctx: ClusterContext,
   ) {}
 
   /** Takes a new state: clusters keep breaker/outlier state by name, vanished ones are dropped. */
@@ -74,7 +74,7 @@ export class MeshPlanner implements OutboundPlanner {
       const eps = state.endpoints(name);
       const rt = this.runtimes.get(name);
       if (rt) rt.update(settings, eps);
-      else this.runtimes.set(name, new ClusterRuntime(name, settings, eps, this.localNode, this.events));
+      else this.runtimes.set(name, new ClusterRuntime(name, settings, eps, this.localNode, this.ctx));
       for (const e of eps) {
         if (e.meta.spiffeId && !byIp.has(e.address)) byIp.set(e.address, planEndpoint(e, this.localNode));
       }

@@ -128,12 +128,17 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
 
   it('fails fast with 503 UO beyond maxRequests and counts the overflow', async () => {
     const burst = await load(mesh, 'shop/frontend-1', `${RATINGS}?delay=1500`, 20, 20);
-    assert.equal(burst.byStatus['200'], 3, JSON.stringify(burst));
-    assert.equal(burst.byStatus['503'], 17);
-    assert.equal(burst.byFlags.UO, 17);
+    // maxRequests is agent-wide: its shares across the proxy workers add up to 3, so never more than 3 pass.
+    const ok = burst.byStatus['200'] ?? 0;
+    assert.ok(ok >= 1 && ok <= 3, JSON.stringify(burst));
+    assert.equal(burst.byStatus['503'], 20 - ok);
+    assert.equal(burst.byFlags.UO, 20 - ok);
     assert.ok(burst.p50 < 1000, `overflows answered in ${burst.p50} ms, not after the backend delay`);
     const scrape = (await mesh.agentGet('node1', '/metrics')).body;
-    assert.ok(metric(scrape, 'sockmesh_breaker_overflows_total') >= 17, 'overflow metric');
+    assert.ok(
+      metric(scrape, 'sockmesh_breaker_overflows_total') >= 17,
+      'overflow metric, merged over the workers',
+    );
   });
 
   it('ejects a failing endpoint after consecutive 5xx and restores it later', async () => {
@@ -151,7 +156,7 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
     try {
       const statuses: number[] = [];
       const versions: string[] = [];
-      for (let i = 0; i < 10; i++) {
+      for (let i = 0; i < 7; i++) {
         const r = await call(mesh, 'shop/frontend-1', RATINGS);
         statuses.push(r.status);
         versions.push(r.status === 200 ? (JSON.parse(r.body) as { version: string }).version : '-');
@@ -161,7 +166,7 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
         [503, 503, 503],
         `first calls hit the failing local endpoint: ${statuses}`,
       );
-      assert.deepEqual(statuses.slice(3), Array(7).fill(200), `then it is ejected: ${statuses}`);
+      assert.deepEqual(statuses.slice(3), Array(4).fill(200), `then it is ejected: ${statuses}`);
       assert.ok(
         versions.slice(3).every((v) => v === 'v1'),
         'served by ratings-1 on node2',
@@ -176,7 +181,7 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
       async () =>
         (JSON.parse((await call(mesh, 'shop/frontend-1', RATINGS)).body) as { version: string }).version,
       (v) => v === 'v2',
-      8000,
+      15_000,
     );
   });
 
@@ -246,8 +251,49 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
     );
   });
 
-  it('does not capture an unmeshed pod', async () => {
+  it('uses a proxy worker per core and survives a worker crash', async () => {
+    type Status = { workers: { pids: number[]; restarts: number } };
+    const before = JSON.parse((await mesh.agentGet('node1', '/stats/config')).body) as Status;
+    assert.ok(before.workers.pids.length >= 2, `workers: ${JSON.stringify(before.workers)}`);
+    const countBefore = metric((await mesh.agentGet('node1', '/metrics')).body, 'sockmesh_requests_total');
+    process.kill(before.workers.pids[0]!, 'SIGKILL');
+    const after = await eventually(
+      'a replacement worker',
+      async () => JSON.parse((await mesh.agentGet('node1', '/stats/config')).body) as Status,
+      (s) =>
+        s.workers.restarts === before.workers.restarts + 1 &&
+        s.workers.pids.length === before.workers.pids.length,
+      15_000,
+    );
+    assert.ok(!after.workers.pids.includes(before.workers.pids[0]!));
+    const traffic = await load(mesh, 'shop/frontend-1', REVIEWS, 200, 10);
+    assert.equal(traffic.byStatus['200'], 200, JSON.stringify(traffic));
+    const countAfter = metric((await mesh.agentGet('node1', '/metrics')).body, 'sockmesh_requests_total');
+    assert.ok(
+      countAfter >= countBefore + 200,
+      `request counters must not go backwards: ${countBefore} -> ${countAfter}`,
+    );
+  });
+
+  it('does not capture an unmeshed pod, which cannot reach a strict meshed pod in plaintext', async () => {
     const res = await call(mesh, 'legacy/client', REVIEWS);
     assert.equal(res.status, 0, 'a VIP is only reachable through the mesh');
+    // Straight to reviews-v1's pod IP, bypassing the mesh: the pod's strict mode drops it.
+    const direct = await mesh.exec('legacy/client', [
+      'curl',
+      '-s',
+      '-m',
+      '2',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      'http://10.244.1.11:9080/',
+    ]);
+    assert.equal(direct.stdout, '000', 'plaintext reached a strict meshed pod');
+    const stats = JSON.parse((await mesh.agentGet('node1', '/stats/config')).body) as {
+      bpf: Record<string, number>;
+    };
+    assert.ok((stats.bpf.plaintextRefused ?? 0) >= 1, `refusals counted: ${JSON.stringify(stats.bpf)}`);
   });
 });

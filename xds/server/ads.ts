@@ -297,11 +297,15 @@ class AdsStream {
       }
       for (const r of toSend) st.sent.set(r.name, r.hash);
     }
-    const body = encodeMessage(DISCOVERY_RESPONSE, {
-      version_info: snap.version,
-      type_url: typeUrl,
-      resources: toSend.map((r) => ({ type_url: typeUrl, value: r.bytes })),
-    });
+    // Every stream of one node gets the same wildcard LDS: encode it once per node and version.
+    const body =
+      st.wildcard && typeUrl === LISTENER_TYPE
+        ? snap.responseBody(`node:${this.nodeId}`, typeUrl, () => toSend)
+        : encodeMessage(DISCOVERY_RESPONSE, {
+            version_info: snap.version,
+            type_url: typeUrl,
+            resources: toSend.map((r) => ({ type_url: typeUrl, value: r.bytes })),
+          });
     this.send(snap, typeUrl, st, body, toSend.length);
   }
 

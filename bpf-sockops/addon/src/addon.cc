@@ -73,6 +73,7 @@ Napi::Value Probe(const Napi::CallbackInfo &info) {
   progs.Set("cgroup_sock_addr", libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, nullptr) == 1);
   progs.Set("sock_ops", libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SOCK_OPS, nullptr) == 1);
   progs.Set("sk_msg", libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SK_MSG, nullptr) == 1);
+  progs.Set("cgroup_skb", libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_CGROUP_SKB, nullptr) == 1);
   Napi::Object maps = Napi::Object::New(env);
   maps.Set("hash", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_HASH, nullptr) == 1);
   maps.Set("percpu_array", libbpf_probe_bpf_map_type(BPF_MAP_TYPE_PERCPU_ARRAY, nullptr) == 1);
@@ -305,6 +306,7 @@ Napi::Object Layout(Napi::Env env) {
   o.Set("cidr6KeySize", static_cast<uint32_t>(sizeof(struct sm_cidr6_key)));
   o.Set("configSize", static_cast<uint32_t>(sizeof(struct sm_config)));
   o.Set("cidr4KeySize", static_cast<uint32_t>(sizeof(struct sm_cidr4_key)));
+  o.Set("podSize", static_cast<uint32_t>(sizeof(struct sm_pod)));
   o.Set("configAccelOffset", static_cast<uint32_t>(offsetof(struct sm_config, accel)));
   o.Set("counterMax", static_cast<uint32_t>(SM_CNT_MAX));
   o.Set("maxConns", static_cast<uint32_t>(SM_MAX_CONNS));
@@ -316,6 +318,7 @@ Napi::Object AttachTypes(Napi::Env env) {
   o.Set("cgroupInet4Connect", static_cast<uint32_t>(BPF_CGROUP_INET4_CONNECT));
   o.Set("cgroupInet6Connect", static_cast<uint32_t>(BPF_CGROUP_INET6_CONNECT));
   o.Set("cgroupSockOps", static_cast<uint32_t>(BPF_CGROUP_SOCK_OPS));
+  o.Set("cgroupInetIngress", static_cast<uint32_t>(BPF_CGROUP_INET_INGRESS));
   o.Set("skMsgVerdict", static_cast<uint32_t>(BPF_SK_MSG_VERDICT));
   o.Set("flagAllowMulti", static_cast<uint32_t>(BPF_F_ALLOW_MULTI));
   return o;

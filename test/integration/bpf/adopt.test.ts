@@ -3,7 +3,8 @@
  * do not match this build.
  */
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { loadAddon } from '../../../bpf-sockops/addon.js';
@@ -86,5 +87,40 @@ describe('bpf dataplane adoption', { timeout: 60_000 }, () => {
     } finally {
       fresh.detach();
     }
+  });
+
+  test('pins from before strict mode (4-byte membership, no sm_strict) are refused, not silently reused', () => {
+    const maps = join(node.bpffsDir, 'maps');
+    mkdirSync(maps, { recursive: true });
+    // What a pre-strict build pinned: sm_pods with a u32 value.
+    const made = spawnSync('bpftool', [
+      'map',
+      'create',
+      join(maps, 'sm_pods'),
+      'type',
+      'hash',
+      'key',
+      '8',
+      'value',
+      '4',
+      'entries',
+      '16384',
+      'name',
+      'sm_pods',
+    ]);
+    assert.equal(made.status, 0, made.stderr?.toString());
+    try {
+      assert.throws(
+        open,
+        (e) =>
+          isSockmeshError(e, 'SOCKMESH_E_BPF') &&
+          /sm_pods.*8\/4.*8\/8/.test(e.message) &&
+          /detach/.test(e.hint ?? ''),
+      );
+    } finally {
+      detachPinned(node.bpffsDir, node.cgroupPath);
+    }
+    const fresh = open();
+    fresh.detach();
   });
 });

@@ -57,6 +57,7 @@ describe('sockmesh bpf', { timeout: 60_000 }, () => {
       ['sm_connect6', true],
       ['sm_redir', true],
       ['sm_sockops', true],
+      ['sm_strict', true],
     ]);
     const human = sockmesh('bpf', 'status', ...where());
     assert.match(human.stdout, /acceleration {2}on/);
@@ -73,6 +74,7 @@ describe('sockmesh bpf', { timeout: 60_000 }, () => {
       'fallbacks',
       'mapFull',
       'socketsAccelerated',
+      'plaintextRefused',
     ]);
   });
 

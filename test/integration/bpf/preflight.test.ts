@@ -13,6 +13,7 @@ import {
   CONFIG_SIZE,
   COUNTER_SLOTS,
   ORIG_DST_SIZE,
+  POD_SIZE,
   TUPLE4_SIZE,
 } from '../../../bpf-sockops/codec.js';
 import { evaluatePreflight, gatherPreflight, SockopsDataplane } from '../../../bpf-sockops/index.js';
@@ -23,14 +24,23 @@ describe('bpf preflight (real machine)', () => {
   test('the TS codec and include/sockmesh.h agree', () => {
     const l = loadAddon().layout;
     assert.deepEqual(
-      [l.tuple4Size, l.origDstSize, l.configSize, l.cidr4KeySize, l.configAccelOffset, l.counterMax],
-      [TUPLE4_SIZE, ORIG_DST_SIZE, CONFIG_SIZE, CIDR4_KEY_SIZE, 6, COUNTER_SLOTS],
+      [
+        l.tuple4Size,
+        l.origDstSize,
+        l.configSize,
+        l.cidr4KeySize,
+        l.podSize,
+        l.configAccelOffset,
+        l.counterMax,
+      ],
+      [TUPLE4_SIZE, ORIG_DST_SIZE, CONFIG_SIZE, CIDR4_KEY_SIZE, POD_SIZE, 6, COUNTER_SLOTS],
     );
   });
 
   test('this machine passes: root, BTF, cgroup2, program and map types', () => {
     const input = gatherPreflight({});
     assert.equal(input.probe?.progTypes.sk_msg, true);
+    assert.equal(input.probe?.progTypes.cgroup_skb, true);
     assert.equal(input.probe?.mapTypes.sockhash, true);
     assert.deepEqual(
       evaluatePreflight(input).map((e) => e.describe()),

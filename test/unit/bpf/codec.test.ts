@@ -2,16 +2,20 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
   COUNTER_NAMES,
+  COUNTER_SLOTS,
   decodeCidrKey,
   decodeConfig,
   decodeOrigDst,
+  decodePod,
   decodeTuple4,
   encodeCidrKey,
   encodeConfig,
   encodeOrigDst,
+  encodePod,
   encodeTuple4,
   encodeTuple6,
   formatIpv6,
+  POD_SIZE,
   parseCidr,
   parseIpv4,
   parseIpv6,
@@ -163,12 +167,26 @@ describe('per-CPU counters', () => {
     assert.equal(sumPerCpu(v, 3), 5n + 2n ** 40n);
   });
   test('names follow enum sm_counter', () => {
-    assert.deepEqual(COUNTER_NAMES.slice(0, 5), [
+    assert.deepEqual(COUNTER_NAMES, [
       'connectsRedirected',
       'connectionsTracked',
       'messagesRedirected',
       'fallbacks',
       'mapFull',
+      'socketsAccelerated',
+      'plaintextRefused',
     ]);
+    assert.ok(COUNTER_NAMES.length <= COUNTER_SLOTS);
+  });
+});
+
+describe('pod membership value', () => {
+  test('struct sm_pod: mode 1 = strict, 0 = permissive, reserved flags zero', () => {
+    const strict = encodePod('strict');
+    assert.equal(strict.length, POD_SIZE);
+    assert.deepEqual([...strict], [1, 0, 0, 0, 0, 0, 0, 0]);
+    assert.deepEqual([...encodePod('permissive')], [0, 0, 0, 0, 0, 0, 0, 0]);
+    assert.equal(decodePod(strict), 'strict');
+    assert.equal(decodePod(encodePod('permissive')), 'permissive');
   });
 });

@@ -25,7 +25,7 @@ const ok: PreflightInput = {
   objectsBuilt: true,
   addonBuilt: true,
   probe: {
-    progTypes: { cgroup_sock_addr: true, sock_ops: true, sk_msg: true },
+    progTypes: { cgroup_sock_addr: true, sock_ops: true, sk_msg: true, cgroup_skb: true },
     mapTypes: { hash: true, percpu_array: true, lpm_trie: true, sockhash: true },
   },
 };
@@ -84,7 +84,7 @@ describe('preflight', () => {
     const [e] = evaluatePreflight({
       ...ok,
       probe: {
-        progTypes: { cgroup_sock_addr: true, sock_ops: true, sk_msg: false },
+        progTypes: { cgroup_sock_addr: true, sock_ops: true, sk_msg: false, cgroup_skb: true },
         mapTypes: { hash: true, percpu_array: true, lpm_trie: true, sockhash: false },
       },
     });

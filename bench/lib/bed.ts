@@ -1,0 +1,72 @@
+/**
+ * The benchmark bed: which pods play which role in bench/manifests, the servers started in
+ * them, and the agents' processes. Shared by bench/run.ts and bench/profile.ts.
+ */
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { LocalMesh } from '../../lab/mesh.js';
+import type { LabPod } from '../../lab/types.js';
+import { cgroupPids, comm, type ProcGroup } from './proc.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO = join(HERE, '..', '..');
+export const WORKLOADS = join(HERE, '..', 'workloads');
+export const MANIFESTS = join(HERE, '..', 'manifests');
+
+export const SERVER = { meshed: 'bench/server', plain: 'plain/server' } as const;
+export const CLIENT = { meshed: 'bench/client', plain: 'plain/client' } as const;
+export const VIP = { l7: '10.96.1.10', l4: '10.96.1.12', bulk: '10.96.1.13', echo: '10.96.1.14' } as const;
+
+export async function execIn(
+  mesh: LocalMesh,
+  pod: string,
+  argv: string[],
+  timeoutMs: number,
+): Promise<string> {
+  const res = await mesh.exec(pod, argv, timeoutMs);
+  if (res.code !== 0)
+    throw new Error(
+      `${argv.join(' ')} in ${pod} failed (${res.code ?? res.signal}): ${res.stderr.slice(-2000)}`,
+    );
+  return res.stdout;
+}
+
+export const NODE = process.execPath;
+export const withFds = (argv: string[]) => ['sh', '-c', 'ulimit -n 20000; exec "$@"', 'sh', ...argv];
+
+export function agentGroups(mesh: LocalMesh): ProcGroup[] {
+  return mesh.bed.nodes.map((n) => ({
+    name: `agent ${n.name}`,
+    pids: () => cgroupPids(n.systemCgroupPath).filter((p) => comm(p) !== 'haproxy'),
+  }));
+}
+
+export function startServers(mesh: LocalMesh): void {
+  for (const ref of [SERVER.meshed, SERVER.plain]) {
+    const pod: LabPod = mesh.pod(ref);
+    mesh.bed.spawn(pod, withFds([NODE, join(WORKLOADS, 'server.mjs')]), {
+      logFile: join(mesh.paths.logs, `bench-${pod.namespace}-${pod.name}.log`),
+    });
+  }
+}
+
+export async function waitServers(mesh: LocalMesh): Promise<void> {
+  const probe = join(REPO, 'lab', 'probe.mjs');
+  for (const ref of [SERVER.meshed, SERVER.plain]) {
+    const ip = mesh.pod(ref).ip;
+    const probes = [8080, 8081, 5201, 7000].map((port) => ({ kind: 'tcp', host: ip, port }));
+    // From the server's node: a meshed pod refuses plaintext from unmeshed pods (strict mode).
+    const res = await mesh.bed.exec(mesh.bed.node('node2'), [NODE, probe, '10000', JSON.stringify(probes)], {
+      timeoutMs: 20_000,
+    });
+    if (res.code !== 0) throw new Error(`the bench server in ${ref} did not start: ${res.stderr}`);
+  }
+  // Through the mesh too: the agents must have the services before the first measured request.
+  const check = `fetch('http://${VIP.l7}:8080/').then(r=>r.arrayBuffer().then(b=>{if(r.status!==200||b.byteLength!==1024)process.exit(1)})).catch(e=>{console.error(String(e.cause??e));process.exit(1)})`;
+  for (let i = 0; ; i++) {
+    const res = await mesh.exec(CLIENT.meshed, [NODE, '-e', check], 10_000);
+    if (res.code === 0) break;
+    if (i > 20) throw new Error(`the L7 path never answered: ${res.stderr}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}

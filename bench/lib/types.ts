@@ -1,0 +1,105 @@
+/** Shapes of the benchmark results, shared by the runner and the report. */
+import type { ProcUsage } from './proc.js';
+import type { Verdict } from './targets.js';
+
+export interface HttpRow {
+  path: string;
+  label: string;
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  addedP50: number | null;
+  addedP90: number | null;
+  addedP99: number | null;
+  errors: number;
+  achievedRps: number;
+  sendLagP99: number;
+  proxies: (ProcUsage & { cpuSecPer1kReq: number })[];
+}
+
+export interface ThroughputRow {
+  path: string;
+  label: string;
+  rps: number;
+  ratio: number | null;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  errors: number;
+  proxies: ProcUsage[];
+  /** Requests per second per core of proxy CPU (both proxies together). */
+  rpsPerProxyCore: number | null;
+}
+
+export interface BulkRow {
+  path: string;
+  gbps: number;
+  ratio: number | null;
+  proxies: ProcUsage[];
+}
+
+export interface ScaleResult {
+  idleConnections: number;
+  activeConnections: number;
+  openSeconds: number;
+  failed: number;
+  activeRttMs: { p50: number | null; p99: number | null };
+  answered: number;
+  sent: number;
+  agents: {
+    name: string;
+    rssBeforeMiB: number;
+    rssIdleMiB: number;
+    rssActiveMiB: number;
+    idleCores: number;
+    activeCores: number;
+  }[];
+}
+
+export interface HopRow {
+  path: string;
+  p50us: number;
+  p99us: number;
+  gbps: number;
+}
+
+export interface XdsRow {
+  services: number;
+  clients: number;
+  translateMs: number;
+  edsPushMs: number;
+  rdsPushMs: number;
+  cdsPushMs: number;
+  rssMiB: number;
+}
+
+export interface Machine {
+  nproc: number;
+  cpu: string;
+  kernel: string;
+  node: string;
+  haproxy: string;
+  loadavgAtStart: number[];
+}
+
+export interface Results {
+  agentIdleRssMiB?: Record<string, number>;
+  http?: HttpRow[];
+  throughput?: ThroughputRow[];
+  bulk?: BulkRow[];
+  scale?: ScaleResult;
+  hop?: { rows: HopRow[]; params?: Record<string, unknown> };
+  xds?: { rows: XdsRow[]; rounds?: number };
+}
+
+export interface Report {
+  command: string;
+  startedAt: string;
+  finishedAt: string;
+  quick: boolean;
+  scenarios: string[];
+  machine: Machine;
+  params: Record<string, number>;
+  verdicts: Verdict[];
+  results: Results;
+}

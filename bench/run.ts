@@ -1,0 +1,518 @@
+/**
+ * `npm run bench`: every scenario of issue #8 in one run, side by side, on one fresh local mesh.
+ *
+ *   node --import tsx bench/run.ts [--quick] [--only hop,http,throughput,bulk,xds,scale]
+ *
+ *   1 hop         same-node hop, sk_msg on/off vs TCP   (runs bench/sockops-hop.ts)
+ *   2 http        HTTP/1.1 1 KiB at a fixed 1000 rps, open loop: direct, sockmesh L4 and L7, HAProxy L4 and L7
+ *   3 throughput  closed loop (wrk) for the same paths: ratio to direct, per proxy core
+ *   4 bulk        one long-lived TCP stream: direct, sockmesh tunnel, HAProxy
+ *   5 xds         control plane push times                (runs bench/xds-push.ts)
+ *   6 scale       one agent with 10 000 idle + 1 000 active connections: RSS and CPU
+ *
+ * Writes bench/results/bench.{json,md} (bench-quick.* with --quick). Root only: it builds network
+ * namespaces, loads BPF and runs haproxy in the node namespaces; everything is torn down at the end.
+ */
+import { spawn } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { LocalMesh } from '../lab/mesh.js';
+import {
+  agentGroups,
+  CLIENT,
+  execIn,
+  MANIFESTS,
+  NODE,
+  SERVER,
+  startServers,
+  VIP,
+  WORKLOADS,
+  waitServers,
+  withFds,
+} from './lib/bed.js';
+import { type HaproxyPair, startHaproxyPair } from './lib/haproxy.js';
+import { CpuWindow, comm, groupRssMiB, type ProcGroup } from './lib/proc.js';
+import { renderMarkdown, renderTerminal } from './lib/report.js';
+import { type Verdict, verdict } from './lib/targets.js';
+import type { BulkRow, HttpRow, Report, Results, ScaleResult, ThroughputRow } from './lib/types.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO = join(HERE, '..');
+const RESULTS = join(HERE, 'results');
+const ALL = ['hop', 'http', 'throughput', 'bulk', 'xds', 'scale'] as const;
+type Scenario = (typeof ALL)[number];
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    rate: { type: 'string', default: '1000' },
+    'agent-workers': { type: 'string' },
+  },
+});
+const QUICK = values.quick;
+const only = (values.only?.split(',') ?? [...ALL]).map((s) => s.trim());
+for (const s of only) {
+  if (!(ALL as readonly string[]).includes(s)) {
+    process.stderr.write(`unknown scenario '${s}'; known: ${ALL.join(', ')}\n`);
+    process.exit(2);
+  }
+}
+const selected = new Set(only as Scenario[]);
+
+const P = QUICK
+  ? {
+      httpSeconds: 8,
+      warmup: 2,
+      wrkSeconds: 5,
+      bulkSeconds: 3,
+      idle: 10_000,
+      active: 1_000,
+      activeSeconds: 8,
+    }
+  : {
+      httpSeconds: 30,
+      warmup: 3,
+      wrkSeconds: 15,
+      bulkSeconds: 10,
+      idle: 10_000,
+      active: 1_000,
+      activeSeconds: 20,
+    };
+const RATE = Number(values.rate);
+const HTTP_CONNECTIONS = 16;
+const WRK_CONNECTIONS = 32;
+
+const log = (s: string) => process.stderr.write(`[bench] ${s}\n`);
+
+// ---- paths -------------------------------------------------------------------------------------
+
+interface PathDef {
+  id: 'direct' | 'sockmesh-l4' | 'sockmesh-l7' | 'haproxy-l4' | 'haproxy-l7';
+  label: string;
+  client: string;
+  url: string;
+  /** Which proxy processes carry this path ('' for none). */
+  proxies: 'agents' | 'haproxy' | '';
+}
+
+function httpPaths(mesh: LocalMesh, hap: HaproxyPair): PathDef[] {
+  const direct = mesh.pod(SERVER.plain).ip;
+  return [
+    {
+      id: 'direct',
+      label: 'direct pod to pod',
+      client: CLIENT.plain,
+      url: `http://${direct}:8080/`,
+      proxies: '',
+    },
+    {
+      id: 'sockmesh-l4',
+      label: 'sockmesh L4 tunnel',
+      client: CLIENT.meshed,
+      url: `http://${VIP.l4}:8080/`,
+      proxies: 'agents',
+    },
+    {
+      id: 'sockmesh-l7',
+      label: 'sockmesh L7 (HTTPRoute)',
+      client: CLIENT.meshed,
+      url: `http://${VIP.l7}:8080/`,
+      proxies: 'agents',
+    },
+    {
+      id: 'haproxy-l4',
+      label: 'HAProxy pair, mode tcp',
+      client: CLIENT.plain,
+      url: `http://${hap.entry.host}:${hap.entry.ports.l4}/`,
+      proxies: 'haproxy',
+    },
+    {
+      id: 'haproxy-l7',
+      label: 'HAProxy pair, mode http',
+      client: CLIENT.plain,
+      url: `http://${hap.entry.host}:${hap.entry.ports.l7}/`,
+      proxies: 'haproxy',
+    },
+  ];
+}
+
+// ---- the run -----------------------------------------------------------------------------------
+
+interface Ctx {
+  mesh: LocalMesh;
+  hap: HaproxyPair;
+  agents: ProcGroup[];
+  haproxies: ProcGroup[];
+}
+
+function groupsFor(ctx: Ctx, p: PathDef['proxies']): ProcGroup[] {
+  return p === 'agents' ? ctx.agents : p === 'haproxy' ? ctx.haproxies : [];
+}
+
+interface OpenLoop {
+  requests: number;
+  errors: number;
+  achievedRps: number;
+  latencyMs: Record<string, number | null>;
+  serviceMs: Record<string, number | null>;
+  sendLagMs: Record<string, number | null>;
+}
+
+async function scenarioHttp(ctx: Ctx): Promise<HttpRow[]> {
+  const rows: HttpRow[] = [];
+  for (const p of httpPaths(ctx.mesh, ctx.hap)) {
+    log(`http ${p.id}: ${RATE} rps for ${P.httpSeconds}+${P.warmup}s`);
+    const win = new CpuWindow(groupsFor(ctx, p.proxies));
+    const out = await execIn(
+      ctx.mesh,
+      p.client,
+      [
+        NODE,
+        join(WORKLOADS, 'open-loop.mjs'),
+        p.url,
+        String(RATE),
+        String(P.httpSeconds),
+        String(HTTP_CONNECTIONS),
+        String(P.warmup),
+      ],
+      (P.httpSeconds + P.warmup) * 1000 + 60_000,
+    );
+    const usage = win.end();
+    const r = JSON.parse(out) as OpenLoop;
+    const sent = RATE * (P.httpSeconds + P.warmup);
+    const direct = rows[0];
+    const lat = (k: string) => r.latencyMs[k] ?? Number.NaN;
+    rows.push({
+      path: p.id,
+      label: p.label,
+      p50: lat('p50'),
+      p90: lat('p90'),
+      p99: lat('p99'),
+      p999: lat('p999'),
+      addedP50: direct ? lat('p50') - direct.p50 : null,
+      addedP90: direct ? lat('p90') - direct.p90 : null,
+      addedP99: direct ? lat('p99') - direct.p99 : null,
+      errors: r.errors,
+      achievedRps: r.achievedRps,
+      sendLagP99: r.sendLagMs.p99 ?? Number.NaN,
+      proxies: usage.map((u) => ({ ...u, cpuSecPer1kReq: u.cpuSeconds / (sent / 1000) })),
+    });
+  }
+  return rows;
+}
+
+function wrkMs(s: string | undefined): number | null {
+  const m = /^([\d.]+)(us|ms|s)$/.exec(s ?? '');
+  if (!m) return null;
+  const v = Number(m[1]);
+  return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v;
+}
+
+async function scenarioThroughput(ctx: Ctx): Promise<ThroughputRow[]> {
+  const rows: ThroughputRow[] = [];
+  for (const p of httpPaths(ctx.mesh, ctx.hap)) {
+    log(`throughput ${p.id}: wrk -c${WRK_CONNECTIONS} ${P.wrkSeconds}s`);
+    const win = new CpuWindow(groupsFor(ctx, p.proxies));
+    const out = await execIn(
+      ctx.mesh,
+      p.client,
+      ['wrk', '-t1', `-c${WRK_CONNECTIONS}`, `-d${P.wrkSeconds}s`, '--latency', p.url],
+      P.wrkSeconds * 1000 + 60_000,
+    );
+    const usage = win.end();
+    const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? Number.NaN);
+    const errs = /Non-2xx or 3xx responses:\s+(\d+)/.exec(out);
+    const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+    const errors = Number(errs?.[1] ?? 0) + (sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0);
+    const cores = usage.reduce((a, u) => a + u.cores, 0);
+    rows.push({
+      path: p.id,
+      label: p.label,
+      rps,
+      ratio: rows[0] ? rps / rows[0].rps : null,
+      p50Ms: wrkMs(/^\s+50%\s+(\S+)/m.exec(out)?.[1]),
+      p99Ms: wrkMs(/^\s+99%\s+(\S+)/m.exec(out)?.[1]),
+      errors,
+      proxies: usage,
+      rpsPerProxyCore: usage.length > 0 && cores > 0 ? rps / cores : null,
+    });
+  }
+  return rows;
+}
+
+async function scenarioBulk(ctx: Ctx): Promise<BulkRow[]> {
+  const paths = [
+    {
+      path: 'direct',
+      client: CLIENT.plain,
+      host: ctx.mesh.pod(SERVER.plain).ip,
+      port: 5201,
+      proxies: '' as const,
+    },
+    { path: 'sockmesh-l4', client: CLIENT.meshed, host: VIP.bulk, port: 5201, proxies: 'agents' as const },
+    {
+      path: 'haproxy-l4',
+      client: CLIENT.plain,
+      host: ctx.hap.entry.host,
+      port: ctx.hap.entry.ports.bulk,
+      proxies: 'haproxy' as const,
+    },
+  ];
+  const rows: BulkRow[] = [];
+  for (const p of paths) {
+    log(`bulk ${p.path}: ${P.bulkSeconds}s`);
+    const win = new CpuWindow(groupsFor(ctx, p.proxies));
+    const out = await execIn(
+      ctx.mesh,
+      p.client,
+      [NODE, join(WORKLOADS, 'bulk.mjs'), p.host, String(p.port), String(P.bulkSeconds)],
+      P.bulkSeconds * 1000 + 60_000,
+    );
+    const r = JSON.parse(out) as { gbps: number };
+    rows.push({
+      path: p.path,
+      gbps: r.gbps,
+      ratio: rows[0] ? r.gbps / rows[0].gbps : null,
+      proxies: win.end(),
+    });
+  }
+  return rows;
+}
+
+async function scenarioScale(ctx: Ctx): Promise<ScaleResult> {
+  const { mesh, agents } = ctx;
+  const before = agents.map(groupRssMiB);
+  log(`scale: opening ${P.idle} idle connections through the mesh`);
+  const child = mesh.bed.spawn(
+    mesh.pod(CLIENT.meshed),
+    withFds([
+      NODE,
+      join(WORKLOADS, 'conns.mjs'),
+      VIP.echo,
+      '7000',
+      String(P.idle),
+      String(P.active),
+      '1000',
+      String(P.activeSeconds),
+    ]),
+  );
+  const errText: string[] = [];
+  child.stderr?.on('data', (b: Buffer) => errText.push(b.toString()));
+  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+  const next = async (phase: string) => {
+    const { value, done } = await lines.next();
+    if (done) throw new Error(`conns.mjs ended before '${phase}': ${errText.join('').slice(-1000)}`);
+    const o = JSON.parse(String(value)) as Record<string, unknown>;
+    if (o.phase !== phase) throw new Error(`expected phase ${phase}, got ${String(value)}`);
+    return o;
+  };
+  try {
+    const idle = await next('idle');
+    log(
+      `scale: ${String(idle.open)} open (${String(idle.failed)} failed) in ${String(idle.seconds)}s; holding`,
+    );
+    await new Promise((r) => setTimeout(r, 2000));
+    const idleWin = new CpuWindow(agents);
+    await new Promise((r) => setTimeout(r, 5000));
+    const idleUse = idleWin.end();
+    child.stdin?.write('next\n');
+    const act = await next('active');
+    log(`scale: ${String(act.open)} active connections, ${P.activeSeconds}s`);
+    const activeWin = new CpuWindow(agents);
+    const done = await next('done');
+    const activeUse = activeWin.end();
+    const rtt = done.rttMs as { p50: number | null; p99: number | null };
+    return {
+      idleConnections: Number(idle.open),
+      activeConnections: Number(act.open),
+      openSeconds: Number(idle.seconds),
+      failed: Number(idle.failed) + Number(act.failed),
+      activeRttMs: rtt,
+      answered: Number(done.answered),
+      sent: Number(done.sent),
+      agents: agents.map((g, i) => ({
+        name: g.name,
+        rssBeforeMiB: before[i] ?? 0,
+        rssIdleMiB: idleUse[i]?.rssMiB ?? 0,
+        rssActiveMiB: activeUse[i]?.rssMiB ?? 0,
+        idleCores: idleUse[i]?.cores ?? 0,
+        activeCores: activeUse[i]?.cores ?? 0,
+      })),
+    };
+  } finally {
+    child.kill('SIGKILL');
+  }
+}
+
+// ---- scenarios that are their own scripts ------------------------------------------------------
+
+/** Runs one of the existing bench scripts; in quick mode its own recorded results are kept as they were. */
+async function runScript(name: string, args: string[]): Promise<unknown> {
+  const files = [join(RESULTS, `${name}.json`), join(RESULTS, `${name}.md`)];
+  const saved = files.filter(existsSync).map((f) => {
+    copyFileSync(f, `${f}.keep`);
+    return f;
+  });
+  try {
+    const argv = ['--import', 'tsx', join(HERE, `${name}.ts`), ...args];
+    log(`${name}: node ${argv.slice(2).join(' ')}`);
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const c = spawn(NODE, argv, { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'] });
+      c.on('error', reject);
+      c.on('close', resolve);
+    });
+    if (code !== 0) throw new Error(`bench/${name}.ts exited with ${code}`);
+    return JSON.parse(readFileSync(files[0] ?? '', 'utf8'));
+  } finally {
+    for (const f of saved) {
+      if (QUICK) copyFileSync(`${f}.keep`, f);
+      rmSync(`${f}.keep`, { force: true });
+    }
+  }
+}
+
+// ---- main --------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const startedAt = new Date().toISOString();
+  const args = process.argv.slice(2).join(' ');
+  const command =
+    process.env.npm_lifecycle_event === 'bench'
+      ? `npm run bench${args ? ` -- ${args}` : ''}`
+      : `node --import tsx bench/run.ts${args ? ` ${args}` : ''}`;
+  const machine = {
+    nproc: cpus().length,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    kernel: release(),
+    node: process.version,
+    haproxy: '',
+    loadavgAtStart: loadavg().map((x) => Math.round(x * 100) / 100),
+  };
+  try {
+    const { execFileSync } = await import('node:child_process');
+    machine.haproxy = /version (\S+)/.exec(execFileSync('haproxy', ['-v'], { encoding: 'utf8' }))?.[1] ?? '';
+  } catch {
+    // reported as unknown
+  }
+  const results: Results = {};
+  const verdicts: Verdict[] = [];
+
+  const meshScenarios = (['http', 'throughput', 'bulk', 'scale'] as const).filter((s) => selected.has(s));
+  if (meshScenarios.length > 0) {
+    log('starting the local mesh (2 nodes)');
+    const mesh = await LocalMesh.start({
+      manifestsDir: MANIFESTS,
+      workloads: false,
+      ...(values['agent-workers'] ? { agentWorkers: Number(values['agent-workers']) } : {}),
+      onProgress: (s) => log(s),
+    });
+    let hap: HaproxyPair | undefined;
+    try {
+      const agents = agentGroups(mesh);
+      log(
+        `agent processes: ${agents
+          .map(
+            (g) =>
+              `${g.name}=${g
+                .pids()
+                .map((p) => `${p}:${comm(p)}`)
+                .join(',')}`,
+          )
+          .join(' ')}`,
+      );
+      results.agentIdleRssMiB = Object.fromEntries(agents.map((g) => [g.name, groupRssMiB(g)]));
+      startServers(mesh);
+      hap = await startHaproxyPair(mesh.bed, {
+        dir: join(mesh.paths.runDir, 'haproxy'),
+        serverIp: mesh.pod(SERVER.plain).ip,
+        trustDomain: 'cluster.local',
+      });
+      await waitServers(mesh);
+      const ctx: Ctx = {
+        mesh,
+        hap,
+        agents,
+        haproxies: [
+          { name: 'haproxy node1', pids: () => hap?.pids.node1 ?? [] },
+          { name: 'haproxy node2', pids: () => hap?.pids.node2 ?? [] },
+        ],
+      };
+      if (selected.has('http')) results.http = await scenarioHttp(ctx);
+      if (selected.has('throughput')) results.throughput = await scenarioThroughput(ctx);
+      if (selected.has('bulk')) results.bulk = await scenarioBulk(ctx);
+      if (selected.has('scale')) results.scale = await scenarioScale(ctx);
+    } finally {
+      hap?.stop();
+      await mesh.stop();
+    }
+  }
+  if (selected.has('hop')) {
+    results.hop = (await runScript(
+      'sockops-hop',
+      QUICK ? ['--iterations', '5000', '--bytes', String(256 * 2 ** 20), '--runs', '1'] : ['--runs', '3'],
+    )) as Results['hop'];
+  }
+  if (selected.has('xds')) {
+    results.xds = (await runScript(
+      'xds-push',
+      QUICK ? ['--services', '1000', '--clients', '10,100', '--rounds', '2'] : [],
+    )) as Results['xds'];
+  }
+
+  // ---- verdicts against the issue's targets ----
+  const http = results.http;
+  if (http) {
+    const row = (id: string) => http.find((r) => r.path === id);
+    const maxProxy = (id: string) =>
+      Math.max(...(row(id)?.proxies.map((p) => p.cpuSecPer1kReq) ?? [Number.NaN]));
+    verdicts.push(verdict('l4.vcpu', maxProxy('sockmesh-l4')), verdict('l7.vcpu', maxProxy('sockmesh-l7')));
+    verdicts.push(
+      verdict('l4.p90', row('sockmesh-l4')?.addedP90),
+      verdict('l4.p99', row('sockmesh-l4')?.addedP99),
+    );
+    verdicts.push(
+      verdict('l7.p90', row('sockmesh-l7')?.addedP90),
+      verdict('l7.p99', row('sockmesh-l7')?.addedP99),
+    );
+  }
+  const idleRss = results.agentIdleRssMiB;
+  if (idleRss) verdicts.push(verdict('rss.idle', Math.max(...Object.values(idleRss))));
+  const scale = results.scale;
+  if (scale) verdicts.push(verdict('rss.10k', Math.max(...scale.agents.map((a) => a.rssActiveMiB))));
+  const tput = results.throughput;
+  if (tput) {
+    verdicts.push(verdict('l4.tput', tput.find((r) => r.path === 'sockmesh-l4')?.ratio));
+    verdicts.push(verdict('l7.tput', tput.find((r) => r.path === 'sockmesh-l7')?.ratio));
+  }
+  const hop = results.hop?.rows;
+  if (hop) {
+    const tcp = hop.find((r) => /plain/.test(r.path));
+    const on = hop.find((r) => /sk_msg on/.test(r.path));
+    verdicts.push(verdict('skmsg.rtt', tcp && on ? 1 - on.p50us / tcp.p50us : null));
+  }
+
+  const report: Report = {
+    command,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    quick: QUICK,
+    scenarios: [...selected],
+    machine,
+    params: { ...P, rate: RATE, httpConnections: HTTP_CONNECTIONS, wrkConnections: WRK_CONNECTIONS },
+    verdicts,
+    results,
+  };
+  const name = QUICK ? 'bench-quick' : 'bench';
+  mkdirSync(RESULTS, { recursive: true });
+  writeFileSync(join(RESULTS, `${name}.json`), `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(join(RESULTS, `${name}.md`), renderMarkdown(report));
+  process.stdout.write(renderTerminal(report));
+  process.stdout.write(`\nwritten to bench/results/${name}.{json,md}\n`);
+}
+
+await main();

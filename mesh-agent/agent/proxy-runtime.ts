@@ -1,0 +1,201 @@
+import type { TrustBundle, X509Svid } from '../../certs/index.js';
+import type { Logger } from '../../lib/log.js';
+import type { XdsConfig } from '../../xds/client/ads-client.js';
+import { InboundServer } from '../inbound/server.js';
+import { type OriginalDestinations, OutboundServer, type RequestRecord } from '../outbound/server.js';
+import { MeshStateStore, type XdsSnapshot } from '../state/mesh-state.js';
+import type { MeshTelemetry } from '../telemetry/mesh-telemetry.js';
+import { identitySni } from '../tunnel/peer.js';
+import { TunnelPool } from '../tunnel/pool.js';
+import { TunnelServer } from '../tunnel/server.js';
+import type { ClusterContext } from './clusters.js';
+import { INBOUND_LISTENER, LocalView, MeshAuthorization } from './local-view.js';
+import { MeshPlanner } from './planner.js';
+
+export interface ProxyPorts {
+  outbound: number;
+  tunnel: number;
+}
+
+export interface ProxyRuntimeOptions {
+  nodeName: string;
+  proxyIp: string;
+  tunnelIp: string;
+  ports: ProxyPorts;
+  origDst: OriginalDestinations;
+  telemetry: MeshTelemetry;
+  /** Outlier detection and breaker shares, agent-wide. */
+  cluster: ClusterContext;
+  log: Logger;
+}
+
+export function snapshotOf(cfg: XdsConfig): XdsSnapshot {
+  return {
+    listeners: cfg.listeners,
+    routes: cfg.routes,
+    clusters: cfg.clusters,
+    endpoints: cfg.endpoints,
+    version: Object.values(cfg.versions).join('/'),
+  };
+}
+
+/**
+ * The data path of one agent process (or worker): capture listener, tunnel
+ * listener, routing state and the SVIDs it presents. It is fed config and
+ * SVIDs; it owns no BPF program and no CA.
+ */
+export class ProxyRuntime {
+  private readonly store = new MeshStateStore();
+  private view = LocalView.empty();
+  private readonly planner: MeshPlanner;
+  private readonly tunnels: TunnelPool;
+  private readonly inbound: InboundServer;
+  private readonly outbound: OutboundServer;
+  private readonly tunnelServer: TunnelServer;
+  private readonly svids = new Map<string, X509Svid>();
+  private readonly bySni = new Map<string, string>();
+  private trust: TrustBundle | undefined;
+
+  constructor(private readonly opts: ProxyRuntimeOptions) {
+    const { telemetry, log } = opts;
+    this.planner = new MeshPlanner(opts.nodeName, opts.cluster);
+    this.tunnels = new TunnelPool({ log });
+    const view = { byIp: (ip: string) => this.view.byIp(ip) };
+    this.inbound = new InboundServer({
+      workloads: view,
+      authz: new MeshAuthorization(() => this.store.current),
+      log,
+      events: {
+        denied: (ev) =>
+          telemetry.authzDenied({
+            sourcePrincipal: ev.source ?? '-',
+            destinationWorkload: ev.destination.name,
+            destinationNamespace: ev.destination.namespace,
+            policy: ev.policy,
+          }),
+      },
+    });
+    this.tunnelServer = new TunnelServer({
+      identities: { svidBySni: (sni) => this.svidBySni(sni), bundle: () => this.bundle() },
+      handler: this.inbound,
+      log,
+    });
+    this.outbound = new OutboundServer({
+      planner: this.planner,
+      origDst: opts.origDst,
+      sources: view,
+      svids: { svidFor: (id) => this.svids.get(id) },
+      tunnels: this.tunnels,
+      inbound: this.inbound,
+      localWorkloads: view,
+      log,
+      events: {
+        completed: (r) => reportTo(telemetry, r),
+        breakerOverflow: (cluster, kind) =>
+          telemetry.breakerOverflow(
+            cluster,
+            kind === 'connection' ? 'connections' : kind === 'request' ? 'requests' : 'retries',
+          ),
+      },
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.tunnelServer.listen(this.opts.ports.tunnel, this.opts.tunnelIp);
+    await this.outbound.listen(this.opts.ports.outbound, this.opts.proxyIp);
+  }
+
+  /** Parses and installs a full config; throws (keeping the old one) if it does not parse. */
+  applyConfig(config: XdsConfig): LocalView {
+    const state = this.store.apply(snapshotOf(config));
+    this.planner.update(state);
+    this.view = LocalView.build(
+      config.listeners.get(INBOUND_LISTENER) as Record<string, unknown> | undefined,
+      state,
+    );
+    return this.view;
+  }
+
+  /** Replaces the set of SVIDs this proxy presents; pools of a rotated identity reconnect with the new one. */
+  setSvids(svids: readonly X509Svid[]): void {
+    const before = new Map([...this.svids].map(([id, s]) => [id, s.serial]));
+    this.svids.clear();
+    this.bySni.clear();
+    for (const s of svids) {
+      this.svids.set(s.spiffeId.uri, s);
+      this.bySni.set(identitySni(s.spiffeId.uri), s.spiffeId.uri);
+      this.trust = s.bundle;
+      const old = before.get(s.spiffeId.uri);
+      if (old !== undefined && old !== s.serial) this.outbound.dropPoolsOf(s.spiffeId.uri);
+    }
+  }
+
+  get localView(): LocalView {
+    return this.view;
+  }
+
+  get tunnelSessions(): number {
+    return this.tunnels.size;
+  }
+
+  async stop(): Promise<void> {
+    await this.outbound.close();
+    await this.tunnelServer.close();
+    await this.inbound.close();
+    this.tunnels.close();
+    this.planner.close();
+  }
+
+  private svidBySni(sni: string): X509Svid | undefined {
+    const id = this.bySni.get(sni);
+    return id === undefined ? undefined : this.svids.get(id);
+  }
+
+  private bundle(): TrustBundle {
+    if (!this.trust) throw new Error('no trust bundle yet');
+    return this.trust;
+  }
+}
+
+/** Turns the proxy's record of a request or connection into metrics and access log lines. */
+function reportTo(t: MeshTelemetry, r: RequestRecord): void {
+  const source = {
+    workload: r.source.name,
+    namespace: r.source.namespace,
+    version: r.source.version ?? '',
+    principal: r.source.spiffeId,
+  };
+  const destination = {
+    service: r.service,
+    workload: r.endpoint?.workload ?? '',
+    namespace: r.endpoint?.namespace ?? '',
+    version: r.endpoint?.version ?? '',
+    cluster: r.cluster ?? '',
+  };
+  if (r.protocol === 'http') {
+    t.requestCompleted({
+      source,
+      destination,
+      protocol: 'http',
+      reporter: 'source',
+      code: r.status,
+      flags: r.flags,
+      durationMs: r.durationMs,
+      ...(r.method ? { method: r.method } : {}),
+      ...(r.path ? { path: r.path } : {}),
+      ...(r.route ? { route: r.route } : {}),
+      ...(r.endpoint ? { upstreamHost: `${r.endpoint.ip}:${r.endpoint.port}` } : {}),
+    });
+    return;
+  }
+  t.tcpOpened({ source, destination, reporter: 'source' });
+  t.tcpClosed({
+    source,
+    destination,
+    reporter: 'source',
+    bytesSent: r.bytesSent ?? 0,
+    bytesReceived: r.bytesReceived ?? 0,
+    flags: r.flags,
+    durationMs: r.durationMs,
+  });
+}
