@@ -35,7 +35,7 @@ import {
   withFds,
 } from './lib/bed.js';
 import { type HaproxyPair, startHaproxyPair } from './lib/haproxy.js';
-import { CpuWindow, comm, groupRssMiB, type ProcGroup } from './lib/proc.js';
+import { CpuWindow, comm, groupRssMiB, type ProcGroup, type ProcUsage } from './lib/proc.js';
 import { renderMarkdown, renderTerminal } from './lib/report.js';
 import { type Verdict, verdict } from './lib/targets.js';
 import type { BulkRow, HttpRow, Report, Results, ScaleResult, ThroughputRow } from './lib/types.js';
@@ -66,6 +66,7 @@ const selected = new Set(only as Scenario[]);
 
 const P = QUICK
   ? {
+      rounds: 1,
       httpSeconds: 8,
       warmup: 2,
       wrkSeconds: 5,
@@ -75,7 +76,8 @@ const P = QUICK
       activeSeconds: 8,
     }
   : {
-      httpSeconds: 30,
+      rounds: 3,
+      httpSeconds: 20,
       warmup: 3,
       wrkSeconds: 15,
       bulkSeconds: 10,
@@ -163,30 +165,71 @@ interface OpenLoop {
   sendLagMs: Record<string, number | null>;
 }
 
+function firstLine(err: unknown): string {
+  const s = err instanceof Error ? err.message : String(err);
+  return (
+    s
+      .split('\n')
+      .find((l) => /error|fail/i.test(l))
+      ?.trim()
+      .slice(0, 300) ?? s.slice(0, 300)
+  );
+}
+
+function median(xs: number[]): number {
+  const v = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  if (v.length === 0) return Number.NaN;
+  const m = v.length >> 1;
+  return v.length % 2 ? (v[m] as number) : ((v[m - 1] as number) + (v[m] as number)) / 2;
+}
+
+/** Each round runs every path once, in order, so slow phases of a shared machine hit all paths alike. */
 async function scenarioHttp(ctx: Ctx): Promise<HttpRow[]> {
+  const paths = httpPaths(ctx.mesh, ctx.hap);
+  const runs = new Map<string, { r: OpenLoop; usage: ProcUsage[] }[]>(paths.map((p) => [p.id, []]));
+  const failures = new Map<string, string>();
+  for (let round = 1; round <= P.rounds; round++) {
+    for (const p of paths) {
+      log(`http round ${round}/${P.rounds} ${p.id}: ${RATE} rps for ${P.httpSeconds}+${P.warmup}s`);
+      const win = new CpuWindow(groupsFor(ctx, p.proxies));
+      try {
+        const out = await execIn(
+          ctx.mesh,
+          p.client,
+          [
+            NODE,
+            join(WORKLOADS, 'open-loop.mjs'),
+            p.url,
+            String(RATE),
+            String(P.httpSeconds),
+            String(HTTP_CONNECTIONS),
+            String(P.warmup),
+          ],
+          (P.httpSeconds + P.warmup) * 1000 + 60_000,
+        );
+        runs.get(p.id)?.push({ r: JSON.parse(out) as OpenLoop, usage: win.end() });
+      } catch (err) {
+        log(`http ${p.id} failed: ${firstLine(err)}`);
+        failures.set(p.id, firstLine(err));
+      }
+    }
+  }
+  const perRun = RATE * (P.httpSeconds + P.warmup);
   const rows: HttpRow[] = [];
-  for (const p of httpPaths(ctx.mesh, ctx.hap)) {
-    log(`http ${p.id}: ${RATE} rps for ${P.httpSeconds}+${P.warmup}s`);
-    const win = new CpuWindow(groupsFor(ctx, p.proxies));
-    const out = await execIn(
-      ctx.mesh,
-      p.client,
-      [
-        NODE,
-        join(WORKLOADS, 'open-loop.mjs'),
-        p.url,
-        String(RATE),
-        String(P.httpSeconds),
-        String(HTTP_CONNECTIONS),
-        String(P.warmup),
-      ],
-      (P.httpSeconds + P.warmup) * 1000 + 60_000,
-    );
-    const usage = win.end();
-    const r = JSON.parse(out) as OpenLoop;
-    const sent = RATE * (P.httpSeconds + P.warmup);
+  for (const p of paths) {
+    const rs = runs.get(p.id) ?? [];
+    const lat = (k: string) => median(rs.map((x) => x.r.latencyMs[k] ?? Number.NaN));
     const direct = rows[0];
-    const lat = (k: string) => r.latencyMs[k] ?? Number.NaN;
+    const proxies = (rs[0]?.usage ?? []).map((u, i) => {
+      const cpu = rs.reduce((a, x) => a + (x.usage[i]?.cpuSeconds ?? 0), 0);
+      const last = rs[rs.length - 1]?.usage[i] ?? u;
+      return {
+        ...last,
+        cpuSeconds: cpu,
+        cores: median(rs.map((x) => x.usage[i]?.cores ?? 0)),
+        cpuSecPer1kReq: cpu / ((perRun * rs.length) / 1000),
+      };
+    });
     rows.push({
       path: p.id,
       label: p.label,
@@ -197,10 +240,16 @@ async function scenarioHttp(ctx: Ctx): Promise<HttpRow[]> {
       addedP50: direct ? lat('p50') - direct.p50 : null,
       addedP90: direct ? lat('p90') - direct.p90 : null,
       addedP99: direct ? lat('p99') - direct.p99 : null,
-      errors: r.errors,
-      achievedRps: r.achievedRps,
-      sendLagP99: r.sendLagMs.p99 ?? Number.NaN,
-      proxies: usage.map((u) => ({ ...u, cpuSecPer1kReq: u.cpuSeconds / (sent / 1000) })),
+      errors: rs.reduce((a, x) => a + x.r.errors, 0),
+      achievedRps: median(rs.map((x) => x.r.achievedRps)),
+      sendLagP99: median(rs.map((x) => x.r.sendLagMs.p99 ?? Number.NaN)),
+      rounds: rs.map((x) => ({
+        p50: x.r.latencyMs.p50 ?? null,
+        p90: x.r.latencyMs.p90 ?? null,
+        p99: x.r.latencyMs.p99 ?? null,
+      })),
+      proxies,
+      ...(failures.has(p.id) ? { error: failures.get(p.id) } : {}),
     });
   }
   return rows;
@@ -218,12 +267,17 @@ async function scenarioThroughput(ctx: Ctx): Promise<ThroughputRow[]> {
   for (const p of httpPaths(ctx.mesh, ctx.hap)) {
     log(`throughput ${p.id}: wrk -c${WRK_CONNECTIONS} ${P.wrkSeconds}s`);
     const win = new CpuWindow(groupsFor(ctx, p.proxies));
-    const out = await execIn(
-      ctx.mesh,
-      p.client,
-      ['wrk', '-t1', `-c${WRK_CONNECTIONS}`, `-d${P.wrkSeconds}s`, '--latency', p.url],
-      P.wrkSeconds * 1000 + 60_000,
-    );
+    let out = '';
+    try {
+      out = await execIn(
+        ctx.mesh,
+        p.client,
+        ['wrk', '-t1', `-c${WRK_CONNECTIONS}`, `-d${P.wrkSeconds}s`, '--latency', p.url],
+        P.wrkSeconds * 1000 + 60_000,
+      );
+    } catch (err) {
+      log(`throughput ${p.id} failed: ${firstLine(err)}`);
+    }
     const usage = win.end();
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? Number.NaN);
     const errs = /Non-2xx or 3xx responses:\s+(\d+)/.exec(out);
@@ -267,19 +321,21 @@ async function scenarioBulk(ctx: Ctx): Promise<BulkRow[]> {
   for (const p of paths) {
     log(`bulk ${p.path}: ${P.bulkSeconds}s`);
     const win = new CpuWindow(groupsFor(ctx, p.proxies));
-    const out = await execIn(
-      ctx.mesh,
-      p.client,
-      [NODE, join(WORKLOADS, 'bulk.mjs'), p.host, String(p.port), String(P.bulkSeconds)],
-      P.bulkSeconds * 1000 + 60_000,
-    );
-    const r = JSON.parse(out) as { gbps: number };
-    rows.push({
-      path: p.path,
-      gbps: r.gbps,
-      ratio: rows[0] ? r.gbps / rows[0].gbps : null,
-      proxies: win.end(),
-    });
+    const base = rows[0]?.gbps;
+    try {
+      const out = await execIn(
+        ctx.mesh,
+        p.client,
+        [NODE, join(WORKLOADS, 'bulk.mjs'), p.host, String(p.port), String(P.bulkSeconds)],
+        P.bulkSeconds * 1000 + 60_000,
+      );
+      const r = JSON.parse(out) as { gbps: number };
+      rows.push({ path: p.path, gbps: r.gbps, ratio: base ? r.gbps / base : null, proxies: win.end() });
+    } catch (err) {
+      // One failed path (e.g. the client's write failing) must not lose the rest of the run.
+      log(`bulk ${p.path} failed: ${firstLine(err)}`);
+      rows.push({ path: p.path, gbps: Number.NaN, ratio: null, proxies: win.end(), error: firstLine(err) });
+    }
   }
   return rows;
 }
@@ -503,7 +559,13 @@ async function main(): Promise<void> {
     quick: QUICK,
     scenarios: [...selected],
     machine,
-    params: { ...P, rate: RATE, httpConnections: HTTP_CONNECTIONS, wrkConnections: WRK_CONNECTIONS },
+    params: {
+      ...P,
+      rate: RATE,
+      httpConnections: HTTP_CONNECTIONS,
+      wrkConnections: WRK_CONNECTIONS,
+      agentWorkers: values['agent-workers'] ?? 'agent default (one per core)',
+    },
     verdicts,
     results,
   };

@@ -38,6 +38,8 @@ export interface LocalMeshOptions {
   /** Start the example workload in every pod that declares a container port (default true). */
   workloads?: boolean;
   accessLog?: boolean;
+  /** OTLP/HTTP traces endpoint per node (e.g. a collector in that node's netns); agents export spans there. */
+  otlp?: (node: LabNode) => string;
   /** Proxy workers per agent (default: the agent's own default, one per core). */
   agentWorkers?: number;
   onProgress?: (step: string) => void;
@@ -230,6 +232,7 @@ export class LocalMesh {
           ...(opts.svidTtlSeconds ? ['--svid-ttl', String(opts.svidTtlSeconds)] : []),
           ...(opts.accessLog ? ['--access-log'] : []),
           ...(opts.agentWorkers ? ['--workers', String(opts.agentWorkers)] : []),
+          ...(opts.otlp ? ['--otlp', opts.otlp(node)] : []),
         ],
         { logFile: join(paths.logs, `agent-${node.name}.log`), cwd: ROOT },
       );

@@ -37,7 +37,7 @@ export function renderTables(r: Report): string {
 
   if (res.http) {
     out.push(
-      `\n### 2. HTTP/1.1, 1 KiB responses, ${p.rate} rps open loop, cross-node (${p.httpSeconds} s after ${p.warmup} s warm-up, ${p.httpConnections} connections)\n`,
+      `\n### 2. HTTP/1.1, 1 KiB responses, ${p.rate} rps open loop, cross-node (${p.httpSeconds} s after ${p.warmup} s warm-up, ${p.httpConnections} connections; median of ${p.rounds} round(s); agent workers: ${p.agentWorkers})\n`,
     );
     out.push(
       'Latency in ms from the *intended* send time (coordinated-omission safe); "added" is against the direct path of this run. CPU is per proxy process, in CPU-seconds per 1 000 requests (= vCPU at 1 000 rps).\n',
@@ -59,7 +59,7 @@ export function renderTables(r: Report): string {
         ],
         ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l', 'l'],
         res.http.map((h) => [
-          h.label,
+          h.error ? `${h.label} (a round failed: ${h.error})` : h.label,
           f(h.p50, 3),
           f(h.p90, 3),
           f(h.p99, 3),
@@ -114,7 +114,7 @@ export function renderTables(r: Report): string {
         ['l', 'r', 'r', 'l'],
         res.bulk.map((b) => [
           b.path,
-          f(b.gbps, 2),
+          b.error ? `failed: ${b.error}` : f(b.gbps, 2),
           b.ratio === null ? '1 (baseline)' : `${f(b.ratio, 2)}x`,
           b.proxies.map((x) => `${x.name}: ${f(x.cores, 2)}`).join('<br>') || '–',
         ]),

@@ -3,6 +3,8 @@ import type { ProcUsage } from './proc.js';
 import type { Verdict } from './targets.js';
 
 export interface HttpRow {
+  /** Set when a round of this path failed (the row then shows the rounds that ran). */
+  error?: string;
   path: string;
   label: string;
   p50: number;
@@ -15,6 +17,8 @@ export interface HttpRow {
   errors: number;
   achievedRps: number;
   sendLagP99: number;
+  /** Per-round percentiles (the row shows their median). */
+  rounds: { p50: number | null; p90: number | null; p99: number | null }[];
   proxies: (ProcUsage & { cpuSecPer1kReq: number })[];
 }
 
@@ -32,6 +36,7 @@ export interface ThroughputRow {
 }
 
 export interface BulkRow {
+  error?: string;
   path: string;
   gbps: number;
   ratio: number | null;
@@ -99,7 +104,7 @@ export interface Report {
   quick: boolean;
   scenarios: string[];
   machine: Machine;
-  params: Record<string, number>;
+  params: Record<string, number | string>;
   verdicts: Verdict[];
   results: Results;
 }

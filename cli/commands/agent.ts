@@ -80,7 +80,10 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
     }
     const workers = v.workers === undefined ? undefined : Number(v.workers);
     if (workers !== undefined && !(Number.isInteger(workers) && workers >= 1 && workers <= 256)) {
-      throw new SockmeshError('SOCKMESH_E_USAGE', `--workers must be an integer from 1 to 256, got '${v.workers}'`);
+      throw new SockmeshError(
+        'SOCKMESH_E_USAGE',
+        `--workers must be an integer from 1 to 256, got '${v.workers}'`,
+      );
     }
     const opts = {
       nodeName: v.node!,

@@ -123,7 +123,7 @@ export class MeshAgent {
     if (workers > 1) {
       this.workers = new ProxyWorkers(
         workers,
-        { ...proxy, bpffsDir: o.bpffsDir },
+        { ...proxy, bpffsDir: o.bpffsDir, ...(o.otlpEndpoint ? { otlpEndpoint: o.otlpEndpoint } : {}) },
         telemetry,
         this.outliers,
         this.log,

@@ -89,6 +89,9 @@ export class ProxyRuntime {
       inbound: this.inbound,
       localWorkloads: view,
       log,
+      tracer: {
+        startSpan: (name, parent, attrs, kind) => telemetry.startSpan(name, parent ?? null, attrs, kind),
+      },
       events: {
         completed: (r) => reportTo(telemetry, r),
         breakerOverflow: (cluster, kind) =>

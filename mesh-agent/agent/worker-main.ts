@@ -12,7 +12,11 @@ const log = createLogger('agent').child({ node: settings.nodeName, worker: proce
 const send = (m: FromWorker) => process.send?.(m);
 
 // Never started: the primary serves :15020 and pulls this worker's snapshots.
-const telemetry = new MeshTelemetry({ nodeName: settings.nodeName, logger: log });
+const telemetry = new MeshTelemetry({
+  nodeName: settings.nodeName,
+  logger: log,
+  ...(settings.otlpEndpoint ? { otlpEndpoint: settings.otlpEndpoint } : {}),
+});
 const outliers = new RemoteOutliers((cluster, endpoint, outcome) =>
   send({ type: 'outcome', cluster, endpoint, outcome }),
 );

@@ -63,6 +63,20 @@ export interface RequestRecord {
   bytesReceived?: number;
 }
 
+export interface RequestSpan {
+  readonly traceparent: string;
+  end(status?: 'ok' | 'error' | 'unset', message?: string): void;
+}
+
+export interface RequestTracer {
+  startSpan(
+    name: string,
+    parent: string | undefined,
+    attributes: Record<string, string | number | boolean>,
+    kind: 'client',
+  ): RequestSpan;
+}
+
 export interface OutboundEvents {
   completed(rec: RequestRecord): void;
   breakerOverflow(cluster: string, kind: string): void;
@@ -78,6 +92,8 @@ export interface OutboundOptions {
   inbound: InboundServer;
   localWorkloads: LocalWorkloads;
   events?: OutboundEvents;
+  /** Starts a client span per proxied request; its traceparent replaces the caller's upstream (W3C). */
+  tracer?: RequestTracer;
   log?: Logger;
 }
 
@@ -191,6 +207,8 @@ export class OutboundServer {
     }
     if (plan.kind === 'tcp') {
       const cluster = plan.cluster();
+      // Envoy's tcp_proxy idle timeout: a connection silent that long in both directions is closed.
+      if (plan.idleTimeoutMs) sock.setTimeout(plan.idleTimeoutMs, () => sock.destroy());
       this.forwardTcp(sock, source, svid, plan.service, cluster, peer);
       return;
     }
@@ -351,13 +369,25 @@ export class OutboundServer {
       headers: req.headers,
     };
     const decision = ctx.route(view);
+    const traceparent = req.headers.traceparent;
+    const span = this.opts.tracer?.startSpan(
+      `${ctx.service} ${view.method}`,
+      Array.isArray(traceparent) ? traceparent[0] : traceparent,
+      {
+        'http.request.method': view.method,
+        'url.path': view.path.split('?')[0]!,
+        'sockmesh.source': ctx.source.spiffeId,
+      },
+      'client',
+    );
     const record = (
       status: number,
       flags: ResponseFlag,
       cluster?: UpstreamCluster,
       ep?: Endpoint,
       attempts = 0,
-    ) =>
+    ) => {
+      span?.end(status >= 500 || flags !== '-' ? 'error' : 'ok', flags === '-' ? undefined : flags);
       this.opts.events?.completed({
         source: ctx.source,
         protocol: 'http',
@@ -372,6 +402,7 @@ export class OutboundServer {
         ...(decision.kind === 'forward' ? { route: decision.routeName } : {}),
         attempts,
       });
+    };
     if (decision.kind === 'reject') {
       res.writeHead(decision.status, { 'content-type': 'text/plain', 'x-sockmesh-flags': decision.flag });
       res.end(decision.body);
@@ -381,6 +412,7 @@ export class OutboundServer {
     const { cluster } = decision;
     const headers = decision.headers;
     for (const name of HOP_BY_HOP) delete headers[name];
+    if (span) headers.traceparent = span.traceparent;
     const hasBody =
       req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
     let body: Buffer | http.IncomingMessage | null = null;

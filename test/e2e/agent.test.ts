@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { LocalMesh } from '../../lab/mesh.js';
+import { FIXTURES } from '../helpers/lab.js';
 import { call, eventually, load, metric, startShop } from '../helpers/mesh.js';
 
 const OVERLAY = fileURLToPath(new URL('./manifests/', import.meta.url));
@@ -25,7 +27,8 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
   let mesh: LocalMesh;
 
   before(async () => {
-    mesh = await startShop([OVERLAY]);
+    // Each agent exports spans to an OTLP collector on its own node (started in the tracing test).
+    mesh = await startShop([OVERLAY], { otlp: (n) => `http://${n.underlayIp}:4318` });
   });
   after(async () => {
     await mesh?.stop();
@@ -95,6 +98,37 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
       wire.includes(`/control-${marker}`),
       'positive control: plaintext on the underlay is visible to the capture',
     );
+  });
+
+  it("continues the caller's W3C trace with a span per proxied request, exported over OTLP", async () => {
+    const spans = join(mesh.paths.runDir, 'otlp.txt');
+    const collector = mesh.bed.spawn(mesh.bed.node('node1'), [
+      process.execPath,
+      join(FIXTURES, 'otlp-collector.mjs'),
+      '10.10.0.1',
+      '4318',
+      spans,
+    ]);
+    try {
+      await once(collector.stdout!, 'data');
+      const traceId = randomBytes(16).toString('hex');
+      const parent = randomBytes(8).toString('hex');
+      const res = await call(mesh, 'shop/frontend-1', REVIEWS, {
+        headers: { traceparent: `00-${traceId}-${parent}-01` },
+      });
+      assert.equal(res.status, 200);
+      const exported = await eventually(
+        'the span reached the collector',
+        async () => (existsSync(spans) ? readFileSync(spans, 'utf8') : ''),
+        (t) => t.includes(traceId),
+        15_000,
+      );
+      const line = exported.split('\n').find((l) => l.includes(traceId))!;
+      assert.match(line, /^\/v1\/traces /);
+      assert.ok(line.includes(parent), 'the proxy span is a child of the caller span');
+    } finally {
+      collector.kill();
+    }
   });
 
   it('splits 90/10 per request over 2000 requests; the header match always hits the canary', async () => {

@@ -32,7 +32,10 @@ export interface AdsClientOptions {
   };
   /** Default: insecure (loopback / unix socket). */
   credentials?: ChannelCredentials;
-  /** Returns an error message to NACK an update (the whole response), or undefined to accept it. */
+  /**
+   * Returns an error message to NACK an update (the whole response), or undefined to accept it.
+   * Gets the complete new set for LDS and CDS, the resources of the response for RDS and EDS.
+   */
   validate?: (typeUrl: ResourceTypeUrl, resources: ReadonlyMap<string, ProtoObject>) => string | undefined;
   backoff?: { initialMs?: number; maxMs?: number };
   logger?: Logger;

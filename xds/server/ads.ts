@@ -23,6 +23,7 @@ import {
   type ResourceTypeUrl,
   shortTypeName,
 } from '../protos.js';
+import { type DeltaDiscoveryRequest, DeltaStream } from './delta.js';
 import type { EncodedResource, Snapshot } from './snapshot.js';
 
 export interface DiscoveryRequest {
@@ -68,6 +69,7 @@ const ALL_REQUIRED = new Set<string>([LISTENER_TYPE, CLUSTER_TYPE]);
 export class AdsServer extends EventEmitter<AdsEvents> {
   private current: Snapshot | undefined;
   private readonly streams = new Set<AdsStream>();
+  private readonly deltaStreams = new Set<DeltaStream>();
   readonly log: Logger;
 
   constructor(logger: Logger = createLogger('xds')) {
@@ -82,6 +84,7 @@ export class AdsServer extends EventEmitter<AdsEvents> {
   setSnapshot(s: Snapshot): void {
     this.current = s;
     for (const st of this.streams) st.schedule();
+    for (const st of this.deltaStreams) st.schedule();
   }
 
   /** The grpc-js handler for StreamAggregatedResources. */
@@ -89,6 +92,13 @@ export class AdsServer extends EventEmitter<AdsEvents> {
     const stream = new AdsStream(this, call);
     this.streams.add(stream);
     call.on('close', () => this.streams.delete(stream));
+  };
+
+  /** The grpc-js handler for DeltaAggregatedResources (incremental xDS). */
+  readonly handleDelta = (call: ServerDuplexStream<DeltaDiscoveryRequest, Buffer>): void => {
+    const stream = new DeltaStream(this, call);
+    this.deltaStreams.add(stream);
+    call.on('close', () => this.deltaStreams.delete(stream));
   };
 
   /** Connected nodes and what they ACKed, for status output and tests. */
@@ -101,6 +111,7 @@ export class AdsServer extends EventEmitter<AdsEvents> {
   /** Ends every stream (clients reconnect elsewhere or later). */
   closeStreams(): void {
     for (const s of this.streams) s.end();
+    for (const s of this.deltaStreams) s.end();
   }
 }
 

@@ -95,10 +95,16 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     }
     this.opts.source.watch(() => this.scheduleReload());
     const def = adsServiceDefinition();
-    const sotw = def.StreamAggregatedResources!;
-    // The ADS server writes responses already serialized (shared by every stream of a version).
-    const service = { StreamAggregatedResources: { ...sotw, responseSerialize: (b: Buffer) => b } };
-    this.grpc.addService(service, { StreamAggregatedResources: this.ads.handle });
+    // The ADS servers write responses already serialized (shared by every stream of a version).
+    const raw = (b: Buffer) => b;
+    const service = {
+      StreamAggregatedResources: { ...def.StreamAggregatedResources!, responseSerialize: raw },
+      DeltaAggregatedResources: { ...def.DeltaAggregatedResources!, responseSerialize: raw },
+    };
+    this.grpc.addService(service, {
+      StreamAggregatedResources: this.ads.handle,
+      DeltaAggregatedResources: this.ads.handleDelta,
+    });
     for (const l of this.opts.listen) this.bound.push(await this.bind(l));
   }
 
