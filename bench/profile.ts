@@ -3,7 +3,7 @@
  * inspector (SIGUSR1, listens on 127.0.0.1:9229 inside the node's namespace), samples it while
  * 1000 rps of 1 KiB HTTP go through the chosen path, and prints the hottest functions.
  *
- *   node --import tsx bench/profile.ts [--path l4|l7] [--node node1|node2] [--seconds 10] [--agent-workers 1]
+ *   node --import tsx bench/profile.ts [--path l4|l7] [--node node1|node2] [--seconds 10] [--agent-workers N]
  *
  * Writes bench/results/profile-<path>-<node>.md and leaves the raw .cpuprofile in the OS temp dir
  * (open it in Chrome DevTools or speedscope for a flame graph).
@@ -35,7 +35,7 @@ const { values } = parseArgs({
     node: { type: 'string', default: 'node2' },
     seconds: { type: 'string', default: '10' },
     rate: { type: 'string', default: '1000' },
-    'agent-workers': { type: 'string', default: '1' },
+    'agent-workers': { type: 'string' },
   },
 });
 const seconds = Number(values.seconds);
@@ -122,13 +122,18 @@ async function main(): Promise<void> {
   const mesh = await LocalMesh.start({
     manifestsDir: MANIFESTS,
     workloads: false,
-    agentWorkers: Number(values['agent-workers']),
+    ...(values['agent-workers'] ? { agentWorkers: Number(values['agent-workers']) } : {}),
   });
   try {
     startServers(mesh);
-    await waitServers(mesh);
+    const broken = await waitServers(mesh);
+    if (broken.length > 0) process.stderr.write(`warning: not answering: ${broken.join('; ')}\n`);
     const group = agentGroups(mesh).find((g) => g.name === `agent ${values.node}`);
-    const pid = group?.pids()[0];
+    // With proxy workers, profile one worker (the kernel spreads connections over them); else the agent.
+    const pids = group?.pids() ?? [];
+    const ppid = (p: number) => Number(readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]?.split(' ')[1]);
+    const workers = pids.filter((p) => pids.includes(ppid(p)));
+    const pid = workers[0] ?? pids[0];
     if (pid === undefined) throw new Error(`no agent process on ${values.node}`);
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
     process.kill(pid, 'SIGUSR1');
@@ -165,7 +170,7 @@ async function main(): Promise<void> {
         .join('\n');
     const md = `# Agent CPU profile: ${values.path.toUpperCase()} path, ${values.node}, ${values.rate} rps of 1 KiB HTTP for ${seconds} s
 
-Agent command line: \`${cmdline}\`
+Profiled process: \`${cmdline}\` (pid ${pid}${workers.length ? `, one of ${workers.length} proxy workers` : ''})
 
 Load: ${load.trim()}
 

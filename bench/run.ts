@@ -2,6 +2,7 @@
  * `npm run bench`: every scenario of issue #8 in one run, side by side, on one fresh local mesh.
  *
  *   node --import tsx bench/run.ts [--quick] [--only hop,http,throughput,bulk,xds,scale]
+ *                                  [--agent-workers N] [--dist] [--rate 1000]
  *
  *   1 hop         same-node hop, sk_msg on/off vs TCP   (runs bench/sockops-hop.ts)
  *   2 http        HTTP/1.1 1 KiB at a fixed 1000 rps, open loop: direct, sockmesh L4 and L7, HAProxy L4 and L7
@@ -18,7 +19,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSyn
 import { cpus, loadavg, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { LocalMesh } from '../lab/mesh.js';
 import {
@@ -52,6 +53,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     rate: { type: 'string', default: '1000' },
     'agent-workers': { type: 'string' },
+    dist: { type: 'boolean', default: false },
   },
 });
 const QUICK = values.quick;
@@ -220,6 +222,12 @@ async function scenarioHttp(ctx: Ctx): Promise<HttpRow[]> {
     const rs = runs.get(p.id) ?? [];
     const lat = (k: string) => median(rs.map((x) => x.r.latencyMs[k] ?? Number.NaN));
     const direct = rows[0];
+    // Paired by round (each round runs direct first, then this path): the median of the differences.
+    const directRuns = runs.get('direct') ?? [];
+    const added = (k: string) =>
+      median(
+        rs.map((x, i) => (x.r.latencyMs[k] ?? Number.NaN) - (directRuns[i]?.r.latencyMs[k] ?? Number.NaN)),
+      );
     const proxies = (rs[0]?.usage ?? []).map((u, i) => {
       const cpu = rs.reduce((a, x) => a + (x.usage[i]?.cpuSeconds ?? 0), 0);
       const last = rs[rs.length - 1]?.usage[i] ?? u;
@@ -237,9 +245,9 @@ async function scenarioHttp(ctx: Ctx): Promise<HttpRow[]> {
       p90: lat('p90'),
       p99: lat('p99'),
       p999: lat('p999'),
-      addedP50: direct ? lat('p50') - direct.p50 : null,
-      addedP90: direct ? lat('p90') - direct.p90 : null,
-      addedP99: direct ? lat('p99') - direct.p99 : null,
+      addedP50: direct ? added('p50') : null,
+      addedP90: direct ? added('p90') : null,
+      addedP99: direct ? added('p99') : null,
       errors: rs.reduce((a, x) => a + x.r.errors, 0),
       achievedRps: median(rs.map((x) => x.r.achievedRps)),
       sendLagP99: median(rs.map((x) => x.r.sendLagMs.p99 ?? Number.NaN)),
@@ -434,6 +442,17 @@ async function runScript(name: string, args: string[]): Promise<unknown> {
 
 // ---- main --------------------------------------------------------------------------------------
 
+/**
+ * The mesh from the sources (agents run through tsx, ~35 MiB more RSS per process) or, with
+ * --dist, from the compiled tree (agents run as plain `node dist/cli/main.js`; `npm run build` first).
+ */
+async function meshClass(): Promise<typeof LocalMesh> {
+  if (!values.dist) return LocalMesh;
+  const file = join(REPO, 'dist', 'lab', 'mesh.js');
+  if (!existsSync(file)) throw new Error(`${file} does not exist: run \`npm run build\` first`);
+  return ((await import(pathToFileURL(file).href)) as { LocalMesh: typeof LocalMesh }).LocalMesh;
+}
+
 async function main(): Promise<void> {
   const startedAt = new Date().toISOString();
   const args = process.argv.slice(2).join(' ');
@@ -447,8 +466,20 @@ async function main(): Promise<void> {
     kernel: release(),
     node: process.version,
     haproxy: '',
+    commit: process.env.BENCH_COMMIT ?? 'unknown',
     loadavgAtStart: loadavg().map((x) => Math.round(x * 100) / 100),
   };
+  try {
+    const { execFileSync } = await import('node:child_process');
+    const head = execFileSync('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD'], {
+      encoding: 'utf8',
+    }).trim();
+    const dirty =
+      execFileSync('git', ['-C', REPO, 'status', '--porcelain'], { encoding: 'utf8' }).trim() !== '';
+    machine.commit = `${head}${dirty ? ' + uncommitted changes' : ''}`;
+  } catch {
+    // not a git checkout (e.g. an exported tree): BENCH_COMMIT says which commit it is
+  }
   try {
     const { execFileSync } = await import('node:child_process');
     machine.haproxy = /version (\S+)/.exec(execFileSync('haproxy', ['-v'], { encoding: 'utf8' }))?.[1] ?? '';
@@ -461,7 +492,7 @@ async function main(): Promise<void> {
   const meshScenarios = (['http', 'throughput', 'bulk', 'scale'] as const).filter((s) => selected.has(s));
   if (meshScenarios.length > 0) {
     log('starting the local mesh (2 nodes)');
-    const mesh = await LocalMesh.start({
+    const mesh = await (await meshClass()).start({
       manifestsDir: MANIFESTS,
       workloads: false,
       ...(values['agent-workers'] ? { agentWorkers: Number(values['agent-workers']) } : {}),
@@ -488,7 +519,9 @@ async function main(): Promise<void> {
         serverIp: mesh.pod(SERVER.plain).ip,
         trustDomain: 'cluster.local',
       });
-      await waitServers(mesh);
+      const broken = await waitServers(mesh);
+      for (const b of broken) log(`WARNING: a mesh path does not answer before the run: ${b}`);
+      if (broken.length > 0) results.brokenPaths = broken;
       const ctx: Ctx = {
         mesh,
         hap,
@@ -565,6 +598,7 @@ async function main(): Promise<void> {
       httpConnections: HTTP_CONNECTIONS,
       wrkConnections: WRK_CONNECTIONS,
       agentWorkers: values['agent-workers'] ?? 'agent default (one per core)',
+      agentsRunFrom: values.dist ? 'dist (compiled JS)' : 'sources through tsx',
     },
     verdicts,
     results,

@@ -2,7 +2,7 @@
  * Control-plane benchmark: translation + push time for 1k and 10k Services
  * with 10 and 100 connected ADS clients, and the control plane's RSS.
  *
- *   node --import tsx bench/xds-push.ts [--services 1000,10000] [--clients 10,100] [--rounds 5]
+ *   node --import tsx bench/xds-push.ts [--services 1000,10000] [--clients 10,100] [--rounds 3]
  *
  * Each scenario writes a generated mesh (N Services with one HTTP port, 2 pods
  * each on 10 nodes, an HTTPRoute splitting every 10th Service) to a temp dir,
@@ -38,7 +38,7 @@ const { values } = parseArgs({
   options: {
     services: { type: 'string', default: '1000,10000' },
     clients: { type: 'string', default: '10,100' },
-    rounds: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: '3' },
     worker: { type: 'string' },
     count: { type: 'string' },
   },

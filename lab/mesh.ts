@@ -322,6 +322,7 @@ export class LocalMesh {
           POD_NAMESPACE: pod.namespace,
           NODE_NAME: pod.node,
           PORT: String(port),
+          ...(w?.namedPorts.grpc ? { H2C_PORT: String(w.namedPorts.grpc) } : {}),
           UPSTREAMS: (declared[service] ?? []).join(','),
         },
         logFile: join(this.paths.logs, `pod-${pod.namespace}-${pod.name}.log`),

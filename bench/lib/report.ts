@@ -18,6 +18,9 @@ export function renderTables(r: Report): string {
   const out: string[] = [];
   const { results: res, params: p } = r;
 
+  if (res.brokenPaths?.length) {
+    out.push(`**Mesh paths that did not answer before the run:** ${res.brokenPaths.join('; ')}\n`);
+  }
   if (r.verdicts.length > 0) {
     out.push('### Where it stands against the targets (issue #8)\n');
     out.push(
@@ -37,7 +40,7 @@ export function renderTables(r: Report): string {
 
   if (res.http) {
     out.push(
-      `\n### 2. HTTP/1.1, 1 KiB responses, ${p.rate} rps open loop, cross-node (${p.httpSeconds} s after ${p.warmup} s warm-up, ${p.httpConnections} connections; median of ${p.rounds} round(s); agent workers: ${p.agentWorkers})\n`,
+      `\n### 2. HTTP/1.1, 1 KiB responses, ${p.rate} rps open loop, cross-node (${p.httpSeconds} s after ${p.warmup} s warm-up, ${p.httpConnections} connections; median of ${p.rounds} round(s); agent workers: ${p.agentWorkers}; agents run from ${p.agentsRunFrom})\n`,
     );
     out.push(
       'Latency in ms from the *intended* send time (coordinated-omission safe); "added" is against the direct path of this run. CPU is per proxy process, in CPU-seconds per 1 000 requests (= vCPU at 1 000 rps).\n',
@@ -176,7 +179,7 @@ export function renderTables(r: Report): string {
           'translate',
           'EDS push',
           'RDS push (HTTPRoute edit)',
-          'CDS push',
+          'new Service push (CDS+LDS)',
           'CP RSS MiB',
         ],
         ['r', 'r', 'r', 'r', 'r', 'r', 'r'],
@@ -186,7 +189,7 @@ export function renderTables(r: Report): string {
           f(x.translateMs, 0),
           f(x.edsPushMs, 0),
           f(x.rdsPushMs, 0),
-          f(x.cdsPushMs, 0),
+          f(x.newServicePushMs ?? x.cdsPushMs, 0),
           String(x.rssMiB),
         ]),
       ),
@@ -199,7 +202,7 @@ export function renderMarkdown(r: Report): string {
   const m = r.machine;
   return `# sockmesh benchmarks${r.quick ? ' (quick run)' : ''}
 
-Measured ${r.startedAt} on Linux ${m.kernel}, ${m.nproc} x ${m.cpu}, Node ${m.node}, HAProxy ${m.haproxy || 'unknown'}
+Measured ${r.startedAt} at commit ${m.commit}, on Linux ${m.kernel}, ${m.nproc} x ${m.cpu}, Node ${m.node}, HAProxy ${m.haproxy || 'unknown'}
 (load average at start ${m.loadavgAtStart.join(' / ')}). Everything runs on this one shared ${m.nproc}-core VM:
 load generator, servers, both agents (or both haproxies) compete for the same cores, so
 absolute figures are noisy; compare rows of the same run.

@@ -74,7 +74,9 @@ export interface XdsRow {
   translateMs: number;
   edsPushMs: number;
   rdsPushMs: number;
-  cdsPushMs: number;
+  /** Older name of newServicePushMs. */
+  cdsPushMs?: number;
+  newServicePushMs?: number;
   rssMiB: number;
 }
 
@@ -84,10 +86,14 @@ export interface Machine {
   kernel: string;
   node: string;
   haproxy: string;
+  /** The commit measured, from git or BENCH_COMMIT. */
+  commit: string;
   loadavgAtStart: number[];
 }
 
 export interface Results {
+  /** Mesh paths that did not answer before the measurements started. */
+  brokenPaths?: string[];
   agentIdleRssMiB?: Record<string, number>;
   http?: HttpRow[];
   throughput?: ThroughputRow[];

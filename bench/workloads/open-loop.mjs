@@ -11,7 +11,14 @@ const rate = Number(rateS);
 const seconds = Number(secondsS);
 const warm = Number(warmS);
 const u = new URL(url);
-const pool = new Pool(u.origin, { connections: Number(connsS), pipelining: 1, keepAliveTimeout: 60_000 });
+const pool = new Pool(u.origin, {
+  connections: Number(connsS),
+  pipelining: 1,
+  keepAliveTimeout: 60_000,
+  // A broken path must fail its requests, not hang the run for undici's 300 s default.
+  headersTimeout: 10_000,
+  bodyTimeout: 10_000,
+});
 const path = u.pathname + u.search;
 
 const total = Math.round(rate * (seconds + warm));

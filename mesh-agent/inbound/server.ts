@@ -1,10 +1,12 @@
 import http from 'node:http';
+import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Pool } from 'undici';
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
-import { asPlainDuplex, splice } from '../io/streams.js';
+import { H2cSessions, relayH2c, serveH2c, sniffH2c, upstreamHeaders } from '../io/h2c.js';
+import { asPlainDuplex, connectTcp, splice } from '../io/streams.js';
 import type { TunnelHandler, TunnelRequest } from '../tunnel/server.js';
 import {
   type AuthorizationCheck,
@@ -72,6 +74,7 @@ export class InboundServer implements TunnelHandler {
   private readonly http: http.Server;
   private readonly callers = new WeakMap<Duplex, Caller>();
   private readonly pools = new Map<string, Pool>();
+  private readonly h2c = new H2cSessions();
 
   constructor(private readonly opts: InboundOptions) {
     this.log = opts.log ?? nullLogger;
@@ -104,7 +107,14 @@ export class InboundServer implements TunnelHandler {
     }
     if (httpPort) {
       stream.respond({ ':status': 200 });
-      this.serveHttp(asPlainDuplex(stream), caller);
+      const conn = asPlainDuplex(stream);
+      sniffH2c(conn, (h2c) => {
+        if (h2c) serveH2c(conn, (s, h) => this.onH2Stream(caller, s, h));
+        else {
+          this.serveHttp(conn, caller);
+          conn.resume();
+        }
+      });
       return;
     }
     const upstream = net.connect({ host: req.destIp, port: req.destPort, noDelay: true });
@@ -169,6 +179,7 @@ export class InboundServer implements TunnelHandler {
     this.http.close();
     await Promise.all([...this.pools.values()].map((p) => p.close()));
     this.pools.clear();
+    this.h2c.close();
   }
 
   private pool(ip: string, port: number): Pool {
@@ -179,6 +190,61 @@ export class InboundServer implements TunnelHandler {
       this.pools.set(key, p);
     }
     return p;
+  }
+
+  /** One h2c stream to a local pod: authorized per request, delivered with the caller's identity. */
+  private onH2Stream(caller: Caller, stream: ServerHttp2Stream, h: IncomingHttpHeaders): void {
+    const started = performance.now();
+    const method = String(h[':method'] ?? 'GET');
+    const path = String(h[':path'] ?? '/');
+    const verdict = this.authorize(caller, method, path.split('?')[0]);
+    if (!verdict.allowed) {
+      stream.respond({
+        ':status': 403,
+        'content-type': 'text/plain',
+        'x-sockmesh-reason': 'denied by authorization policy',
+      });
+      stream.end(`RBAC: access denied (${verdict.policy})\n`);
+      return;
+    }
+    const headers: Record<string, string | string[]> = {};
+    for (const [k, v] of Object.entries(h))
+      if (v !== undefined && k !== 'x-forwarded-client-cert') headers[k] = v;
+    if (caller.principal)
+      headers['x-forwarded-client-cert'] = forwardedClientCert(caller.destination.spiffeId, caller.principal);
+    const { ip } = caller.destination;
+    const port = caller.port;
+    let status = 0;
+    this.h2c
+      .get(`${ip}:${port}`, () => connectTcp(ip, port, this.opts.connectTimeoutMs ?? 5000))
+      .then(
+        (session) =>
+          relayH2c(
+            stream,
+            session,
+            upstreamHeaders(headers, method, path, String(h[':authority'] ?? `${ip}:${port}`)),
+            {
+              response: (st) => {
+                status = st;
+              },
+              end: () =>
+                this.opts.events?.request?.({
+                  source: caller.principal,
+                  destination: caller.destination,
+                  port,
+                  status,
+                  durationMs: performance.now() - started,
+                  method,
+                }),
+              error: () => stream.destroy(),
+              timeout: () => stream.destroy(),
+            },
+          ),
+        () => {
+          stream.respond({ ':status': 503, 'x-sockmesh-reason': 'local pod unavailable' });
+          stream.end();
+        },
+      );
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { Duplex } from 'node:stream';
 
 /** Pipes two byte streams both ways, keeping half-close and tearing both down on error. */
@@ -43,4 +44,23 @@ export function asPlainDuplex(inner: Duplex): Duplex {
     if (!outer.destroyed) outer.destroy();
   });
   return outer;
+}
+
+/** A TCP connection to ip:port, failing after timeoutMs (code UND_ERR_CONNECT_TIMEOUT, as undici names it). */
+export function connectTcp(ip: string, port: number, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: ip, port, noDelay: true });
+    const timer = setTimeout(
+      () => s.destroy(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })),
+      timeoutMs,
+    );
+    s.once('connect', () => {
+      clearTimeout(timer);
+      resolve(s);
+    });
+    s.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
 }

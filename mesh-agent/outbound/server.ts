@@ -1,4 +1,5 @@
 import http from 'node:http';
+import type { ClientHttp2Session, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Pool } from 'undici';
@@ -7,7 +8,8 @@ import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
 import { forwardedClientCert, type LocalWorkloads } from '../inbound/policy.js';
 import type { InboundServer } from '../inbound/server.js';
-import { splice } from '../io/streams.js';
+import { H2cSessions, relayH2c, serveH2c, sniffH2c, upstreamHeaders } from '../io/h2c.js';
+import { connectTcp, splice } from '../io/streams.js';
 import { TunnelError, type TunnelPool } from '../tunnel/pool.js';
 import type {
   Endpoint,
@@ -129,6 +131,7 @@ export class OutboundServer {
   private readonly http: http.Server;
   private readonly contexts = new WeakMap<object, ConnContext>();
   private readonly pools = new Map<string, Pool>();
+  private readonly h2c = new H2cSessions();
   private readonly log: Logger;
 
   constructor(private readonly opts: OutboundOptions) {
@@ -162,10 +165,12 @@ export class OutboundServer {
     this.http.close();
     await Promise.all([...this.pools.values()].map((p) => p.destroy()));
     this.pools.clear();
+    this.h2c.close();
   }
 
   /** Drops pooled upstream connections of a source identity (e.g. after its SVID rotated). */
   dropPoolsOf(spiffeId: string): void {
+    this.h2c.drop(`${spiffeId}|`);
     for (const [key, pool] of this.pools) {
       if (key.startsWith(`${spiffeId}|`)) {
         this.pools.delete(key);
@@ -200,9 +205,22 @@ export class OutboundServer {
     const plan = this.opts.planner.plan(orig.ip, orig.port);
     const peer = `${peerIp}:${peerPort}`;
     if (plan.kind === 'http') {
-      this.contexts.set(sock, { source, svid, service: plan.service, route: plan.route, peer });
-      this.http.emit('connection', sock);
-      sock.resume();
+      const ctx: ConnContext = { source, svid, service: plan.service, route: plan.route, peer };
+      // HTTP/1.1 or h2c (prior knowledge, e.g. gRPC): both are routed per request.
+      sniffH2c(sock, (h2c) => {
+        if (h2c) {
+          serveH2c(sock, (stream, headers) =>
+            this.onH2Stream(ctx, stream, headers).catch((err: Error) => {
+              this.log.warn('outbound h2c stream failed unexpectedly', { err });
+              if (!stream.headersSent) stream.respond({ ':status': 500 }, { endStream: true });
+            }),
+          );
+          return;
+        }
+        this.contexts.set(sock, ctx);
+        this.http.emit('connection', sock);
+        sock.resume();
+      });
       return;
     }
     if (plan.kind === 'tcp') {
@@ -317,7 +335,7 @@ export class OutboundServer {
       const verdict = this.opts.inbound.authorize({ principal: source.spiffeId, destination, port });
       if (!verdict.allowed)
         return Promise.reject(new TunnelError('denied by authorization policy', 'refused', 403));
-      return connectDirect(ep.ip, port, timeoutMs);
+      return connectTcp(ep.ip, port, timeoutMs);
     }
     if (!ep.tunnelAddress || !ep.spiffeId) {
       return Promise.reject(new Error(`endpoint ${ep.ip} has no tunnel address or identity in its metadata`));
@@ -352,6 +370,149 @@ export class OutboundServer {
       this.pools.set(key, p);
     }
     return p;
+  }
+
+  /** Same decisions as onRequest, for one h2c stream: route, weights, breaker, authorization, identity, trace. */
+  private async onH2Stream(
+    ctx: ConnContext,
+    stream: ServerHttp2Stream,
+    h: IncomingHttpHeaders,
+  ): Promise<void> {
+    const started = performance.now();
+    const method = String(h[':method'] ?? 'GET');
+    const path = String(h[':path'] ?? '/');
+    const authority = String(h[':authority'] ?? h.host ?? '');
+    const view: HttpRequestView = { sourceIp: ctx.source.ip, authority, path, method, headers: h };
+    const decision = ctx.route(view);
+    const tp = h.traceparent;
+    const span = this.opts.tracer?.startSpan(
+      `${ctx.service} ${method}`,
+      Array.isArray(tp) ? tp[0] : tp,
+      {
+        'http.request.method': method,
+        'url.path': path.split('?')[0]!,
+        'sockmesh.source': ctx.source.spiffeId,
+        'network.protocol.name': 'h2c',
+      },
+      'client',
+    );
+    const record = (status: number, flags: ResponseFlag, cluster?: UpstreamCluster, ep?: Endpoint) => {
+      span?.end(status >= 500 || flags !== '-' ? 'error' : 'ok', flags === '-' ? undefined : flags);
+      this.opts.events?.completed({
+        source: ctx.source,
+        protocol: 'http',
+        service: ctx.service,
+        cluster: cluster?.name,
+        endpoint: ep,
+        status,
+        flags,
+        durationMs: performance.now() - started,
+        method,
+        path,
+        ...(decision.kind === 'forward' ? { route: decision.routeName } : {}),
+        attempts: ep ? 1 : 0,
+      });
+    };
+    const answer = (
+      status: number,
+      flag: ResponseFlag,
+      body: string,
+      cluster?: UpstreamCluster,
+      ep?: Endpoint,
+    ) => {
+      if (!stream.headersSent)
+        stream.respond({ ':status': status, 'content-type': 'text/plain', 'x-sockmesh-flags': flag });
+      stream.end(body);
+      record(status, flag, cluster, ep);
+    };
+    if (decision.kind === 'reject') {
+      answer(decision.status, decision.flag, decision.body);
+      return;
+    }
+    const { cluster } = decision;
+    const release = cluster.tryAcquire('request');
+    if (!release) {
+      this.opts.events?.breakerOverflow(cluster.name, 'request');
+      answer(503, 'UO', 'upstream overflow: circuit breaker open (max requests)\n', cluster);
+      return;
+    }
+    const ep = cluster.pick(decision.hashKey);
+    if (!ep) {
+      release();
+      answer(503, 'UH', 'no healthy upstream\n', cluster);
+      return;
+    }
+    const headers = decision.headers;
+    delete headers['x-forwarded-client-cert'];
+    if (span) headers.traceparent = span.traceparent;
+    if (ep.local) {
+      const destination = this.opts.localWorkloads.byIp(ep.ip);
+      const verdict = destination
+        ? this.opts.inbound.authorize(
+            { principal: ctx.source.spiffeId, destination, port: ep.port },
+            method,
+            path.split('?')[0],
+          )
+        : { allowed: false as const, policy: '-', reason: 'no local workload' };
+      if (!verdict.allowed) {
+        release();
+        answer(403, 'UAEX', `RBAC: access denied (${verdict.policy})\n`, cluster, ep);
+        return;
+      }
+      if (destination)
+        headers['x-forwarded-client-cert'] = forwardedClientCert(destination.spiffeId, ctx.source.spiffeId);
+    }
+    const untrack = cluster.track(ep);
+    const done = () => {
+      release();
+      untrack();
+    };
+    let session: ClientHttp2Session;
+    try {
+      session = await this.h2c.get(`${ctx.source.spiffeId}|${ctx.svid.serial}|${ep.ip}:${ep.port}`, () =>
+        this.dial(ctx.source, ctx.svid, ep, ep.port, ctx.peer, cluster.connectTimeoutMs),
+      );
+    } catch (err) {
+      done();
+      const denied = err instanceof TunnelError && err.status === 403;
+      if (!denied) cluster.report(ep, { kind: 'connect-failure' });
+      answer(
+        denied ? 403 : 503,
+        denied ? 'UAEX' : 'UF',
+        denied ? 'RBAC: access denied\n' : 'upstream connect failure\n',
+        cluster,
+        ep,
+      );
+      return;
+    }
+    let status = 0;
+    relayH2c(
+      stream,
+      session,
+      upstreamHeaders(headers, method, path, authority),
+      {
+        response: (st) => {
+          status = st;
+          cluster.report(ep, { kind: 'status', status: st });
+        },
+        end: () => {
+          done();
+          record(status, '-', cluster, ep);
+        },
+        error: () => {
+          done();
+          cluster.report(ep, { kind: 'reset' });
+          if (!stream.headersSent) answer(503, 'UR', 'upstream reset\n', cluster, ep);
+          else stream.destroy();
+        },
+        timeout: () => {
+          done();
+          cluster.report(ep, { kind: 'timeout' });
+          answer(504, 'UT', 'upstream request timeout\n', cluster, ep);
+        },
+      },
+      decision.timeoutMs,
+    );
   }
 
   private async onRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -576,24 +737,6 @@ function classify(err: unknown): Outcome {
     return { kind: 'connect-failure' };
   if (e.code === 'UND_ERR_SOCKET' || e.code === 'ECONNRESET') return { kind: 'reset' };
   return { kind: 'connect-failure' };
-}
-
-function connectDirect(ip: string, port: number, timeoutMs: number): Promise<Duplex> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: ip, port, noDelay: true });
-    const timer = setTimeout(
-      () => s.destroy(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })),
-      timeoutMs,
-    );
-    s.once('connect', () => {
-      clearTimeout(timer);
-      resolve(s);
-    });
-    s.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-  });
 }
 
 function readAll(req: http.IncomingMessage): Promise<Buffer> {

@@ -131,6 +131,29 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
     }
   });
 
+  it('routes h2c (HTTP/2 prior knowledge, as gRPC speaks it) per request, locally and across nodes, with identity and authz', async () => {
+    type Answer = { status: number; body: string; error?: string };
+    const h2c = async (from: string, url: string, n: number) =>
+      JSON.parse(
+        (await mesh.exec(from, [process.execPath, join(FIXTURES, 'h2c-client.mjs'), url, String(n)])).stdout,
+      ) as Answer[];
+    const local = await h2c('shop/frontend-1', 'http://reviews.shop.svc.cluster.local:9091/h2', 20);
+    assert.deepEqual([...new Set(local.map((a) => a.status))], [200], JSON.stringify(local[0]));
+    const first = JSON.parse(local[0]!.body) as { protocol: string; caller: string; node: string };
+    assert.equal(first.protocol, 'h2c');
+    assert.equal(first.caller, FRONTEND_ID);
+    const remote = await h2c('shop/frontend-1', 'http://10.96.0.24:9091/h2', 5);
+    assert.deepEqual([...new Set(remote.map((a) => a.status))], [200], JSON.stringify(remote[0]));
+    const viaTunnel = JSON.parse(remote[0]!.body) as { node: string; caller: string };
+    assert.equal(viaTunnel.node, 'node2');
+    assert.equal(viaTunnel.caller, FRONTEND_ID);
+    const denied = await h2c('shop/ratings-1', 'http://reviews.shop.svc.cluster.local:9091/h2', 2);
+    assert.deepEqual(
+      denied.map((a) => a.status),
+      [403, 403],
+    );
+  });
+
   it('splits 90/10 per request over 2000 requests; the header match always hits the canary', async () => {
     const split = await load(mesh, 'shop/frontend-1', REVIEWS, 2000, 20);
     assert.equal(split.byStatus['200'], 2000, JSON.stringify(split));

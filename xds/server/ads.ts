@@ -239,7 +239,14 @@ class AdsStream {
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      if (!this.blocked) this.flush();
+      if (this.blocked) return;
+      try {
+        this.flush();
+      } catch (err) {
+        // A translation bug must not take the control plane down: drop this stream, the client reconnects.
+        this.server.log.error('ADS push failed; closing the stream', { node: this.nodeId, error: err });
+        this.call.emit('error', { code: status.INTERNAL, details: 'push failed' });
+      }
     });
   }
 

@@ -60,8 +60,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
   private readonly bound: string[] = [];
   private version = 0;
   private timer: NodeJS.Timeout | undefined;
-  private reloading: Promise<ReloadResult> | undefined;
-  private again = false;
+  private running: Promise<void> | undefined;
+  private pending: { promise: Promise<ReloadResult>; resolve: (r: ReloadResult) => void } | undefined;
   private readonly learnedNodes = new Map<string, string>();
   private lastErrors = '';
   private fingerprint = '';
@@ -156,24 +156,31 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     this.timer = setTimeout(() => void this.reload(), this.opts.debounceMs ?? 20);
   }
 
-  /** Re-reads the source now. Concurrent calls coalesce into one more pass. */
-  async reload(): Promise<ReloadResult> {
-    if (this.reloading) {
-      this.again = true;
-      return this.reloading;
+  /**
+   * Re-reads the source. The result is from a pass that started after this
+   * call (so it sees every write made before it); calls made while a pass runs
+   * share the one next pass.
+   */
+  reload(): Promise<ReloadResult> {
+    if (!this.pending) {
+      let resolve!: (r: ReloadResult) => void;
+      const promise = new Promise<ReloadResult>((r) => {
+        resolve = r;
+      });
+      this.pending = { promise, resolve };
     }
-    this.reloading = this.doReload();
-    try {
-      let result = await this.reloading;
-      while (this.again) {
-        this.again = false;
-        this.reloading = this.doReload();
-        result = await this.reloading;
-      }
-      return result;
-    } finally {
-      this.reloading = undefined;
+    const { promise } = this.pending;
+    this.running ??= this.drain();
+    return promise;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.pending) {
+      const next = this.pending;
+      this.pending = undefined;
+      next.resolve(await this.doReload());
     }
+    this.running = undefined;
   }
 
   private async doReload(): Promise<ReloadResult> {

@@ -133,7 +133,12 @@ export class DeltaStream {
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      this.flush();
+      try {
+        this.flush();
+      } catch (err) {
+        this.server.log.error('delta ADS push failed; closing the stream', { node: this.nodeId, error: err });
+        this.call.emit('error', { code: status.INTERNAL, details: 'push failed' });
+      }
     });
   }
 

@@ -1,6 +1,8 @@
 /**
  * Kubernetes-style YAML (several documents per file) into SourceObjects that
- * remember the line of every field, so validation can say file:line.
+ * can tell the line of every field, so validation can say file:line. Only the
+ * plain values and the file text are kept: the syntax trees (several times
+ * bigger) are rebuilt on demand when an error has to be located.
  */
 import { isCollection, isNode, LineCounter, parseAllDocuments } from 'yaml';
 import type { ConfigError, FieldPath, SourceLocation, SourceObject } from './source.js';
@@ -20,7 +22,12 @@ export function parseManifestText(file: string, text: string): ParsedFile {
   if (!Array.isArray(docs)) {
     errors.push({ file, line: 1, path: '', reason: 'not a YAML stream' });
   }
-  for (const doc of list) {
+  let trees: typeof list | undefined;
+  const tree = (index: number) => {
+    trees ??= parseAllDocuments(text, { uniqueKeys: true }) as typeof list;
+    return trees[index]!;
+  };
+  for (const [index, doc] of list.entries()) {
     if (doc.errors.length > 0) {
       for (const e of doc.errors) {
         errors.push({
@@ -44,6 +51,7 @@ export function parseManifestText(file: string, text: string): ParsedFile {
       value,
       origin,
       locate(path: FieldPath): SourceLocation {
+        const doc = tree(index);
         for (let n = path.length; n > 0; n--) {
           const node: unknown = doc.getIn(path.slice(0, n), true);
           if (isNode(node) && node.range) {

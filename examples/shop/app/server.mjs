@@ -4,6 +4,7 @@
 // Test knobs: ?status=<code> answers that status, ?delay=<ms> waits first (at most 10 s);
 // PUT /control/fail?on=true makes every answer a 503 until PUT /control/fail?on=false.
 import http from 'node:http';
+import http2 from 'node:http2';
 
 const me = {
   service: process.env.SERVICE ?? 'unknown',
@@ -64,4 +65,13 @@ server.keepAliveTimeout = 30_000;
 server.listen(port, '0.0.0.0', () =>
   process.stderr.write(`${me.service} ${me.version} listening on ${port}\n`),
 );
+// The same answer over h2c (HTTP/2 without TLS, as gRPC speaks it) when H2C_PORT is set.
+if (process.env.H2C_PORT) {
+  http2
+    .createServer((req, res) => {
+      res.setHeader('content-type', 'application/json');
+      res.end(`${JSON.stringify({ ...me, protocol: 'h2c', path: req.url, caller: callerOf(req) })}\n`);
+    })
+    .listen(Number(process.env.H2C_PORT), '0.0.0.0');
+}
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

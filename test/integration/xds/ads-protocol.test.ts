@@ -168,3 +168,23 @@ test('wildcard EDS sends only what changed; wildcard CDS resends the full set wh
   assert.deepEqual(names(c2), ['outbound|9080||reviews.shop.svc.cluster.local', 'sockmesh-passthrough']);
   assert.equal(await eds.quiet(200), true, 'a removed CLA is not announced in state of the world');
 });
+
+test('labelling a namespace out of the mesh removes its pods from the node inbound listener live', async (t) => {
+  const fx = await startControlPlane(t);
+  const ads = new RawAds(fx.unix);
+  t.after(() => ads.close());
+  ads.send({ node: 'node1', type: LISTENER_TYPE });
+  const chains = (r: { resources: Record<string, unknown>[] }) =>
+    (
+      (r.resources.find((x) => x.name === 'sockmesh-inbound')?.filter_chains as
+        | { name: string }[]
+        | undefined) ?? []
+    ).map((c) => c.name);
+  const r1 = await ads.next();
+  assert.deepEqual(chains(r1), ['inbound|shop/reviews-1']);
+  await fx.write('mesh.yaml', MESH.replace('labels: { sockmesh.io/mesh: enabled }', 'labels: {}'));
+  const r2 = await ads.next();
+  assert.deepEqual(chains(r2), []);
+  await fx.write('mesh.yaml', MESH);
+  assert.deepEqual(chains(await ads.next()), ['inbound|shop/reviews-1']);
+});

@@ -133,6 +133,21 @@ async function exercise(
 
   for (let i = 0; i < 20; i++) assert.equal(await call({ 'x-canary': 'yes' }), 'v2');
 
+  // GAMMA: the Service has routes, so a request none of them matches is rejected.
+  const unmatched = await new Promise<grpc.ServiceError | null>((resolve) =>
+    client.makeUnaryRequest(
+      '/other.Other/Who',
+      json.serialize,
+      json.deserialize,
+      {},
+      new grpc.Metadata(),
+      { deadline: Date.now() + 5000 },
+      (err) => resolve(err),
+    ),
+  );
+  assert.equal(unmatched?.code, grpc.status.UNAVAILABLE);
+  assert.match(unmatched?.details ?? '', /Failed to route call/);
+
   await fx.write('mesh.yaml', manifests(p1, p2, 10, 90));
   // Wait (bounded) for the client to pick the new weights up, then measure.
   const deadline = Date.now() + 10_000;
