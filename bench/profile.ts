@@ -156,7 +156,7 @@ async function main(): Promise<void> {
         '16',
         '1',
       ],
-      seconds * 1000 + 60_000,
+      seconds * 1000 + 120_000,
     );
     const prof = await profiling;
     if (prof.code !== 0) throw new Error(`profiling failed: ${prof.stderr}`);
@@ -174,7 +174,7 @@ Profiled process: \`${cmdline}\` (pid ${pid}${workers.length ? `, one of ${worke
 
 Load: ${load.trim()}
 
-Sampled through the inspector (200 µs interval); ${hot.idlePct.toFixed(1)} % of samples idle.
+Sampled through the inspector (1 ms interval); ${hot.idlePct.toFixed(1)} % of samples idle.
 Raw profile: ${keep}
 
 ## Self time by function (top 25)

@@ -235,8 +235,18 @@ interface Row {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** Temp dirs of running scenarios, removed also when the run is interrupted. */
+const tempDirs = new Set<string>();
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+    process.exit(130);
+  });
+}
+
 async function scenario(services: number, clients: number): Promise<Row> {
   const dir = mkdtempSync(path.join(tmpdir(), 'sockmesh-bench-xds-'));
+  tempDirs.add(dir);
   const mdir = path.join(dir, 'm');
   mkdirSync(mdir);
   const write = (files: Map<string, string>, only?: string[]) => {
@@ -313,6 +323,7 @@ async function scenario(services: number, clients: number): Promise<Row> {
     await clientsProc?.stop();
     await cp.close();
     rmSync(dir, { recursive: true, force: true });
+    tempDirs.delete(dir);
   }
 }
 

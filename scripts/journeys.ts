@@ -60,12 +60,20 @@ export function runStep(
   cwd: string,
   timeoutMs = 120_000,
 ): { output: string; status: number | null } {
-  const res = spawnSync('/bin/sh', ['-c', `${command} 2>&1`], {
-    env,
-    cwd,
-    encoding: 'utf8',
-    timeout: timeoutMs,
-  });
+  const res = spawnSync(
+    '/bin/sh',
+    [
+      '-c',
+      `{ ${command}
+} 2>&1`,
+    ],
+    {
+      env,
+      cwd,
+      encoding: 'utf8',
+      timeout: timeoutMs,
+    },
+  );
   return { output: res.stdout ?? '', status: res.status };
 }
 

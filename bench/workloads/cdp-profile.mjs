@@ -21,7 +21,7 @@ const call = (method, params = {}) =>
   });
 await new Promise((r) => ws.addEventListener('open', r, { once: true }));
 await call('Profiler.enable');
-await call('Profiler.setSamplingInterval', { interval: 200 });
+await call('Profiler.setSamplingInterval', { interval: 1000 });
 await call('Profiler.start');
 process.stdout.write('{"profiling":true}\n');
 await new Promise((r) => setTimeout(r, Number(secondsS) * 1000));

@@ -74,7 +74,10 @@ function pct(arr, ps) {
   return out;
 }
 
+let finished = false;
 function finish() {
+  if (finished) return;
+  finished = true;
   const end = nowMs();
   const measured = total - warmCount;
   process.stdout.write(
@@ -92,3 +95,13 @@ function finish() {
 }
 
 setTimeout(tick, 50);
+// A path that cannot keep up queues requests without bound: report what finished by then, and
+// count the rest as errors (their latency is at least this long).
+setTimeout(
+  () => {
+    errors += total - done;
+    done = total;
+    finish();
+  },
+  (seconds + warm + 30) * 1000,
+).unref();
