@@ -71,7 +71,9 @@ function printApply(
     return EXIT.FAILURE;
   }
   for (const c of r.changes ?? [])
-    stdout.write(`${c.object} ${c.action}${c.action === 'unchanged' ? '' : ` (${c.file})`}\n`);
+    stdout.write(
+      `${c.object.replace('//', '/')} ${c.action}${c.action === 'unchanged' ? '' : ` (${c.file})`}\n`,
+    );
   stdout.write(r.dryRun ? 'dry run: valid, nothing applied\n' : `config version ${r.version}\n`);
   return EXIT.OK;
 }
