@@ -35,6 +35,7 @@ export function parseJourneys(readme: string): Step[] {
 /** Strips what changes from run to run: run ids, serials, counts, percentages, times. */
 export function normalise(line: string): string {
   return line
+    .replace(/\/tmp\/sockmesh-[\w-]+|\/run\/sockmesh/g, 'STATE')
     .replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/g, 'TIME')
     .replace(/\b[0-9a-f]{6,}\b/g, 'ID')
     .replace(/\d+(\.\d+)?/g, 'N')

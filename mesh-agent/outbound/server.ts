@@ -654,6 +654,8 @@ export class OutboundServer {
             headers,
             body,
             ...(budget === undefined ? {} : { signal: AbortSignal.timeout(Math.max(1, Math.ceil(budget))) }),
+            // The route's stream idle timeout: no byte from upstream for that long ends the request.
+            ...(decision.idleTimeoutMs ? { headersTimeout: decision.idleTimeoutMs, bodyTimeout: decision.idleTimeoutMs } : {}),
           });
           outcome = up.statusCode >= 500 ? { kind: 'status', status: up.statusCode } : { kind: 'success' };
           cluster.report(
