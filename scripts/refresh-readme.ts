@@ -26,9 +26,11 @@ try {
       const { output, status } = runStep(line.slice(2), env, repo);
       // A failing step would document the failure: stop and leave README.md as it was.
       if (status !== 0) throw new Error(`\`${line.slice(2)}\` exited ${status}:\n${output}`);
+      // Show the state directory users get, not this run's temporary one.
+      const shown = output.replaceAll(env.SOCKMESH_STATE_DIR, '/run/sockmesh');
       out.push(
         line,
-        ...output
+        ...shown
           .trimEnd()
           .split('\n')
           .filter((l) => l !== ''),
