@@ -6,6 +6,7 @@ import { Pool } from 'undici';
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
 import { H2cSessions, relayH2c, serveH2c, sniffH2c, upstreamHeaders } from '../io/h2c.js';
+import { HOP_BY_HOP } from '../io/headers.js';
 import { asPlainDuplex, connectTcp, splice } from '../io/streams.js';
 import type { TunnelHandler, TunnelRequest } from '../tunnel/server.js';
 import {
@@ -51,18 +52,6 @@ interface Caller {
   destination: LocalWorkload;
   port: number;
 }
-
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'te',
-  'trailer',
-  'upgrade',
-  'host',
-  'x-forwarded-client-cert',
-]);
 
 /**
  * The destination half of the mesh on a node: admits tunnelled connections to
@@ -275,7 +264,7 @@ export class InboundServer implements TunnelHandler {
     }
     const headers: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(req.headers)) {
-      if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
+      if (v !== undefined && !HOP_BY_HOP.has(k) && k !== 'host') headers[k] = v;
     }
     headers.host = req.headers.host ?? `${caller.destination.ip}:${caller.port}`;
     if (caller.principal)

@@ -6,9 +6,10 @@ import { Pool } from 'undici';
 import type { X509Svid } from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
-import { forwardedClientCert, type LocalWorkloads } from '../inbound/policy.js';
+import { forwardedClientCert, type LocalWorkload, type LocalWorkloads } from '../inbound/policy.js';
 import type { InboundServer } from '../inbound/server.js';
 import { H2cSessions, relayH2c, serveH2c, sniffH2c, upstreamHeaders } from '../io/h2c.js';
+import { HOP_BY_HOP } from '../io/headers.js';
 import { connectTcp, splice } from '../io/streams.js';
 import { TunnelError, type TunnelPool } from '../tunnel/pool.js';
 import type {
@@ -31,14 +32,7 @@ export interface OriginalDestinations {
 }
 
 /** A meshed pod of this node as a caller. */
-export interface SourceWorkload {
-  ip: string;
-  namespace: string;
-  name: string;
-  serviceAccount: string;
-  spiffeId: string;
-  version: string | undefined;
-}
+export type SourceWorkload = Omit<LocalWorkload, 'protocolOf'>;
 
 export interface SourceWorkloads {
   byIp(ip: string): SourceWorkload | undefined;
@@ -106,17 +100,6 @@ interface ConnContext {
   route: (req: HttpRequestView) => RouteDecision;
   peer: string;
 }
-
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'te',
-  'trailer',
-  'upgrade',
-  'x-forwarded-client-cert',
-]);
 
 /** Retries replay the request body, so only bodies up to this size are buffered for them. */
 const MAX_REPLAY_BODY = 64 * 1024;
@@ -372,31 +355,33 @@ export class OutboundServer {
     return p;
   }
 
-  /** Same decisions as onRequest, for one h2c stream: route, weights, breaker, authorization, identity, trace. */
-  private async onH2Stream(
+  /** The client span and the completion record of one proxied request, for HTTP/1.1 and h2c alike. */
+  private tracking(
     ctx: ConnContext,
-    stream: ServerHttp2Stream,
-    h: IncomingHttpHeaders,
-  ): Promise<void> {
+    view: HttpRequestView,
+    decision: RouteDecision,
+    protocol: 'http/1.1' | 'h2c',
+  ) {
     const started = performance.now();
-    const method = String(h[':method'] ?? 'GET');
-    const path = String(h[':path'] ?? '/');
-    const authority = String(h[':authority'] ?? h.host ?? '');
-    const view: HttpRequestView = { sourceIp: ctx.source.ip, authority, path, method, headers: h };
-    const decision = ctx.route(view);
-    const tp = h.traceparent;
+    const tp = view.headers.traceparent;
     const span = this.opts.tracer?.startSpan(
-      `${ctx.service} ${method}`,
-      Array.isArray(tp) ? tp[0] : tp,
+      `${ctx.service} ${view.method}`,
+      Array.isArray(tp) ? tp[0] : (tp as string | undefined),
       {
-        'http.request.method': method,
-        'url.path': path.split('?')[0]!,
+        'http.request.method': view.method,
+        'url.path': view.path.split('?')[0]!,
         'sockmesh.source': ctx.source.spiffeId,
-        'network.protocol.name': 'h2c',
+        'network.protocol.name': protocol,
       },
       'client',
     );
-    const record = (status: number, flags: ResponseFlag, cluster?: UpstreamCluster, ep?: Endpoint) => {
+    const record = (
+      status: number,
+      flags: ResponseFlag,
+      cluster?: UpstreamCluster,
+      ep?: Endpoint,
+      attempts = ep ? 1 : 0,
+    ) => {
       span?.end(status >= 500 || flags !== '-' ? 'error' : 'ok', flags === '-' ? undefined : flags);
       this.opts.events?.completed({
         source: ctx.source,
@@ -407,12 +392,27 @@ export class OutboundServer {
         status,
         flags,
         durationMs: performance.now() - started,
-        method,
-        path,
+        method: view.method,
+        path: view.path,
         ...(decision.kind === 'forward' ? { route: decision.routeName } : {}),
-        attempts: ep ? 1 : 0,
+        attempts,
       });
     };
+    return { span, record };
+  }
+
+  /** Same decisions as onRequest, for one h2c stream: route, weights, breaker, authorization, identity, trace. */
+  private async onH2Stream(
+    ctx: ConnContext,
+    stream: ServerHttp2Stream,
+    h: IncomingHttpHeaders,
+  ): Promise<void> {
+    const method = String(h[':method'] ?? 'GET');
+    const path = String(h[':path'] ?? '/');
+    const authority = String(h[':authority'] ?? h.host ?? '');
+    const view: HttpRequestView = { sourceIp: ctx.source.ip, authority, path, method, headers: h };
+    const decision = ctx.route(view);
+    const { span, record } = this.tracking(ctx, view, decision, 'h2c');
     const answer = (
       status: number,
       flag: ResponseFlag,
@@ -530,40 +530,7 @@ export class OutboundServer {
       headers: req.headers,
     };
     const decision = ctx.route(view);
-    const traceparent = req.headers.traceparent;
-    const span = this.opts.tracer?.startSpan(
-      `${ctx.service} ${view.method}`,
-      Array.isArray(traceparent) ? traceparent[0] : traceparent,
-      {
-        'http.request.method': view.method,
-        'url.path': view.path.split('?')[0]!,
-        'sockmesh.source': ctx.source.spiffeId,
-      },
-      'client',
-    );
-    const record = (
-      status: number,
-      flags: ResponseFlag,
-      cluster?: UpstreamCluster,
-      ep?: Endpoint,
-      attempts = 0,
-    ) => {
-      span?.end(status >= 500 || flags !== '-' ? 'error' : 'ok', flags === '-' ? undefined : flags);
-      this.opts.events?.completed({
-        source: ctx.source,
-        protocol: 'http',
-        service: ctx.service,
-        cluster: cluster?.name,
-        endpoint: ep,
-        status,
-        flags,
-        durationMs: performance.now() - started,
-        method: view.method,
-        path: view.path,
-        ...(decision.kind === 'forward' ? { route: decision.routeName } : {}),
-        attempts,
-      });
-    };
+    const { span, record } = this.tracking(ctx, view, decision, 'http/1.1');
     if (decision.kind === 'reject') {
       res.writeHead(decision.status, { 'content-type': 'text/plain', 'x-sockmesh-flags': decision.flag });
       res.end(decision.body);
@@ -655,7 +622,9 @@ export class OutboundServer {
             body,
             ...(budget === undefined ? {} : { signal: AbortSignal.timeout(Math.max(1, Math.ceil(budget))) }),
             // The route's stream idle timeout: no byte from upstream for that long ends the request.
-            ...(decision.idleTimeoutMs ? { headersTimeout: decision.idleTimeoutMs, bodyTimeout: decision.idleTimeoutMs } : {}),
+            ...(decision.idleTimeoutMs
+              ? { headersTimeout: decision.idleTimeoutMs, bodyTimeout: decision.idleTimeoutMs }
+              : {}),
           });
           outcome = up.statusCode >= 500 ? { kind: 'status', status: up.statusCode } : { kind: 'success' };
           cluster.report(
