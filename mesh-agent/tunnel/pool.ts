@@ -145,8 +145,8 @@ export class TunnelPool {
     const bundle = t.source.bundle;
     const session = http2.connect(`https://${t.nodeAddress}`, {
       settings: { initialWindowSize: 4 << 20, enablePush: false },
-      createConnection: () =>
-        tls.connect({
+      createConnection: () => {
+        const socket = tls.connect({
           host,
           port: Number(portStr),
           servername: identitySni(t.expectedServerId),
@@ -161,7 +161,11 @@ export class TunnelPool {
               ? undefined
               : new Error(`tunnel peer refused (${verdict.code}): ${verdict.reason}`);
           },
-        }),
+        });
+        // Small request/response frames must not wait for Nagle and delayed ACKs (~40-200 ms stalls).
+        socket.setNoDelay(true);
+        return socket;
+      },
     });
     const ready = new Promise<ClientHttp2Session>((resolve, reject) => {
       session.once('connect', () => {

@@ -1,4 +1,9 @@
-import http2, { type Http2SecureServer, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import http2, {
+  type Http2SecureServer,
+  type IncomingHttpHeaders,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 import {
@@ -51,6 +56,7 @@ export class TunnelServer {
   private readonly server: Http2SecureServer;
   private readonly contexts = new Map<string, { serial: string; ctx: SecureContext }>();
   private readonly peers = new WeakMap<object, string>();
+  private readonly sessions = new Set<ServerHttp2Session>();
   private readonly log: Logger;
 
   constructor(private readonly opts: TunnelServerOptions) {
@@ -71,7 +77,10 @@ export class TunnelServer {
       maxSessionMemory: 64,
     });
     this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
+    this.server.on('secureConnection', (socket) => socket.setNoDelay(true));
     this.server.on('session', (session) => {
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
       session.setLocalWindowSize(16 << 20);
       session.on('error', () => {});
     });
@@ -89,8 +98,11 @@ export class TunnelServer {
     return this.server.address() as AddressInfo;
   }
 
+  /** Stops listening and ends every session: a peer that keeps its session open cannot hold shutdown hostage. */
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const s of this.sessions) s.destroy();
+    await closed;
   }
 
   private contextFor(sni: string): SecureContext | undefined {
