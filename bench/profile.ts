@@ -25,6 +25,7 @@ import {
   WORKLOADS,
   waitServers,
 } from './lib/bed.js';
+import { cpuSeconds, cpuSplit } from './lib/proc.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, '..');
@@ -129,22 +130,12 @@ async function main(): Promise<void> {
     const broken = await waitServers(mesh);
     if (broken.length > 0) process.stderr.write(`warning: not answering: ${broken.join('; ')}\n`);
     const group = agentGroups(mesh).find((g) => g.name === `agent ${values.node}`);
-    // With proxy workers, profile one worker (the kernel spreads connections over them); else the agent.
     const pids = group?.pids() ?? [];
     const ppid = (p: number) => Number(readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]?.split(' ')[1]);
     const workers = pids.filter((p) => pids.includes(ppid(p)));
-    const pid = workers[0] ?? pids[0];
-    if (pid === undefined) throw new Error(`no agent process on ${values.node}`);
-    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
-    process.kill(pid, 'SIGUSR1');
-    await new Promise((r) => setTimeout(r, 1000));
-    const out = join(mesh.paths.runDir, 'agent.cpuprofile');
-    const node = mesh.bed.node(values.node);
-    const profiling = mesh.bed.exec(node, [NODE, join(WORKLOADS, 'cdp-profile.mjs'), String(seconds), out], {
-      timeoutMs: seconds * 1000 + 30_000,
-    });
-    await new Promise((r) => setTimeout(r, 500));
-    const load = await execIn(
+    // The load starts first; after 3 s the busiest worker (the kernel does not spread one pooled
+    // tunnel connection over workers) or the agent itself is the one profiled.
+    const loading = execIn(
       mesh,
       CLIENT.meshed,
       [
@@ -152,13 +143,35 @@ async function main(): Promise<void> {
         join(WORKLOADS, 'open-loop.mjs'),
         `http://${vip}:8080/`,
         values.rate,
-        String(seconds),
+        String(seconds + 2),
         '16',
-        '1',
+        '2',
       ],
       seconds * 1000 + 120_000,
     );
+    const candidates = workers.length > 0 ? workers : pids;
+    const before = new Map(candidates.map((p) => [p, cpuSeconds(p)]));
+    await new Promise((r) => setTimeout(r, 3000));
+    const busiest = candidates
+      .map((p) => ({ p, used: cpuSeconds(p) - (before.get(p) ?? 0) }))
+      .sort((a, b) => b.used - a.used);
+    const pid = busiest[0]?.p;
+    if (pid === undefined) throw new Error(`no agent process on ${values.node}`);
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
+    process.kill(pid, 'SIGUSR1');
+    await new Promise((r) => setTimeout(r, 500));
+    const out = join(mesh.paths.runDir, 'agent.cpuprofile');
+    const node = mesh.bed.node(values.node);
+    const split0 = cpuSplit(pid);
+    const profiling = mesh.bed.exec(node, [NODE, join(WORKLOADS, 'cdp-profile.mjs'), String(seconds), out], {
+      timeoutMs: seconds * 1000 + 30_000,
+    });
     const prof = await profiling;
+    const split1 = cpuSplit(pid);
+    const user = split1.user - split0.user;
+    const system = split1.system - split0.system;
+    const load = await loading;
+    const split = busiest.map((b) => `${b.p}: ${b.used.toFixed(2)} CPU-s`).join(', ');
     if (prof.code !== 0) throw new Error(`profiling failed: ${prof.stderr}`);
     const profile = JSON.parse(readFileSync(out, 'utf8')) as CpuProfile;
     const keep = join(tmpdir(), `sockmesh-agent-${values.path}-${values.node}.cpuprofile`);
@@ -170,9 +183,13 @@ async function main(): Promise<void> {
         .join('\n');
     const md = `# Agent CPU profile: ${values.path.toUpperCase()} path, ${values.node}, ${values.rate} rps of 1 KiB HTTP for ${seconds} s
 
-Profiled process: \`${cmdline}\` (pid ${pid}${workers.length ? `, one of ${workers.length} proxy workers` : ''})
+Profiled process: \`${cmdline}\` (pid ${pid}${workers.length ? `, the busiest of ${workers.length} proxy workers over 3 s of load: ${split}` : ''})
 
 Load: ${load.trim()}
+
+CPU of the profiled process while sampled: ${user.toFixed(2)} s user + ${system.toFixed(2)} s system
+over ${seconds} s (${((100 * (user + system)) / seconds).toFixed(1)} % of a core). The sampler sees the JS thread only: kernel
+time (TCP/IP, TLS writes' syscalls) shows up as "(idle)" or inside the native frames.
 
 Sampled through the inspector (1 ms interval); ${hot.idlePct.toFixed(1)} % of samples idle.
 Raw profile: ${keep}

@@ -36,7 +36,7 @@ import {
   withFds,
 } from './lib/bed.js';
 import { type HaproxyPair, startHaproxyPair } from './lib/haproxy.js';
-import { CpuWindow, comm, groupRssMiB, type ProcGroup, type ProcUsage } from './lib/proc.js';
+import { CpuWindow, cmdline, comm, groupRssMiB, type ProcGroup, type ProcUsage, rssMiB } from './lib/proc.js';
 import { renderMarkdown, renderTerminal } from './lib/report.js';
 import { type Verdict, verdict } from './lib/targets.js';
 import type { BulkRow, HttpRow, Report, Results, ScaleResult, ThroughputRow } from './lib/types.js';
@@ -511,6 +511,14 @@ async function main(): Promise<void> {
                 .join(',')}`,
           )
           .join(' ')}`,
+      );
+      results.agentProcesses = agents.flatMap((g) =>
+        g.pids().map((pid) => ({
+          agent: g.name,
+          pid,
+          role: /worker-main\.(ts|js)/.test(cmdline(pid)) ? 'worker' : 'primary',
+          rssMiB: Math.round(rssMiB(pid) * 10) / 10,
+        })),
       );
       results.agentIdleRssMiB = Object.fromEntries(agents.map((g) => [g.name, groupRssMiB(g)]));
       startServers(mesh);

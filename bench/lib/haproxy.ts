@@ -17,7 +17,7 @@ export const HAPROXY_PORTS = { l4: 18080, l7: 18081, bulk: 18082 } as const;
 const TUNNEL_PORTS = { l4: 18443, l7: 18444, bulk: 18445 } as const;
 
 export interface HaproxyPair {
-  /** Where the client connects (node1's gateway address, reachable from its pods). */
+  /** Where the client connects (a second address on node1's bridge, reachable from its pods). */
   entry: { host: string; ports: typeof HAPROXY_PORTS };
   pids: { node1: number[]; node2: number[] };
   stop(): void;
@@ -87,6 +87,15 @@ defaults
   timeout http-keep-alive 300s
 `;
 
+/**
+ * The haproxys use a second bridge address per node (.2), not the node gateway (.1): the kernel
+ * side accelerates (sk_msg) every local socket pair whose one end is the gateway address, as that
+ * is where the agent listens and connects from, and the baseline must not borrow the mesh's trick.
+ */
+export function sideAddress(gatewayIp: string): string {
+  return gatewayIp.replace(/\.1$/, '.2');
+}
+
 export function entryConfig(dir: string, gateway: string, peer: string): string {
   const tls = `ssl crt ${join(dir, 'node1.pem')} ca-file ${join(dir, 'ca.pem')} verify required`;
   const pair = (name: keyof typeof HAPROXY_PORTS, mode: 'tcp' | 'http') => `
@@ -101,7 +110,7 @@ backend ${name}
   return GLOBAL + pair('l4', 'tcp') + pair('l7', 'http') + pair('bulk', 'tcp');
 }
 
-export function exitConfig(dir: string, underlay: string, server: string): string {
+export function exitConfig(dir: string, underlay: string, server: string, source: string): string {
   const tls = `ssl crt ${join(dir, 'node2.pem')} ca-file ${join(dir, 'ca.pem')} verify required`;
   const pair = (name: keyof typeof HAPROXY_PORTS, mode: 'tcp' | 'http', port: number) => `
 frontend ${name}
@@ -110,7 +119,7 @@ frontend ${name}
   default_backend ${name}
 backend ${name}
   mode ${mode}${mode === 'http' ? '\n  http-reuse always' : ''}
-  server app ${server}:${port}
+  server app ${server}:${port} source ${source}
 `;
   return GLOBAL + pair('l4', 'tcp', 8080) + pair('l7', 'http', 8080) + pair('bulk', 'tcp', 5201);
 }
@@ -142,8 +151,16 @@ export async function startHaproxyPair(
   makeCerts(opts.dir, opts.trustDomain);
   const c1 = join(opts.dir, 'node1.cfg');
   const c2 = join(opts.dir, 'node2.cfg');
-  writeFileSync(c1, entryConfig(opts.dir, n1.gatewayIp, n2.underlayIp));
-  writeFileSync(c2, exitConfig(opts.dir, n2.underlayIp, opts.serverIp));
+  const entry = sideAddress(n1.gatewayIp);
+  const source = sideAddress(n2.gatewayIp);
+  for (const [node, addr] of [
+    [n1, entry],
+    [n2, source],
+  ] as const) {
+    execFileSync('ip', ['-n', node.netns, 'addr', 'add', `${addr}/32`, 'dev', 'cbr0']);
+  }
+  writeFileSync(c1, entryConfig(opts.dir, entry, n2.underlayIp));
+  writeFileSync(c2, exitConfig(opts.dir, n2.underlayIp, opts.serverIp, source));
   for (const [node, cfg] of [
     [n2, c2],
     [n1, c1],
@@ -152,7 +169,7 @@ export async function startHaproxyPair(
   }
   const probe = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'lab', 'probe.mjs');
   for (const [node, host, ports] of [
-    [n1, n1.gatewayIp, Object.values(HAPROXY_PORTS)],
+    [n1, entry, Object.values(HAPROXY_PORTS)],
     [n2, n2.underlayIp, Object.values(TUNNEL_PORTS)],
   ] as const) {
     const probes = ports.map((port) => ({ kind: 'tcp', host, port }));
@@ -170,7 +187,7 @@ export async function startHaproxyPair(
     throw new Error(`haproxy did not start; see ${opts.dir}/node*.log`);
   }
   return {
-    entry: { host: n1.gatewayIp, ports: HAPROXY_PORTS },
+    entry: { host: entry, ports: HAPROXY_PORTS },
     pids,
     stop() {
       for (const pid of [...pids.node1, ...pids.node2]) {

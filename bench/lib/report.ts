@@ -38,6 +38,10 @@ export function renderTables(r: Report): string {
     );
   }
 
+  if (res.agentProcesses?.length) {
+    const by = res.agentProcesses.map((a) => `${a.agent} ${a.role} ${f(a.rssMiB, 0)}`).join(', ');
+    out.push(`\nAgent processes right after start (RSS MiB): ${by}.\n`);
+  }
   if (res.http) {
     out.push(
       `\n### 2. HTTP/1.1, 1 KiB responses, ${p.rate} rps open loop, cross-node (${p.httpSeconds} s after ${p.warmup} s warm-up, ${p.httpConnections} connections; median of ${p.rounds} round(s); agent workers: ${p.agentWorkers}; agents run from ${p.agentsRunFrom})\n`,
@@ -118,7 +122,7 @@ export function renderTables(r: Report): string {
         res.bulk.map((b) => [
           b.path,
           b.error ? `failed: ${b.error}` : f(b.gbps, 2),
-          b.ratio === null ? '1 (baseline)' : `${f(b.ratio, 2)}x`,
+          b.error ? '–' : b.ratio === null ? '1 (baseline)' : `${f(b.ratio, 2)}x`,
           b.proxies.map((x) => `${x.name}: ${f(x.cores, 2)}`).join('<br>') || '–',
         ]),
       ),

@@ -92,6 +92,8 @@ export interface Machine {
 }
 
 export interface Results {
+  /** Each agent process right after start: the primary and its proxy workers. */
+  agentProcesses?: { agent: string; pid: number; role: string; rssMiB: number }[];
   /** Mesh paths that did not answer before the measurements started. */
   brokenPaths?: string[];
   agentIdleRssMiB?: Record<string, number>;

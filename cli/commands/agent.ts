@@ -30,6 +30,8 @@ pinned so established connections survive a restart.
                            one per core; 1 runs the proxy in the agent process)
   --admin-host <ip>        where metrics/health listen (:${PORTS.admin}); default 0.0.0.0
   --access-log             write one JSON access log line per request/connection to stdout
+  --accelerate             splice same-node hops with sk_msg (experimental: a fast writer
+                           into a slow reader can get ENOMEM; off by default)
   --otlp <url>             export spans to this OTLP/HTTP endpoint
 
 Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup, bpffs).`,
@@ -49,6 +51,7 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
         workers: { type: 'string' },
         'admin-host': { type: 'string' },
         'access-log': { type: 'boolean' },
+        accelerate: { type: 'boolean' },
         otlp: { type: 'string' },
       },
       false,
@@ -98,6 +101,7 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
       ...(workers === undefined ? {} : { workers }),
       ...(v['admin-host'] ? { adminHost: v['admin-host'] } : {}),
       accessLog: v['access-log'] === true,
+      accelerate: v.accelerate === true,
       ...(v.otlp ? { otlpEndpoint: v.otlp } : {}),
     };
     requireAgentPaths(opts);

@@ -33,6 +33,11 @@ export interface AgentOptions {
   bpffsDir: string;
   /** Embedded CA directory (ca.crt, ca.key, config). */
   caDir: string;
+  /**
+   * sk_msg splicing of same-node hops. Off by default: the kernel gives an ingress redirect no
+   * backpressure, so a fast writer into a slow reader can see ENOMEM (see README, Not done yet).
+   */
+  accelerate?: boolean;
   /** Proxy worker processes; 1 runs the proxy inside the agent process. Default: one per core. */
   workers?: number;
   svidTtlMs?: number;
@@ -106,6 +111,7 @@ export class MeshAgent {
     });
     this.dataplane = dataplane;
     dataplane.setProxy({ ip: o.proxyIp, port: this.ports.outbound });
+    dataplane.setAcceleration(o.accelerate === true);
     for (const cg of dataplane.pods()) this.enrolled.set(`adopted:${cg}`, cg);
 
     const workers = o.workers ?? availableParallelism();
