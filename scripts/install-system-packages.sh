@@ -6,7 +6,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 3
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
+[ "${SKIP_APT_UPDATE:-}" = 1 ] || apt-get update -qq
 # clang/llvm/libbpf-dev/bpftool: the eBPF programs and the libbpf addon; iproute2: the local mesh;
 # make/g++/python3: node-gyp; openssl/tcpdump: tests that verify chains and capture the underlay;
 # haproxy/wrk: the benchmark baselines.

@@ -43,6 +43,25 @@ export interface AdsNodeInfo {
   metadata: Record<string, unknown>;
 }
 
+/**
+ * The first request of an ADS stream (SotW or delta) must name its node: that
+ * node's resource set is what the stream serves. Without node.id the stream is
+ * refused with INVALID_ARGUMENT and undefined is returned.
+ */
+export function nodeOfFirstRequest(
+  call: ServerDuplexStream<unknown, unknown>,
+  node: { id?: string; metadata?: unknown } | undefined,
+  what: string,
+): AdsNodeInfo | undefined {
+  const id = node?.id;
+  if (!id) {
+    call.emit('error', { code: status.INVALID_ARGUMENT, details: `the first ${what} must carry node.id` });
+    call.end();
+    return undefined;
+  }
+  return { id, metadata: structToJson(node?.metadata as Parameters<typeof structToJson>[0]) };
+}
+
 export interface AdsEvents {
   connect: [node: AdsNodeInfo];
   disconnect: [node: AdsNodeInfo];
@@ -164,18 +183,15 @@ class AdsStream {
 
   private onRequest(req: DiscoveryRequest): void {
     if (this.nodeId === undefined) {
-      const id = req.node?.id;
-      if (!id) {
-        this.call.emit('error', {
-          code: status.INVALID_ARGUMENT,
-          details: 'the first DiscoveryRequest must carry node.id',
-        });
-        this.call.end();
-        return;
-      }
-      this.nodeId = id;
-      this.nodeInfo = { id, metadata: structToJson(req.node?.metadata) };
-      this.server.log.info('ADS stream opened', { node: id, peer: this.call.getPeer() });
+      const info = nodeOfFirstRequest(
+        this.call as ServerDuplexStream<unknown, unknown>,
+        req.node,
+        'DiscoveryRequest',
+      );
+      if (!info) return;
+      this.nodeId = info.id;
+      this.nodeInfo = info;
+      this.server.log.info('ADS stream opened', { node: info.id, peer: this.call.getPeer() });
       this.server.emit('connect', this.nodeInfo);
     }
     const typeUrl = req.type_url ?? '';

@@ -6,7 +6,6 @@
  */
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
-import { structToJson } from '../codec.js';
 import {
   encodeMessage,
   isResourceType,
@@ -14,7 +13,7 @@ import {
   type ResourceTypeUrl,
   shortTypeName,
 } from '../protos.js';
-import type { AdsNodeInfo, AdsServer } from './ads.js';
+import { type AdsNodeInfo, type AdsServer, nodeOfFirstRequest } from './ads.js';
 import type { EncodedResource, Snapshot } from './snapshot.js';
 
 export interface DeltaDiscoveryRequest {
@@ -71,18 +70,15 @@ export class DeltaStream {
 
   private onRequest(req: DeltaDiscoveryRequest): void {
     if (this.nodeId === undefined) {
-      const id = req.node?.id;
-      if (!id) {
-        this.call.emit('error', {
-          code: status.INVALID_ARGUMENT,
-          details: 'the first DeltaDiscoveryRequest must carry node.id',
-        });
-        this.call.end();
-        return;
-      }
-      this.nodeId = id;
-      this.nodeInfo = { id, metadata: structToJson(req.node?.metadata) };
-      this.server.log.info('delta ADS stream opened', { node: id, peer: this.call.getPeer() });
+      const info = nodeOfFirstRequest(
+        this.call as ServerDuplexStream<unknown, unknown>,
+        req.node,
+        'DeltaDiscoveryRequest',
+      );
+      if (!info) return;
+      this.nodeId = info.id;
+      this.nodeInfo = info;
+      this.server.log.info('delta ADS stream opened', { node: info.id, peer: this.call.getPeer() });
       this.server.emit('connect', this.nodeInfo);
     }
     const typeUrl = req.type_url ?? '';
