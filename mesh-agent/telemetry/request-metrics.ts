@@ -19,6 +19,7 @@ import {
   type MetricProducer,
   type SumMetricData,
 } from '@opentelemetry/sdk-metrics';
+import { tcpLabels } from './tcp-metrics.js';
 import type { RequestEvent } from './types.js';
 
 export const REQUESTS_TOTAL = 'sockmesh_requests_total';
@@ -47,19 +48,9 @@ interface Series {
 }
 
 export function requestLabels(ev: RequestEvent): Attributes {
-  const s = ev.source;
-  const d = ev.destination;
+  // The peer labels are the TCP connection labels; a request adds protocol and outcome.
   return {
-    reporter: ev.reporter,
-    source_workload: s.workload || UNKNOWN,
-    source_namespace: s.namespace || UNKNOWN,
-    source_version: s.version || UNKNOWN,
-    source_principal: s.principal || UNKNOWN,
-    destination_service: d.service || UNKNOWN,
-    destination_workload: d.workload || UNKNOWN,
-    destination_namespace: d.namespace || UNKNOWN,
-    destination_version: d.version || UNKNOWN,
-    destination_cluster: d.cluster || UNKNOWN,
+    ...tcpLabels(ev),
     request_protocol: ev.protocol,
     response_code: ev.code,
     response_flags: ev.flags || '-',
