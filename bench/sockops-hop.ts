@@ -5,14 +5,20 @@
  * 64 KiB-write throughput, all in one run on one fresh test bed.
  *
  *   node --import tsx bench/sockops-hop.ts [--iterations 20000] [--bytes 1073741824] [--runs 3] [--cpu 0]
+ *     [--impl node,c]
+ *
+ * Each path is measured twice: with Node workers (what the proxy sees) and with
+ * bench/hop/hop.c (compiled with cc at run time), whose blocking syscalls leave
+ * the kernel path's own cost visible.
  *
  * Writes bench/results/sockops-hop.json and .md. Workers are this same file
  * run with --worker inside the bed's namespaces.
  */
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
-import { cpus, release } from 'node:os';
+import { cpus, release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -33,6 +39,7 @@ const { values } = parseArgs({
     cpu: { type: 'string', default: '0' },
     bytes: { type: 'string', default: String(1024 ** 3) },
     runs: { type: 'string', default: '3' },
+    impl: { type: 'string', default: 'node,c' },
   },
 });
 
@@ -133,12 +140,17 @@ async function throughputWorker(): Promise<void> {
 
 // ---- driver -------------------------------------------------------------------
 
+type Impl = 'node' | 'c';
+
 interface Row {
+  impl: Impl;
   path: string;
   p50us: number;
   p99us: number;
   gbps: number;
   redirectedMsgs: string;
+  /** C workers: blocking reads the kernel answered with EAGAIN (retried). */
+  eagain: number;
 }
 
 async function driver(): Promise<void> {
@@ -160,54 +172,43 @@ async function driver(): Promise<void> {
     const pod = await bed.addPod({ name: 'bench', namespace: 'bench', node: node.name });
     dp = SockopsDataplane.open({ cgroupPath: node.cgroupPath, bpffsDir: node.bpffsDir, logger: nullLogger });
     dp.setProxy({ ip: node.gatewayIp, port: 15001 });
+    const hopBinary = join(tmpdir(), `sockmesh-hop-${process.pid}`);
+    const impls = (values.impl ?? 'node,c').split(',').filter((i): i is Impl => i === 'node' || i === 'c');
+    if (impls.includes('c')) execFileSync('cc', ['-O2', '-o', hopBinary, join(HERE, 'hop', 'hop.c')]);
+    const workerArgv = (impl: Impl, mode: string, ...args: string[]): string[] =>
+      impl === 'c'
+        ? ['taskset', '-c', cpu, hopBinary, mode, ...args]
+        : ['taskset', '-c', cpu, process.execPath, '--import', 'tsx', SELF, '--worker', mode, ...args];
     // The stand-in proxy (15001) and a plain listener (15002) in the node netns, system cgroup.
-    for (const port of [15001, 15002]) {
-      const child = bed.spawn(
-        node,
-        [
-          'taskset',
-          '-c',
-          cpu,
-          process.execPath,
-          '--import',
-          'tsx',
-          SELF,
-          '--worker',
-          'server',
-          '--listen',
-          `${node.gatewayIp}:${port}`,
-        ],
-        { cwd: REPO },
-      );
-      children.push(child);
-      await new Promise<void>((resolve, reject) => {
-        child.stdout?.once('data', () => resolve());
-        child.once('exit', (code) => reject(new Error(`server exited ${code}`)));
-      });
-    }
-    const run = async (mode: 'pingpong' | 'throughput', target: string) => {
-      const res = await bed.exec(
-        pod,
-        [
-          'taskset',
-          '-c',
-          cpu,
-          process.execPath,
-          '--import',
-          'tsx',
-          SELF,
-          '--worker',
-          mode,
-          '--target',
-          target,
-          '--iterations',
-          iterations,
-          '--bytes',
-          bytes,
-        ],
-        { cwd: REPO, timeoutMs: 300_000 },
-      );
-      if (res.code !== 0) throw new Error(`${mode} worker failed: ${res.stderr}`);
+    const startServers = async (impl: Impl) => {
+      const started: (typeof children)[number][] = [];
+      for (const port of [15001, 15002]) {
+        const where = `${node.gatewayIp}:${port}`;
+        const child = bed.spawn(
+          node,
+          workerArgv(impl, 'server', ...(impl === 'c' ? [where] : ['--listen', where])),
+          {
+            cwd: REPO,
+          },
+        );
+        children.push(child);
+        started.push(child);
+        await new Promise<void>((resolve, reject) => {
+          child.stdout?.once('data', () => resolve());
+          child.once('exit', (code) => reject(new Error(`server exited ${code}`)));
+        });
+      }
+      return () => {
+        for (const c of started) c.kill('SIGKILL');
+      };
+    };
+    const run = async (impl: Impl, mode: 'pingpong' | 'throughput', target: string) => {
+      const args =
+        impl === 'c'
+          ? [target, mode === 'pingpong' ? iterations : bytes]
+          : ['--target', target, '--iterations', iterations, '--bytes', bytes];
+      const res = await bed.exec(pod, workerArgv(impl, mode, ...args), { cwd: REPO, timeoutMs: 300_000 });
+      if (res.code !== 0) throw new Error(`${impl} ${mode} worker failed (${res.code}): ${res.stderr}`);
       return JSON.parse(res.stdout.trim().split('\n').pop() ?? '{}') as Record<string, number>;
     };
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
@@ -239,30 +240,40 @@ async function driver(): Promise<void> {
       },
     ];
     const rows: Row[] = [];
-    for (const sc of scenarios) {
-      sc.setup();
-      const before = dp.counters().messagesRedirected;
-      const p50s: number[] = [];
-      const p99s: number[] = [];
-      const gbps: number[] = [];
-      for (let r = 0; r < runs; r++) {
-        const pp = await run('pingpong', sc.target);
-        p50s.push(pp.p50 ?? 0);
-        p99s.push(pp.p99 ?? 0);
-        const tp = await run('throughput', sc.target);
-        if (tp.bytes !== Number(bytes)) throw new Error(`${sc.path}: sink got ${tp.bytes} of ${bytes} bytes`);
-        gbps.push(tp.gbps ?? 0);
+    for (const impl of impls) {
+      const stopServers = await startServers(impl);
+      for (const sc of scenarios) {
+        sc.setup();
+        const before = dp.counters().messagesRedirected;
+        const p50s: number[] = [];
+        const p99s: number[] = [];
+        const gbps: number[] = [];
+        let eagain = 0;
+        for (let r = 0; r < runs; r++) {
+          const pp = await run(impl, 'pingpong', sc.target);
+          eagain += pp.eagain ?? 0;
+          p50s.push(pp.p50 ?? 0);
+          p99s.push(pp.p99 ?? 0);
+          const tp = await run(impl, 'throughput', sc.target);
+          if (tp.bytes !== Number(bytes))
+            throw new Error(`${sc.path}: sink got ${tp.bytes} of ${bytes} bytes`);
+          gbps.push(tp.gbps ?? 0);
+          eagain += tp.eagain ?? 0;
+        }
+        rows.push({
+          impl,
+          eagain,
+          path: sc.path,
+          p50us: median(p50s),
+          p99us: median(p99s),
+          gbps: median(gbps),
+          redirectedMsgs: String(dp.counters().messagesRedirected - before),
+        });
+        process.stderr.write(`done: ${impl} ${sc.path}\n`);
       }
-      rows.push({
-        path: sc.path,
-        p50us: median(p50s),
-        p99us: median(p99s),
-        gbps: median(gbps),
-        redirectedMsgs: String(dp.counters().messagesRedirected - before),
-      });
-      process.stderr.write(`done: ${sc.path}\n`);
+      stopServers();
     }
-    report(rows, { iterations: Number(iterations), bytes: Number(bytes), runs, cpu });
+    report(rows, { iterations: Number(iterations), bytes: Number(bytes), runs, cpu, impl: impls.join(',') });
   } finally {
     for (const c of children) c.kill('SIGKILL');
     try {
@@ -273,8 +284,11 @@ async function driver(): Promise<void> {
   }
 }
 
-function report(rows: Row[], params: { iterations: number; bytes: number; runs: number; cpu: string }): void {
-  const command = `node --import tsx bench/sockops-hop.ts --iterations ${params.iterations} --bytes ${params.bytes} --runs ${params.runs} --cpu ${params.cpu}`;
+function report(
+  rows: Row[],
+  params: { iterations: number; bytes: number; runs: number; cpu: string; impl: string },
+): void {
+  const command = `node --import tsx bench/sockops-hop.ts --iterations ${params.iterations} --bytes ${params.bytes} --runs ${params.runs} --cpu ${params.cpu} --impl ${params.impl}`;
   const env = {
     kernel: release(),
     cpu: cpus()[0]?.model ?? 'unknown',
@@ -286,21 +300,24 @@ function report(rows: Row[], params: { iterations: number; bytes: number; runs: 
       .slice(0, 16),
   };
   const table = [
-    '| path | RTT p50 (µs) | RTT p99 (µs) | throughput 64 KiB writes (Gbit/s) | sk_msg redirects |',
-    '| --- | ---: | ---: | ---: | ---: |',
-    ...rows.map(
-      (r) =>
-        `| ${r.path} | ${r.p50us.toFixed(1)} | ${r.p99us.toFixed(1)} | ${r.gbps.toFixed(2)} | ${r.redirectedMsgs} |`,
-    ),
+    '| workers | path | RTT p50 (µs) | RTT p99 (µs) | vs plain TCP p50 | throughput 64 KiB writes (Gbit/s) | sk_msg redirects | blocking reads answered EAGAIN |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...rows.map((r) => {
+      const plain = rows.find((x) => x.impl === r.impl && x.path === rows[0]?.path);
+      const vs =
+        plain && plain.p50us > 0 ? `${(((r.p50us - plain.p50us) / plain.p50us) * 100).toFixed(0)}%` : '–';
+      return `| ${r.impl === 'c' ? 'C (hop.c)' : 'Node'} | ${r.path} | ${r.p50us.toFixed(1)} | ${r.p99us.toFixed(1)} | ${vs} | ${r.gbps.toFixed(2)} | ${r.redirectedMsgs} | ${r.impl === 'c' ? r.eagain : '–'} |`;
+    }),
   ].join('\n');
   const md = `# Same-node hop: pod <-> node proxy
 
 Measured ${new Date().toISOString()} on Linux ${env.kernel}, ${env.cores} x ${env.cpu}, Node ${env.node}.
 100 B ping-pong RTT over ${params.iterations} round trips (after 1000 warm-up) and ${params.bytes} bytes
-in 64 KiB writes to a sink; median of ${params.runs} runs each. Client and server are Node processes
-pinned to CPU ${params.cpu} together (so the figures show the CPU cost of the path, not cross-CPU
-wake-up latency, which varies wildly in this VM), and the RTT includes two event-loop turns:
-compare rows, not absolute numbers.
+in 64 KiB writes to a sink; median of ${params.runs} runs each. Client and server are pinned to
+CPU ${params.cpu} together (so the figures show the CPU cost of the path, not cross-CPU wake-up
+latency, which varies wildly in this VM). With Node workers the RTT includes two event-loop turns
+(what the proxy sees); the C workers (\`bench/hop/hop.c\`, blocking read/write) show the kernel
+path's own cost. Compare rows of the same workers, not absolute numbers.
 
 ${table}
 

@@ -24,6 +24,7 @@ export const COUNTER_NAMES = [
   'mapFull',
   'socketsAccelerated',
   'plaintextRefused',
+  'backpressured',
 ] as const;
 
 export type CounterName = (typeof COUNTER_NAMES)[number];

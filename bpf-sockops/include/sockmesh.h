@@ -91,6 +91,7 @@ enum sm_counter {
 	SM_CNT_MAP_FULL = 4,
 	SM_CNT_SOCK_ACCELERATED = 5,
 	SM_CNT_PLAINTEXT_REFUSED = 6,
+	SM_CNT_BACKPRESSURED = 7, /* sk_msg sent a message the TCP way: reader slow or TCP bytes unread */
 	SM_CNT_MAX = 8,
 };
 

@@ -75,6 +75,7 @@ describe('sockmesh bpf', { timeout: 60_000 }, () => {
       'mapFull',
       'socketsAccelerated',
       'plaintextRefused',
+      'backpressured',
     ]);
   });
 

@@ -49,6 +49,7 @@ describe('bpf-sockops dataplane', { timeout: 240_000 }, () => {
       ['plain', 'node1'],
       ['toggle', 'node1'],
       ['local', 'node1'],
+      ['slow', 'node1'],
       ['remote', 'node2'],
     ] as const) {
       pods[name] = await bed.addPod({ name, namespace: 'bpftest', node });
@@ -67,10 +68,19 @@ describe('bpf-sockops dataplane', { timeout: 240_000 }, () => {
       `${node1.gatewayIp}:${PROXY_PORT}`,
       '--orig-dst',
       node1.bpffsDir,
+      // Connections to port 7777 stand for a proxy that is slower than the pod.
+      '--pause-port',
+      '7777',
+      '--pause-ms',
+      '1500',
     ]);
     const servers = [
       spawn(bed, pods.local!, 'echo-server.ts', ['--name', 'local', '--listen', `${pods.local!.ip}:8080`]),
       spawn(bed, pods.remote!, 'echo-server.ts', ['--name', 'remote', '--listen', `${pods.remote!.ip}:8080`]),
+      spawn(bed, pods.slow!, 'echo-server.ts', [
+        ...['--name', 'slow', '--listen', `${pods.slow!.ip}:8080`],
+        ...['--pause-all', '--pause-ms', '1500'],
+      ]),
     ];
     for (const f of [proxy, ...servers]) await f.waitFor((e) => e.event === 'listening', 20_000, 'listening');
   });
@@ -252,6 +262,38 @@ describe('bpf-sockops dataplane', { timeout: 240_000 }, () => {
       dp!.setAcceleration(true);
       await held.stop();
     }
+  });
+
+  // A socket's buffers bound what TCP takes from a writer before the reader
+  // reads (a few MiB here); an sk_msg redirect into the reader's queue has no
+  // such bound, so without backpressure the writer's 64 MiB would all be taken
+  // at once (and, under memory pressure, writes fail with ENOMEM).
+  const FLOOD = 64 * 1024 * 1024;
+  const floodThrough = async (from: LabPod | LabNode, target: string, greeting: string) => {
+    const c0 = dp!.counters();
+    const [res] = await runToEnd(bed, from, 'client.ts', ['flood', target, String(FLOOD), '700'], 60_000);
+    assert.ok(res, 'flood printed nothing');
+    assert.equal(res.greeting, greeting);
+    assert.equal(res.error, null);
+    assert.equal(res.bytes, FLOOD);
+    assert.equal(res.echoed, FLOOD);
+    assert.equal(res.intact, true, 'the echo differs from what was sent');
+    const taken = Number(res.acceptedAtWatch);
+    const c1 = dp!.counters();
+    const moved = (k: keyof Counters) => delta(c0, c1, k);
+    const note = `taken ${taken} B; redirected ${moved('messagesRedirected')}, backpressured ${moved('backpressured')}, fallbacks ${moved('fallbacks')}`;
+    assert.ok(taken < FLOOD / 4, `the kernel took ${taken} B from the writer while the reader was paused (${note})`);
+    assert.ok(moved('messagesRedirected') > 0, `sk_msg carried some of it (${note})`);
+    assert.ok(moved('backpressured') > 0, `backpressured did not rise (${note})`);
+    return note;
+  };
+
+  test('a proxy slower than its pod pushes back on the pod instead of queueing without bound', async (t) => {
+    t.diagnostic(await floodThrough(pods.client!, '10.96.0.10:7777', 'proxy'));
+  });
+
+  test('a pod slower than the proxy pushes back on the proxy', async (t) => {
+    t.diagnostic(await floodThrough(node1, `${pods.slow!.ip}:8080`, 'slow'));
   });
 
   test('a full map leaves the connection on the normal path and counts mapFull', async () => {

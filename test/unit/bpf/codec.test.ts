@@ -175,6 +175,7 @@ describe('per-CPU counters', () => {
       'mapFull',
       'socketsAccelerated',
       'plaintextRefused',
+      'backpressured',
     ]);
     assert.ok(COUNTER_NAMES.length <= COUNTER_SLOTS);
   });
