@@ -42,6 +42,8 @@ export interface BpfAddon {
   mapUpdate(fd: number, key: Buffer, value: Buffer, flags: number): void;
   mapDelete(fd: number, key: Buffer): boolean;
   mapKeys(fd: number, keySize: number, limit: number): Buffer[];
+  linkCreate(progFd: number, targetFd: number, attachType: number): number;
+  netnsListen(netnsPath: string, ip: string, port: number, backlog: number): number;
   possibleCpus(): number;
   mountBpffs(path: string): void;
   layout: {
@@ -63,6 +65,7 @@ export interface BpfAddon {
     cgroupSockOps: number;
     cgroupInetIngress: number;
     skMsgVerdict: number;
+    skLookup: number;
     flagAllowMulti: number;
   };
 }

@@ -12,7 +12,7 @@ export const ORIG_DST6_SIZE = 20;
 export const CONFIG_SIZE = 24;
 export const CIDR4_KEY_SIZE = 8;
 export const CIDR6_KEY_SIZE = 20;
-export const COUNTER_SLOTS = 8;
+export const COUNTER_SLOTS = 16;
 export const POD_SIZE = 8;
 
 /** Counter slots, in the order of `enum sm_counter`. */
@@ -25,6 +25,8 @@ export const COUNTER_NAMES = [
   'socketsAccelerated',
   'plaintextRefused',
   'backpressured',
+  'inboundCaptured',
+  'inboundRefused',
 ] as const;
 
 export type CounterName = (typeof COUNTER_NAMES)[number];

@@ -4,7 +4,17 @@
  * Adoption matters: an agent restart must not reload programs, or every
  * established, accelerated connection would lose its state.
  */
-import { existsSync, mkdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
+import { join } from 'node:path';
 import { SockmeshError } from '../lib/errors.js';
 import { createLogger, type Logger } from '../lib/log.js';
 import { BPF_ANY, type BpfAddon, EEXIST, ENOENT, errnoOf, loadAddon, OBJ_DIR } from './addon.js';
@@ -14,6 +24,7 @@ import {
   CONFIG_SIZE,
   COUNTER_NAMES,
   type Counters,
+  checkPort,
   type DataplaneConfig,
   decodeCidrKey,
   decodeConfig,
@@ -26,11 +37,13 @@ import {
   encodeU32,
   encodeU64,
   formatCidr,
+  formatIpv4,
   ORIG_DST_SIZE,
   ORIG_DST6_SIZE,
   POD_SIZE,
   type PodMode,
   parseCidr,
+  parseIpv4,
   sumPerCpu,
   TUPLE4_SIZE,
   TUPLE6_SIZE,
@@ -88,6 +101,8 @@ export interface DataplaneStatus {
   pods: number;
   /** Enrolled pods in strict mode (the rest are permissive). */
   strictPods: number;
+  /** Permissive pods whose inbound plaintext the proxy takes (sk_lookup, port 15006). */
+  inboundPods: number;
   exclusions: Exclusions;
   connections: Record<(typeof PER_CONNECTION_MAPS)[number], number>;
 }
@@ -97,6 +112,8 @@ interface Hook {
   object: (typeof HOOK_OBJECTS)[number];
   /** cgroup attach type; undefined for sk_msg, which attaches to the sockhash. */
   cgroupAttach?: 'cgroupInet4Connect' | 'cgroupInet6Connect' | 'cgroupSockOps' | 'cgroupInetIngress';
+  /** Attached per pod network namespace (sk_lookup links), not at open. */
+  perNetns?: true;
 }
 
 const HOOKS: Hook[] = [
@@ -107,7 +124,11 @@ const HOOKS: Hook[] = [
   // Last: once connect4 is live, sockops and sk_msg are already there to finish the job.
   { prog: 'sm_connect4', object: 'connect4', cgroupAttach: 'cgroupInet4Connect' },
   { prog: 'sm_connect6', object: 'connect6', cgroupAttach: 'cgroupInet6Connect' },
+  { prog: 'sm_inbound', object: 'inbound', perNetns: true },
 ];
+
+/** Where the proxy takes a permissive pod's inbound plaintext (inside the pod's netns). */
+export const INBOUND_PLAINTEXT_PORT = 15006;
 
 /** The sockhashes sk_msg (sm_redir) is attached to. */
 const SKMSG_MAPS = ['sm_sockhash', 'sm_sockhash6'] as const;
@@ -218,6 +239,7 @@ export class SockopsDataplane {
     const cg = this.addon.openDir(this.cgroupPath);
     try {
       for (const h of HOOKS) {
+        if (h.perNetns) continue;
         const fd = this.prog(h.prog);
         const id = this.addon.progInfo(fd).id;
         if (h.cgroupAttach) {
@@ -379,9 +401,12 @@ export class SockopsDataplane {
         const id = this.addon.progInfo(this.prog(h.prog)).id;
         let attached: boolean;
         try {
-          attached = h.cgroupAttach
-            ? this.addon.progQuery(cg, at[h.cgroupAttach]).includes(id)
-            : SKMSG_MAPS.every((m) => this.addon.progQuery(this.map(m), at.skMsgVerdict).includes(id));
+          // Attached wherever it should be: sk_lookup in the netns of every permissive pod taken over.
+          attached = h.perNetns
+            ? this.inboundPods().every((ip) => existsSync(this.inboundLinkPin(ip)))
+            : h.cgroupAttach
+              ? this.addon.progQuery(cg, at[h.cgroupAttach]).includes(id)
+              : SKMSG_MAPS.every((m) => this.addon.progQuery(this.map(m), at.skMsgVerdict).includes(id));
         } catch {
           attached = false;
         }
@@ -396,11 +421,74 @@ export class SockopsDataplane {
         config: this.config(),
         pods: pods.length,
         strictPods: pods.filter((p) => this.podMode(p) === 'strict').length,
+        inboundPods: this.inboundPods().length,
         exclusions: this.exclusions(),
         connections: this.connectionMapSizes(),
       };
     } finally {
       this.addon.close(cg);
+    }
+  }
+
+  // ---- inbound plaintext (permissive pods) --------------------------------
+
+  /**
+   * Takes over a permissive pod's inbound plaintext: opens a listening socket
+   * on `port` inside the pod's network namespace and attaches sk_lookup there,
+   * so every TCP connection for the pod that does not come from the proxy
+   * lands on that socket, its local address still the pod's ip:port. Returns
+   * the socket's fd: the caller accepts on it and owns it. The attachment is
+   * pinned and outlives this process; while no listener is registered (the
+   * agent restarting) the pod's plaintext is refused, never let through.
+   */
+  captureInbound(pod: { ip: string; netnsPath: string }, port = INBOUND_PLAINTEXT_PORT): number {
+    const key = parseIpv4(pod.ip);
+    const fd = this.addon.netnsListen(pod.netnsPath, '0.0.0.0', checkPort(port), 4096);
+    try {
+      this.addon.mapUpdate(this.map('sm_inbound_listeners'), key, encodeU64(BigInt(fd)), BPF_ANY);
+      this.addon.mapUpdate(this.map('sm_inbound_pods'), key, encodeU32(port), BPF_ANY);
+      this.attachInbound(pod);
+    } catch (err) {
+      this.addon.close(fd);
+      throw err instanceof SockmeshError ? err : bpfError(`capturing inbound plaintext of ${pod.ip}`, err);
+    }
+    return fd;
+  }
+
+  /** Gives a pod's inbound plaintext back to the pod (its listener fd is the caller's to close). */
+  releaseInbound(ip: string): boolean {
+    const key = parseIpv4(ip);
+    rmSync(this.inboundLinkPin(ip), { force: true });
+    this.addon.mapDelete(this.map('sm_inbound_listeners'), key);
+    return this.addon.mapDelete(this.map('sm_inbound_pods'), key);
+  }
+
+  /** Pods whose inbound plaintext the proxy takes. */
+  inboundPods(): string[] {
+    return this.addon.mapKeys(this.map('sm_inbound_pods'), 4, 1 << 20).map((k) => formatIpv4(k));
+  }
+
+  /** bpffs refuses names with a dot: 10.244.1.10 is pinned as inbound-10-244-1-10. */
+  private inboundLinkPin(ip: string): string {
+    return join(this.pins.linksDir, `inbound-${ip.replaceAll('.', '-')}`);
+  }
+
+  /** (Re)attaches sk_lookup to the pod's netns; the new link is pinned before the old one goes. */
+  private attachInbound(pod: { ip: string; netnsPath: string }): void {
+    mkdirSync(this.pins.linksDir, { recursive: true });
+    const pin = this.inboundLinkPin(pod.ip);
+    const ns = openSync(pod.netnsPath, 'r');
+    try {
+      const link = this.addon.linkCreate(this.prog('sm_inbound'), ns, this.addon.attachTypes.skLookup);
+      try {
+        rmSync(`${pin}-new`, { force: true });
+        this.addon.objPin(link, `${pin}-new`);
+      } finally {
+        this.addon.close(link);
+      }
+      renameSync(`${pin}-new`, pin);
+    } finally {
+      closeSync(ns);
     }
   }
 
@@ -422,6 +510,7 @@ export class SockopsDataplane {
     const errors: unknown[] = [];
     try {
       for (const h of [...HOOKS].reverse()) {
+        if (h.perNetns) continue;
         try {
           if (!h.cgroupAttach) {
             for (const m of SKMSG_MAPS)
@@ -516,6 +605,8 @@ function loadFresh(
 }
 
 function removePins(pins: PinLayout): void {
+  // Unpinning an sk_lookup link detaches it from its netns.
+  rmSync(pins.linksDir, { recursive: true, force: true });
   rmSync(pins.progsDir, { recursive: true, force: true });
   rmSync(pins.mapsDir, { recursive: true, force: true });
 }
@@ -549,6 +640,8 @@ const MAP_LAYOUT: Record<MapName, [number, number]> = {
   sm_sockhash: [TUPLE4_SIZE, 4],
   sm_sockhash6: [TUPLE6_SIZE, 4],
   sm_counters: [4, 8],
+  sm_inbound_pods: [4, 4],
+  sm_inbound_listeners: [4, 8],
 };
 
 /** The map pins that exist under `pins` (an interrupted or older load may have left only some). */

@@ -18,10 +18,19 @@ export const MAP_NAMES = [
   'sm_sockhash',
   'sm_sockhash6',
   'sm_counters',
+  'sm_inbound_pods',
+  'sm_inbound_listeners',
 ] as const;
 export type MapName = (typeof MAP_NAMES)[number];
 
-export const PROG_NAMES = ['sm_connect4', 'sm_connect6', 'sm_sockops', 'sm_redir', 'sm_strict'] as const;
+export const PROG_NAMES = [
+  'sm_connect4',
+  'sm_connect6',
+  'sm_sockops',
+  'sm_redir',
+  'sm_strict',
+  'sm_inbound',
+] as const;
 export type ProgName = (typeof PROG_NAMES)[number];
 
 /** The maps whose size follows connection churn; all must drain when connections close. */
@@ -38,6 +47,8 @@ export interface PinLayout {
   root: string;
   mapsDir: string;
   progsDir: string;
+  /** sk_lookup links, one per permissive pod netns (`inbound-<pod ip>`). */
+  linksDir: string;
   map(name: MapName): string;
   prog(name: ProgName): string;
 }
@@ -49,6 +60,7 @@ export function pinLayout(bpffsDir: string): PinLayout {
     root: bpffsDir,
     mapsDir,
     progsDir,
+    linksDir: join(bpffsDir, 'links'),
     map: (name) => join(mapsDir, name),
     prog: (name) => join(progsDir, name),
   };

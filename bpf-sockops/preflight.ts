@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { SockmeshError } from '../lib/errors.js';
 import { type BpfAddon, loadAddon, OBJ_DIR } from './addon.js';
 
-export const HOOK_OBJECTS = ['connect4', 'connect6', 'sockops', 'redir', 'strict'] as const;
+export const HOOK_OBJECTS = ['connect4', 'connect6', 'sockops', 'redir', 'strict', 'inbound'] as const;
 export type HookObject = (typeof HOOK_OBJECTS)[number];
 
 export interface Mount {

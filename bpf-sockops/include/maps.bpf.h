@@ -120,6 +120,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sm_sockhash6 SEC(".maps");
 
+/* Permissive pods whose inbound plaintext the proxy takes (sk_lookup), keyed by
+ * pod IPv4 address (network order). Separate from the listener sockhash so a
+ * pod whose listener is gone (agent restarting) is refused, not let through. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SM_MAX_PODS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_inbound_pods SEC(".maps");
+
+/* The proxy's listening socket inside each such pod's netns, by pod IPv4. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, SM_MAX_PODS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sm_inbound_listeners SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, SM_CNT_MAX);

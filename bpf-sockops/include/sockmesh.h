@@ -92,7 +92,9 @@ enum sm_counter {
 	SM_CNT_SOCK_ACCELERATED = 5,
 	SM_CNT_PLAINTEXT_REFUSED = 6,
 	SM_CNT_BACKPRESSURED = 7, /* sk_msg sent a message the TCP way: reader slow or TCP bytes unread */
-	SM_CNT_MAX = 8,
+	SM_CNT_INBOUND_CAPTURED = 8, /* sk_lookup handed plaintext for a permissive pod to the proxy */
+	SM_CNT_INBOUND_REFUSED = 9,  /* ... or refused it: the proxy's listener for that pod is gone */
+	SM_CNT_MAX = 16,
 };
 
 #endif

@@ -37,7 +37,7 @@ function formatStatus(name: string, s: DataplaneStatus): string {
     `  programs      ${progs}`,
     `  proxy         ${proxy}`,
     `  acceleration  ${s.config.acceleration ? 'on' : 'off'}`,
-    `  meshed pods   ${s.pods}`,
+    `  meshed pods   ${s.pods} (${s.strictPods} strict; ${s.inboundPods} permissive with inbound plaintext on :15006)`,
     `  excluded      ports [${s.exclusions.ports.join(', ')}] cidrs [${s.exclusions.cidrs.join(', ')}]`,
     `  connections   ${s.connections.sm_orig_by_tuple + s.connections.sm_orig6_by_tuple} tracked, ${s.connections.sm_sockhash + s.connections.sm_sockhash6} accelerated sockets, ${s.connections.sm_orig_by_cookie + s.connections.sm_orig6_by_cookie} connecting`,
   ].join('\n');

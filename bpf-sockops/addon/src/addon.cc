@@ -13,11 +13,16 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sched.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 extern "C" {
@@ -285,6 +290,64 @@ Napi::Value MapKeys(const Napi::CallbackInfo &info) {
   return out;
 }
 
+// linkCreate(progFd, targetFd, attachType) -> link fd (e.g. sk_lookup on a netns fd)
+Napi::Value LinkCreate(const Napi::CallbackInfo &info) {
+  int fd = bpf_link_create(FdArg(info, 0), FdArg(info, 1), static_cast<enum bpf_attach_type>(U32Arg(info, 2)),
+                           nullptr);
+  if (fd < 0) ThrowErrno(info.Env(), "bpf_link_create", -fd);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// netnsListen(netnsPath, ip, port, backlog) -> fd of a TCP socket listening inside
+// that network namespace. A socket stays in the netns it was created in, so a
+// short-lived thread joins the netns (setns affects only the calling thread),
+// creates it and leaves; the process itself never changes namespace.
+Napi::Value NetnsListen(const Napi::CallbackInfo &info) {
+  std::string path = StrArg(info, 0);
+  std::string ip = StrArg(info, 1);
+  uint32_t port = U32Arg(info, 2);
+  uint32_t backlog = U32Arg(info, 3);
+  int result = -1;
+  int err = 0;
+  std::string step;
+  std::thread worker([&] {
+    int ns = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (ns < 0) {
+      err = errno;
+      step = "open";
+      return;
+    }
+    int rc = setns(ns, CLONE_NEWNET);
+    err = errno;
+    close(ns);
+    if (rc) {
+      step = "setns";
+      return;
+    }
+    struct sockaddr_in a = {};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    if (inet_pton(AF_INET, ip.c_str(), &a.sin_addr) != 1) {
+      err = EINVAL;
+      step = "inet_pton";
+      return;
+    }
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (s < 0 || setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+        bind(s, reinterpret_cast<struct sockaddr *>(&a), sizeof(a)) || listen(s, static_cast<int>(backlog))) {
+      err = errno;
+      step = "socket/bind/listen";
+      if (s >= 0) close(s);
+      return;
+    }
+    result = s;
+  });
+  worker.join();
+  if (result < 0) ThrowErrno(info.Env(), step + " in netns " + path, err);
+  return Napi::Number::New(info.Env(), result);
+}
+
 Napi::Value PossibleCpus(const Napi::CallbackInfo &info) {
   int n = libbpf_num_possible_cpus();
   if (n < 0) ThrowErrno(info.Env(), "libbpf_num_possible_cpus", n);
@@ -320,6 +383,7 @@ Napi::Object AttachTypes(Napi::Env env) {
   o.Set("cgroupSockOps", static_cast<uint32_t>(BPF_CGROUP_SOCK_OPS));
   o.Set("cgroupInetIngress", static_cast<uint32_t>(BPF_CGROUP_INET_INGRESS));
   o.Set("skMsgVerdict", static_cast<uint32_t>(BPF_SK_MSG_VERDICT));
+  o.Set("skLookup", static_cast<uint32_t>(BPF_SK_LOOKUP));
   o.Set("flagAllowMulti", static_cast<uint32_t>(BPF_F_ALLOW_MULTI));
   return o;
 }
@@ -341,6 +405,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mapUpdate", Napi::Function::New(env, MapUpdate));
   exports.Set("mapDelete", Napi::Function::New(env, MapDelete));
   exports.Set("mapKeys", Napi::Function::New(env, MapKeys));
+  exports.Set("linkCreate", Napi::Function::New(env, LinkCreate));
+  exports.Set("netnsListen", Napi::Function::New(env, NetnsListen));
   exports.Set("possibleCpus", Napi::Function::New(env, PossibleCpus));
   exports.Set("mountBpffs", Napi::Function::New(env, MountBpffs));
   exports.Set("layout", Layout(env));

@@ -55,6 +55,7 @@ describe('sockmesh bpf', { timeout: 60_000 }, () => {
     assert.deepEqual(progs.map((p) => [p.name, p.attached]).sort(), [
       ['sm_connect4', true],
       ['sm_connect6', true],
+      ['sm_inbound', true],
       ['sm_redir', true],
       ['sm_sockops', true],
       ['sm_strict', true],
@@ -76,6 +77,8 @@ describe('sockmesh bpf', { timeout: 60_000 }, () => {
       'socketsAccelerated',
       'plaintextRefused',
       'backpressured',
+      'inboundCaptured',
+      'inboundRefused',
     ]);
   });
 

@@ -282,7 +282,10 @@ describe('bpf-sockops dataplane', { timeout: 240_000 }, () => {
     const c1 = dp!.counters();
     const moved = (k: keyof Counters) => delta(c0, c1, k);
     const note = `taken ${taken} B; redirected ${moved('messagesRedirected')}, backpressured ${moved('backpressured')}, fallbacks ${moved('fallbacks')}`;
-    assert.ok(taken < FLOOD / 4, `the kernel took ${taken} B from the writer while the reader was paused (${note})`);
+    assert.ok(
+      taken < FLOOD / 4,
+      `the kernel took ${taken} B from the writer while the reader was paused (${note})`,
+    );
     assert.ok(moved('messagesRedirected') > 0, `sk_msg carried some of it (${note})`);
     assert.ok(moved('backpressured') > 0, `backpressured did not rise (${note})`);
     return note;

@@ -176,6 +176,8 @@ describe('per-CPU counters', () => {
       'socketsAccelerated',
       'plaintextRefused',
       'backpressured',
+      'inboundCaptured',
+      'inboundRefused',
     ]);
     assert.ok(COUNTER_NAMES.length <= COUNTER_SLOTS);
   });
