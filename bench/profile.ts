@@ -3,9 +3,12 @@
  * inspector (SIGUSR1, listens on 127.0.0.1:9229 inside the node's namespace), samples it while
  * 1000 rps of 1 KiB HTTP go through the chosen path, and prints the hottest functions.
  *
- *   node --import tsx bench/profile.ts [--path l4|l7] [--node node1|node2] [--seconds 10] [--agent-workers N]
+ *   node --import tsx bench/profile.ts [--path l4|l7] [--node node1|node2] [--seconds 10] [--agent-workers N] [--src] [--perf]
  *
- * Writes bench/results/profile-<path>-<node>.md and leaves the raw .cpuprofile in the OS temp dir
+ * --perf samples the whole process with Linux perf (kernel and native code included, JS named
+ * through --perf-basic-prof) instead of the inspector, which sees the JS thread only.
+ *
+ * Writes bench/results/profile-<path>-<node>[-perf].md and leaves the raw .cpuprofile in the OS temp dir
  * (open it in Chrome DevTools or speedscope for a flame graph).
  */
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -16,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { LocalMesh } from '../lab/mesh.js';
 import {
   agentGroups,
+  agentsForBench,
   CLIENT,
   execIn,
   MANIFESTS,
@@ -25,6 +29,7 @@ import {
   WORKLOADS,
   waitServers,
 } from './lib/bed.js';
+import { perfAnalyze, perfMarkdown, perfRecord, removePerfMaps } from './lib/perf.js';
 import { cpuSeconds, cpuSplit } from './lib/proc.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -37,6 +42,8 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '10' },
     rate: { type: 'string', default: '1000' },
     'agent-workers': { type: 'string' },
+    src: { type: 'boolean', default: false },
+    perf: { type: 'boolean', default: false },
   },
 });
 const seconds = Number(values.seconds);
@@ -120,10 +127,13 @@ function hotSpots(
 }
 
 async function main(): Promise<void> {
+  agentsForBench({ src: values.src }, (s) => process.stderr.write(`[profile] ${s}\n`));
   const mesh = await LocalMesh.start({
     manifestsDir: MANIFESTS,
     workloads: false,
     ...(values['agent-workers'] ? { agentWorkers: Number(values['agent-workers']) } : {}),
+    // perf names JS frames from the map file V8 writes under this flag.
+    ...(values.perf ? { agentNodeFlags: ['--perf-basic-prof'] } : {}),
   });
   try {
     startServers(mesh);
@@ -158,42 +168,65 @@ async function main(): Promise<void> {
     const pid = busiest[0]?.p;
     if (pid === undefined) throw new Error(`no agent process on ${values.node}`);
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
-    process.kill(pid, 'SIGUSR1');
-    await new Promise((r) => setTimeout(r, 500));
-    const out = join(mesh.paths.runDir, 'agent.cpuprofile');
     const node = mesh.bed.node(values.node);
     const split0 = cpuSplit(pid);
-    const profiling = mesh.bed.exec(node, [NODE, join(WORKLOADS, 'cdp-profile.mjs'), String(seconds), out], {
-      timeoutMs: seconds * 1000 + 30_000,
-    });
-    const prof = await profiling;
-    const split1 = cpuSplit(pid);
-    const user = split1.user - split0.user;
-    const system = split1.system - split0.system;
-    const load = await loading;
-    const split = busiest.map((b) => `${b.p}: ${b.used.toFixed(2)} CPU-s`).join(', ');
-    if (prof.code !== 0) throw new Error(`profiling failed: ${prof.stderr}`);
-    const profile = JSON.parse(readFileSync(out, 'utf8')) as CpuProfile;
-    const keep = join(tmpdir(), `sockmesh-agent-${values.path}-${values.node}.cpuprofile`);
-    copyFileSync(out, keep);
-    const hot = hotSpots(profile, 25);
-    const rows = (xs: Hot[], withFn: boolean) =>
-      xs
-        .map((h) => `| ${h.selfPct.toFixed(1)} | ${withFn ? `\`${h.fn}\` | ` : ''}${h.where || '(native)'} |`)
-        .join('\n');
-    const md = `# Agent CPU profile: ${values.path.toUpperCase()} path, ${values.node}, ${values.rate} rps of 1 KiB HTTP for ${seconds} s
+    const header = (
+      how: string,
+    ) => `# Agent CPU profile: ${values.path.toUpperCase()} path, ${values.node}, ${values.rate} rps of 1 KiB HTTP for ${seconds} s
 
-Profiled process: \`${cmdline}\` (pid ${pid}${workers.length ? `, the busiest of ${workers.length} proxy workers over 3 s of load: ${split}` : ''})
+Profiled process: \`${cmdline}\` (pid ${pid}${workers.length ? `, the busiest of ${workers.length} proxy workers over 3 s of load: ${busiest.map((b) => `${b.p}: ${b.used.toFixed(2)} CPU-s`).join(', ')}` : ''})
 
-Load: ${load.trim()}
+${how}
+`;
+    let md: string;
+    if (values.perf) {
+      const data = join(mesh.paths.runDir, 'agent.perf.data');
+      try {
+        await perfRecord(pid, seconds, data);
+      } finally {
+        for (const g of agentGroups(mesh)) removePerfMapsLater.push(...g.pids());
+      }
+      const split1 = cpuSplit(pid);
+      const load = await loading;
+      const cpu = split1.user - split0.user + (split1.system - split0.system);
+      md = `${header(`Load: ${load.trim()}
+
+CPU of the profiled process while sampled: ${(split1.user - split0.user).toFixed(2)} s user + ${(split1.system - split0.system).toFixed(2)} s system over ${seconds} s (${((100 * cpu) / seconds).toFixed(1)} % of a core).`)}
+${perfMarkdown(perfAnalyze(data))}`;
+    } else {
+      process.kill(pid, 'SIGUSR1');
+      await new Promise((r) => setTimeout(r, 500));
+      const out = join(mesh.paths.runDir, 'agent.cpuprofile');
+      const prof = await mesh.bed.exec(
+        node,
+        [NODE, join(WORKLOADS, 'cdp-profile.mjs'), String(seconds), out],
+        {
+          timeoutMs: seconds * 1000 + 30_000,
+        },
+      );
+      const split1 = cpuSplit(pid);
+      const user = split1.user - split0.user;
+      const system = split1.system - split0.system;
+      const load = await loading;
+      if (prof.code !== 0) throw new Error(`profiling failed: ${prof.stderr}`);
+      const profile = JSON.parse(readFileSync(out, 'utf8')) as CpuProfile;
+      const keep = join(tmpdir(), `sockmesh-agent-${values.path}-${values.node}.cpuprofile`);
+      copyFileSync(out, keep);
+      const hot = hotSpots(profile, 25);
+      const rows = (xs: Hot[], withFn: boolean) =>
+        xs
+          .map(
+            (h) => `| ${h.selfPct.toFixed(1)} | ${withFn ? `\`${h.fn}\` | ` : ''}${h.where || '(native)'} |`,
+          )
+          .join('\n');
+      md = `${header(`Load: ${load.trim()}
 
 CPU of the profiled process while sampled: ${user.toFixed(2)} s user + ${system.toFixed(2)} s system
-over ${seconds} s (${((100 * (user + system)) / seconds).toFixed(1)} % of a core). The sampler sees the JS thread only: kernel
-time (TCP/IP, TLS writes' syscalls) shows up as "(idle)" or inside the native frames.
+over ${seconds} s (${((100 * (user + system)) / seconds).toFixed(1)} % of a core). The sampler sees the JS thread only, and
+counts native work done in I/O callbacks (TLS, nghttp2, llhttp, socket syscalls) as "(idle)": use --perf for the whole process.
 
 Sampled through the inspector (1 ms interval); ${hot.idlePct.toFixed(1)} % of samples idle.
-Raw profile: ${keep}
-
+Raw profile: ${keep}`)}
 ## Self time by function (top 25)
 
 | self % | function | where |
@@ -212,13 +245,17 @@ ${rows(hot.inclusive, true)}
 | ---: | --- |
 ${rows(hot.byFile, false)}
 `;
+    }
     mkdirSync(join(HERE, 'results'), { recursive: true });
-    const name = `profile-${values.path}-${values.node}.md`;
+    const name = `profile-${values.path}-${values.node}${values.perf ? '-perf' : ''}.md`;
     writeFileSync(join(HERE, 'results', name), md);
     process.stdout.write(`${md}\nwritten to bench/results/${name}\n`);
   } finally {
     await mesh.stop();
+    removePerfMaps(removePerfMapsLater);
   }
 }
+
+const removePerfMapsLater: number[] = [];
 
 await main();

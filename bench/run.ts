@@ -2,7 +2,10 @@
  * `npm run bench`: every scenario of issue #8 in one run, side by side, on one fresh local mesh.
  *
  *   node --import tsx bench/run.ts [--quick] [--only hop,http,throughput,bulk,xds,scale]
- *                                  [--agent-workers N] [--dist] [--rate 1000]
+ *                                  [--agent-workers N] [--dist|--src] [--rate 1000]
+ *                                  [--paths sockmesh-l4,sockmesh-l7,haproxy-l4,haproxy-l7]
+ *                                  [--rounds N] [--http-seconds N] [--agent-node-flags="--flag ..."]
+ *                                  [--accelerate]   (agents splice same-node hops with sk_msg)
  *
  *   1 hop         same-node hop, sk_msg on/off vs TCP   (runs bench/sockops-hop.ts)
  *   2 http        HTTP/1.1 1 KiB at a fixed 1000 rps, open loop: direct, sockmesh L4 and L7, HAProxy L4 and L7
@@ -19,11 +22,12 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSyn
 import { cpus, loadavg, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { LocalMesh } from '../lab/mesh.js';
 import {
   agentGroups,
+  agentsForBench,
   CLIENT,
   execIn,
   MANIFESTS,
@@ -54,6 +58,12 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '1000' },
     'agent-workers': { type: 'string' },
     dist: { type: 'boolean', default: false },
+    src: { type: 'boolean', default: false },
+    paths: { type: 'string' },
+    rounds: { type: 'string' },
+    'agent-node-flags': { type: 'string' },
+    accelerate: { type: 'boolean', default: false },
+    'http-seconds': { type: 'string' },
   },
 });
 const QUICK = values.quick;
@@ -87,6 +97,8 @@ const P = QUICK
       active: 1_000,
       activeSeconds: 20,
     };
+if (values.rounds) P.rounds = Number(values.rounds);
+if (values['http-seconds']) P.httpSeconds = Number(values['http-seconds']);
 const RATE = Number(values.rate);
 const HTTP_CONNECTIONS = 16;
 const WRK_CONNECTIONS = 32;
@@ -104,7 +116,14 @@ interface PathDef {
   proxies: 'agents' | 'haproxy' | '';
 }
 
+/** `--paths a,b`: only these HTTP paths (the direct baseline always runs: everything is relative to it). */
+const PATHS = values.paths?.split(',').map((s) => s.trim());
+
 function httpPaths(mesh: LocalMesh, hap: HaproxyPair): PathDef[] {
+  return allHttpPaths(mesh, hap).filter((p) => p.id === 'direct' || !PATHS || PATHS.includes(p.id));
+}
+
+function allHttpPaths(mesh: LocalMesh, hap: HaproxyPair): PathDef[] {
   const direct = mesh.pod(SERVER.plain).ip;
   return [
     {
@@ -442,15 +461,12 @@ async function runScript(name: string, args: string[]): Promise<unknown> {
 
 // ---- main --------------------------------------------------------------------------------------
 
-/**
- * The mesh from the sources (agents run through tsx, ~35 MiB more RSS per process) or, with
- * --dist, from the compiled tree (agents run as plain `node dist/cli/main.js`; `npm run build` first).
- */
-async function meshClass(): Promise<typeof LocalMesh> {
-  if (!values.dist) return LocalMesh;
-  const file = join(REPO, 'dist', 'lab', 'mesh.js');
-  if (!existsSync(file)) throw new Error(`${file} does not exist: run \`npm run build\` first`);
-  return ((await import(pathToFileURL(file).href)) as { LocalMesh: typeof LocalMesh }).LocalMesh;
+function agentsRunFrom(): 'dist' | 'src' {
+  if (values.dist && values.src) {
+    process.stderr.write('--dist and --src exclude each other\n');
+    process.exit(2);
+  }
+  return agentsForBench({ dist: values.dist, src: values.src }, log);
 }
 
 async function main(): Promise<void> {
@@ -488,14 +504,19 @@ async function main(): Promise<void> {
   }
   const results: Results = {};
   const verdicts: Verdict[] = [];
+  const from = agentsRunFrom();
 
   const meshScenarios = (['http', 'throughput', 'bulk', 'scale'] as const).filter((s) => selected.has(s));
   if (meshScenarios.length > 0) {
     log('starting the local mesh (2 nodes)');
-    const mesh = await (await meshClass()).start({
+    const mesh = await LocalMesh.start({
       manifestsDir: MANIFESTS,
       workloads: false,
       ...(values['agent-workers'] ? { agentWorkers: Number(values['agent-workers']) } : {}),
+      ...(values['agent-node-flags']
+        ? { agentNodeFlags: values['agent-node-flags'].split(' ').filter(Boolean) }
+        : {}),
+      ...(values.accelerate ? { agentArgs: ['--accelerate'] } : {}),
       onProgress: (s) => log(s),
     });
     let hap: HaproxyPair | undefined;
@@ -606,7 +627,9 @@ async function main(): Promise<void> {
       httpConnections: HTTP_CONNECTIONS,
       wrkConnections: WRK_CONNECTIONS,
       agentWorkers: values['agent-workers'] ?? 'agent default (one per core)',
-      agentsRunFrom: values.dist ? 'dist (compiled JS)' : 'sources through tsx',
+      agentsRunFrom: from === 'dist' ? 'dist (compiled JS)' : 'sources through tsx',
+      agentNodeFlags: values['agent-node-flags'] ?? '',
+      agentAccelerate: values.accelerate ? 'on (--accelerate)' : 'agent default',
     },
     verdicts,
     results,

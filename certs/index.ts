@@ -48,9 +48,24 @@ export {
   verifyTlsPeer,
 } from './tls.js';
 export { type VerifyFailureCode, type VerifyOptions, type VerifyResult, verifyPeer } from './verify.js';
-export { WorkloadApiClient, WorkloadApiSvidSource, type X509Context } from './workload-api/client.js';
-export { ENDPOINT_ENV, endpointTarget } from './workload-api/endpoint.js';
-export { EmbeddedSvidProvider, type SvidProvider } from './workload-api/provider.js';
+export { WorkloadApiClient, type X509Context } from './workload-api/client.js';
+export { ENDPOINT_ENV, endpointTarget, resolveEndpoint } from './workload-api/endpoint.js';
+export {
+  type CallerEntitlements,
+  type Entitlement,
+  RegistrationEntitlements,
+  WorkloadEntitlements,
+} from './workload-api/entitlements.js';
+export { EmbeddedSvidProvider, type SvidProvider, type SvidSourcesById } from './workload-api/provider.js';
+export {
+  type CallerFacts,
+  entitledSpiffeIds,
+  parseRegistrations,
+  type RegistrationEntry,
+  RegistrationError,
+  type RegistrationTable,
+  type Selectors,
+} from './workload-api/registrations.js';
 export {
   CgroupWorkloadResolver,
   cgroup2MountPoint,
@@ -58,4 +73,13 @@ export {
   type WorkloadInfo,
   type WorkloadResolver,
 } from './workload-api/resolver.js';
-export { WorkloadApiServer, type WorkloadApiServerOptions } from './workload-api/server.js';
+export {
+  type WorkloadApiGrants,
+  WorkloadApiServer,
+  type WorkloadApiServerOptions,
+} from './workload-api/server.js';
+export {
+  WorkloadApiSvidSource,
+  WorkloadApiX509Source,
+  type X509SourceStatus,
+} from './workload-api/x509-source.js';

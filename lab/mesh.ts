@@ -3,11 +3,23 @@
  * control plane, one agent per node and the example workloads running in it.
  * `sockmesh up` and the end-to-end tests both start exactly this.
  */
-import { cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+
+import type { ChildProcess } from 'node:child_process';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { saveAuthority } from '../certs/ca/store.js';
-import { CertificateAuthority } from '../certs/index.js';
+import { CertificateAuthority, cgroup2MountPoint, workloadSpiffeId } from '../certs/index.js';
 import { SockmeshError } from '../lib/errors.js';
 import { AdminClient } from '../xds/client/admin.js';
 import { buildModel } from '../xds/model/build.js';
@@ -28,6 +40,62 @@ export function cliArgv(): string[] {
   return [process.execPath, join(ROOT, 'dist', 'cli', 'main.js')];
 }
 
+/** Where agents run from: `SOCKMESH_LAB_AGENTS=dist|src` forces it; by default dist/ when it is up to date. */
+export const AGENTS_FROM_ENV = 'SOCKMESH_LAB_AGENTS';
+
+const DIST_MAIN = join(ROOT, 'dist', 'cli', 'main.js');
+/** The folders dist/ is compiled from: a .ts file newer than dist/cli/main.js means dist/ is stale. */
+const SOURCE_DIRS = ['bpf-sockops', 'certs', 'cli', 'lab', 'lib', 'mesh-agent', 'xds'];
+
+function newestSourceMs(dir: string): number {
+  let newest = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (e.name === 'node_modules' || e.name === 'build' || e.name.startsWith('.')) continue;
+    const p = join(dir, e.name);
+    if (e.isDirectory()) newest = Math.max(newest, newestSourceMs(p));
+    else if (e.name.endsWith('.ts')) newest = Math.max(newest, statSync(p).mtimeMs);
+  }
+  return newest;
+}
+
+/**
+ * Agents are the data path every lab and bench number is taken on, so they run as plain `node` from
+ * dist/ (tsx costs ~35 MiB per process, a slower start and a keep-names wrapper on every closure)
+ * whenever `npm run build` output is at least as new as every source file; otherwise, or with
+ * SOCKMESH_LAB_AGENTS=src, from the sources. `root` and `env` are for tests.
+ */
+export function agentsFrom(
+  root: string = ROOT,
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): 'dist' | 'src' {
+  if (root === ROOT && !import.meta.url.endsWith('.ts')) return 'dist';
+  const forced = env[AGENTS_FROM_ENV];
+  if (forced === 'src') return 'src';
+  const main = join(root, 'dist', 'cli', 'main.js');
+  if (!existsSync(main)) {
+    if (forced === 'dist') {
+      throw new SockmeshError('SOCKMESH_E_LAB', `${main} does not exist`, {
+        hint: `run \`npm run build\` first, or unset ${AGENTS_FROM_ENV}`,
+      });
+    }
+    return 'src';
+  }
+  if (forced === 'dist') return 'dist';
+  const built = statSync(main).mtimeMs;
+  return SOURCE_DIRS.every((d) => !existsSync(join(root, d)) || newestSourceMs(join(root, d)) <= built)
+    ? 'dist'
+    : 'src';
+}
+
+/** Extra node flags for the agents (e.g. `--perf-basic-prof` to profile them with perf), space-separated. */
+export const AGENT_NODE_FLAGS_ENV = 'SOCKMESH_LAB_AGENT_NODE_FLAGS';
+
+function agentArgv(extraFlags: readonly string[] = []): string[] {
+  const flags = [...(process.env[AGENT_NODE_FLAGS_ENV]?.split(' ').filter(Boolean) ?? []), ...extraFlags];
+  const [node, ...rest] = agentsFrom() === 'dist' ? [process.execPath, DIST_MAIN] : cliArgv();
+  return [node ?? process.execPath, ...flags, ...rest];
+}
+
 export interface LocalMeshOptions {
   /** Directory of manifests (e.g. examples/shop). */
   manifestsDir: string;
@@ -42,6 +110,16 @@ export interface LocalMeshOptions {
   otlp?: (node: LabNode) => string;
   /** Proxy workers per agent (default: the agent's own default, one per core). */
   agentWorkers?: number;
+  /** Node flags the agents run with (workers inherit them), e.g. `--max-semi-space-size=16`. */
+  agentNodeFlags?: readonly string[];
+  /** Extra `sockmesh agent` options, e.g. `--accelerate`. */
+  agentArgs?: readonly string[];
+  /**
+   * SVIDs from a SPIFFE Workload API instead of the agents' own CA: one `sockmesh identity serve`
+   * per node (a SPIRE-agent stand-in) registers that node's agent (its cgroup) for the SPIFFE IDs
+   * of the pods scheduled there, and the agents run with --workload-api.
+   */
+  workloadApi?: boolean;
   onProgress?: (step: string) => void;
 }
 
@@ -206,9 +284,16 @@ export class LocalMesh {
 
     progress('starting the control plane');
     await this.startControlPlane();
+    if (opts.workloadApi) {
+      progress('starting a Workload API server per node');
+      for (const node of bed.nodes) await this.startWorkloadApi(node.name);
+    }
 
-    progress(`starting ${bed.nodes.length} agents`);
-    const cli = cliArgv();
+    const from = agentsFrom();
+    progress(
+      `starting ${bed.nodes.length} agents (from ${from === 'dist' ? 'dist/' : 'the sources through tsx'})`,
+    );
+    const cli = agentArgv(opts.agentNodeFlags);
     for (const node of bed.nodes) {
       bed.spawn(
         node,
@@ -227,12 +312,14 @@ export class LocalMesh {
           node.cgroupPath,
           '--bpffs',
           node.bpffsDir,
-          '--ca-dir',
-          paths.ca,
+          ...(opts.workloadApi
+            ? ['--workload-api', this.workloadApiSocket(node.name)]
+            : ['--ca-dir', paths.ca]),
           ...(opts.svidTtlSeconds ? ['--svid-ttl', String(opts.svidTtlSeconds)] : []),
           ...(opts.accessLog ? ['--access-log'] : []),
           ...(opts.agentWorkers ? ['--workers', String(opts.agentWorkers)] : []),
           ...(opts.otlp ? ['--otlp', opts.otlp(node)] : []),
+          ...(opts.agentArgs ?? []),
         ],
         { logFile: join(paths.logs, `agent-${node.name}.log`), cwd: ROOT },
       );
@@ -268,6 +355,60 @@ export class LocalMesh {
       { logFile: join(paths.logs, 'control-plane.log'), cwd: ROOT },
     );
     await this.waitFor(bed.host, [{ kind: 'file', path: paths.xdsSocket }], 20_000, 'the control plane');
+  }
+
+  workloadApiSocket(node: string): string {
+    return join(this.paths.runDir, 'workload-api', `${node}.sock`);
+  }
+
+  workloadApiRegistrations(node: string): string {
+    return join(this.paths.runDir, 'workload-api', `${node}.yaml`);
+  }
+
+  private readonly workloadApis = new Map<string, ChildProcess>();
+
+  /**
+   * Starts (or restarts) a node's Workload API server on the host. Its registration table,
+   * written on first start, grants the node's agent (by cgroup) every pod identity of that node.
+   */
+  async startWorkloadApi(node: string): Promise<void> {
+    const { bed, paths } = this;
+    const n = bed.node(node);
+    const socket = this.workloadApiSocket(node);
+    const table = this.workloadApiRegistrations(node);
+    if (!existsSync(table)) {
+      const mount = await cgroup2MountPoint();
+      const trustDomain = bed.getExtra<string>('trustDomain') ?? 'cluster.local';
+      const ids = [...this.model.workloads.values()]
+        .filter((w) => w.node === node)
+        .map((w) => workloadSpiffeId(trustDomain, w.namespace, w.serviceAccount).uri);
+      mkdirSync(dirname(table), { recursive: true });
+      writeFileSync(
+        table,
+        `# ${node}'s agent, as SPIRE would register a node proxy: one entry, every local pod identity\n` +
+          `entries:\n  - selectors: {cgroup: ${JSON.stringify(n.systemCgroupPath.slice((mount ?? '').length))}}\n` +
+          `    spiffeIds: ${JSON.stringify([...new Set(ids)])}\n`,
+      );
+    }
+    rmSync(socket, { force: true });
+    const child = bed.spawn(
+      bed.host,
+      [...cliArgv(), 'identity', 'serve', '--socket', socket, '--registrations', table, '--ca', paths.ca],
+      { logFile: join(paths.logs, `workload-api-${node}.log`), cwd: ROOT },
+    );
+    this.workloadApis.set(node, child);
+    await this.waitFor(bed.host, [{ kind: 'file', path: socket }], 20_000, `the Workload API of ${node}`);
+  }
+
+  /** Stops a node's Workload API server (SIGHUP instead: reload its table and renew every SVID). */
+  async signalWorkloadApi(node: string, signal: NodeJS.Signals): Promise<void> {
+    const child = this.workloadApis.get(node);
+    const gone = () => !child || child.exitCode !== null || child.signalCode !== null;
+    if (gone()) return;
+    child!.kill(signal);
+    if (signal === 'SIGHUP') return;
+    // The child is unref'd (it must not keep a CLI alive): poll for its exit instead of awaiting the event.
+    for (let i = 0; i < 200 && !gone(); i++) await new Promise((r) => setTimeout(r, 50));
   }
 
   /** Kills the control plane (agents keep serving their last config). */

@@ -2,9 +2,11 @@
  * The benchmark bed: which pods play which role in bench/manifests, the servers started in
  * them, and the agents' processes. Shared by bench/run.ts and bench/profile.ts.
  */
+
+import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { LocalMesh } from '../../lab/mesh.js';
+import { AGENTS_FROM_ENV, agentsFrom, type LocalMesh } from '../../lab/mesh.js';
 import type { LabPod } from '../../lab/types.js';
 import { cgroupPids, comm, type ProcGroup } from './proc.js';
 
@@ -16,6 +18,36 @@ export const MANIFESTS = join(HERE, '..', 'manifests');
 export const SERVER = { meshed: 'bench/server', plain: 'plain/server' } as const;
 export const CLIENT = { meshed: 'bench/client', plain: 'plain/client' } as const;
 export const VIP = { l7: '10.96.1.10', l4: '10.96.1.12', bulk: '10.96.1.13', echo: '10.96.1.14' } as const;
+
+/**
+ * The agents are measured as they ship: plain `node` from dist/ (tsx would add ~35 MiB RSS per
+ * process and esbuild's keep-names wrapper on every closure). lab/mesh.ts starts them from dist/
+ * when it is current; when a source is newer, the bench compiles (`tsc`, as `npm run build:ts`)
+ * first. `src` measures the sources through tsx instead; `dist` uses dist/ as it is.
+ */
+export function agentsForBench(
+  opts: { dist?: boolean; src?: boolean },
+  log: (s: string) => void,
+): 'dist' | 'src' {
+  if (opts.src) process.env[AGENTS_FROM_ENV] = 'src';
+  if (opts.dist) process.env[AGENTS_FROM_ENV] = 'dist';
+  if (agentsFrom() === 'src' && !opts.src) {
+    log('dist/ is older than the sources: compiling (tsc -p tsconfig.json)');
+    // tsc still emits when someone else's half-written file has type errors; only a missing dist/ is fatal.
+    spawnSync(
+      process.execPath,
+      [join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'],
+      {
+        cwd: REPO,
+        stdio: 'ignore',
+      },
+    );
+    process.env[AGENTS_FROM_ENV] = 'dist';
+  }
+  const from = agentsFrom();
+  log(`agents run from ${from === 'dist' ? 'dist/ (compiled JS)' : 'the sources through tsx'}`);
+  return from;
+}
 
 export async function execIn(
   mesh: LocalMesh,

@@ -44,7 +44,7 @@ export function renderTables(r: Report): string {
   }
   if (res.http) {
     out.push(
-      `\n### 2. HTTP/1.1, 1 KiB responses, ${p.rate} rps open loop, cross-node (${p.httpSeconds} s after ${p.warmup} s warm-up, ${p.httpConnections} connections; median of ${p.rounds} round(s); agent workers: ${p.agentWorkers}; agents run from ${p.agentsRunFrom})\n`,
+      `\n### 2. HTTP/1.1, 1 KiB responses, ${p.rate} rps open loop, cross-node (${p.httpSeconds} s after ${p.warmup} s warm-up, ${p.httpConnections} connections; median of ${p.rounds} round(s); agent workers: ${p.agentWorkers}; agents run from ${p.agentsRunFrom}${p.agentNodeFlags ? ` with \`${p.agentNodeFlags}\`` : ''}${p.agentAccelerate ? `; sk_msg acceleration: ${p.agentAccelerate}` : ''})\n`,
     );
     out.push(
       'Latency in ms from the *intended* send time (coordinated-omission safe); "added" is against the direct path of this run. CPU is per proxy process, in CPU-seconds per 1 000 requests (= vCPU at 1 000 rps).\n',

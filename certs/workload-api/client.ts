@@ -1,16 +1,13 @@
 /**
  * A SPIFFE Workload API client for any conforming server (the embedded one or a
- * SPIRE agent). WorkloadApiSvidSource follows the FetchX509SVID stream, reconnects
- * with backoff, and serves the default (first) SVID as an SvidSource.
+ * SPIRE agent): one-shot fetches and a watch of the FetchX509SVID stream. The
+ * sources that keep its latest response current are in x509-source.ts.
  */
 import * as grpc from '@grpc/grpc-js';
 import { SockmeshError } from '../../lib/errors.js';
-import { createLogger, type Logger } from '../../lib/log.js';
 import { splitDerCertificates } from '../pem.js';
-import { backoffDelayMs } from '../rotator.js';
-import type { SvidListener, SvidSource } from '../source.js';
 import { parseSpiffeId } from '../spiffe-id.js';
-import { isExpired, svidFromDer, type TrustBundle, type X509Svid } from '../svid.js';
+import { svidFromDer, type TrustBundle, type X509Svid } from '../svid.js';
 import { endpointTarget, resolveEndpoint } from './endpoint.js';
 import {
   WORKLOAD_HEADER,
@@ -154,115 +151,5 @@ export class WorkloadApiClient {
   }
 }
 
-/**
- * The default SVID from a Workload API, kept current by its stream. A broken
- * stream is re-opened with backoff; the last SVID is served until it expires.
- */
-export class WorkloadApiSvidSource implements SvidSource {
-  private svid: X509Svid | null = null;
-  private federated: TrustBundle[] = [];
-  private readonly listeners = new Set<SvidListener>();
-  private watch: WatchHandle | undefined;
-  private retryTimer: NodeJS.Timeout | undefined;
-  private expiryTimer: NodeJS.Timeout | undefined;
-  private attempt = 0;
-  private stopped = false;
-  private readonly log: Logger;
-  private firstWaiters: Array<{ resolve: (s: X509Svid) => void; reject: (e: Error) => void }> = [];
-
-  constructor(
-    private readonly client: WorkloadApiClient,
-    private readonly opts: { logger?: Logger; backoff?: { initialMs?: number; maxMs?: number } } = {},
-  ) {
-    this.log = (opts.logger ?? createLogger('certs')).child({
-      sub: 'workload-api-client',
-      address: client.address,
-    });
-  }
-
-  /** Opens the stream; resolves with the first SVID. */
-  start(): Promise<X509Svid> {
-    const first = new Promise<X509Svid>((resolve, reject) => this.firstWaiters.push({ resolve, reject }));
-    if (!this.watch) this.connect();
-    return this.svid ? Promise.resolve(this.svid) : first;
-  }
-
-  current(): X509Svid | null {
-    return this.svid && !isExpired(this.svid) ? this.svid : null;
-  }
-
-  /** Bundles of foreign trust domains from the last update. */
-  federatedBundles(): TrustBundle[] {
-    return this.federated;
-  }
-
-  subscribe(listener: SvidListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  stop(): void {
-    this.stopped = true;
-    this.watch?.cancel();
-    clearTimeout(this.retryTimer);
-    clearTimeout(this.expiryTimer);
-    this.listeners.clear();
-    for (const w of this.firstWaiters) w.reject(new Error('Workload API source stopped'));
-    this.firstWaiters = [];
-  }
-
-  private connect(): void {
-    if (this.stopped) return;
-    this.watch = this.client.watchX509Context(
-      (ctx) => this.update(ctx),
-      (err) => this.retry(err),
-    );
-  }
-
-  private update(ctx: X509Context): void {
-    const next = ctx.svids[0]!;
-    this.attempt = 0;
-    this.federated = ctx.federatedBundles;
-    if (isExpired(next)) {
-      this.log.warn('Workload API sent an expired SVID; ignoring it', { serial: next.serial });
-      return;
-    }
-    this.svid = next;
-    clearTimeout(this.expiryTimer);
-    this.expiryTimer = setTimeout(
-      () => {
-        if (this.svid === next) this.emit(null);
-      },
-      Math.min(2 ** 31 - 1, next.notAfter.getTime() - Date.now()),
-    );
-    this.expiryTimer.unref();
-    for (const w of this.firstWaiters) w.resolve(next);
-    this.firstWaiters = [];
-    this.emit(next);
-  }
-
-  private retry(err: Error): void {
-    if (this.stopped) return;
-    this.watch?.cancel();
-    this.watch = undefined;
-    const delay = backoffDelayMs(
-      this.attempt++,
-      this.opts.backoff?.initialMs ?? 250,
-      this.opts.backoff?.maxMs ?? 30_000,
-    );
-    this.log.warn('Workload API stream failed; reconnecting', { err, retryInMs: delay });
-    clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => this.connect(), delay);
-    if (this.firstWaiters.length === 0) this.retryTimer.unref();
-  }
-
-  private emit(svid: X509Svid | null): void {
-    for (const l of [...this.listeners]) {
-      try {
-        l(svid);
-      } catch (err) {
-        this.log.error('SVID listener threw', { err });
-      }
-    }
-  }
-}
+// The sources that follow a stream live beside the client; re-exported for existing importers.
+export { WorkloadApiSvidSource, WorkloadApiX509Source } from './x509-source.js';

@@ -8,6 +8,7 @@ import type { CertificateAuthority } from '../ca/authority.js';
 import { SvidRotator } from '../rotator.js';
 import type { SvidSource } from '../source.js';
 import { workloadSpiffeId } from '../spiffe-id.js';
+import type { X509Svid } from '../svid.js';
 import type { WorkloadInfo } from './resolver.js';
 
 export interface SvidProvider {
@@ -16,31 +17,62 @@ export interface SvidProvider {
   close(): void;
 }
 
-export class EmbeddedSvidProvider implements SvidProvider {
+/** Sources by SPIFFE ID, for callers entitled to IDs that are not of the pod form. */
+export interface SvidSourcesById {
+  /** A started source for this SPIFFE ID (first SVID already available). */
+  sourceForId(spiffeId: string): Promise<SvidSource>;
+}
+
+export class EmbeddedSvidProvider implements SvidProvider, SvidSourcesById {
   private readonly rotators = new Map<string, Promise<SvidRotator>>();
   private readonly log: Logger;
 
   constructor(
     private readonly ca: CertificateAuthority,
-    private readonly opts: { ttlMs?: number; logger?: Logger } = {},
+    private readonly opts: {
+      ttlMs?: number;
+      logger?: Logger;
+      /** Told about every SVID issued (e.g. to record it for `sockmesh identity ls`). */
+      onIssued?: (svid: X509Svid) => Promise<unknown>;
+    } = {},
   ) {
     this.log = opts.logger ?? createLogger('certs');
   }
 
   sourceFor(workload: WorkloadInfo): Promise<SvidSource> {
-    const id = workloadSpiffeId(this.ca.trustDomain, workload.namespace, workload.serviceAccount).uri;
+    return this.sourceForId(
+      workloadSpiffeId(this.ca.trustDomain, workload.namespace, workload.serviceAccount).uri,
+    );
+  }
+
+  sourceForId(id: string): Promise<SvidSource> {
     let entry = this.rotators.get(id);
     if (!entry) {
       const rotator = new SvidRotator({
         name: id,
         logger: this.log,
-        fetch: () => this.ca.issueSvid(id, this.opts.ttlMs === undefined ? {} : { ttlMs: this.opts.ttlMs }),
+        fetch: async () => {
+          const svid = await this.ca.issueSvid(
+            id,
+            this.opts.ttlMs === undefined ? {} : { ttlMs: this.opts.ttlMs },
+          );
+          await this.opts
+            .onIssued?.(svid)
+            .catch((err: Error) => this.log.warn('could not record issued SVID', { err }));
+          return svid;
+        },
       });
       entry = rotator.start().then(() => rotator);
       entry.catch(() => this.rotators.delete(id));
       this.rotators.set(id, entry);
     }
     return entry;
+  }
+
+  /** Renews every SVID now (an operator-forced rotation); each source publishes its new SVID. */
+  async rotateAll(): Promise<void> {
+    const rotators = await Promise.allSettled(this.rotators.values());
+    await Promise.all(rotators.flatMap((r) => (r.status === 'fulfilled' ? [r.value.rotateNow()] : [])));
   }
 
   close(): void {

@@ -1,3 +1,4 @@
+import { ENDPOINT_ENV } from '../../certs/index.js';
 import { SockmeshError } from '../../lib/errors.js';
 import { MeshAgent, PORTS, requireAgentPaths } from '../../mesh-agent/agent/agent.js';
 import { parseCommandArgs } from '../args.js';
@@ -9,7 +10,8 @@ export const agentCommand: Command = {
   name: 'agent',
   summary: 'run the node agent in the foreground (BPF capture, proxy, mTLS tunnel, metrics)',
   usage: `Usage: sockmesh agent --node <name> --control-plane <addr> --proxy-ip <ip> --tunnel-ip <ip>
-                      --cgroup <dir> --bpffs <dir> --ca-dir <dir> [options]
+                      --cgroup <dir> --bpffs <dir> (--ca-dir <dir> | --workload-api <socket>)
+                      [options]
 
 Runs one node's agent: loads (or adopts) the BPF programs on the node's cgroup,
 follows the control plane over ADS, holds the SVIDs of the node's meshed pods
@@ -25,13 +27,18 @@ pinned so established connections survive a restart.
   --pods-cgroup <dir>      where pod cgroups live as <ns>.<pod> (default <cgroup>/pods)
   --bpffs <dir>            bpffs directory for this node's pins
   --ca-dir <dir>           embedded CA directory (see 'sockmesh ca init')
-  --svid-ttl <seconds>     SVID lifetime (default 3600)
+  --workload-api <socket>  take the SVIDs of local workloads and the trust bundle from a
+                           SPIFFE Workload API (e.g. a SPIRE agent) instead of the CA:
+                           /path/agent.sock or unix:///path/agent.sock; the agent's
+                           process must be registered for every local workload's
+                           SPIFFE ID (default: $${ENDPOINT_ENV} when --ca-dir is absent)
+  --svid-ttl <seconds>     SVID lifetime with --ca-dir (default 3600)
   --workers <n>            proxy worker processes sharing the listeners (default:
                            one per core; 1 runs the proxy in the agent process)
   --admin-host <ip>        where metrics/health listen (:${PORTS.admin}); default 0.0.0.0
   --access-log             write one JSON access log line per request/connection to stdout
-  --accelerate             splice same-node hops with sk_msg (experimental: a fast writer
-                           into a slow reader can get ENOMEM; off by default)
+  --accelerate             splice same-node hops with sk_msg (off by default: see the
+                           README, "Backpressure on the sk_msg path", for why)
   --otlp <url>             export spans to this OTLP/HTTP endpoint
 
 Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup, bpffs).`,
@@ -47,6 +54,7 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
         'pods-cgroup': { type: 'string' },
         bpffs: { type: 'string' },
         'ca-dir': { type: 'string' },
+        'workload-api': { type: 'string' },
         'svid-ttl': { type: 'string' },
         workers: { type: 'string' },
         'admin-host': { type: 'string' },
@@ -56,19 +64,22 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
       },
       false,
     );
-    for (const k of [
-      'node',
-      'control-plane',
-      'proxy-ip',
-      'tunnel-ip',
-      'cgroup',
-      'bpffs',
-      'ca-dir',
-    ] as const) {
+    for (const k of ['node', 'control-plane', 'proxy-ip', 'tunnel-ip', 'cgroup', 'bpffs'] as const) {
       if (!v[k])
         throw new SockmeshError('SOCKMESH_E_USAGE', `--${k} is required`, {
           hint: 'see sockmesh agent --help',
         });
+    }
+    const workloadApi = v['workload-api'] ?? (v['ca-dir'] ? undefined : process.env[ENDPOINT_ENV]);
+    if (v['workload-api'] && v['ca-dir']) {
+      throw new SockmeshError('SOCKMESH_E_USAGE', '--ca-dir and --workload-api exclude each other', {
+        hint: 'SVIDs come either from the embedded CA or from a Workload API',
+      });
+    }
+    if (!workloadApi && !v['ca-dir']) {
+      throw new SockmeshError('SOCKMESH_E_USAGE', '--ca-dir or --workload-api is required', {
+        hint: `pass the embedded CA directory, or a Workload API socket (or set ${ENDPOINT_ENV})`,
+      });
     }
     for (const k of ['proxy-ip', 'tunnel-ip'] as const) {
       if (!IPV4.test(v[k]!))
@@ -96,7 +107,7 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
       cgroupPath: v.cgroup!,
       podsCgroup: v['pods-cgroup'] ?? `${v.cgroup}/pods`,
       bpffsDir: v.bpffs!,
-      caDir: v['ca-dir']!,
+      ...(workloadApi ? { workloadApi } : { caDir: v['ca-dir']! }),
       ...(ttl === undefined ? {} : { svidTtlMs: ttl * 1000 }),
       ...(workers === undefined ? {} : { workers }),
       ...(v['admin-host'] ? { adminHost: v['admin-host'] } : {}),

@@ -15,13 +15,14 @@ import { checkSpiffeId } from '../../certs/spiffe-id.js';
 import { bundlePem, svidChainPem, svidKeyPem, type TrustBundle } from '../../certs/svid.js';
 import { certificateFacts, peerSpiffeIdOf, verifyPeer } from '../../certs/verify.js';
 import { WorkloadApiClient } from '../../certs/workload-api/client.js';
+import { StandaloneWorkloadApi } from '../../certs/workload-api/standalone.js';
 import { DEFAULT_STATE_DIR } from '../../lab/state.js';
 import { TestBed } from '../../lab/testbed.js';
 import { SockmeshError } from '../../lib/errors.js';
 import { parseCommandArgs } from '../args.js';
 import { type Command, EXIT } from '../command.js';
 
-const USAGE = `Usage: sockmesh identity <issue|inspect|ls> [options]
+const USAGE = `Usage: sockmesh identity <issue|inspect|ls|serve> [options]
 
 X.509-SVIDs for humans.
 
@@ -36,10 +37,20 @@ X.509-SVIDs for humans.
       the same for the SVID a Workload API (e.g. a SPIRE agent) gives this process
   sockmesh identity ls
       the SVIDs 'identity issue' made (certificates only), with their state
+  sockmesh identity serve --socket <path> --registrations <file.yaml> [--ca <dir>] [--ttl 1h]
+      run a SPIFFE Workload API server (a SPIRE-agent stand-in) on a unix
+      socket: a caller gets every SPIFFE ID of every registration entry whose
+      selectors (cgroup, uid, gid) it matches, all in one FetchX509SVID
+      response, issued by the CA and renewed at half life. SIGHUP reloads the
+      table and renews every SVID now; SIGINT/SIGTERM stop. Table format:
+        entries:
+          - selectors: {cgroup: /kubepods/node1/system, uid: 0}
+            spiffeIds: [spiffe://<td>/ns/shop/sa/frontend, ...]
+        federatedBundles: {spiffe://partner.example: partner.pem}   # optional
 
 Options:
   --dir <path>   CA directory (default: $SOCKMESH_CA_DIR, else the running local
-                 mesh's CA, else /var/lib/sockmesh/ca)
+                 mesh's CA, else /var/lib/sockmesh/ca); --ca is the same
 
 Exit codes: inspect returns 1 when the chain is refused; 0 ok, 2 usage.`;
 
@@ -123,9 +134,11 @@ export const identityCommand: Command = {
   name: 'identity',
   summary: 'issue, inspect and list X.509-SVIDs (SPIFFE identities)',
   usage: USAGE,
-  async run({ argv, stdout }) {
+  async run({ argv, stdout, stderr }) {
     const { values, positionals } = parseCommandArgs(argv, {
       dir: { type: 'string' },
+      ca: { type: 'string' },
+      registrations: { type: 'string' },
       namespace: { type: 'string', short: 'n' },
       'service-account': { type: 'string' },
       ttl: { type: 'string' },
@@ -133,8 +146,39 @@ export const identityCommand: Command = {
       bundle: { type: 'string' },
       socket: { type: 'string' },
     });
-    const dir = resolveCaDir(values.dir ?? runningMeshCaDir());
+    const dir = resolveCaDir(values.ca ?? values.dir ?? runningMeshCaDir());
     const sub = positionals[0];
+    if (sub === 'serve') {
+      if (!values.socket || !values.registrations) {
+        throw new SockmeshError('SOCKMESH_E_USAGE', 'identity serve needs --socket and --registrations', {
+          hint: 'see sockmesh identity --help',
+        });
+      }
+      const socketPath = values.socket.replace(/^unix:(\/\/)?/, '');
+      const server = new StandaloneWorkloadApi({
+        socketPath,
+        ca: await loadAuthority(dir),
+        recordDir: dir,
+        registrationsFile: values.registrations,
+        ...(values.ttl ? { ttlMs: parseDuration(values.ttl) } : {}),
+      });
+      await server.start();
+      const table = server.table!;
+      stdout.write(
+        `serving the SPIFFE Workload API on ${socketPath}: ${table.entries.length} registration entries, ` +
+          `${new Set(table.entries.flatMap((e) => e.spiffeIds)).size} SPIFFE IDs\n`,
+      );
+      const reload = () => void server.reload();
+      process.on('SIGHUP', reload);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      process.off('SIGHUP', reload);
+      stderr.write('sockmesh identity serve: stopping\n');
+      await server.stop();
+      return EXIT.OK;
+    }
     if (sub === 'issue') {
       const ns = values.namespace;
       const sa = values['service-account'];
@@ -224,7 +268,7 @@ export const identityCommand: Command = {
         );
       return EXIT.OK;
     }
-    throw new SockmeshError('SOCKMESH_E_USAGE', `expected issue, inspect or ls, got '${sub ?? ''}'`, {
+    throw new SockmeshError('SOCKMESH_E_USAGE', `expected issue, inspect, ls or serve, got '${sub ?? ''}'`, {
       hint: 'see sockmesh identity --help',
     });
   },

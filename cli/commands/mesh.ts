@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { stringify } from 'yaml';
 import { LocalMesh } from '../../lab/mesh.js';
 import { SockmeshError } from '../../lib/errors.js';
-import { MESH_LABEL } from '../../xds/model/kinds.js';
+import { MESH_LABEL, MTLS_LABEL } from '../../xds/model/kinds.js';
 import { parseCommandArgs } from '../args.js';
 import { type Command, EXIT } from '../command.js';
 import { table } from '../table.js';
@@ -117,23 +117,30 @@ Exit codes: 0 applied (or valid with --dry-run), 1 rejected, 2 usage, 3 no mesh.
 
 export const labelCommand: Command = {
   name: 'label',
-  summary: 'put a namespace into the mesh or take it out, live (mesh=enabled|disabled)',
+  summary: 'put a namespace into the mesh or take it out (mesh=...), or set its mTLS mode (mtls=...), live',
   usage: `Usage: sockmesh label <namespace> mesh=enabled|disabled [--run <id>]
+       sockmesh label <namespace> mtls=strict|permissive [--run <id>]
 
-Sets the ${MESH_LABEL} label of the Namespace. Its pods join (or leave) the
-mesh live: each node agent enrols them in the kernel's membership map, so their
-next connection is captured; connections already open are left alone.
+mesh: sets the ${MESH_LABEL} label of the Namespace. Its pods join (or leave)
+the mesh live: each node agent enrols them in the kernel's membership map, so
+their next connection is captured; connections already open are left alone.
+
+mtls: sets ${MTLS_LABEL}. strict (the default) drops plaintext that did not
+come through the mesh; permissive lets callers outside the mesh reach the
+namespace's pods through the node agent, which applies AuthorizationPolicy to
+them as unauthenticated callers (for migrating callers into the mesh).
 
 Exit codes: 0 done, 1 rejected, 2 usage, 3 no mesh.`,
   async run({ argv, stdout, stderr }) {
     const { values, positionals } = parseCommandArgs(argv, { run: { type: 'string' } });
     const [ns, kv] = positionals;
-    const m = kv?.match(/^mesh=(enabled|disabled)$/);
+    const m = kv?.match(/^(?:(mesh)=(enabled|disabled)|(mtls)=(strict|permissive))$/);
     if (!ns || !m)
       throw new SockmeshError(
         'SOCKMESH_E_USAGE',
-        'expected: sockmesh label <namespace> mesh=enabled|disabled',
+        'expected: sockmesh label <namespace> mesh=enabled|disabled or mtls=strict|permissive',
       );
+    const [key, value] = m[1] ? ['mesh', m[2]!] : ['mtls', m[4]!];
     const mesh = await runningMesh(values.run);
     const existing = mesh.model.namespaces.get(ns);
     if (!existing) {
@@ -142,8 +149,11 @@ Exit codes: 0 done, 1 rejected, 2 usage, 3 no mesh.`,
       });
     }
     const labels: Record<string, string> = { ...existing.labels };
-    if (m[1] === 'enabled') labels[MESH_LABEL] = 'enabled';
-    else delete labels[MESH_LABEL];
+    // Defaults are written as an absent label, so the manifest stays as short as it was.
+    const [label, set] =
+      key === 'mesh' ? [MESH_LABEL, value === 'enabled'] : [MTLS_LABEL, value === 'permissive'];
+    if (set) labels[label] = value;
+    else delete labels[label];
     const doc = stringify({
       apiVersion: 'v1',
       kind: 'Namespace',
@@ -152,7 +162,7 @@ Exit codes: 0 done, 1 rejected, 2 usage, 3 no mesh.`,
     const admin = mesh.admin();
     try {
       const code = printApply(stdout, stderr, await admin.apply(doc));
-      if (code === EXIT.OK) stdout.write(`namespace ${ns}: mesh ${m[1]}\n`);
+      if (code === EXIT.OK) stdout.write(`namespace ${ns}: ${key} ${value}\n`);
       return code;
     } finally {
       await admin.close();

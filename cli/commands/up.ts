@@ -58,8 +58,9 @@ export async function describeMesh(
       ['POD', 'IP', 'NODE', 'MESHED', 'IDENTITY'],
       bed.pods.map((p) => {
         const key = `${p.namespace}/${p.name}`;
-        const meshed = model.namespaces.get(p.namespace)?.meshed === true;
-        return [key, p.ip, p.node, meshed ? 'yes' : 'no', identityOf.get(key) ?? '-'];
+        const ns = model.namespaces.get(p.namespace);
+        const meshed = ns?.meshed !== true ? 'no' : ns.mtlsMode === 'permissive' ? 'permissive' : 'yes';
+        return [key, p.ip, p.node, meshed, identityOf.get(key) ?? '-'];
       }),
     ),
   );
@@ -114,7 +115,7 @@ async function demo(mesh: LocalMesh, out: NodeJS.WritableStream): Promise<void> 
 export const upCommand: Command = {
   name: 'up',
   summary: 'start the local mesh: nodes and pods as namespaces, control plane, agents, example workloads',
-  usage: `Usage: sockmesh up [--manifests <dir>] [--run <id>] [--no-demo]
+  usage: `Usage: sockmesh up [--manifests <dir>] [--run <id>] [--no-demo] [--workload-api]
 
 Builds a local cluster out of network namespaces from a directory of
 manifests (default: examples/shop): a netns per node (bridge, pod CIDR
@@ -129,12 +130,20 @@ Running it again while a mesh is up only prints the mesh.
   --manifests <dir>   manifests to build from (Node, Namespace, Service, Pod, HTTPRoute, ...)
   --run <id>          run id (1-8 lowercase letters/digits) instead of a random one
   --no-demo           do not send the demo traffic
+  --workload-api      agents take their SVIDs from a SPIFFE Workload API (one
+                      'sockmesh identity serve' per node, standing in for a SPIRE
+                      agent) instead of reading the CA themselves
 
 Exit codes: 0 ready, 1 failure (everything built so far is removed), 3 precondition (root, kernel, tools).`,
   async run({ argv, stdout }) {
     const { values } = parseCommandArgs(
       argv,
-      { manifests: { type: 'string' }, run: { type: 'string' }, 'no-demo': { type: 'boolean' } },
+      {
+        manifests: { type: 'string' },
+        run: { type: 'string' },
+        'no-demo': { type: 'boolean' },
+        'workload-api': { type: 'boolean' },
+      },
       false,
     );
     const running = TestBed.list().find((b) => b.persistent);
@@ -148,6 +157,7 @@ Exit codes: 0 ready, 1 failure (everything built so far is removed), 3 precondit
     const mesh = await LocalMesh.start({
       manifestsDir: values.manifests ?? DEFAULT_EXAMPLE,
       ...(values.run ? { runId: values.run } : {}),
+      ...(values['workload-api'] ? { workloadApi: true } : {}),
       onProgress: (step) => stdout.write(`  - ${step}\n`),
     });
     mesh.bed.persist();

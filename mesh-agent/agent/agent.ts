@@ -9,9 +9,10 @@ import { createLogger, type Logger } from '../../lib/log.js';
 import { AdsClient, type XdsConfig } from '../../xds/client/ads-client.js';
 import { MeshStateStore } from '../state/mesh-state.js';
 import { MeshTelemetry } from '../telemetry/mesh-telemetry.js';
-import { NodeIdentities } from './identities.js';
+import { EmbeddedCaSupply, NodeIdentities, type SvidSupply, WorkloadApiSupply } from './identities.js';
 import { INBOUND_LISTENER, LocalView } from './local-view.js';
 import { OutlierRegistry } from './outliers.js';
+import { meshInboundServer, PermissiveInbound } from './permissive.js';
 import { ProxyRuntime, snapshotOf } from './proxy-runtime.js';
 import { ProxyWorkers } from './workers.js';
 
@@ -31,11 +32,13 @@ export interface AgentOptions {
   /** Pods' cgroups live in `<podsCgroup>/<namespace>.<pod>`, like the kubelet's per-pod cgroups. */
   podsCgroup: string;
   bpffsDir: string;
-  /** Embedded CA directory (ca.crt, ca.key, config). */
-  caDir: string;
+  /** Embedded CA directory (ca.crt, ca.key, config); not read when `workloadApi` is set. */
+  caDir?: string;
+  /** Take SVIDs and trust bundle from this SPIFFE Workload API (a SPIRE agent) instead of the CA. */
+  workloadApi?: string;
   /**
-   * sk_msg splicing of same-node hops. Off by default: the kernel gives an ingress redirect no
-   * backpressure, so a fast writer into a slow reader can see ENOMEM (see README, Not done yet).
+   * sk_msg splicing of same-node hops. Off by default: the kernel's sockmap receive path can
+   * hand a blocking reader EAGAIN (README, "Backpressure on the sk_msg path").
    */
   accelerate?: boolean;
   /** Proxy worker processes; 1 runs the proxy inside the agent process. Default: one per core. */
@@ -66,7 +69,8 @@ export class MeshAgent {
   private runtime: ProxyRuntime | undefined;
   private workers: ProxyWorkers | undefined;
   private outliers: OutlierRegistry | undefined;
-  private readonly enrolled = new Map<string, bigint>();
+  private readonly enrolled = new Map<string, { cg: bigint; mode: 'strict' | 'permissive' }>();
+  private permissive: PermissiveInbound | undefined;
   private xdsConnected = false;
   private versions: XdsConfig['versions'] = {
     LDS: undefined,
@@ -99,8 +103,7 @@ export class MeshAgent {
     await telemetry.start();
     telemetry.setReady(false, 'waiting for the first config from the control plane');
 
-    const ca = await loadAuthority(o.caDir);
-    const identities = new NodeIdentities(ca, this.log, o.svidTtlMs, (svid) => recordIssued(o.caDir, svid));
+    const identities = new NodeIdentities(await this.svidSupply(), this.log);
     this.identities = identities;
     identities.onRotate(() => this.pushSvids());
 
@@ -112,7 +115,18 @@ export class MeshAgent {
     this.dataplane = dataplane;
     dataplane.setProxy({ ip: o.proxyIp, port: this.ports.outbound });
     dataplane.setAcceleration(o.accelerate === true);
-    for (const cg of dataplane.pods()) this.enrolled.set(`adopted:${cg}`, cg);
+    for (const cg of dataplane.pods())
+      this.enrolled.set(`adopted:${cg}`, { cg, mode: dataplane.podMode(cg) ?? 'strict' });
+    this.permissive = new PermissiveInbound({
+      dataplane,
+      inbound: meshInboundServer({
+        view: () => this.view,
+        state: () => this.store.current,
+        telemetry,
+        log: this.log,
+      }),
+      log: this.log,
+    });
 
     const workers = o.workers ?? availableParallelism();
     this.outliers = new OutlierRegistry((cluster, ev) => {
@@ -185,6 +199,21 @@ export class MeshAgent {
     });
   }
 
+  /** The Workload API when given (the CA key is never read then), else the embedded CA. */
+  private async svidSupply(): Promise<SvidSupply> {
+    const { workloadApi, caDir, svidTtlMs } = this.opts;
+    if (workloadApi) return new WorkloadApiSupply(workloadApi, this.log);
+    if (!caDir) {
+      throw new SockmeshError('SOCKMESH_E_USAGE', 'the agent needs a CA directory or a Workload API', {
+        hint: 'pass --ca-dir <dir> or --workload-api <socket> (or set SPIFFE_ENDPOINT_SOCKET)',
+      });
+    }
+    return new EmbeddedCaSupply(await loadAuthority(caDir), this.log, {
+      ...(svidTtlMs === undefined ? {} : { ttlMs: svidTtlMs }),
+      onIssued: (svid) => recordIssued(caDir, svid),
+    });
+  }
+
   /** Refuses an update whose resources do not parse together with the rest of the current config (NACK). */
   private validate(typeUrl: string, resources: ReadonlyMap<string, unknown>): string | undefined {
     const cfg = this.ads?.config();
@@ -238,45 +267,63 @@ export class MeshAgent {
     this.workers?.setSvids(list);
   }
 
-  /** Enrols exactly the local meshed pods in the kernel's membership map: joining is live, leaving too. */
+  /**
+   * Enrols exactly the local meshed pods in the kernel's membership map, in
+   * their namespace's mTLS mode: joining, leaving and switching are live. The
+   * inbound plaintext of permissive pods goes to the proxy (port 15006).
+   */
   private reconcileMembership(): void {
     const dp = this.dataplane!;
-    const want = new Map<string, bigint>();
+    const want = new Map<string, { cg: bigint; mode: 'strict' | 'permissive'; ip: string; dir: string }>();
     for (const pod of this.view.all()) {
-      const path = join(this.opts.podsCgroup, `${pod.namespace}.${pod.name}`);
+      const dir = join(this.opts.podsCgroup, `${pod.namespace}.${pod.name}`);
       try {
-        want.set(`${pod.namespace}/${pod.name}`, statSync(path, { bigint: true }).ino);
+        const cg = statSync(dir, { bigint: true }).ino;
+        want.set(`${pod.namespace}/${pod.name}`, { cg, mode: pod.mtlsMode, ip: pod.ip, dir });
       } catch {
         this.log.warn('meshed pod has no cgroup on this node yet', {
           pod: `${pod.namespace}/${pod.name}`,
-          path,
+          path: dir,
         });
       }
     }
-    for (const [key, cg] of this.enrolled) {
-      if (want.get(key) === cg) continue;
-      dp.removePod(cg);
+    for (const [key, e] of this.enrolled) {
+      if (want.get(key)?.cg === e.cg) continue;
+      dp.removePod(e.cg);
       this.enrolled.delete(key);
       this.log.info('pod left the mesh', { pod: key });
     }
-    for (const [key, cg] of want) {
-      if (this.enrolled.get(key) === cg) continue;
-      dp.enrolPod(cg);
-      this.enrolled.set(key, cg);
-      this.log.info('pod joined the mesh', { pod: key });
+    for (const [key, w] of want) {
+      const e = this.enrolled.get(key);
+      if (e?.cg === w.cg && e.mode === w.mode) continue;
+      dp.enrolPod(w.cg, { mode: w.mode });
+      this.enrolled.set(key, { cg: w.cg, mode: w.mode });
+      this.log.info(e ? 'pod changed mTLS mode' : 'pod joined the mesh', { pod: key, mode: w.mode });
     }
+    this.permissive?.reconcile(
+      new Map(
+        [...want]
+          .filter(([, w]) => w.mode === 'permissive')
+          .map(([key, w]) => [key, { ip: w.ip, cgroupDir: w.dir }]),
+      ),
+    );
   }
 
   status(): Record<string, unknown> {
     return {
       node: this.opts.nodeName,
       xds: { connected: this.xdsConnected, versions: this.versions },
-      pods: this.view.all().map((p) => ({ pod: `${p.namespace}/${p.name}`, ip: p.ip, spiffeId: p.spiffeId })),
+      pods: this.view
+        .all()
+        .map((p) => ({ pod: `${p.namespace}/${p.name}`, ip: p.ip, spiffeId: p.spiffeId, mtls: p.mtlsMode })),
+      /** Permissive pods whose inbound plaintext the proxy takes on 15006. */
+      plaintextInbound: this.permissive?.pods() ?? [],
       identities:
         this.identities
           ?.list()
           .map((s) => ({ spiffeId: s.spiffeId.uri, serial: s.serial, notAfter: s.notAfter.toISOString() })) ??
         [],
+      identitySupply: this.identities?.status() ?? null,
       bpf: this.dataplane
         ? Object.fromEntries(Object.entries(this.dataplane.counters()).map(([k, v]) => [k, Number(v)]))
         : {},
@@ -288,6 +335,7 @@ export class MeshAgent {
   /** Stops serving; BPF programs stay pinned so connections keep flowing through a restart. */
   async stop(): Promise<void> {
     this.ads?.close();
+    this.permissive?.stop();
     await this.runtime?.stop();
     await this.workers?.stop();
     this.identities?.stop();

@@ -1,65 +1,227 @@
 import {
   type CertificateAuthority,
+  type SvidListener,
   SvidRotator,
+  type SvidSource,
   type TrustBundle,
+  WorkloadApiClient,
+  WorkloadApiX509Source,
   type X509Svid,
 } from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
 import { identitySni } from '../tunnel/peer.js';
 
-/**
- * The SVIDs this node presents: one rotating SVID per identity of a local
- * meshed workload. Pods sharing a service account share the identity.
- */
-export class NodeIdentities {
-  private readonly rotators = new Map<string, SvidRotator>();
-  private readonly bySni = new Map<string, string>();
-  private readonly listeners = new Set<(spiffeId: string) => void>();
+/** One identity as a supply hands it out: its SVIDs, and when the first answer is in. */
+export interface SuppliedIdentity extends SvidSource {
+  /** Settles once the supply has answered for this identity (with an SVID or without one). */
+  readonly ready: Promise<void>;
+  stop(): void;
+}
+
+/** Where the node's SVIDs come from. The agent never needs to know which. */
+export interface SvidSupply {
+  readonly kind: 'embedded-ca' | 'workload-api';
+  open(spiffeId: string): SuppliedIdentity;
+  /** The trust bundle of the node's trust domain, once known. */
+  bundle(): TrustBundle | undefined;
+  /** Why an identity the agent asked for has no SVID now. */
+  whyMissing(spiffeId: string): string;
+  status(): Record<string, unknown>;
+  stop(): void;
+}
+
+/** SVIDs issued by the embedded CA, one rotator per identity (the agent holds the CA key). */
+export class EmbeddedCaSupply implements SvidSupply {
+  readonly kind = 'embedded-ca';
 
   constructor(
     private readonly ca: CertificateAuthority,
     private readonly log: Logger,
-    private readonly ttlMs?: number,
-    /** Told about every SVID issued (the agent records them for `sockmesh identity ls`). */
-    private readonly onIssued?: (svid: X509Svid) => Promise<unknown>,
+    private readonly opts: {
+      ttlMs?: number;
+      /** Told about every SVID issued (the agent records them for `sockmesh identity ls`). */
+      onIssued?: (svid: X509Svid) => Promise<unknown>;
+    } = {},
   ) {}
 
-  /** Keeps exactly these identities: starts rotators for new ones, stops the rest. Resolves once all have an SVID. */
+  open(spiffeId: string): SuppliedIdentity {
+    const rotator = new SvidRotator({
+      fetch: async () => {
+        const svid = await this.ca.issueSvid(
+          spiffeId,
+          this.opts.ttlMs === undefined ? {} : { ttlMs: this.opts.ttlMs },
+        );
+        await this.opts
+          .onIssued?.(svid)
+          .catch((err: Error) => this.log.warn('could not record issued SVID', { err }));
+        return svid;
+      },
+      logger: this.log,
+      name: spiffeId,
+    });
+    const ready = rotator.start().then(() => {});
+    // stop() before the first SVID rejects start(); nobody waits for it then.
+    ready.catch(() => {});
+    return {
+      ready,
+      current: () => rotator.current(),
+      subscribe: (l: SvidListener) => rotator.subscribe(l),
+      stop: () => rotator.stop(),
+    };
+  }
+
+  bundle(): TrustBundle {
+    return this.ca.bundle;
+  }
+
+  whyMissing(): string {
+    return 'the embedded CA has not issued it yet (renewal failing)';
+  }
+
+  status(): Record<string, unknown> {
+    return { kind: this.kind, trustDomain: this.ca.trustDomain };
+  }
+
+  stop(): void {}
+}
+
+/** `/path/agent.sock` or `unix:///path/agent.sock` (or `tcp://ip:port`) as a Workload API address. */
+export function workloadApiAddress(value: string): string {
+  return value.startsWith('/') ? `unix://${value}` : value;
+}
+
+/**
+ * SVIDs from a SPIFFE Workload API (a SPIRE agent): every identity the agent's
+ * process is entitled to arrives in one stream. An identity the API does not grant
+ * has no SVID, and nothing is substituted for it.
+ */
+export class WorkloadApiSupply implements SvidSupply {
+  readonly kind = 'workload-api';
+  private readonly client: WorkloadApiClient;
+  private readonly source: WorkloadApiX509Source;
+  private readonly first: Promise<void>;
+
+  constructor(
+    address: string,
+    private readonly log: Logger,
+    opts: { firstAnswerTimeoutMs?: number; backoff?: { initialMs?: number; maxMs?: number } } = {},
+  ) {
+    this.client = new WorkloadApiClient({ address: workloadApiAddress(address) });
+    this.source = new WorkloadApiX509Source(this.client, {
+      logger: log,
+      backoff: opts.backoff ?? { initialMs: 250, maxMs: 5000 },
+    });
+    const timeoutMs = opts.firstAnswerTimeoutMs ?? 15_000;
+    let timer: NodeJS.Timeout | undefined;
+    this.first = Promise.race([
+      this.source.start().then(() => {}),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          this.log.error('the Workload API has not answered; local identities fail closed until it does', {
+            address: this.client.address,
+            waitedMs: timeoutMs,
+            lastError: this.source.status().lastError,
+          });
+          resolve();
+        }, timeoutMs);
+      }),
+    ])
+      .catch(() => {})
+      .finally(() => clearTimeout(timer));
+  }
+
+  open(spiffeId: string): SuppliedIdentity {
+    const view = this.source.sourceFor(spiffeId);
+    return { ready: this.first, current: view.current, subscribe: view.subscribe, stop: () => {} };
+  }
+
+  bundle(): TrustBundle | undefined {
+    return this.source.context().svids[0]?.bundle;
+  }
+
+  whyMissing(spiffeId: string): string {
+    const st = this.source.status();
+    if (st.connected) {
+      return `the Workload API does not grant ${spiffeId} to this agent (register it for the agent's process)`;
+    }
+    const where = `the Workload API at ${this.client.address}`;
+    if (st.lastError === null) return `${where} has not answered yet`;
+    return `${where} refuses this agent or is unreachable, and no valid SVID is left (${st.lastError})`;
+  }
+
+  status(): Record<string, unknown> {
+    const st = this.source.status();
+    return {
+      kind: this.kind,
+      address: this.client.address,
+      connected: st.connected,
+      lastUpdate: st.lastUpdate?.toISOString() ?? null,
+      lastError: st.lastError,
+      granted: st.spiffeIds,
+      federatedTrustDomains: this.source.federatedBundles().map((b) => b.trustDomain),
+    };
+  }
+
+  stop(): void {
+    this.source.stop();
+    this.client.close();
+  }
+}
+
+interface Held {
+  identity: SuppliedIdentity;
+  unsubscribe: () => void;
+  /** Whether the last look found an SVID: logs only on a change. */
+  served: boolean | undefined;
+}
+
+/**
+ * The SVIDs this node presents: one per identity of a local meshed workload
+ * (pods sharing a service account share it), from whichever supply the agent
+ * runs with. An identity without an SVID is reported, never replaced: the
+ * proxy fails that workload's connections closed.
+ */
+export class NodeIdentities {
+  private readonly held = new Map<string, Held>();
+  private readonly bySni = new Map<string, string>();
+  private readonly listeners = new Set<(spiffeId: string) => void>();
+
+  constructor(
+    private readonly supply: SvidSupply,
+    private readonly log: Logger,
+  ) {}
+
+  /** Keeps exactly these identities. Resolves once the supply has answered for all of them. */
   async reconcile(wanted: Iterable<string>): Promise<void> {
     const want = new Set(wanted);
-    for (const [id, r] of this.rotators) {
-      if (!want.has(id)) {
-        r.stop();
-        this.rotators.delete(id);
-        this.bySni.delete(identitySni(id));
-      }
+    for (const [id, h] of this.held) {
+      if (want.has(id)) continue;
+      h.unsubscribe();
+      h.identity.stop();
+      this.held.delete(id);
+      this.bySni.delete(identitySni(id));
     }
-    const starting: Promise<X509Svid>[] = [];
+    const starting: Promise<void>[] = [];
     for (const id of want) {
-      if (this.rotators.has(id)) continue;
-      const rotator = new SvidRotator({
-        fetch: async () => {
-          const svid = await this.ca.issueSvid(id, this.ttlMs === undefined ? {} : { ttlMs: this.ttlMs });
-          await this.onIssued?.(svid).catch((err: Error) =>
-            this.log.warn('could not record issued SVID', { err }),
-          );
-          return svid;
-        },
-        logger: this.log,
-        name: id,
-      });
-      rotator.subscribe(() => {
-        for (const l of this.listeners) l(id);
-      });
-      this.rotators.set(id, rotator);
+      if (this.held.has(id)) continue;
+      const identity = this.supply.open(id);
+      const held: Held = {
+        identity,
+        served: undefined,
+        unsubscribe: identity.subscribe(() => {
+          this.note(id);
+          for (const l of this.listeners) l(id);
+        }),
+      };
+      this.held.set(id, held);
       this.bySni.set(identitySni(id), id);
-      starting.push(rotator.start());
+      starting.push(identity.ready.then(() => this.note(id)));
     }
     await Promise.all(starting);
   }
 
   svidFor(spiffeId: string): X509Svid | undefined {
-    return this.rotators.get(spiffeId)?.current() ?? undefined;
+    return this.held.get(spiffeId)?.identity.current() ?? undefined;
   }
 
   svidBySni(sni: string): X509Svid | undefined {
@@ -67,22 +229,54 @@ export class NodeIdentities {
     return id === undefined ? undefined : this.svidFor(id);
   }
 
-  bundle(): TrustBundle {
-    return this.ca.bundle;
+  bundle(): TrustBundle | undefined {
+    return this.supply.bundle();
   }
 
-  /** Called with the SPIFFE ID whenever one of its SVIDs rotates. */
+  /** Called with the SPIFFE ID whenever its SVID changes (rotated, granted or gone). */
   onRotate(listener: (spiffeId: string) => void): void {
     this.listeners.add(listener);
   }
 
   list(): X509Svid[] {
-    return [...this.rotators.values()].map((r) => r.current()).filter((s): s is X509Svid => s !== null);
+    return [...this.held.values()].flatMap((h) => h.identity.current() ?? []);
+  }
+
+  /** Identities a local workload needs that have no SVID now, and why. */
+  missing(): { spiffeId: string; reason: string }[] {
+    return [...this.held]
+      .filter(([, h]) => h.identity.current() === null)
+      .map(([id]) => ({ spiffeId: id, reason: this.supply.whyMissing(id) }));
+  }
+
+  status(): Record<string, unknown> {
+    return { ...this.supply.status(), missing: this.missing() };
   }
 
   stop(): void {
-    for (const r of this.rotators.values()) r.stop();
-    this.rotators.clear();
+    for (const h of this.held.values()) {
+      h.unsubscribe();
+      h.identity.stop();
+    }
+    this.held.clear();
     this.bySni.clear();
+    this.supply.stop();
+  }
+
+  private note(id: string): void {
+    const h = this.held.get(id);
+    if (!h) return;
+    const served = h.identity.current() !== null;
+    if (served === h.served) return;
+    const first = h.served === undefined;
+    h.served = served;
+    if (!served) {
+      this.log.error('no SVID for a local identity: its workloads’ connections fail closed', {
+        spiffeId: id,
+        reason: this.supply.whyMissing(id),
+      });
+    } else if (!first) {
+      this.log.info('SVID available again for a local identity', { spiffeId: id });
+    }
   }
 }

@@ -13,7 +13,10 @@ import { structToPlain } from '../state/wire.js';
 
 export const INBOUND_LISTENER = 'sockmesh-inbound';
 
-export interface LocalPod extends LocalWorkload, SourceWorkload {}
+export interface LocalPod extends LocalWorkload, SourceWorkload {
+  /** How the pod treats plaintext from outside the mesh (its namespace's `sockmesh.io/mtls`). */
+  mtlsMode: 'strict' | 'permissive';
+}
 
 type Proto = Record<string, unknown>;
 
@@ -59,6 +62,7 @@ export class LocalView implements LocalWorkloads, SourceWorkloads {
         serviceAccount: str(meta.serviceAccount) ?? 'default',
         spiffeId,
         version: str(meta.version),
+        mtlsMode: meta.mtlsMode === 'permissive' ? 'permissive' : 'strict',
         protocolOf: (port: number): PortProtocol => (httpPorts.has(`${ip}:${port}`) ? 'http' : 'tcp'),
       });
     }

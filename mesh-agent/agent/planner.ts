@@ -6,6 +6,7 @@ import type {
   Outcome,
   RetryPlan,
   RouteDecision,
+  TcpPlan,
 } from '../outbound/plan.js';
 import { type AttemptOutcome, backoffMs, isRetriable, type RetryPolicy } from '../retry/policy.js';
 import { hashKeyFor } from '../routing/hash-key.js';
@@ -114,11 +115,24 @@ export class MeshPlanner implements OutboundPlanner {
     }
     if (m.kind === 'tcp') {
       const tcp = m.tcpProxy;
-      return {
+      const asTcp: TcpPlan = {
         kind: 'tcp',
         service: m.chain.name,
         cluster: () => this.runtimes.get(chooseCluster(tcp.target).name) ?? null,
         idleTimeoutMs: tcp.idleTimeoutMs ?? undefined,
+      };
+      // A port that does not declare its protocol: the first bytes choose HTTP or TCP.
+      const alt = m.detectHttp;
+      if (!alt) return asTcp;
+      const rc = alt.routeConfig;
+      return {
+        kind: 'detect',
+        tcp: asTcp,
+        http: {
+          kind: 'http',
+          service: serviceOfRoute(alt.routeConfigName),
+          route: (req) => this.route(rc, req),
+        },
       };
     }
     return { kind: 'passthrough' };

@@ -1,7 +1,7 @@
 import type { TrustBundle, X509Svid } from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
 import type { XdsConfig } from '../../xds/client/ads-client.js';
-import { InboundServer } from '../inbound/server.js';
+import type { InboundServer } from '../inbound/server.js';
 import { type OriginalDestinations, OutboundServer, type RequestRecord } from '../outbound/server.js';
 import { MeshStateStore, type XdsSnapshot } from '../state/mesh-state.js';
 import type { MeshTelemetry } from '../telemetry/mesh-telemetry.js';
@@ -9,7 +9,8 @@ import { identitySni } from '../tunnel/peer.js';
 import { TunnelPool } from '../tunnel/pool.js';
 import { TunnelServer } from '../tunnel/server.js';
 import type { ClusterContext } from './clusters.js';
-import { INBOUND_LISTENER, LocalView, MeshAuthorization } from './local-view.js';
+import { INBOUND_LISTENER, LocalView } from './local-view.js';
+import { meshInboundServer } from './permissive.js';
 import { MeshPlanner } from './planner.js';
 
 export interface ProxyPorts {
@@ -61,19 +62,11 @@ export class ProxyRuntime {
     this.planner = new MeshPlanner(opts.nodeName, opts.cluster);
     this.tunnels = new TunnelPool({ log });
     const view = { byIp: (ip: string) => this.view.byIp(ip) };
-    this.inbound = new InboundServer({
-      workloads: view,
-      authz: new MeshAuthorization(() => this.store.current),
+    this.inbound = meshInboundServer({
+      view: () => this.view,
+      state: () => this.store.current,
+      telemetry,
       log,
-      events: {
-        denied: (ev) =>
-          telemetry.authzDenied({
-            sourcePrincipal: ev.source ?? '-',
-            destinationWorkload: ev.destination.name,
-            destinationNamespace: ev.destination.namespace,
-            policy: ev.policy,
-          }),
-      },
     });
     this.tunnelServer = new TunnelServer({
       identities: { svidBySni: (sni) => this.svidBySni(sni), bundle: () => this.bundle() },
@@ -161,7 +154,7 @@ export class ProxyRuntime {
 }
 
 /** Turns the proxy's record of a request or connection into metrics and access log lines. */
-function reportTo(t: MeshTelemetry, r: RequestRecord): void {
+export function reportTo(t: MeshTelemetry, r: RequestRecord): void {
   const source = {
     workload: r.source.name,
     namespace: r.source.namespace,

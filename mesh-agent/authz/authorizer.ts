@@ -15,7 +15,7 @@ export interface AuthzRequest {
   sourcePrincipal: string | undefined;
   sourceNamespace: string | undefined;
   destinationPort: number;
-  /** HTTP only: absent for TCP, so HTTP-only rules do not match a TCP connection. */
+  /** HTTP only: absent for TCP (method, path and headers all absent = the stream is TCP). */
   method?: string | undefined;
   /** HTTP :path, query string included. */
   path?: string | undefined;
@@ -43,62 +43,77 @@ function asHttp(req: AuthzRequest): HttpRequest | undefined {
   };
 }
 
-function headerMatches(m: Parameters<typeof matchHeader>[0], req: AuthzRequest): boolean {
-  const http = asHttp(req);
-  // On a TCP connection there are no headers at all, so every header is absent (Envoy's network RBAC).
-  return http === undefined ? m.invert : matchHeader(m, http);
+/**
+ * How a policy is read. On HTTP every condition is checked. On a TCP stream
+ * method, path and headers do not exist, and Istio's rule applies rather than
+ * Envoy's "absent header": an ALLOW rule that needs an HTTP condition never
+ * matches, a DENY rule matches as if its HTTP conditions were removed. So a
+ * stream treated as TCP (the sender's choice) is never a way around a policy.
+ */
+type Mode = 'http' | 'tcp-allow' | 'tcp-deny';
+
+/**
+ * The value an HTTP-only condition takes on TCP: the one least favourable to
+ * the caller, given how many `not`s are above it (`positive` = an even number).
+ */
+function httpOnly(mode: Mode, positive: boolean): boolean {
+  return mode === 'tcp-deny' ? positive : !positive;
 }
 
-function permissionMatches(p: Permission, req: AuthzRequest): boolean {
+function permissionMatches(p: Permission, req: AuthzRequest, mode: Mode, positive = true): boolean {
   switch (p.kind) {
     case 'any':
       return true;
     case 'and':
-      return p.rules.every((r) => permissionMatches(r, req));
+      return p.rules.every((r) => permissionMatches(r, req, mode, positive));
     case 'or':
-      return p.rules.some((r) => permissionMatches(r, req));
+      return p.rules.some((r) => permissionMatches(r, req, mode, positive));
     case 'not':
-      return !permissionMatches(p.rule, req);
+      return !permissionMatches(p.rule, req, mode, !positive);
     case 'destination-port':
       return req.destinationPort === p.port;
     case 'destination-port-range':
       return req.destinationPort >= p.start && req.destinationPort < p.end;
     case 'header':
-      return headerMatches(p.matcher, req);
+      return mode === 'http' ? matchHeader(p.matcher, asHttp(req)!) : httpOnly(mode, positive);
     case 'url-path':
-      return req.path !== undefined && matchString(p.matcher, pathOnly(req.path));
+      return mode === 'http'
+        ? req.path !== undefined && matchString(p.matcher, pathOnly(req.path))
+        : httpOnly(mode, positive);
   }
 }
 
-function principalMatches(p: Principal, req: AuthzRequest): boolean {
+function principalMatches(p: Principal, req: AuthzRequest, mode: Mode, positive = true): boolean {
   switch (p.kind) {
     case 'any':
       return true;
     case 'and':
-      return p.ids.every((i) => principalMatches(i, req));
+      return p.ids.every((i) => principalMatches(i, req, mode, positive));
     case 'or':
-      return p.ids.some((i) => principalMatches(i, req));
+      return p.ids.some((i) => principalMatches(i, req, mode, positive));
     case 'not':
-      return !principalMatches(p.id, req);
+      return !principalMatches(p.id, req, mode, !positive);
     case 'authenticated':
       if (req.sourcePrincipal === undefined) return false;
       return p.principalName === undefined || matchString(p.principalName, req.sourcePrincipal);
     case 'metadata':
       return req.sourceNamespace !== undefined && matchString(p.matcher, req.sourceNamespace);
     case 'header':
-      return headerMatches(p.matcher, req);
+      return mode === 'http' ? matchHeader(p.matcher, asHttp(req)!) : httpOnly(mode, positive);
     case 'url-path':
-      return req.path !== undefined && matchString(p.matcher, pathOnly(req.path));
+      return mode === 'http'
+        ? req.path !== undefined && matchString(p.matcher, pathOnly(req.path))
+        : httpOnly(mode, positive);
   }
 }
 
 /** The first policy (by name, within config order) whose permissions and principals both match. */
-function firstMatch(configs: readonly RbacConfig[], req: AuthzRequest): string | undefined {
+function firstMatch(configs: readonly RbacConfig[], req: AuthzRequest, mode: Mode): string | undefined {
   for (const c of configs) {
     for (const pol of c.policies) {
       if (
-        pol.permissions.some((p) => permissionMatches(p, req)) &&
-        pol.principals.some((p) => principalMatches(p, req))
+        pol.permissions.some((p) => permissionMatches(p, req, mode)) &&
+        pol.principals.some((p) => principalMatches(p, req, mode))
       ) {
         return pol.name;
       }
@@ -132,10 +147,11 @@ export class Authorizer {
   }
 
   evaluate(req: AuthzRequest): AuthzDecision {
-    const denied = firstMatch(this.deny, req);
+    const http = asHttp(req) !== undefined;
+    const denied = firstMatch(this.deny, req, http ? 'http' : 'tcp-deny');
     if (denied !== undefined) return { allowed: false, reason: 'denied-by-policy', policy: denied };
     if (this.allow.length === 0) return { allowed: true, reason: 'no-policies', policy: undefined };
-    const allowed = firstMatch(this.allow, req);
+    const allowed = firstMatch(this.allow, req, http ? 'http' : 'tcp-allow');
     if (allowed !== undefined) return { allowed: true, reason: 'allowed-by-policy', policy: allowed };
     return { allowed: false, reason: 'no-allow-match', policy: undefined };
   }

@@ -49,6 +49,34 @@ export function namespaceOfPrincipal(principal: string | undefined): string | un
   return m?.[1];
 }
 
+/**
+ * The baggage member the sending node proxy puts on the tunnel CONNECT: the
+ * protocol it proxied the connection as. The receiving side follows it (a TCP
+ * Service sharing a pod port with an HTTP one stays TCP end to end); it never
+ * weakens authorization, because a stream taken as TCP is held to the
+ * stricter TCP reading of HTTP-only rules (see authz/authorizer.ts).
+ */
+export const PROTOCOL_BAGGAGE_KEY = 'sockmesh.protocol';
+
+export function protocolBaggage(protocol: PortProtocol): string {
+  return `${PROTOCOL_BAGGAGE_KEY}=${protocol}`;
+}
+
+/** The sender's protocol from a `baggage` header value; undefined when absent or unknown. */
+export function protocolFromBaggage(baggage: string | undefined): PortProtocol | undefined {
+  if (!baggage) return undefined;
+  for (const member of baggage.split(',')) {
+    const eq = member.indexOf('=');
+    if (eq < 0 || member.slice(0, eq).trim() !== PROTOCOL_BAGGAGE_KEY) continue;
+    const value = member
+      .slice(eq + 1)
+      .split(';')[0]!
+      .trim();
+    return value === 'http' || value === 'tcp' ? value : undefined;
+  }
+  return undefined;
+}
+
 /** Envoy's x-forwarded-client-cert shape, so applications read the caller like they would behind Envoy. */
 export function forwardedClientCert(destination: string, source: string): string {
   return `By=${destination};URI=${source}`;

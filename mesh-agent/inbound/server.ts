@@ -16,6 +16,7 @@ import {
   type LocalWorkload,
   type LocalWorkloads,
   namespaceOfPrincipal,
+  protocolFromBaggage,
 } from './policy.js';
 
 export interface InboundEvents {
@@ -83,7 +84,9 @@ export class InboundServer implements TunnelHandler {
       return;
     }
     const caller: Caller = { principal: req.sourcePrincipal, destination, port: req.destPort };
-    const httpPort = destination.protocolOf(req.destPort) === 'http';
+    // The sending proxy's choice wins over the port's declaration: another Service may share this pod port.
+    const protocol = protocolFromBaggage(req.baggage) ?? destination.protocolOf(req.destPort);
+    const httpPort = protocol === 'http';
     if (!httpPort || !this.opts.authz.needsHttp(destination, req.destPort)) {
       const verdict = this.authorize(caller);
       if (!verdict.allowed) {
@@ -96,14 +99,7 @@ export class InboundServer implements TunnelHandler {
     }
     if (httpPort) {
       stream.respond({ ':status': 200 });
-      const conn = asPlainDuplex(stream);
-      sniffH2c(conn, (h2c) => {
-        if (h2c) serveH2c(conn, (s, h) => this.onH2Stream(caller, s, h));
-        else {
-          this.serveHttp(conn, caller);
-          conn.resume();
-        }
-      });
+      this.serveHttpOrH2c(asPlainDuplex(stream), caller);
       return;
     }
     const upstream = net.connect({ host: req.destIp, port: req.destPort, noDelay: true });
@@ -122,6 +118,53 @@ export class InboundServer implements TunnelHandler {
         stream.respond({ ':status': 503, 'x-sockmesh-reason': 'local pod refused' }, { endStream: true });
       else stream.destroy();
       this.log.debug('inbound connect failed', { dest: `${req.destIp}:${req.destPort}`, err });
+    });
+  }
+
+  /**
+   * Plaintext for a permissive pod, taken in the kernel before it reached the
+   * pod (bpf-sockops captureInbound): the socket's local end is the pod's
+   * ip:port. The caller is unauthenticated, so only policies that admit
+   * plaintext let it through; a denied TCP connection is reset.
+   */
+  handlePlaintext(socket: net.Socket): void {
+    const ip = (socket.localAddress ?? '').replace(/^::ffff:/, '');
+    const destination = this.opts.workloads.byIp(ip);
+    if (!destination || socket.localPort === undefined) {
+      socket.resetAndDestroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    const caller: Caller = { principal: undefined, destination, port: socket.localPort };
+    const httpPort = destination.protocolOf(caller.port) === 'http';
+    if (!httpPort || !this.opts.authz.needsHttp(destination, caller.port)) {
+      if (!this.authorize(caller).allowed) {
+        socket.resetAndDestroy();
+        return;
+      }
+    }
+    if (httpPort) {
+      this.serveHttpOrH2c(socket, caller);
+      return;
+    }
+    socket.pause();
+    connectTcp(destination.ip, caller.port, this.opts.connectTimeoutMs ?? 5000).then(
+      (upstream) => splice(socket, upstream),
+      (err) => {
+        this.log.debug('inbound plaintext connect failed', { dest: `${ip}:${caller.port}`, err });
+        socket.resetAndDestroy();
+      },
+    );
+  }
+
+  /** An admitted HTTP port: h2c (prior knowledge) or HTTP/1.1, told apart by the first bytes. */
+  private serveHttpOrH2c(conn: Duplex, caller: Caller): void {
+    sniffH2c(conn, (h2c) => {
+      if (h2c) serveH2c(conn, (s, h) => this.onH2Stream(caller, s, h));
+      else {
+        this.serveHttp(conn, caller);
+        conn.resume();
+      }
     });
   }
 

@@ -84,9 +84,27 @@ export type RouteDecision =
       routeName: string;
     };
 
+export interface HttpPlan {
+  kind: 'http';
+  service: string;
+  route(req: HttpRequestView): RouteDecision;
+}
+
+export interface TcpPlan {
+  kind: 'tcp';
+  service: string;
+  cluster(): UpstreamCluster | null;
+  idleTimeoutMs: number | undefined;
+}
+
 export type OutboundPlan =
-  | { kind: 'http'; service: string; route(req: HttpRequestView): RouteDecision }
-  | { kind: 'tcp'; service: string; cluster(): UpstreamCluster | null; idleTimeoutMs: number | undefined }
+  | HttpPlan
+  | TcpPlan
+  /**
+   * The Service port does not declare its protocol: the first bytes choose
+   * between the two (HTTP/1.1 or h2c -> http, anything else or silence -> tcp).
+   */
+  | { kind: 'detect'; http: HttpPlan; tcp: TcpPlan }
   /** No Service owns the address: go to the original destination as is. */
   | { kind: 'passthrough' };
 

@@ -2,25 +2,38 @@ import http from 'node:http';
 import type { ClientHttp2Session, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Pool } from 'undici';
+import { type Dispatcher, Pool } from 'undici';
 import type { X509Svid } from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
-import { forwardedClientCert, type LocalWorkload, type LocalWorkloads } from '../inbound/policy.js';
+import {
+  forwardedClientCert,
+  type LocalWorkload,
+  type LocalWorkloads,
+  type PortProtocol,
+  protocolBaggage,
+} from '../inbound/policy.js';
 import type { InboundServer } from '../inbound/server.js';
-import { H2cSessions, relayH2c, serveH2c, sniffH2c, upstreamHeaders } from '../io/h2c.js';
+import { DeadlineSignal } from '../io/deadline.js';
+import { H2cSessions, serveH2c, sniffH2c, upstreamHeaders } from '../io/h2c.js';
 import { HOP_BY_HOP } from '../io/headers.js';
 import { connectTcp, splice } from '../io/streams.js';
 import { TunnelError, type TunnelPool } from '../tunnel/pool.js';
+import { type AttemptResult, MAX_REPLAY_BODY, runAttempts } from './attempts.js';
+import { DETECT_TIMEOUT_MS, detectProtocol } from './detect.js';
+import { discardH2, type H2Answer, h2cAttempt, relayH2Answer } from './h2c-upstream.js';
 import type {
   Endpoint,
+  HttpPlan,
   HttpRequestView,
   OutboundPlanner,
   Outcome,
   ResponseFlag,
   RouteDecision,
+  TcpPlan,
   UpstreamCluster,
 } from './plan.js';
+import { ReplayableBody } from './replay-body.js';
 
 export interface OriginalDestinations {
   lookup(
@@ -100,9 +113,6 @@ interface ConnContext {
   route: (req: HttpRequestView) => RouteDecision;
   peer: string;
 }
-
-/** Retries replay the request body, so only bodies up to this size are buffered for them. */
-const MAX_REPLAY_BODY = 64 * 1024;
 
 /**
  * The outbound half of the node proxy: accepts the connections the kernel
@@ -188,29 +198,19 @@ export class OutboundServer {
     const plan = this.opts.planner.plan(orig.ip, orig.port);
     const peer = `${peerIp}:${peerPort}`;
     if (plan.kind === 'http') {
-      const ctx: ConnContext = { source, svid, service: plan.service, route: plan.route, peer };
       // HTTP/1.1 or h2c (prior knowledge, e.g. gRPC): both are routed per request.
-      sniffH2c(sock, (h2c) => {
-        if (h2c) {
-          serveH2c(sock, (stream, headers) =>
-            this.onH2Stream(ctx, stream, headers).catch((err: Error) => {
-              this.log.warn('outbound h2c stream failed unexpectedly', { err });
-              if (!stream.headersSent) stream.respond({ ':status': 500 }, { endStream: true });
-            }),
-          );
-          return;
-        }
-        this.contexts.set(sock, ctx);
-        this.http.emit('connection', sock);
-        sock.resume();
+      sniffH2c(sock, (h2c) => this.serveHttp(sock, plan, source, svid, peer, h2c));
+      return;
+    }
+    if (plan.kind === 'detect') {
+      detectProtocol(sock, DETECT_TIMEOUT_MS, (p) => {
+        if (p === 'tcp') this.serveTcp(sock, plan.tcp, source, svid, peer);
+        else this.serveHttp(sock, plan.http, source, svid, peer, p === 'h2c');
       });
       return;
     }
     if (plan.kind === 'tcp') {
-      const cluster = plan.cluster();
-      // Envoy's tcp_proxy idle timeout: a connection silent that long in both directions is closed.
-      if (plan.idleTimeoutMs) sock.setTimeout(plan.idleTimeoutMs, () => sock.destroy());
-      this.forwardTcp(sock, source, svid, plan.service, cluster, peer);
+      this.serveTcp(sock, plan, source, svid, peer);
       return;
     }
     const ep = this.opts.planner.endpointAt(orig.ip, orig.port);
@@ -241,6 +241,43 @@ export class OutboundServer {
         bytesReceived: sock.bytesWritten,
       }),
     );
+  }
+
+  /** A connection taken as HTTP (paused, first bytes unread): routed per request or per h2c stream. */
+  private serveHttp(
+    sock: net.Socket,
+    plan: HttpPlan,
+    source: SourceWorkload,
+    svid: X509Svid,
+    peer: string,
+    h2c: boolean,
+  ): void {
+    const ctx: ConnContext = { source, svid, service: plan.service, route: plan.route, peer };
+    if (h2c) {
+      serveH2c(sock, (stream, headers) =>
+        this.onH2Stream(ctx, stream, headers).catch((err: Error) => {
+          this.log.warn('outbound h2c stream failed unexpectedly', { err });
+          if (!stream.headersSent) stream.respond({ ':status': 500 }, { endStream: true });
+        }),
+      );
+      return;
+    }
+    this.contexts.set(sock, ctx);
+    this.http.emit('connection', sock);
+    sock.resume();
+  }
+
+  private serveTcp(
+    sock: net.Socket,
+    plan: TcpPlan,
+    source: SourceWorkload,
+    svid: X509Svid,
+    peer: string,
+  ): void {
+    const cluster = plan.cluster();
+    // Envoy's tcp_proxy idle timeout: a connection silent that long in both directions is closed.
+    if (plan.idleTimeoutMs) sock.setTimeout(plan.idleTimeoutMs, () => sock.destroy());
+    this.forwardTcp(sock, source, svid, plan.service, cluster, peer);
   }
 
   private forwardTcp(
@@ -281,7 +318,7 @@ export class OutboundServer {
       return;
     }
     const untrack = cluster?.track(ep) ?? (() => {});
-    this.dial(source, svid, ep, ep.port, peer, cluster?.connectTimeoutMs ?? 5000).then(
+    this.dial(source, svid, ep, ep.port, peer, cluster?.connectTimeoutMs ?? 5000, 'tcp').then(
       (up) => {
         cluster?.report(ep, { kind: 'success' });
         splice(sock, up);
@@ -311,13 +348,18 @@ export class OutboundServer {
     port: number,
     peer: string,
     timeoutMs: number,
+    /** How this proxy carries the connection; the receiving node follows it. */
+    protocol: PortProtocol,
   ): Promise<Duplex> {
     if (ep.local) {
       const destination = this.opts.localWorkloads.byIp(ep.ip);
       if (!destination) return Promise.reject(new Error(`no local workload at ${ep.ip}`));
-      const verdict = this.opts.inbound.authorize({ principal: source.spiffeId, destination, port });
-      if (!verdict.allowed)
-        return Promise.reject(new TunnelError('denied by authorization policy', 'refused', 403));
+      // HTTP is authorized per request (admit); a connection check here would read its rules as TCP.
+      if (protocol === 'tcp') {
+        const verdict = this.opts.inbound.authorize({ principal: source.spiffeId, destination, port });
+        if (!verdict.allowed)
+          return Promise.reject(new TunnelError('denied by authorization policy', 'refused', 403));
+      }
       return connectTcp(ep.ip, port, timeoutMs);
     }
     if (!ep.tunnelAddress || !ep.spiffeId) {
@@ -329,7 +371,7 @@ export class OutboundServer {
       expectedServerId: ep.spiffeId,
       authority: `${ep.ip}:${port}`,
       forwardedFor: peer,
-      baggage: `k8s.namespace.name=${source.namespace},k8s.workload.name=${source.name},app.version=${source.version ?? 'unknown'}`,
+      baggage: `k8s.namespace.name=${source.namespace},k8s.workload.name=${source.name},app.version=${source.version ?? 'unknown'},${protocolBaggage(protocol)}`,
       connectTimeoutMs: timeoutMs,
     });
   }
@@ -344,7 +386,7 @@ export class OutboundServer {
         pipelining: 1,
         keepAliveTimeout: 30_000,
         connect: (_o, cb) => {
-          this.dial(ctx.source, ctx.svid, ep, port, ctx.peer, timeoutMs).then(
+          this.dial(ctx.source, ctx.svid, ep, port, ctx.peer, timeoutMs, 'http').then(
             (s) => cb(null, s as net.Socket),
             (err: Error) => cb(err, null),
           );
@@ -419,11 +461,12 @@ export class OutboundServer {
       body: string,
       cluster?: UpstreamCluster,
       ep?: Endpoint,
+      attempts?: number,
     ) => {
-      if (!stream.headersSent)
+      if (!stream.headersSent && !stream.closed)
         stream.respond({ ':status': status, 'content-type': 'text/plain', 'x-sockmesh-flags': flag });
-      stream.end(body);
-      record(status, flag, cluster, ep);
+      if (!stream.closed) stream.end(body);
+      record(status, flag, cluster, ep, attempts);
     };
     if (decision.kind === 'reject') {
       answer(decision.status, decision.flag, decision.body);
@@ -436,83 +479,78 @@ export class OutboundServer {
       answer(503, 'UO', 'upstream overflow: circuit breaker open (max requests)\n', cluster);
       return;
     }
-    const ep = cluster.pick(decision.hashKey);
-    if (!ep) {
-      release();
-      answer(503, 'UH', 'no healthy upstream\n', cluster);
-      return;
-    }
     const headers = decision.headers;
-    delete headers['x-forwarded-client-cert'];
     if (span) headers.traceparent = span.traceparent;
-    if (ep.local) {
-      const destination = this.opts.localWorkloads.byIp(ep.ip);
-      const verdict = destination
-        ? this.opts.inbound.authorize(
-            { principal: ctx.source.spiffeId, destination, port: ep.port },
-            method,
-            path.split('?')[0],
-          )
-        : { allowed: false as const, policy: '-', reason: 'no local workload' };
-      if (!verdict.allowed) {
-        release();
-        answer(403, 'UAEX', `RBAC: access denied (${verdict.policy})\n`, cluster, ep);
-        return;
-      }
-      if (destination)
-        headers['x-forwarded-client-cert'] = forwardedClientCert(destination.spiffeId, ctx.source.spiffeId);
-    }
-    const untrack = cluster.track(ep);
-    const done = () => {
-      release();
-      untrack();
-    };
-    let session: ClientHttp2Session;
+    // Kept for replay (up to MAX_REPLAY_BODY, when the route retries) while it streams to the first try.
+    const body = stream.endAfterHeaders
+      ? null
+      : new ReplayableBody(stream, decision.retry ? MAX_REPLAY_BODY : 0);
     try {
-      session = await this.h2c.get(`${ctx.source.spiffeId}|${ctx.svid.serial}|${ep.ip}:${ep.port}`, () =>
-        this.dial(ctx.source, ctx.svid, ep, ep.port, ctx.peer, cluster.connectTimeoutMs),
-      );
-    } catch (err) {
-      done();
-      const denied = err instanceof TunnelError && err.status === 403;
-      if (!denied) cluster.report(ep, { kind: 'connect-failure' });
-      answer(
-        denied ? 403 : 503,
-        denied ? 'UAEX' : 'UF',
-        denied ? 'RBAC: access denied\n' : 'upstream connect failure\n',
+      const end = await runAttempts<H2Answer>({
         cluster,
-        ep,
-      );
-      return;
+        hashKey: decision.hashKey,
+        retry: decision.retry,
+        replayable: () => body === null || body.replayable,
+        deadline: decision.timeoutMs === undefined ? undefined : performance.now() + decision.timeoutMs,
+        admit: (ep) => this.admit(ctx, ep, headers, method, path),
+        attempt: async (ep, budgetMs) => {
+          let session: ClientHttp2Session;
+          try {
+            session = await this.h2c.get(
+              `${ctx.source.spiffeId}|${ctx.svid.serial}|${ep.ip}:${ep.port}`,
+              () => this.dial(ctx.source, ctx.svid, ep, ep.port, ctx.peer, cluster.connectTimeoutMs, 'http'),
+            );
+          } catch (err) {
+            return failure(err);
+          }
+          return h2cAttempt(
+            session,
+            upstreamHeaders(headers, method, path, authority),
+            body,
+            budgetMs,
+            decision.idleTimeoutMs,
+          );
+        },
+        discard: discardH2,
+        retryOverflow: () => this.opts.events?.breakerOverflow(cluster.name, 'retry'),
+      });
+      if (end.kind === 'response') {
+        await relayH2Answer(stream, end.response, end.flag === '-' ? {} : { 'x-sockmesh-flags': end.flag });
+        end.untrack();
+        record(end.status, end.flag, cluster, end.ep, end.attempts);
+      } else if (end.kind === 'denied') {
+        answer(403, 'UAEX', denial(end.policy), cluster, end.ep, end.attempts);
+      } else {
+        answer(end.flag === 'UT' ? 504 : 503, end.flag, failureBody(end.flag), cluster, end.ep, end.attempts);
+      }
+    } finally {
+      release();
     }
-    let status = 0;
-    relayH2c(
-      stream,
-      session,
-      upstreamHeaders(headers, method, path, authority),
-      {
-        response: (st) => {
-          status = st;
-          cluster.report(ep, { kind: 'status', status: st });
-        },
-        end: () => {
-          done();
-          record(status, '-', cluster, ep);
-        },
-        error: () => {
-          done();
-          cluster.report(ep, { kind: 'reset' });
-          if (!stream.headersSent) answer(503, 'UR', 'upstream reset\n', cluster, ep);
-          else stream.destroy();
-        },
-        timeout: () => {
-          done();
-          cluster.report(ep, { kind: 'timeout' });
-          answer(504, 'UT', 'upstream request timeout\n', cluster, ep);
-        },
-      },
-      decision.timeoutMs,
+  }
+
+  /**
+   * A local endpoint is authorized here, by the rules its node's tunnel would
+   * apply, and gets the caller's identity; a remote one gets it from its node.
+   */
+  private admit(
+    ctx: ConnContext,
+    ep: Endpoint,
+    headers: Record<string, string | string[]>,
+    method: string,
+    path: string,
+  ): { denied: string } | undefined {
+    delete headers['x-forwarded-client-cert'];
+    if (!ep.local) return undefined;
+    const destination = this.opts.localWorkloads.byIp(ep.ip);
+    if (!destination) return { denied: '-' };
+    const verdict = this.opts.inbound.authorize(
+      { principal: ctx.source.spiffeId, destination, port: ep.port },
+      method,
+      path.split('?')[0],
     );
+    if (!verdict.allowed) return { denied: verdict.policy };
+    headers['x-forwarded-client-cert'] = forwardedClientCert(destination.spiffeId, ctx.source.spiffeId);
+    return undefined;
   }
 
   private async onRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -549,7 +587,6 @@ export class OutboundServer {
       const len = Number(req.headers['content-length'] ?? Number.NaN);
       body = retry && len <= MAX_REPLAY_BODY ? await readAll(req) : req;
     }
-    const canRetry = retry !== undefined && (body === null || Buffer.isBuffer(body));
     const deadline = decision.timeoutMs === undefined ? undefined : started + decision.timeoutMs;
     const { hashKey } = decision;
 
@@ -562,136 +599,89 @@ export class OutboundServer {
       return;
     }
     try {
-      let attempt = 0;
-      let lastFlag: ResponseFlag = 'UF';
-      let lastEp: Endpoint | undefined;
-      for (;;) {
-        attempt++;
-        if (attempt > 1) {
-          const retryRelease = cluster.tryAcquire('retry');
-          if (!retryRelease) {
-            this.opts.events?.breakerOverflow(cluster.name, 'retry');
-            break;
+      const end = await runAttempts<Dispatcher.ResponseData>({
+        cluster,
+        hashKey,
+        retry,
+        replayable: () => body === null || Buffer.isBuffer(body),
+        deadline,
+        admit: (ep) => this.admit(ctx, ep, headers, view.method, view.path),
+        attempt: async (ep, budget) => {
+          try {
+            const up = await this.pool(ctx, ep, cluster.connectTimeoutMs).request({
+              method: view.method as 'GET',
+              path: view.path,
+              headers,
+              body,
+              ...(budget === undefined ? {} : { signal: new DeadlineSignal(Math.max(1, Math.ceil(budget))) }),
+              // The route's stream idle timeout: no byte from upstream for that long ends the request.
+              ...(decision.idleTimeoutMs
+                ? { headersTimeout: decision.idleTimeoutMs, bodyTimeout: decision.idleTimeoutMs }
+                : {}),
+            });
+            return { kind: 'response', status: up.statusCode, response: up };
+          } catch (err) {
+            this.log.debug('upstream attempt failed', { cluster: cluster.name, endpoint: ep.key, err });
+            return failure(err);
           }
-          retryRelease();
-          await sleep(retry!.backoffMs(attempt - 1));
-        }
-        const ep = cluster.pick(hashKey);
-        if (!ep) {
-          lastFlag = 'UH';
-          break;
-        }
-        lastEp = ep;
-        if (ep.local) {
-          const destination = this.opts.localWorkloads.byIp(ep.ip);
-          const verdict = destination
-            ? this.opts.inbound.authorize(
-                { principal: ctx.source.spiffeId, destination, port: ep.port },
-                view.method,
-                view.path.split('?')[0],
-              )
-            : { allowed: false as const, policy: '-', reason: 'no local workload' };
-          if (!verdict.allowed) {
-            res.writeHead(403, { 'content-type': 'text/plain', 'x-sockmesh-flags': 'UAEX' });
-            res.end(`RBAC: access denied (${verdict.policy})\n`);
-            record(403, 'UAEX', cluster, ep, attempt);
-            return;
-          }
-          if (destination)
-            headers['x-forwarded-client-cert'] = forwardedClientCert(
-              destination.spiffeId,
-              ctx.source.spiffeId,
-            );
-        } else {
-          delete headers['x-forwarded-client-cert'];
-        }
-        const perTry = retry?.perTryTimeoutMs;
-        const remaining = deadline === undefined ? undefined : deadline - performance.now();
-        if (remaining !== undefined && remaining <= 0) {
-          lastFlag = 'UT';
-          break;
-        }
-        const budget = minDefined(perTry, remaining);
-        const untrack = cluster.track(ep);
-        let outcome: Outcome;
-        try {
-          const up = await this.pool(ctx, ep, cluster.connectTimeoutMs).request({
-            method: view.method as 'GET',
-            path: view.path,
-            headers,
-            body,
-            ...(budget === undefined ? {} : { signal: AbortSignal.timeout(Math.max(1, Math.ceil(budget))) }),
-            // The route's stream idle timeout: no byte from upstream for that long ends the request.
-            ...(decision.idleTimeoutMs
-              ? { headersTimeout: decision.idleTimeoutMs, bodyTimeout: decision.idleTimeoutMs }
-              : {}),
-          });
-          outcome = up.statusCode >= 500 ? { kind: 'status', status: up.statusCode } : { kind: 'success' };
-          cluster.report(
-            ep,
-            outcome.kind === 'success' ? { kind: 'status', status: up.statusCode } : outcome,
-          );
-          const exhausted = !canRetry || attempt > retry!.numRetries || !retry!.shouldRetry(outcome);
-          if (outcome.kind === 'success' || exhausted) {
-            const out: Record<string, string | string[]> = {};
-            for (const [k, v] of Object.entries(up.headers))
-              if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
-            if (attempt > 1 && outcome.kind !== 'success') out['x-sockmesh-flags'] = 'URX';
-            res.writeHead(up.statusCode, out);
-            up.body.on('error', () => res.destroy());
-            up.body.pipe(res);
-            await new Promise<void>((resolve) => res.once('close', resolve));
-            untrack();
-            record(
-              up.statusCode,
-              attempt > 1 && outcome.kind !== 'success' ? 'URX' : '-',
-              cluster,
-              ep,
-              attempt,
-            );
-            return;
-          }
-          await up.body.dump().catch(() => {});
-          untrack();
-          lastFlag = 'URX';
-        } catch (err) {
-          untrack();
-          outcome = classify(err);
-          this.log.debug('upstream attempt failed', {
-            cluster: cluster.name,
-            endpoint: ep.key,
-            attempt,
-            outcome: outcome.kind,
-            err,
-          });
-          cluster.report(ep, outcome);
-          lastFlag =
-            outcome.kind === 'timeout'
-              ? 'UT'
-              : err instanceof TunnelError && err.status === 403
-                ? 'UAEX'
-                : outcome.kind === 'reset'
-                  ? 'UR'
-                  : 'UF';
-          if (lastFlag === 'UAEX') {
-            res.writeHead(403, { 'content-type': 'text/plain', 'x-sockmesh-flags': 'UAEX' });
-            res.end('RBAC: access denied\n');
-            record(403, 'UAEX', cluster, ep, attempt);
-            return;
-          }
-          if (!canRetry || attempt > retry!.numRetries || !retry!.shouldRetry(outcome)) break;
-        }
+        },
+        discard: (up) => {
+          up.body.dump().catch(() => {});
+        },
+        retryOverflow: () => this.opts.events?.breakerOverflow(cluster.name, 'retry'),
+      });
+      if (end.kind === 'response') {
+        const up = end.response;
+        const out: Record<string, string | string[]> = {};
+        for (const [k, v] of Object.entries(up.headers))
+          if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+        if (end.flag !== '-') out['x-sockmesh-flags'] = end.flag;
+        res.writeHead(up.statusCode, out);
+        up.body.on('error', () => res.destroy());
+        up.body.pipe(res);
+        await new Promise<void>((resolve) => res.once('close', resolve));
+        end.untrack();
+        record(up.statusCode, end.flag, cluster, end.ep, end.attempts);
+        return;
       }
-      const status = lastFlag === 'UT' ? 504 : 503;
+      if (end.kind === 'denied') {
+        res.writeHead(403, { 'content-type': 'text/plain', 'x-sockmesh-flags': 'UAEX' });
+        res.end(denial(end.policy));
+        record(403, 'UAEX', cluster, end.ep, end.attempts);
+        return;
+      }
+      const status = end.flag === 'UT' ? 504 : 503;
       if (!res.headersSent) {
-        res.writeHead(status, { 'content-type': 'text/plain', 'x-sockmesh-flags': lastFlag });
-        res.end(`upstream ${lastFlag === 'UT' ? 'request timeout' : 'unavailable'} (${lastFlag})\n`);
+        res.writeHead(status, { 'content-type': 'text/plain', 'x-sockmesh-flags': end.flag });
+        res.end(failureBody(end.flag));
       } else res.destroy();
-      record(status, lastFlag, cluster, lastEp, attempt);
+      record(status, end.flag, cluster, end.ep, end.attempts);
     } finally {
       pendingRelease();
     }
   }
+}
+
+/** A failed attempt as the loop needs it: the outcome for retry and outlier decisions, the flag to log. */
+function failure<R>(err: unknown): AttemptResult<R> {
+  const outcome = classify(err);
+  const flag: ResponseFlag =
+    outcome.kind === 'timeout'
+      ? 'UT'
+      : err instanceof TunnelError && err.status === 403
+        ? 'UAEX'
+        : outcome.kind === 'reset'
+          ? 'UR'
+          : 'UF';
+  return { kind: 'failed', outcome, flag, err };
+}
+
+function denial(policy: string | undefined): string {
+  return policy === undefined ? 'RBAC: access denied\n' : `RBAC: access denied (${policy})\n`;
+}
+
+function failureBody(flag: ResponseFlag): string {
+  return `upstream ${flag === 'UT' ? 'request timeout' : 'unavailable'} (${flag})\n`;
 }
 
 function classify(err: unknown): Outcome {
@@ -717,14 +707,4 @@ function readAll(req: http.IncomingMessage): Promise<Buffer> {
     req.on('end', () => resolve(Buffer.concat(chunks)));
     req.on('error', reject);
   });
-}
-
-function minDefined(a: number | undefined, b: number | undefined): number | undefined {
-  if (a === undefined) return b;
-  if (b === undefined) return a;
-  return Math.min(a, b);
-}
-
-function sleep(ms: number): Promise<void> {
-  return ms > 0 ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve();
 }

@@ -61,7 +61,19 @@ export interface FilterChain {
   action: ChainAction;
   /** The chain's `filter_metadata.sockmesh` (e.g. the pod an inbound chain is for). */
   meta: Readonly<Record<string, PlainValue>>;
+  /** `filter_chain_match.application_protocols`: only the detected HTTP ones (Istio's http/1.0, http/1.1, h2c). */
+  applicationProtocols: readonly string[];
+  /**
+   * Set on a chain that has an HTTP sibling with the same port and prefixes
+   * but application_protocols: the connection's first bytes choose (the
+   * sibling when they are HTTP, this chain otherwise). Istio's outbound
+   * listener for a port whose protocol is not declared looks like this.
+   */
+  detectHttp?: FilterChain;
 }
+
+/** What the agent's protocol detection can tell apart (outbound/detect.ts). */
+const DETECTED_HTTP = ['http/1.0', 'http/1.1', 'h2c'];
 
 export interface ListenerConfig {
   name: string;
@@ -100,9 +112,18 @@ function indexChains(chains: readonly FilterChain[], path: string): ChainIndex {
   const byPort = new Map<number, ChainGroup>();
   let portless: ChainGroup | undefined;
   const owner = new Map<string, number>();
+  // Chains with application protocols ride on their TCP sibling (same port and prefixes) when it exists.
+  const siblings = new Map<string, FilterChain>();
+  const matchKey = (c: FilterChain) =>
+    `${c.destinationPort ?? '*'}|${c.prefixRanges
+      .map((p) => p.text)
+      .sort()
+      .join(',')}`;
+  for (const c of chains) if (c.applicationProtocols.length === 0) siblings.set(matchKey(c), c);
   chains.forEach((c, i) => {
+    const alpn = c.applicationProtocols.join(',');
     const claim = (what: string): void => {
-      const key = `${c.destinationPort ?? '*'}|${what}`;
+      const key = `${c.destinationPort ?? '*'}|${what}${alpn ? `|${alpn}` : ''}`;
       const prev = owner.get(key);
       if (prev !== undefined) {
         throw decodeError(
@@ -112,6 +133,13 @@ function indexChains(chains: readonly FilterChain[], path: string): ChainIndex {
       }
       owner.set(key, i);
     };
+    const sibling = alpn ? siblings.get(matchKey(c)) : undefined;
+    if (sibling) {
+      if (c.prefixRanges.length === 0) claim('any');
+      for (const p of c.prefixRanges) claim(p.text);
+      sibling.detectHttp = c;
+      return;
+    }
     let group: ChainGroup;
     if (c.destinationPort === undefined) {
       portless ??= { hosts: new Map(), nets: [], any: undefined };
@@ -171,7 +199,6 @@ export function parseListener(v: unknown, path = 'Listener'): ListenerConfig {
 
 const UNSUPPORTED_CHAIN_MATCH = [
   'server_names',
-  'application_protocols',
   'source_prefix_ranges',
   'direct_source_prefix_ranges',
   'source_ports',
@@ -181,6 +208,7 @@ function parseChain(v: unknown, path: string, index: number): FilterChain {
   const c = obj(v, path);
   let destinationPort: number | undefined;
   let prefixRanges: CidrPrefix[] = [];
+  let applicationProtocols: string[] = [];
   if (c.filter_chain_match != null) {
     const m = obj(c.filter_chain_match, `${path}.filter_chain_match`);
     for (const k of UNSUPPORTED_CHAIN_MATCH) {
@@ -204,6 +232,16 @@ function parseChain(v: unknown, path: string, index: number): FilterChain {
     prefixRanges = list(m.prefix_ranges, `${path}.filter_chain_match.prefix_ranges`).map((p, i) =>
       parseCidrRange(p, `${path}.filter_chain_match.prefix_ranges[${i}]`),
     );
+    applicationProtocols = list(
+      m.application_protocols,
+      `${path}.filter_chain_match.application_protocols`,
+    ).map((p, i) => str(p, `${path}.filter_chain_match.application_protocols[${i}]`));
+    if (applicationProtocols.some((p) => !DETECTED_HTTP.includes(p))) {
+      throw decodeError(
+        `${path}.filter_chain_match.application_protocols`,
+        `only ${DETECTED_HTTP.slice(0, -1).join(', ')} and ${DETECTED_HTTP.at(-1)} are supported (protocol detection)`,
+      );
+    }
   }
   const rbac: RbacConfig[] = [];
   let action = undefined as ChainAction | undefined;
@@ -230,6 +268,7 @@ function parseChain(v: unknown, path: string, index: number): FilterChain {
     rbac,
     action,
     meta: sockmeshMetadata(c.metadata, `${path}.metadata`),
+    applicationProtocols,
   };
 }
 

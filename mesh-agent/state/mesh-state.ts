@@ -58,8 +58,20 @@ export interface MeshStateOptions {
 
 export type OutboundMatch =
   | { kind: 'http'; routeConfig: RouteConfig; routeConfigName: string; chain: FilterChain; listener: string }
-  | { kind: 'tcp'; tcpProxy: TcpProxy; chain: FilterChain; listener: string }
+  | {
+      kind: 'tcp';
+      tcpProxy: TcpProxy;
+      chain: FilterChain;
+      listener: string;
+      /**
+       * The port does not declare its protocol: when the connection's first
+       * bytes are HTTP, this is the match to use instead (protocol detection).
+       */
+      detectHttp?: HttpOutboundMatch;
+    }
   | { kind: 'passthrough'; reason: 'no-listener' | 'no-filter-chain' | 'original-dst-cluster' };
+
+export type HttpOutboundMatch = Extract<OutboundMatch, { kind: 'http' }>;
 
 export interface InboundMatch {
   chain: FilterChain | undefined;
@@ -219,6 +231,12 @@ export class MeshState {
     if (!listener) return { kind: 'passthrough', reason: 'no-listener' };
     const chain = selectFilterChain(listener, origDstIp, origDstPort);
     if (!chain) return { kind: 'passthrough', reason: 'no-filter-chain' };
+    const m = this.matchChain(chain, listener.name);
+    const alt = chain.detectHttp && this.matchChain(chain.detectHttp, listener.name);
+    return m.kind === 'tcp' && alt?.kind === 'http' ? { ...m, detectHttp: alt } : m;
+  }
+
+  private matchChain(chain: FilterChain, listener: string): OutboundMatch {
     const action = chain.action;
     if (action.kind === 'http') {
       const name = action.http.routeConfigName;
@@ -226,13 +244,13 @@ export class MeshState {
         action.http.inlineRouteConfig ??
         (name === undefined ? undefined : this.routes.get(name)) ??
         EMPTY_ROUTES(name ?? '');
-      return { kind: 'http', routeConfig, routeConfigName: routeConfig.name, chain, listener: listener.name };
+      return { kind: 'http', routeConfig, routeConfigName: routeConfig.name, chain, listener };
     }
     const t = action.tcpProxy.target;
     if (t.kind === 'cluster' && this.clusters.get(t.name)?.discovery === 'ORIGINAL_DST') {
       return { kind: 'passthrough', reason: 'original-dst-cluster' };
     }
-    return { kind: 'tcp', tcpProxy: action.tcpProxy, chain, listener: listener.name };
+    return { kind: 'tcp', tcpProxy: action.tcpProxy, chain, listener };
   }
 
   /** The tunnel listener's chain for a local destination, and the policy to apply. */

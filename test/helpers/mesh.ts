@@ -84,14 +84,24 @@ export async function eventually<T>(
   timeoutMs = 8000,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
-  let last = await fn();
-  while (!ok(last)) {
-    if (Date.now() > deadline)
-      throw new Error(`${what}: not reached in ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
+  // A poll that throws (an agent busy restarting a worker, a truncated answer) counts as "not yet".
+  const attempt = async (): Promise<{ value: T } | { error: unknown }> => {
+    try {
+      return { value: await fn() };
+    } catch (error) {
+      return { error };
+    }
+  };
+  let last = await attempt();
+  while (!('value' in last) || !ok(last.value)) {
+    if (Date.now() > deadline) {
+      if ('error' in last) throw last.error;
+      throw new Error(`${what}: not reached in ${timeoutMs} ms; last: ${JSON.stringify(last.value)}`);
+    }
     await new Promise((r) => setTimeout(r, 200));
-    last = await fn();
+    last = await attempt();
   }
-  return last;
+  return last.value;
 }
 
 /** The value of one Prometheus sample (summed over series matching every given label). */

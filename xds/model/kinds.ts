@@ -27,6 +27,8 @@ import type {
 
 export const MESH_LABEL = 'sockmesh.io/mesh';
 export const MESH_LABEL_VALUE = 'enabled';
+/** How a meshed namespace treats plaintext from outside the mesh: strict (default) or permissive. */
+export const MTLS_LABEL = 'sockmesh.io/mtls';
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -64,7 +66,16 @@ export function decodeNamespace(r: FieldReader, meta: Meta): Namespace {
   if (v !== undefined && v !== MESH_LABEL_VALUE && v !== 'disabled') {
     r.fail(['metadata', 'labels', MESH_LABEL], `must be '${MESH_LABEL_VALUE}' or 'disabled', got '${v}'`);
   }
-  return { name: meta.name, labels, meshed: v === MESH_LABEL_VALUE };
+  const mode = labels[MTLS_LABEL] ?? 'strict';
+  if (mode !== 'strict' && mode !== 'permissive') {
+    r.fail(['metadata', 'labels', MTLS_LABEL], `must be 'strict' or 'permissive', got '${mode}'`);
+  }
+  return {
+    name: meta.name,
+    labels,
+    meshed: v === MESH_LABEL_VALUE,
+    mtlsMode: mode === 'permissive' ? 'permissive' : 'strict',
+  };
 }
 
 export function decodeNode(r: FieldReader, meta: Meta): MeshNode {

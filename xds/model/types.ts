@@ -24,7 +24,15 @@ export interface Namespace {
   labels: Labels;
   /** `sockmesh.io/mesh: enabled`. */
   meshed: boolean;
+  /**
+   * `sockmesh.io/mtls`: `strict` (default) drops plaintext that did not come
+   * through the node proxy; `permissive` lets the proxy take it (port 15006),
+   * authorize it as an unauthenticated caller and deliver it.
+   */
+  mtlsMode: MtlsMode;
 }
+
+export type MtlsMode = 'strict' | 'permissive';
 
 export type PortProtocol = 'http' | 'http2' | 'grpc' | 'tcp';
 

@@ -76,6 +76,8 @@ export function workloadMetadata(model: MeshModel, w: Workload): Record<string, 
     serviceAccount: w.serviceAccount,
     version: w.labels.version,
     meshed: isMeshed(model, w),
+    // Only said when it differs from the default, so strict meshes translate as before.
+    mtlsMode: model.namespaces.get(w.namespace)?.mtlsMode === 'permissive' ? 'permissive' : undefined,
   };
 }
 

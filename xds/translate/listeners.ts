@@ -2,7 +2,9 @@
  * Listeners:
  * - `sockmesh-outbound` (same for every node): a filter chain per Service
  *   VIP:port; HTTP ports use an HttpConnectionManager with RDS, TCP ports a
- *   tcp_proxy (weighted when a TCPRoute splits it); anything else passes through.
+ *   tcp_proxy (weighted when a TCPRoute splits it); a port that does not
+ *   declare its protocol gets both, the HTTP chain matching the detected
+ *   application protocols (Istio's layout); anything else passes through.
  * - `sockmesh-inbound` (per node): a filter chain per meshed pod on that node
  *   (this is how the agent learns mesh membership), with the pod's RBAC.
  * - API listeners named `<fqdn>:<port>`, for proxyless gRPC clients.
@@ -19,6 +21,7 @@ import {
   OUTBOUND_LISTENER,
   OUTBOUND_PORT,
   PASSTHROUGH_CLUSTER,
+  portMode,
   routeConfigName,
   TUNNEL_PORT,
 } from './names.js';
@@ -38,6 +41,18 @@ function tcpProxy(statPrefix: string, target: Json, idleMs: number | undefined):
   const cfg: Json = { '@type': TCP_PROXY_TYPE, stat_prefix: statPrefix, ...target };
   if (idleMs !== undefined) cfg.idle_timeout = duration(idleMs);
   return { name: 'envoy.filters.network.tcp_proxy', typed_config: cfg };
+}
+
+/** The application protocols the agent detects on a port that does not declare one (Istio's list). */
+export const DETECTED_HTTP_PROTOCOLS = ['http/1.0', 'http/1.1', 'h2c'];
+
+/** A port whose protocol is detected: undeclared, and no TCPRoute claims it as TCP. */
+export function detectsProtocol(
+  svc: Service,
+  port: ServicePort,
+  tcpRoutes: ReadonlyMap<string, TcpRoute>,
+): boolean {
+  return portMode(port) === 'detect' && !tcpRoutes.has(`${objectKey(svc.namespace, svc.name)}:${port.port}`);
 }
 
 /** TCPRoutes claiming each TCP Service port. */
@@ -60,11 +75,12 @@ function outboundChain(
   svc: Service,
   port: ServicePort,
   tcpRoutes: ReadonlyMap<string, TcpRoute>,
+  as: 'http' | 'tcp' = isHttpPort(port) ? 'http' : 'tcp',
 ): Json {
   const name = clusterName(model, svc, port.port);
   const statPrefix = `outbound_${svc.namespace}_${svc.name}_${port.port}`;
   let filter: Json;
-  if (isHttpPort(port)) {
+  if (as === 'http') {
     filter = {
       name: 'envoy.filters.network.http_connection_manager',
       typed_config: httpConnectionManager(statPrefix, routeConfigName(model, svc, port.port)),
@@ -85,15 +101,21 @@ function outboundChain(
     const idle = model.trafficPolicies.get(objectKey(svc.namespace, svc.name))?.timeouts?.idle;
     filter = tcpProxy(statPrefix, target, idle);
   }
+  const detect = detectsProtocol(svc, port, tcpRoutes);
   return {
-    name,
-    filter_chain_match: { destination_port: { value: port.port }, prefix_ranges: [cidr(svc.clusterIP!)] },
+    name: detect && as === 'http' ? `${name}|http` : name,
+    filter_chain_match: {
+      destination_port: { value: port.port },
+      prefix_ranges: [cidr(svc.clusterIP!)],
+      ...(detect && as === 'http' ? { application_protocols: DETECTED_HTTP_PROTOCOLS } : {}),
+    },
     filters: [filter],
     metadata: sockmeshMetadata({
       service: svc.name,
       namespace: svc.namespace,
       port: port.port,
-      protocol: port.protocol,
+      // `auto`: not declared, detected per connection (Istio's term).
+      protocol: detect ? 'auto' : port.protocol,
     }),
   };
 }
@@ -103,7 +125,11 @@ export function outboundListener(model: MeshModel): Json {
   const chains: Json[] = [];
   for (const svc of model.services.values()) {
     if (svc.clusterIP === undefined) continue; // headless: nothing to capture
-    for (const port of svc.ports) chains.push(outboundChain(model, svc, port, tcpRoutes));
+    for (const port of svc.ports) {
+      chains.push(outboundChain(model, svc, port, tcpRoutes));
+      if (detectsProtocol(svc, port, tcpRoutes))
+        chains.push(outboundChain(model, svc, port, tcpRoutes, 'http'));
+    }
   }
   return {
     '@type': LISTENER_TYPE,

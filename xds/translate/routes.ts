@@ -17,6 +17,7 @@ import type {
 import { objectKey } from '../model/types.js';
 import { ROUTE_TYPE } from '../protos.js';
 import { duration, type Json, sockmeshMetadata, u32 } from './envoy.js';
+import { attachedTcpRoutes, detectsProtocol } from './listeners.js';
 import { clusterName, isHttpPort, routeConfigName } from './names.js';
 
 interface RouteEntry {
@@ -70,10 +71,11 @@ function comparePrecedence(a: RouteEntry, b: RouteEntry): number {
 
 export function translateRoutes(model: MeshModel, attached: ReadonlyMap<string, RouteEntry[]>): Json[] {
   const out: Json[] = [];
+  const tcpRoutes = attachedTcpRoutes(model);
   for (const svc of model.services.values()) {
     const policy = model.trafficPolicies.get(objectKey(svc.namespace, svc.name));
     for (const port of svc.ports) {
-      if (!isHttpPort(port)) continue;
+      if (!isHttpPort(port) && !detectsProtocol(svc, port, tcpRoutes)) continue;
       out.push(
         routeConfiguration(
           model,

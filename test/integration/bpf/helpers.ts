@@ -108,3 +108,37 @@ export async function eventually<T>(fn: () => T, ok: (v: T) => boolean, timeoutM
   }
   return v;
 }
+
+/** What one dialer attempt saw (fixtures/dialer.ts). */
+export interface Attempt {
+  ok: boolean;
+  code?: string;
+  greeting?: string;
+  local?: string;
+}
+
+/**
+ * Long-lived dialers (fixtures/dialer.ts), one per source netns, so a test can
+ * try many connections without paying a process start for each.
+ */
+export class Dialers {
+  private readonly byTarget = new Map<LabTarget, Fixture>();
+  private seq = 0;
+
+  constructor(private readonly spawn: (target: LabTarget) => Fixture) {}
+
+  async start(targets: LabTarget[]): Promise<void> {
+    for (const t of targets) this.byTarget.set(t, this.spawn(t));
+    for (const f of this.byTarget.values())
+      await f.waitFor((e) => e.event === 'ready', 20_000, 'dialer ready');
+  }
+
+  /** One connection attempt from `from` to `to` (ip:port), optionally bound to `source`. */
+  async dial(from: LabTarget, to: string, timeoutMs: number, source?: string): Promise<Attempt> {
+    const d = this.byTarget.get(from);
+    if (!d) throw new Error('no dialer there');
+    const id = String(++this.seq);
+    d.send(`${id} ${to} ${timeoutMs}${source ? ` ${source}` : ''}`);
+    return (await d.waitFor((e) => e.id === id, timeoutMs + 5_000, `attempt ${id}`)) as unknown as Attempt;
+  }
+}

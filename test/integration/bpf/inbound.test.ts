@@ -14,17 +14,11 @@ import { type Counters, INBOUND_PLAINTEXT_PORT, SockopsDataplane } from '../../.
 import { TestBed } from '../../../lab/testbed.js';
 import type { LabNode, LabPod, LabTarget } from '../../../lab/types.js';
 import { nullLogger } from '../../../lib/log.js';
-import { type Fixture, runFixture } from './helpers.js';
+import { Dialers, type Fixture, runFixture } from './helpers.js';
 
 const PORT = 8080;
 const REFUSED_WITHIN_MS = 700;
 const ALLOWED_WITHIN_MS = 5_000;
-
-interface Attempt {
-  ok: boolean;
-  code?: string;
-  greeting?: string;
-}
 
 describe('bpf-sockops inbound plaintext capture (permissive pods, sk_lookup)', { timeout: 90_000 }, () => {
   let bed: TestBed;
@@ -32,22 +26,15 @@ describe('bpf-sockops inbound plaintext capture (permissive pods, sk_lookup)', {
   let dp: SockopsDataplane | undefined;
   const pods: Record<string, LabPod> = {};
   const fixtures: Fixture[] = [];
-  const dialers = new Map<LabTarget, Fixture>();
+  const dialers = new Dialers((from) => spawn(bed, from, 'dialer.ts', []));
   let proxy: Fixture | undefined;
-  let seq = 0;
 
   const spawn = (...args: Parameters<typeof runFixture>) => {
     const f = runFixture(...args);
     fixtures.push(f);
     return f;
   };
-  const dial = async (from: LabTarget, to: string, timeout: number): Promise<Attempt> => {
-    const d = dialers.get(from);
-    assert.ok(d, 'no dialer there');
-    const id = String(++seq);
-    d.send(`${id} ${to} ${timeout}`);
-    return (await d.waitFor((e) => e.id === id, timeout + 5_000, `attempt ${id}`)) as unknown as Attempt;
-  };
+  const dial = (from: LabTarget, to: string, timeout: number) => dialers.dial(from, to, timeout);
   const greeting = async (from: LabTarget, to: string) => {
     const r = await dial(from, to, ALLOWED_WITHIN_MS);
     assert.ok(r.ok, `${to} should answer, got ${r.code}`);
@@ -101,10 +88,9 @@ describe('bpf-sockops inbound plaintext capture (permissive pods, sk_lookup)', {
         '--greet-peer',
       ]),
     ];
-    for (const from of [node1, pods.peer!, pods.far!, pods.web!])
-      dialers.set(from, spawn(bed, from, 'dialer.ts', []));
+    const starting = dialers.start([node1, pods.peer!, pods.far!, pods.web!]);
     for (const f of servers) await f.waitFor((e) => e.event === 'listening', 20_000, 'listening');
-    for (const f of dialers.values()) await f.waitFor((e) => e.event === 'ready', 20_000, 'dialer ready');
+    await starting;
   });
 
   after(async () => {

@@ -15,7 +15,7 @@ import { type Counters, SockopsDataplane } from '../../../bpf-sockops/index.js';
 import { TestBed } from '../../../lab/testbed.js';
 import type { LabNode, LabPod, LabTarget } from '../../../lab/types.js';
 import { nullLogger } from '../../../lib/log.js';
-import { eventually, FIXTURES, Fixture, REPO, runFixture } from './helpers.js';
+import { Dialers, eventually, FIXTURES, Fixture, REPO, runFixture } from './helpers.js';
 
 const PROXY_PORT = 15001;
 const PORT = 8080;
@@ -23,21 +23,13 @@ const PORT = 8080;
 const REFUSED_WITHIN_MS = 700;
 const ALLOWED_WITHIN_MS = 5_000;
 
-interface Attempt {
-  ok: boolean;
-  code?: string;
-  greeting?: string;
-  local?: string;
-}
-
 describe('bpf-sockops strict mode', { timeout: 60_000 }, () => {
   let bed: TestBed;
   let node1: LabNode;
   let dp: SockopsDataplane | undefined;
   const pods: Record<string, LabPod> = {};
   const fixtures: Fixture[] = [];
-  const dialers = new Map<LabTarget, Fixture>();
-  let seq = 0;
+  const dialers = new Dialers((from) => spawn(bed, from, 'dialer.ts', []));
 
   const spawn = (...args: Parameters<typeof runFixture>) => {
     const f = runFixture(...args);
@@ -45,14 +37,8 @@ describe('bpf-sockops strict mode', { timeout: 60_000 }, () => {
     return f;
   };
   /** One connection attempt from `from` to `to`; resolves with what the client saw. */
-  const dial = async (from: LabTarget, to: string, opts: { source?: string; expect: 'ok' | 'refused' }) => {
-    const d = dialers.get(from);
-    assert.ok(d, 'no dialer there');
-    const id = String(++seq);
-    const timeout = opts.expect === 'ok' ? ALLOWED_WITHIN_MS : REFUSED_WITHIN_MS;
-    d.send(`${id} ${to} ${timeout}${opts.source ? ` ${opts.source}` : ''}`);
-    return (await d.waitFor((e) => e.id === id, timeout + 5_000, `attempt ${id}`)) as unknown as Attempt;
-  };
+  const dial = (from: LabTarget, to: string, opts: { source?: string; expect: 'ok' | 'refused' }) =>
+    dialers.dial(from, to, opts.expect === 'ok' ? ALLOWED_WITHIN_MS : REFUSED_WITHIN_MS, opts.source);
   const reaches = async (from: LabTarget, to: string, greeting: string, source?: string) => {
     const r = await dial(from, to, { expect: 'ok', ...(source ? { source } : {}) });
     assert.ok(r.ok, `${to} should accept, got ${r.code}`);
@@ -99,11 +85,9 @@ describe('bpf-sockops strict mode', { timeout: 60_000 }, () => {
       ]),
       spawn(bed, pods.perm!, 'echo-server.ts', ['--name', 'perm', '--listen', `0.0.0.0:${PORT}`, '--quiet']),
     ];
-    for (const from of [node1, pods.plain!, pods.remote!, pods.perm!, pods.strict!]) {
-      dialers.set(from, spawn(bed, from, 'dialer.ts', []));
-    }
+    const starting = dialers.start([node1, pods.plain!, pods.remote!, pods.perm!, pods.strict!]);
     for (const f of servers) await f.waitFor((e) => e.event === 'listening', 20_000, 'listening');
-    for (const f of dialers.values()) await f.waitFor((e) => e.event === 'ready', 20_000, 'dialer ready');
+    await starting;
   });
 
   after(async () => {

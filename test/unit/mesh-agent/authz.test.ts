@@ -117,10 +117,10 @@ describe('Authorizer: DENY first, then ALLOW', () => {
       undefined,
     ],
     [
-      'batch prefix on TCP: url_path absent, so not_rule matches',
+      'batch prefix on TCP: an ALLOW rule with a path condition never matches a TCP stream (Istio)',
       r(spiffe('batch', 'job'), 1234),
-      true,
-      'shop/allow-batch-prefix',
+      false,
+      undefined,
     ],
     ['prefix is not a substring match', r(`${TD}/ns/batchy/sa/x`, 1234), false, undefined],
     [
@@ -210,7 +210,7 @@ describe('Authorizer layering edge cases', () => {
     assert.ok(!a.evaluate(r(undefined)).allowed);
   });
 
-  it('header permissions on TCP follow Envoy: the header is absent', () => {
+  it('HTTP-only conditions on TCP follow Istio: ALLOW rules with them never match, DENY rules with them do', () => {
     const a = Authorizer.fromWire([
       rbac('DENY', {
         'no-delete': {
@@ -228,7 +228,66 @@ describe('Authorizer layering edge cases', () => {
     assert.ok(!a.evaluate(r(undefined, 80, { method: 'DELETE', path: '/' })).allowed);
     assert.ok(!a.evaluate(r(undefined, 80, { method: 'POST', path: '/' })).allowed);
     assert.ok(a.evaluate(r(undefined, 80, { method: 'GET', path: '/' })).allowed);
-    assert.ok(a.evaluate(r(undefined, 80)).allowed, 'TCP: DELETE rule cannot match, inverted POST rule does');
+    assert.deepEqual(
+      a.evaluate(r(undefined, 80)),
+      { allowed: false, reason: 'denied-by-policy', policy: 'no-delete' },
+      'TCP: the DENY rule on a method matches (it cannot be checked, so it is not a way around the deny)',
+    );
+  });
+
+  it('on TCP a DENY rule keeps its L4 conditions; HTTP ones are dropped, also under not_rule', () => {
+    const deny = Authorizer.fromWire([
+      rbac('DENY', {
+        'legacy-admin': {
+          permissions: [
+            {
+              and_rules: {
+                rules: [{ destination_port: 9080 }, { url_path: { path: { prefix: '/admin' } } }],
+              },
+            },
+          ],
+          principals: [principal({ exact: spiffe('legacy', 'old') })],
+        },
+        'not-public': {
+          permissions: [
+            {
+              and_rules: {
+                rules: [
+                  { destination_port: 7000 },
+                  { not_rule: { url_path: { path: { prefix: '/public' } } } },
+                ],
+              },
+            },
+          ],
+          principals: [any],
+        },
+      }),
+    ]);
+    const legacy = spiffe('legacy', 'old');
+    assert.equal(deny.evaluate(r(legacy, 9080)).policy, 'legacy-admin', 'TCP to 9080: denied');
+    assert.ok(deny.evaluate(r(legacy, 9081)).allowed, 'another port: the port condition still applies');
+    assert.ok(deny.evaluate(r(legacy, 9080, { method: 'GET', path: '/shop' })).allowed, 'HTTP: path decides');
+    assert.equal(deny.evaluate(r(legacy, 7000)).policy, 'not-public', 'negated HTTP condition: still denied');
+    assert.ok(deny.evaluate(r(legacy, 7000, { method: 'GET', path: '/public/x' })).allowed);
+  });
+
+  it('on TCP an ALLOW rule with a negated or inverted HTTP condition does not match either', () => {
+    const allow = Authorizer.fromWire([
+      rbac('ALLOW', {
+        'all-but-admin': {
+          permissions: [{ not_rule: { url_path: { path: { prefix: '/admin' } } } }],
+          principals: [any],
+        },
+        'l4-port': { permissions: [{ destination_port: 5432 }], principals: [any] },
+      }),
+    ]);
+    assert.equal(allow.evaluate(r(spiffe('a', 'b'), 80)).allowed, false);
+    assert.equal(allow.evaluate(r(spiffe('a', 'b'), 80, { method: 'GET', path: '/x' })).allowed, true);
+    assert.equal(
+      allow.evaluate(r(spiffe('a', 'b'), 5432)).policy,
+      'l4-port',
+      'pure L4 rules still allow TCP',
+    );
   });
 });
 

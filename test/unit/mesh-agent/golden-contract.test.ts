@@ -79,6 +79,24 @@ describe('control plane golden output loads into MeshState', () => {
     });
   }
 
+  it('basic: a port that declares no protocol is TCP with an HTTP chain for when HTTP is detected', {
+    skip: !cases.includes('basic'),
+  }, () => {
+    const g = JSON.parse(readFileSync(path.join(GOLDEN, 'basic', 'expected.json'), 'utf8')) as Golden;
+    const state = MeshState.fromSnapshot(g);
+    // db:5432 has neither a name nor an appProtocol.
+    const db = state.matchOutbound('10.96.0.20', 5432);
+    assert.ok(db.kind === 'tcp' && db.detectHttp?.routeConfigName === 'db.shop.svc.cluster.local:5432');
+    // Declared ports are never sniffed.
+    for (const c of g.listeners.flatMap((l) => (l as { filter_chains?: ChainShape[] }).filter_chains ?? [])) {
+      const ip = c.filter_chain_match?.prefix_ranges?.[0]?.address_prefix;
+      const port = c.filter_chain_match?.destination_port?.value;
+      if (ip === undefined || port === undefined || (ip === '10.96.0.20' && port === 5432)) continue;
+      const m = state.matchOutbound(ip, port);
+      assert.ok(m.kind !== 'tcp' || m.detectHttp === undefined, `${ip}:${port} is declared`);
+    }
+  });
+
   it('canary: the weighted split and the header route of the reviews Service', {
     skip: !cases.includes('canary'),
   }, () => {

@@ -522,6 +522,37 @@ describe('listener validation', () => {
     );
   });
 
+  it('application_protocols: an HTTP chain beside a TCP one on the same match means "detect"', () => {
+    const http = chain('svc-http', '10.96.0.50', 7000, [hcm('svc.shop:7000')]);
+    (http.filter_chain_match as Raw).application_protocols = ['http/1.0', 'http/1.1', 'h2c'];
+    const raw = l([chain('svc', '10.96.0.50', 7000, [tcpProxy('svc-cluster')]), http]);
+    const parsed = parseListener(raw);
+    assert.deepEqual(parsed.chains[1]?.applicationProtocols, ['http/1.0', 'http/1.1', 'h2c']);
+    const s = MeshState.fromSnapshot(
+      { listeners: [raw], clusters: [wire(CLUSTER_TYPE, { name: 'svc-cluster' })] },
+      { outboundListener: 'l' },
+    );
+    const m = s.matchOutbound('10.96.0.50', 7000);
+    // TCP unless the first bytes say HTTP: a consumer that does not detect gets today's L4 behaviour.
+    assert.ok(m.kind === 'tcp' && m.chain.name === 'svc');
+    assert.equal(m.detectHttp?.kind, 'http');
+    assert.equal(m.detectHttp?.routeConfigName, 'svc.shop:7000');
+    // Without the TCP sibling, the HTTP chain alone is what matches.
+    const alone = MeshState.fromSnapshot({ listeners: [l([http])] }, { outboundListener: 'l' });
+    assert.equal(alone.matchOutbound('10.96.0.50', 7000).kind, 'http');
+    assert.throws(
+      () => parseListener(l([http, structuredClone(http)])),
+      /same match as filter_chains\[0\]/,
+      'two chains with the same application protocols still clash',
+    );
+    const other = chain('x', '10.96.0.50', 7000, [hcm('x')]);
+    (other.filter_chain_match as Raw).application_protocols = ['h2'];
+    assert.throws(
+      () => parseListener(l([other])),
+      /application_protocols: only http\/1\.0, http\/1\.1 and h2c/,
+    );
+  });
+
   it('accepts transport_protocol raw_buffer', () => {
     assert.equal(
       parseListener(

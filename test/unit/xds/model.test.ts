@@ -173,3 +173,20 @@ test('namespace membership label', () => {
     ["m.yaml:6: metadata.labels.sockmesh.io/mesh: must be 'enabled' or 'disabled', got 'yes'"],
   );
 });
+
+test('namespace mTLS mode label: strict by default, permissive on request, nothing else', () => {
+  const parsed = parseManifestText(
+    'n.yaml',
+    'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n  labels:\n    sockmesh.io/mesh: enabled\n    sockmesh.io/mtls: permissive\n---\napiVersion: v1\nkind: Namespace\nmetadata: { name: b, labels: { sockmesh.io/mesh: enabled } }\n',
+  );
+  const r = buildModel(parsed.objects);
+  assert.ok(r.ok);
+  assert.equal(r.model.namespaces.get('a')?.mtlsMode, 'permissive');
+  assert.equal(r.model.namespaces.get('b')?.mtlsMode, 'strict');
+  assert.deepEqual(
+    errorsOf(
+      'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n  labels:\n    sockmesh.io/mtls: open\n',
+    ),
+    ["m.yaml:6: metadata.labels.sockmesh.io/mtls: must be 'strict' or 'permissive', got 'open'"],
+  );
+});

@@ -1,0 +1,143 @@
+/**
+ * Permissive pods: plaintext from outside the mesh still reaches them, but
+ * through the proxy, so AuthorizationPolicy applies to it (as an
+ * unauthenticated caller) and every denial is counted. The kernel side
+ * (bpf-sockops `captureInbound`) puts a listener on 15006 inside the pod's
+ * network namespace and steers the pod's inbound connections to it with
+ * sk_lookup; this module owns those listeners and hands each connection to an
+ * InboundServer. It runs in the agent's primary: plaintext is migration
+ * traffic, and a listener fd cannot follow a replaced worker.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import type { SockopsDataplane } from '../../bpf-sockops/index.js';
+import type { Logger } from '../../lib/log.js';
+import { InboundServer } from '../inbound/server.js';
+import type { MeshState } from '../state/mesh-state.js';
+import type { MeshTelemetry } from '../telemetry/mesh-telemetry.js';
+import { type LocalView, MeshAuthorization } from './local-view.js';
+
+/** The inbound side as this node sees it: its pods, their RBAC, denials reported to telemetry. */
+export function meshInboundServer(o: {
+  view: () => LocalView;
+  state: () => MeshState;
+  telemetry: MeshTelemetry;
+  log: Logger;
+}): InboundServer {
+  return new InboundServer({
+    workloads: { byIp: (ip: string) => o.view().byIp(ip) },
+    authz: new MeshAuthorization(o.state),
+    log: o.log,
+    events: {
+      denied: (ev) =>
+        o.telemetry.authzDenied({
+          sourcePrincipal: ev.source ?? '-',
+          destinationWorkload: ev.destination.name,
+          destinationNamespace: ev.destination.namespace,
+          policy: ev.policy,
+        }),
+    },
+  });
+}
+
+/**
+ * The network namespace of the first process found in a pod's cgroup tree
+ * (the pod's sandbox or any container), as a path the kernel can open.
+ */
+export function netnsOfCgroup(dir: string, depth = 4): string | undefined {
+  try {
+    const pid = readFileSync(join(dir, 'cgroup.procs'), 'utf8')
+      .split('\n')
+      .find((l) => l.trim() !== '');
+    if (pid) return `/proc/${pid.trim()}/ns/net`;
+    if (depth === 0) return undefined;
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      if (!e.isDirectory()) continue;
+      const found = netnsOfCgroup(join(dir, e.name), depth - 1);
+      if (found) return found;
+    }
+  } catch {
+    // the cgroup went away
+  }
+  return undefined;
+}
+
+interface Taken {
+  ip: string;
+  server: net.Server;
+}
+
+export interface PermissiveOptions {
+  dataplane: SockopsDataplane;
+  inbound: InboundServer;
+  log: Logger;
+  /** How often to look again for pods that have no process (hence no netns) yet. */
+  retryMs?: number;
+}
+
+export class PermissiveInbound {
+  private readonly taken = new Map<string, Taken>();
+  /** Pods to take, by key (`ns/pod`): their IP and cgroup directory. */
+  private want = new Map<string, { ip: string; cgroupDir: string }>();
+  private retry: NodeJS.Timeout | undefined;
+
+  constructor(private readonly o: PermissiveOptions) {}
+
+  /** Takes exactly these pods' plaintext; gives back the rest to their pods. */
+  reconcile(want: Map<string, { ip: string; cgroupDir: string }>): void {
+    this.want = want;
+    for (const [key, t] of this.taken) {
+      if (want.get(key)?.ip === t.ip) continue;
+      this.release(key, t);
+    }
+    let pending = 0;
+    for (const [key, pod] of want) {
+      if (this.taken.has(key)) continue;
+      const netns = netnsOfCgroup(pod.cgroupDir);
+      if (!netns) {
+        pending++;
+        continue;
+      }
+      try {
+        const fd = this.o.dataplane.captureInbound({ ip: pod.ip, netnsPath: netns });
+        const server = net.createServer((socket) => this.o.inbound.handlePlaintext(socket));
+        server.on('error', (err) => this.o.log.warn('permissive listener failed', { pod: key, err }));
+        server.listen({ fd });
+        this.taken.set(key, { ip: pod.ip, server });
+        this.o.log.info('taking inbound plaintext (permissive)', { pod: key, ip: pod.ip });
+      } catch (err) {
+        pending++;
+        this.o.log.warn('could not take inbound plaintext; the pod refuses it until then', { pod: key, err });
+      }
+    }
+    clearTimeout(this.retry);
+    this.retry = undefined;
+    if (pending > 0) {
+      this.retry = setTimeout(() => this.reconcile(this.want), this.o.retryMs ?? 1000);
+      this.retry.unref();
+    }
+  }
+
+  /** Pod keys whose plaintext is taken. */
+  pods(): string[] {
+    return [...this.taken.keys()];
+  }
+
+  private release(key: string, t: Taken): void {
+    this.o.dataplane.releaseInbound(t.ip);
+    t.server.close();
+    this.taken.delete(key);
+    this.o.log.info('gave inbound plaintext back to the pod', { pod: key });
+  }
+
+  /**
+   * Closes the listeners but leaves the kernel side in place: until the next
+   * agent takes over, the pods refuse plaintext instead of taking it unchecked.
+   */
+  stop(): void {
+    clearTimeout(this.retry);
+    for (const t of this.taken.values()) t.server.close();
+    this.taken.clear();
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * The upstream attempt loop of one proxied request, the same for HTTP/1.1
+ * and h2c: pick an endpoint, authorize a local one, bound the attempt by the
+ * per-try timeout and what is left of the route timeout, and on a retriable
+ * outcome retry after Envoy's back-off while the retry breaker has room and
+ * the request body can still be replayed. The transport supplies `attempt`.
+ */
+import type { Endpoint, Outcome, ResponseFlag, RetryPlan, UpstreamCluster } from './plan.js';
+
+/** Retries replay the request body, so only bodies up to this size are kept for them (Envoy's default buffer). */
+export const MAX_REPLAY_BODY = 64 * 1024;
+
+/** How one upstream attempt ended, as the transport reports it. */
+export type AttemptResult<R> =
+  /** Response headers arrived; `response` is the transport's handle to relay or drop them. */
+  | { kind: 'response'; status: number; response: R }
+  | { kind: 'failed'; outcome: Outcome; flag: ResponseFlag; err?: unknown };
+
+export interface AttemptLoop<R> {
+  cluster: UpstreamCluster;
+  hashKey: string | undefined;
+  retry: RetryPlan | undefined;
+  /** False once the request body can no longer be replayed (too big, or streamed). */
+  replayable(): boolean;
+  /** performance.now() by which the whole request must be answered; undefined = no route timeout. */
+  deadline: number | undefined;
+  /** Authorizes a local endpoint (and may set per-endpoint headers); a policy name when denied. */
+  admit(ep: Endpoint): { denied: string } | undefined;
+  /** One try against ep, bounded by budgetMs (undefined = unbounded). */
+  attempt(ep: Endpoint, budgetMs: number | undefined, n: number): Promise<AttemptResult<R>>;
+  /** Drops a response that is being retried past. */
+  discard(response: R): void;
+  /** The retry breaker (max retries) is full. */
+  retryOverflow(): void;
+  sleep?: (ms: number) => Promise<void>;
+  now?: () => number;
+}
+
+export type AttemptsEnd<R> =
+  /** Relay this response; call untrack once it has been relayed. */
+  | {
+      kind: 'response';
+      status: number;
+      response: R;
+      ep: Endpoint;
+      attempts: number;
+      flag: '-' | 'URX';
+      untrack: () => void;
+    }
+  /** 403 UAEX: local policy, or the remote node refused the tunnel. */
+  | { kind: 'denied'; ep: Endpoint; attempts: number; policy: string | undefined }
+  /** Answer 504 for UT, 503 otherwise. */
+  | { kind: 'failed'; flag: ResponseFlag; ep: Endpoint | undefined; attempts: number };
+
+export async function runAttempts<R>(loop: AttemptLoop<R>): Promise<AttemptsEnd<R>> {
+  const { cluster, retry } = loop;
+  const now = loop.now ?? (() => performance.now());
+  const sleep = loop.sleep ?? defaultSleep;
+  const exhausted = (attempt: number, outcome: Outcome) =>
+    retry === undefined || !loop.replayable() || attempt > retry.numRetries || !retry.shouldRetry(outcome);
+  let attempt = 0;
+  let lastFlag: ResponseFlag = 'UF';
+  let lastEp: Endpoint | undefined;
+  for (;;) {
+    attempt++;
+    if (attempt > 1) {
+      const retryRelease = cluster.tryAcquire('retry');
+      if (!retryRelease) {
+        loop.retryOverflow();
+        break;
+      }
+      retryRelease();
+      await sleep(retry!.backoffMs(attempt - 1));
+    }
+    const ep = cluster.pick(loop.hashKey);
+    if (!ep) {
+      lastFlag = 'UH';
+      break;
+    }
+    lastEp = ep;
+    const refusal = loop.admit(ep);
+    if (refusal) return { kind: 'denied', ep, attempts: attempt, policy: refusal.denied };
+    const remaining = loop.deadline === undefined ? undefined : loop.deadline - now();
+    if (remaining !== undefined && remaining <= 0) {
+      lastFlag = 'UT';
+      break;
+    }
+    const budget = minDefined(retry?.perTryTimeoutMs, remaining);
+    const untrack = cluster.track(ep);
+    const result = await loop.attempt(ep, budget, attempt);
+    if (result.kind === 'response') {
+      const outcome: Outcome =
+        result.status >= 500 ? { kind: 'status', status: result.status } : { kind: 'success' };
+      cluster.report(ep, { kind: 'status', status: result.status });
+      if (outcome.kind === 'success' || exhausted(attempt, outcome)) {
+        const flag = attempt > 1 && outcome.kind !== 'success' ? 'URX' : '-';
+        return {
+          kind: 'response',
+          status: result.status,
+          response: result.response,
+          ep,
+          attempts: attempt,
+          flag,
+          untrack,
+        };
+      }
+      loop.discard(result.response);
+      untrack();
+      lastFlag = 'URX';
+      continue;
+    }
+    untrack();
+    cluster.report(ep, result.outcome);
+    lastFlag = result.flag;
+    if (lastFlag === 'UAEX') return { kind: 'denied', ep, attempts: attempt, policy: undefined };
+    if (exhausted(attempt, result.outcome)) break;
+  }
+  return { kind: 'failed', flag: lastFlag, ep: lastEp, attempts: attempt };
+}
+
+function minDefined(a: number | undefined, b: number | undefined): number | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return Math.min(a, b);
+}
+
+function defaultSleep(ms: number): Promise<void> {
+  return ms > 0 ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve();
+}
