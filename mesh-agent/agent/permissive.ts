@@ -91,6 +91,13 @@ export class PermissiveInbound {
       if (want.get(key)?.ip === t.ip) continue;
       this.release(key, t);
     }
+    // Left by an earlier agent for pods that are gone: their IP may come back as another pod.
+    const wantedIps = new Set([...want.values()].map((p) => p.ip));
+    for (const ip of this.o.dataplane.inboundPods()) {
+      if (wantedIps.has(ip)) continue;
+      this.o.dataplane.releaseInbound(ip);
+      this.o.log.info('released inbound plaintext of a pod that is gone', { ip });
+    }
     let pending = 0;
     for (const [key, pod] of want) {
       if (this.taken.has(key)) continue;
