@@ -12,6 +12,7 @@ export { DEFAULT_CA_DIR, loadAuthority, resolveCaDir } from './ca/store.js';
 export { type ConformanceRule, svidViolations, type Violation } from './conformance.js';
 export {
   backoffDelayMs,
+  caRotator,
   type RotatorOptions,
   renewalDelayMs,
   type SvidFetcher,

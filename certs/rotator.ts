@@ -162,3 +162,31 @@ export class SvidRotator implements SvidSource {
     }
   }
 }
+
+/** Issues SVIDs for one SPIFFE ID; ca/authority's CertificateAuthority is one. */
+export interface SvidIssuer {
+  issueSvid(spiffeId: string, opts: { ttlMs?: number }): Promise<X509Svid>;
+}
+
+/**
+ * A rotator for one SPIFFE ID whose SVIDs `ca` issues; `onIssued` hears of each
+ * (the agent and `identity serve` record them for `sockmesh identity ls`), and
+ * failing to record never fails the renewal.
+ */
+export function caRotator(
+  ca: SvidIssuer,
+  spiffeId: string,
+  opts: { ttlMs?: number; logger: Logger; onIssued?: (svid: X509Svid) => Promise<unknown> },
+): SvidRotator {
+  return new SvidRotator({
+    name: spiffeId,
+    logger: opts.logger,
+    fetch: async () => {
+      const svid = await ca.issueSvid(spiffeId, opts.ttlMs === undefined ? {} : { ttlMs: opts.ttlMs });
+      await opts
+        .onIssued?.(svid)
+        .catch((err: Error) => opts.logger.warn('could not record issued SVID', { err }));
+      return svid;
+    },
+  });
+}

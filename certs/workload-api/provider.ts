@@ -5,7 +5,7 @@
  */
 import { createLogger, type Logger } from '../../lib/log.js';
 import type { CertificateAuthority } from '../ca/authority.js';
-import { SvidRotator } from '../rotator.js';
+import { caRotator, type SvidRotator } from '../rotator.js';
 import type { SvidSource } from '../source.js';
 import { workloadSpiffeId } from '../spiffe-id.js';
 import type { X509Svid } from '../svid.js';
@@ -48,19 +48,10 @@ export class EmbeddedSvidProvider implements SvidProvider, SvidSourcesById {
   sourceForId(id: string): Promise<SvidSource> {
     let entry = this.rotators.get(id);
     if (!entry) {
-      const rotator = new SvidRotator({
-        name: id,
+      const rotator = caRotator(this.ca, id, {
         logger: this.log,
-        fetch: async () => {
-          const svid = await this.ca.issueSvid(
-            id,
-            this.opts.ttlMs === undefined ? {} : { ttlMs: this.opts.ttlMs },
-          );
-          await this.opts
-            .onIssued?.(svid)
-            .catch((err: Error) => this.log.warn('could not record issued SVID', { err }));
-          return svid;
-        },
+        ...(this.opts.ttlMs === undefined ? {} : { ttlMs: this.opts.ttlMs }),
+        ...(this.opts.onIssued ? { onIssued: this.opts.onIssued } : {}),
       });
       entry = rotator.start().then(() => rotator);
       entry.catch(() => this.rotators.delete(id));

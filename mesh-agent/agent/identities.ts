@@ -1,7 +1,7 @@
 import {
   type CertificateAuthority,
+  caRotator,
   type SvidListener,
-  SvidRotator,
   type SvidSource,
   type TrustBundle,
   WorkloadApiClient,
@@ -45,19 +45,10 @@ export class EmbeddedCaSupply implements SvidSupply {
   ) {}
 
   open(spiffeId: string): SuppliedIdentity {
-    const rotator = new SvidRotator({
-      fetch: async () => {
-        const svid = await this.ca.issueSvid(
-          spiffeId,
-          this.opts.ttlMs === undefined ? {} : { ttlMs: this.opts.ttlMs },
-        );
-        await this.opts
-          .onIssued?.(svid)
-          .catch((err: Error) => this.log.warn('could not record issued SVID', { err }));
-        return svid;
-      },
+    const rotator = caRotator(this.ca, spiffeId, {
       logger: this.log,
-      name: spiffeId,
+      ...(this.opts.ttlMs === undefined ? {} : { ttlMs: this.opts.ttlMs }),
+      ...(this.opts.onIssued ? { onIssued: this.opts.onIssued } : {}),
     });
     const ready = rotator.start().then(() => {});
     // stop() before the first SVID rejects start(); nobody waits for it then.
