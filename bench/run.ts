@@ -42,7 +42,7 @@ import {
 import { type HaproxyPair, startHaproxyPair } from './lib/haproxy.js';
 import { CpuWindow, cmdline, comm, groupRssMiB, type ProcGroup, type ProcUsage, rssMiB } from './lib/proc.js';
 import { renderMarkdown, renderTerminal } from './lib/report.js';
-import { type Verdict, verdict } from './lib/targets.js';
+import { type Verdict, verdictsFor } from './lib/targets.js';
 import type { BulkRow, HttpRow, Report, Results, ScaleResult, ThroughputRow } from './lib/types.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -583,36 +583,7 @@ async function main(): Promise<void> {
   }
 
   // ---- verdicts against the targets ----
-  const http = results.http;
-  if (http) {
-    const row = (id: string) => http.find((r) => r.path === id);
-    const maxProxy = (id: string) =>
-      Math.max(...(row(id)?.proxies.map((p) => p.cpuSecPer1kReq) ?? [Number.NaN]));
-    verdicts.push(verdict('l4.vcpu', maxProxy('sockmesh-l4')), verdict('l7.vcpu', maxProxy('sockmesh-l7')));
-    verdicts.push(
-      verdict('l4.p90', row('sockmesh-l4')?.addedP90),
-      verdict('l4.p99', row('sockmesh-l4')?.addedP99),
-    );
-    verdicts.push(
-      verdict('l7.p90', row('sockmesh-l7')?.addedP90),
-      verdict('l7.p99', row('sockmesh-l7')?.addedP99),
-    );
-  }
-  const idleRss = results.agentIdleRssMiB;
-  if (idleRss) verdicts.push(verdict('rss.idle', Math.max(...Object.values(idleRss))));
-  const scale = results.scale;
-  if (scale) verdicts.push(verdict('rss.10k', Math.max(...scale.agents.map((a) => a.rssActiveMiB))));
-  const tput = results.throughput;
-  if (tput) {
-    verdicts.push(verdict('l4.tput', tput.find((r) => r.path === 'sockmesh-l4')?.ratio));
-    verdicts.push(verdict('l7.tput', tput.find((r) => r.path === 'sockmesh-l7')?.ratio));
-  }
-  const hop = results.hop?.rows;
-  if (hop) {
-    const tcp = hop.find((r) => /plain/.test(r.path));
-    const on = hop.find((r) => /sk_msg on/.test(r.path));
-    verdicts.push(verdict('skmsg.rtt', tcp && on ? 1 - on.p50us / tcp.p50us : null));
-  }
+  verdicts.push(...verdictsFor(results));
 
   const report: Report = {
     command,

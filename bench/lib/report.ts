@@ -164,9 +164,15 @@ export function renderTables(r: Report): string {
     out.push('\n### 1. Same-node hop (bench/sockops-hop.ts)\n');
     out.push(
       table(
-        ['path', 'RTT p50 µs', 'RTT p99 µs', 'Gbit/s (64 KiB writes)'],
-        ['l', 'r', 'r', 'r'],
-        res.hop.rows.map((h) => [h.path, f(h.p50us, 1), f(h.p99us, 1), f(h.gbps, 2)]),
+        ['workers', 'path', 'RTT p50 µs', 'RTT p99 µs', 'Gbit/s (64 KiB writes)'],
+        ['l', 'l', 'r', 'r', 'r'],
+        res.hop.rows.map((h) => [
+          h.impl === 'c' ? 'C (hop.c)' : 'Node',
+          h.path,
+          f(h.p50us, 1),
+          f(h.p99us, 1),
+          f(h.gbps, 2),
+        ]),
       ),
     );
   }

@@ -62,6 +62,8 @@ export interface ScaleResult {
 }
 
 export interface HopRow {
+  /** Who ping-pongs: `node` (event loops, what the proxy sees) or `c` (bench/hop/hop.c, the kernel path alone). */
+  impl?: string;
   path: string;
   p50us: number;
   p99us: number;

@@ -33,8 +33,8 @@ pinned so established connections survive a restart.
                            process must be registered for every local workload's
                            SPIFFE ID (default: $${ENDPOINT_ENV} when --ca-dir is absent)
   --svid-ttl <seconds>     SVID lifetime with --ca-dir (default 3600)
-  --workers <n>            proxy worker processes sharing the listeners (default:
-                           one per core; 1 runs the proxy in the agent process)
+  --workers <n>            proxy worker processes sharing the listeners (default: one
+                           per core with 4+ cores, else 1: the proxy in the agent process)
   --admin-host <ip>        where metrics/health listen (:${PORTS.admin}); default 0.0.0.0
   --access-log             write one JSON access log line per request/connection to stdout
   --accelerate             splice same-node hops with sk_msg (off by default: see the

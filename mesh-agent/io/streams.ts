@@ -26,6 +26,16 @@ export function asPlainDuplex(inner: Duplex): Duplex {
     write(chunk, encoding, cb) {
       inner.write(chunk, encoding, cb);
     },
+    // node:http corks the head and the body of a response together: one write (one DATA frame) for both.
+    writev(chunks, cb) {
+      inner.cork();
+      for (let i = 0; i < chunks.length; i++) {
+        const c = chunks[i]!;
+        if (i === chunks.length - 1) inner.write(c.chunk, c.encoding, cb);
+        else inner.write(c.chunk, c.encoding);
+      }
+      inner.uncork();
+    },
     final(cb) {
       inner.end();
       cb();

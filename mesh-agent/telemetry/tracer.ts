@@ -4,6 +4,8 @@
  * hands out child span contexts so trace context is propagated, at the cost
  * of one random span id and nothing else.
  */
+
+import { createRequire } from 'node:module';
 import {
   type Attributes,
   ROOT_CONTEXT,
@@ -14,14 +16,9 @@ import {
   type Tracer,
   trace,
 } from '@opentelemetry/api';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import type { OTLPTraceExporter as OtlpExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import type { Resource } from '@opentelemetry/resources';
-import {
-  BasicTracerProvider,
-  BatchSpanProcessor,
-  ParentBasedSampler,
-  TraceIdRatioBasedSampler,
-} from '@opentelemetry/sdk-trace-base';
+import type { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import { SockmeshError } from '../../lib/errors.js';
 import { childSpanContext, formatTraceparent, parseTraceparent } from './trace-context.js';
 
@@ -148,6 +145,13 @@ export class MeshTracer {
       });
     }
     this.exportUrl = otlpTracesUrl(opts.otlpEndpoint);
+    // Loaded only when spans are exported: the SDK and exporter are ~7 MiB of every agent process.
+    const require = createRequire(import.meta.url);
+    const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as {
+      OTLPTraceExporter: typeof OtlpExporter;
+    };
+    const { BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler } =
+      require('@opentelemetry/sdk-trace-base') as typeof import('@opentelemetry/sdk-trace-base');
     this.provider = new BasicTracerProvider({
       ...(opts.resource ? { resource: opts.resource } : {}),
       sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) }),

@@ -27,8 +27,8 @@ describe('local mesh with SVIDs from a Workload API per node (--workload-api)', 
   let mesh: LocalMesh;
 
   before(async () => {
-    // Default workers (one per core): SVIDs reach the proxy workers from the agent's primary.
-    mesh = await startShop([], { workloadApi: true });
+    // Two proxy workers: SVIDs reach the workers from the agent's primary.
+    mesh = await startShop([], { workloadApi: true, agentWorkers: 2 });
   });
   after(async () => {
     await mesh?.stop();
