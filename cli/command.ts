@@ -10,9 +10,8 @@ export interface CommandContext {
 }
 
 export interface Command {
-  /** e.g. `up`, `identity`, `ca`. */
+  /** e.g. `up`, `identity`, `ca`. Its one-line summary is in cli/commands/index.ts. */
   name: string;
-  summary: string;
   /** Full --help text. */
   usage: string;
   /** Resolves to the process exit code. */

@@ -14,11 +14,12 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(topHelp());
     return verb === undefined ? EXIT.USAGE : EXIT.OK;
   }
-  const cmd = commands.find((c) => c.name === verb);
-  if (!cmd) {
+  const entry = commands.find((c) => c.name === verb);
+  if (!entry) {
     process.stderr.write(`SOCKMESH_E_USAGE: unknown command '${verb}'\n\n${topHelp()}`);
     return EXIT.USAGE;
   }
+  const cmd = await entry.load();
   if (rest.includes('--help') || rest.includes('-h')) {
     process.stdout.write(`${cmd.usage.trimEnd()}\n`);
     return EXIT.OK;

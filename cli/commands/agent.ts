@@ -8,7 +8,6 @@ const IPV4 = /^(\d{1,3})(\.\d{1,3}){3}$/;
 
 export const agentCommand: Command = {
   name: 'agent',
-  summary: 'run the node agent in the foreground (BPF capture, proxy, mTLS tunnel, metrics)',
   usage: `Usage: sockmesh agent --node <name> --control-plane <addr> --proxy-ip <ip> --tunnel-ip <ip>
                       --cgroup <dir> --bpffs <dir> (--ca-dir <dir> | --workload-api <socket>)
                       [options]

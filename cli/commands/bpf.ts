@@ -45,7 +45,6 @@ function formatStatus(name: string, s: DataplaneStatus): string {
 
 export const bpfCommand: Command = {
   name: 'bpf',
-  summary: 'inspect or remove the kernel dataplane of a node (status, counters, detach)',
   usage: `Usage: sockmesh bpf <status|counters|detach> [--run <id>] [--node <name>] [--json]
        sockmesh bpf <status|counters|detach> --cgroup <dir> --bpffs <dir> [--json]
 

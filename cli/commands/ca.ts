@@ -29,7 +29,6 @@ Exit codes: 0 ok, 1 failure, 2 usage.`;
 
 export const caCommand: Command = {
   name: 'ca',
-  summary: 'create, import or show the certificate authority of the trust domain',
   usage: USAGE,
   async run({ argv, stdout }) {
     const { values, positionals } = parseCommandArgs(argv, {

@@ -136,7 +136,6 @@ function render(route: string, windowS: number, stats: BackendStats[]): string {
 
 export const canaryCommand: Command = {
   name: 'canary',
-  summary: 'live per-backend share, success rate and p50/p99 latency of an HTTPRoute',
   usage: `Usage: sockmesh canary <namespace>/<httproute> [--interval <s>] [--once] [--json] [--run <id>]
 
 Watches the route's backends as the callers' node agents see them (the

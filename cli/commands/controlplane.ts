@@ -21,7 +21,6 @@ function readPem(file: string, what: string): Buffer {
 
 export const controlPlaneCommand: Command = {
   name: 'control-plane',
-  summary: 'run the xDS control plane in the foreground (manifests dir -> Envoy v3 over ADS)',
   usage: `Usage: sockmesh control-plane --manifests <dir> [options]
 
 Serves the Kubernetes-style manifests in <dir> (watched; edits apply live) as

@@ -132,7 +132,6 @@ async function loadBundle(
 
 export const identityCommand: Command = {
   name: 'identity',
-  summary: 'issue, inspect and list X.509-SVIDs (SPIFFE identities)',
   usage: USAGE,
   async run({ argv, stdout, stderr }) {
     const { values, positionals } = parseCommandArgs(argv, {

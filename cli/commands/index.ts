@@ -1,26 +1,76 @@
 import type { Command } from '../command.js';
-import { agentCommand } from './agent.js';
-import { bpfCommand } from './bpf.js';
-import { caCommand } from './ca.js';
-import { canaryCommand } from './canary.js';
-import { controlPlaneCommand } from './controlplane.js';
-import { identityCommand } from './identity.js';
-import { downCommand, execCommand } from './lab.js';
-import { applyCommand, labelCommand, statusCommand } from './mesh.js';
-import { upCommand } from './up.js';
 
-/** Every verb of `sockmesh`, in the order `sockmesh --help` lists them. */
-export const commands: Command[] = [
-  upCommand,
-  downCommand,
-  execCommand,
-  statusCommand,
-  labelCommand,
-  applyCommand,
-  canaryCommand,
-  bpfCommand,
-  controlPlaneCommand,
-  agentCommand,
-  caCommand,
-  identityCommand,
+/** A verb as `sockmesh --help` lists it; its module is loaded only when it runs. */
+export interface CommandEntry {
+  name: string;
+  summary: string;
+  load(): Promise<Command>;
+}
+
+/**
+ * Every verb of `sockmesh`, in the order `sockmesh --help` lists them. Loading
+ * lazily keeps each process to what its verb needs: a node agent does not
+ * load the control plane, the lab or the CLI tables.
+ */
+export const commands: CommandEntry[] = [
+  {
+    name: 'up',
+    summary: 'start the local mesh: nodes and pods as namespaces, control plane, agents, example workloads',
+    load: async () => (await import('./up.js')).upCommand,
+  },
+  {
+    name: 'down',
+    summary: 'remove a local mesh: every namespace, cgroup, pin and process it made',
+    load: async () => (await import('./lab.js')).downCommand,
+  },
+  {
+    name: 'exec',
+    summary: 'run a command inside a pod (its netns, cgroup and /etc/hosts)',
+    load: async () => (await import('./lab.js')).execCommand,
+  },
+  {
+    name: 'status',
+    summary: 'nodes, agents, meshed pods, identities, config version and BPF counters of the local mesh',
+    load: async () => (await import('./mesh.js')).statusCommand,
+  },
+  {
+    name: 'label',
+    summary: 'put a namespace into the mesh or take it out (mesh=...), or set its mTLS mode (mtls=...), live',
+    load: async () => (await import('./mesh.js')).labelCommand,
+  },
+  {
+    name: 'apply',
+    summary: 'validate manifests and apply them to the running control plane, printing what changed',
+    load: async () => (await import('./mesh.js')).applyCommand,
+  },
+  {
+    name: 'canary',
+    summary: 'live per-backend share, success rate and p50/p99 latency of an HTTPRoute',
+    load: async () => (await import('./canary.js')).canaryCommand,
+  },
+  {
+    name: 'bpf',
+    summary: 'inspect or remove the kernel dataplane of a node (status, counters, detach)',
+    load: async () => (await import('./bpf.js')).bpfCommand,
+  },
+  {
+    name: 'control-plane',
+    summary: 'run the xDS control plane in the foreground (manifests dir -> Envoy v3 over ADS)',
+    load: async () => (await import('./controlplane.js')).controlPlaneCommand,
+  },
+  {
+    name: 'agent',
+    summary: 'run the node agent in the foreground (BPF capture, proxy, mTLS tunnel, metrics)',
+    load: async () => (await import('./agent.js')).agentCommand,
+  },
+  {
+    name: 'ca',
+    summary: 'create, import or show the certificate authority of the trust domain',
+    load: async () => (await import('./ca.js')).caCommand,
+  },
+  {
+    name: 'identity',
+    summary: 'issue, inspect and list X.509-SVIDs (SPIFFE identities)',
+    load: async () => (await import('./identity.js')).identityCommand,
+  },
 ];

@@ -27,7 +27,6 @@ export function currentBed(runId: string | undefined): TestBed {
 
 export const downCommand: Command = {
   name: 'down',
-  summary: 'remove a local mesh: every namespace, cgroup, pin and process it made',
   usage: `Usage: sockmesh down [--run <id>] [--all]
 
 Removes what 'sockmesh up' (or a crashed test) created, and nothing else:
@@ -59,7 +58,6 @@ Exit codes: 0 removed (or nothing to remove), 2 usage, 3 precondition (not root)
 
 export const execCommand: Command = {
   name: 'exec',
-  summary: 'run a command inside a pod (its netns, cgroup and /etc/hosts)',
   usage: `Usage: sockmesh exec [--run <id>] <namespace>/<pod> -- <command> [args...]
 
 Runs the command inside the pod exactly as its workloads run: in the pod's

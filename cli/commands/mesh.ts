@@ -15,7 +15,6 @@ async function runningMesh(runId: string | undefined): Promise<LocalMesh> {
 
 export const statusCommand: Command = {
   name: 'status',
-  summary: 'nodes, agents, meshed pods, identities, config version and BPF counters of the local mesh',
   usage: `Usage: sockmesh status [--run <id>] [--json]
 
 Asks every node agent (admin port 15020) and the control plane what they are
@@ -80,7 +79,6 @@ function printApply(
 
 export const applyCommand: Command = {
   name: 'apply',
-  summary: 'validate manifests and apply them to the running control plane, printing what changed',
   usage: `Usage: sockmesh apply -f <file|-> [--dry-run] [--run <id>]
 
 Sends the YAML documents to the control plane. They are validated together with
@@ -117,7 +115,6 @@ Exit codes: 0 applied (or valid with --dry-run), 1 rejected, 2 usage, 3 no mesh.
 
 export const labelCommand: Command = {
   name: 'label',
-  summary: 'put a namespace into the mesh or take it out (mesh=...), or set its mTLS mode (mtls=...), live',
   usage: `Usage: sockmesh label <namespace> mesh=enabled|disabled [--run <id>]
        sockmesh label <namespace> mtls=strict|permissive [--run <id>]
 
