@@ -11,9 +11,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
-import { status } from '@grpc/grpc-js';
 import { createLogger, type Logger } from '../../lib/log.js';
-import { structToJson } from '../codec.js';
 import {
   CLUSTER_TYPE,
   encodeMessage,
@@ -25,6 +23,7 @@ import {
 } from '../protos.js';
 import { type DeltaDiscoveryRequest, DeltaStream } from './delta.js';
 import type { EncodedResource, Snapshot } from './snapshot.js';
+import { XdsStream } from './stream.js';
 
 export interface DiscoveryRequest {
   version_info?: string;
@@ -41,25 +40,6 @@ export type DiscoveryResponse = Buffer;
 export interface AdsNodeInfo {
   id: string;
   metadata: Record<string, unknown>;
-}
-
-/**
- * The first request of an ADS stream (SotW or delta) must name its node: that
- * node's resource set is what the stream serves. Without node.id the stream is
- * refused with INVALID_ARGUMENT and undefined is returned.
- */
-export function nodeOfFirstRequest(
-  call: ServerDuplexStream<unknown, unknown>,
-  node: { id?: string; metadata?: unknown } | undefined,
-  what: string,
-): AdsNodeInfo | undefined {
-  const id = node?.id;
-  if (!id) {
-    call.emit('error', { code: status.INVALID_ARGUMENT, details: `the first ${what} must carry node.id` });
-    call.end();
-    return undefined;
-  }
-  return { id, metadata: structToJson(node?.metadata as Parameters<typeof structToJson>[0]) };
 }
 
 export interface AdsEvents {
@@ -134,26 +114,13 @@ export class AdsServer extends EventEmitter<AdsEvents> {
   }
 }
 
-class AdsStream {
-  nodeId: string | undefined;
-  private nodeInfo: AdsNodeInfo | undefined;
+class AdsStream extends XdsStream<DiscoveryRequest, DiscoveryResponse> {
   private readonly types = new Map<ResourceTypeUrl, TypeState>();
   private nonce = 0;
-  private scheduled = false;
   private blocked = false;
-  private closed = false;
 
-  constructor(
-    private readonly server: AdsServer,
-    private readonly call: ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>,
-  ) {
-    call.on('data', (req: DiscoveryRequest) => this.onRequest(req));
-    call.on('error', () => this.onClose());
-    call.on('end', () => {
-      this.onClose();
-      call.end();
-    });
-    call.on('close', () => this.onClose());
+  constructor(server: AdsServer, call: ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>) {
+    super(server, call, 'ADS', 'DiscoveryRequest');
     call.on('drain', () => {
       this.blocked = false;
       this.schedule();
@@ -166,34 +133,11 @@ class AdsStream {
     return out;
   }
 
-  end(): void {
-    if (this.closed) return;
-    this.call.end();
-    this.onClose();
+  protected override canPush(): boolean {
+    return !this.blocked;
   }
 
-  private onClose(): void {
-    if (this.closed) return;
-    this.closed = true;
-    if (this.nodeInfo) {
-      this.server.log.info('ADS stream closed', { node: this.nodeId });
-      this.server.emit('disconnect', this.nodeInfo);
-    }
-  }
-
-  private onRequest(req: DiscoveryRequest): void {
-    if (this.nodeId === undefined) {
-      const info = nodeOfFirstRequest(
-        this.call as ServerDuplexStream<unknown, unknown>,
-        req.node,
-        'DiscoveryRequest',
-      );
-      if (!info) return;
-      this.nodeId = info.id;
-      this.nodeInfo = info;
-      this.server.log.info('ADS stream opened', { node: info.id, peer: this.call.getPeer() });
-      this.server.emit('connect', this.nodeInfo);
-    }
+  protected onRequest(req: DiscoveryRequest): void {
     const typeUrl = req.type_url ?? '';
     if (!isResourceType(typeUrl)) {
       this.server.log.debug('ignoring request for unsupported type', { node: this.nodeId, typeUrl });
@@ -250,23 +194,7 @@ class AdsStream {
     if (st.force) this.schedule();
   }
 
-  schedule(): void {
-    if (this.scheduled || this.closed) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      if (this.blocked) return;
-      try {
-        this.flush();
-      } catch (err) {
-        // A translation bug must not take the control plane down: drop this stream, the client reconnects.
-        this.server.log.error('ADS push failed; closing the stream', { node: this.nodeId, error: err });
-        this.call.emit('error', { code: status.INTERNAL, details: 'push failed' });
-      }
-    });
-  }
-
-  private flush(): void {
+  protected flush(): void {
     const snap = this.server.snapshot;
     if (!snap || this.closed || this.nodeId === undefined) return;
     for (const typeUrl of RESOURCE_TYPES) {

@@ -5,7 +5,6 @@
  * of removed ones. NACKs are logged like in state of the world.
  */
 import type { ServerDuplexStream } from '@grpc/grpc-js';
-import { status } from '@grpc/grpc-js';
 import {
   encodeMessage,
   isResourceType,
@@ -13,8 +12,9 @@ import {
   type ResourceTypeUrl,
   shortTypeName,
 } from '../protos.js';
-import { type AdsNodeInfo, type AdsServer, nodeOfFirstRequest } from './ads.js';
+import type { AdsServer } from './ads.js';
 import type { EncodedResource, Snapshot } from './snapshot.js';
+import { XdsStream } from './stream.js';
 
 export interface DeltaDiscoveryRequest {
   node?: { id?: string; metadata?: unknown };
@@ -35,52 +35,15 @@ interface DeltaTypeState {
   sentVersion: string | undefined;
 }
 
-export class DeltaStream {
-  private nodeId: string | undefined;
-  private nodeInfo: AdsNodeInfo | undefined;
+export class DeltaStream extends XdsStream<DeltaDiscoveryRequest, Buffer> {
   private readonly types = new Map<ResourceTypeUrl, DeltaTypeState>();
   private nonce = 0;
-  private scheduled = false;
-  private closed = false;
 
-  constructor(
-    private readonly server: AdsServer,
-    private readonly call: ServerDuplexStream<DeltaDiscoveryRequest, Buffer>,
-  ) {
-    call.on('data', (req: DeltaDiscoveryRequest) => this.onRequest(req));
-    call.on('error', () => this.onClose());
-    call.on('end', () => {
-      this.onClose();
-      call.end();
-    });
-    call.on('close', () => this.onClose());
+  constructor(server: AdsServer, call: ServerDuplexStream<DeltaDiscoveryRequest, Buffer>) {
+    super(server, call, 'delta ADS', 'DeltaDiscoveryRequest');
   }
 
-  end(): void {
-    if (this.closed) return;
-    this.call.end();
-    this.onClose();
-  }
-
-  private onClose(): void {
-    if (this.closed) return;
-    this.closed = true;
-    if (this.nodeInfo) this.server.emit('disconnect', this.nodeInfo);
-  }
-
-  private onRequest(req: DeltaDiscoveryRequest): void {
-    if (this.nodeId === undefined) {
-      const info = nodeOfFirstRequest(
-        this.call as ServerDuplexStream<unknown, unknown>,
-        req.node,
-        'DeltaDiscoveryRequest',
-      );
-      if (!info) return;
-      this.nodeId = info.id;
-      this.nodeInfo = info;
-      this.server.log.info('delta ADS stream opened', { node: info.id, peer: this.call.getPeer() });
-      this.server.emit('connect', this.nodeInfo);
-    }
+  protected onRequest(req: DeltaDiscoveryRequest): void {
     const typeUrl = req.type_url ?? '';
     if (!isResourceType(typeUrl)) return;
     const subscribe = req.resource_names_subscribe ?? [];
@@ -107,9 +70,9 @@ export class DeltaStream {
           errorDetail,
           delta: true,
         });
-        this.server.emit('nack', { node: this.nodeId, typeUrl, version: st.sentVersion ?? '', errorDetail });
+        this.server.emit('nack', { node: this.nodeId!, typeUrl, version: st.sentVersion ?? '', errorDetail });
       } else {
-        this.server.emit('ack', { node: this.nodeId, typeUrl, version: st.sentVersion ?? '' });
+        this.server.emit('ack', { node: this.nodeId!, typeUrl, version: st.sentVersion ?? '' });
       }
     }
     for (const n of subscribe) {
@@ -124,21 +87,7 @@ export class DeltaStream {
     this.schedule();
   }
 
-  schedule(): void {
-    if (this.scheduled || this.closed) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      try {
-        this.flush();
-      } catch (err) {
-        this.server.log.error('delta ADS push failed; closing the stream', { node: this.nodeId, error: err });
-        this.call.emit('error', { code: status.INTERNAL, details: 'push failed' });
-      }
-    });
-  }
-
-  private flush(): void {
+  protected flush(): void {
     const snap = this.server.snapshot;
     if (!snap || this.closed || this.nodeId === undefined) return;
     for (const typeUrl of RESOURCE_TYPES) {

@@ -6,8 +6,10 @@ import type { ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { SockopsDataplane } from '../../../bpf-sockops/index.js';
 import type { TestBed } from '../../../lab/testbed.js';
-import type { LabTarget } from '../../../lab/types.js';
+import type { LabNode, LabPod, LabTarget } from '../../../lab/types.js';
+import { nullLogger } from '../../../lib/log.js';
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const FIXTURES = join(REPO, 'test', 'integration', 'bpf', 'fixtures');
@@ -141,4 +143,27 @@ export class Dialers {
     d.send(`${id} ${to} ${timeoutMs}${source ? ` ${source}` : ''}`);
     return (await d.waitFor((e) => e.id === id, timeoutMs + 5_000, `attempt ${id}`)) as unknown as Attempt;
   }
+}
+
+/** Adds pods by name -> node, all in one namespace. */
+export async function addPods(
+  bed: TestBed,
+  namespace: string,
+  placement: Record<string, string>,
+): Promise<Record<string, LabPod>> {
+  const pods: Record<string, LabPod> = {};
+  for (const [name, node] of Object.entries(placement))
+    pods[name] = await bed.addPod({ name, namespace, node });
+  return pods;
+}
+
+/** Loads the dataplane on a node's cgroup with the proxy at its gateway address (what an agent does first). */
+export function openDataplane(node: LabNode, proxyPort = 15001): SockopsDataplane {
+  const dp = SockopsDataplane.open({
+    cgroupPath: node.cgroupPath,
+    bpffsDir: node.bpffsDir,
+    logger: nullLogger,
+  });
+  dp.setProxy({ ip: node.gatewayIp, port: proxyPort });
+  return dp;
 }

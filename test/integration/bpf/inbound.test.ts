@@ -10,11 +10,10 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type Counters, INBOUND_PLAINTEXT_PORT, SockopsDataplane } from '../../../bpf-sockops/index.js';
+import { type Counters, INBOUND_PLAINTEXT_PORT, type SockopsDataplane } from '../../../bpf-sockops/index.js';
 import { TestBed } from '../../../lab/testbed.js';
 import type { LabNode, LabPod, LabTarget } from '../../../lab/types.js';
-import { nullLogger } from '../../../lib/log.js';
-import { Dialers, type Fixture, runFixture } from './helpers.js';
+import { addPods, Dialers, type Fixture, openDataplane, runFixture } from './helpers.js';
 
 const PORT = 8080;
 const REFUSED_WITHIN_MS = 700;
@@ -56,19 +55,8 @@ describe('bpf-sockops inbound plaintext capture (permissive pods, sk_lookup)', {
   before(async () => {
     bed = await TestBed.create({ nodes: 2 });
     [node1] = bed.nodes as [LabNode, LabNode];
-    for (const [name, node] of [
-      ['web', 'node1'],
-      ['peer', 'node1'],
-      ['far', 'node2'],
-    ] as const) {
-      pods[name] = await bed.addPod({ name, namespace: 'inboundtest', node });
-    }
-    dp = SockopsDataplane.open({
-      cgroupPath: node1.cgroupPath,
-      bpffsDir: node1.bpffsDir,
-      logger: nullLogger,
-    });
-    dp.setProxy({ ip: node1.gatewayIp, port: 15001 });
+    Object.assign(pods, await addPods(bed, 'inboundtest', { web: 'node1', peer: 'node1', far: 'node2' }));
+    dp = openDataplane(node1);
     // Outbound capture skips this port, so the meshed pod can dial itself directly.
     dp.setExclusions({ ports: [PORT], cidrs: [] });
     dp.enrolPod(pods.web!.cgroupId, { mode: 'permissive' });

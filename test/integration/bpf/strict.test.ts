@@ -11,11 +11,19 @@ import { spawn as spawnChild } from 'node:child_process';
 import { mkdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type Counters, SockopsDataplane } from '../../../bpf-sockops/index.js';
+import type { Counters, SockopsDataplane } from '../../../bpf-sockops/index.js';
 import { TestBed } from '../../../lab/testbed.js';
 import type { LabNode, LabPod, LabTarget } from '../../../lab/types.js';
-import { nullLogger } from '../../../lib/log.js';
-import { Dialers, eventually, FIXTURES, Fixture, REPO, runFixture } from './helpers.js';
+import {
+  addPods,
+  Dialers,
+  eventually,
+  FIXTURES,
+  Fixture,
+  openDataplane,
+  REPO,
+  runFixture,
+} from './helpers.js';
 
 const PROXY_PORT = 15001;
 const PORT = 8080;
@@ -56,20 +64,11 @@ describe('bpf-sockops strict mode', { timeout: 60_000 }, () => {
   before(async () => {
     bed = await TestBed.create({ nodes: 2 });
     [node1] = bed.nodes as [LabNode, LabNode];
-    for (const [name, node] of [
-      ['strict', 'node1'],
-      ['perm', 'node1'],
-      ['plain', 'node1'],
-      ['remote', 'node2'],
-    ] as const) {
-      pods[name] = await bed.addPod({ name, namespace: 'stricttest', node });
-    }
-    dp = SockopsDataplane.open({
-      cgroupPath: node1.cgroupPath,
-      bpffsDir: node1.bpffsDir,
-      logger: nullLogger,
-    });
-    dp.setProxy({ ip: node1.gatewayIp, port: PROXY_PORT });
+    Object.assign(
+      pods,
+      await addPods(bed, 'stricttest', { strict: 'node1', perm: 'node1', plain: 'node1', remote: 'node2' }),
+    );
+    dp = openDataplane(node1, PROXY_PORT);
     // Capture skips this port, so a meshed pod can try to reach the strict pod directly.
     dp.setExclusions({ ports: [PORT], cidrs: [] });
     dp.enrolPod(pods.strict!.cgroupId);

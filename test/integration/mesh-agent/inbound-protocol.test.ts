@@ -120,6 +120,16 @@ describe('inbound: the sender chooses TCP or HTTP, authorization cannot be bypas
       authority: `127.0.0.1:${port}`,
       ...(protocol ? { baggage: `k8s.namespace.name=shop,${protocolBaggage(protocol)}` } : {}),
     });
+  /** An undici Pool whose connections are tunnel streams the sender marked HTTP. */
+  const httpThroughTunnel = (tp: TunnelPool, source: X509Svid, port: number) =>
+    new Pool('http://reviews.shop:9080', {
+      connect: (_o, cb) => {
+        open(tp, source, port, 'http').then(
+          (s) => cb(null, s as unknown as net.Socket),
+          (err: Error) => cb(err, null),
+        );
+      },
+    });
 
   async function roundTrip(s: NodeJS.ReadWriteStream & { end(b: string): void }, payload: string) {
     const got: Buffer[] = [];
@@ -142,14 +152,7 @@ describe('inbound: the sender chooses TCP or HTTP, authorization cannot be bypas
 
   it('parses HTTP when the sender proxied HTTP, even to a port no Service declares HTTP', async () => {
     const tp = new TunnelPool();
-    const client = new Pool('http://reviews.shop:9080', {
-      connect: (_o, cb) => {
-        open(tp, frontend, appPort, 'http').then(
-          (s) => cb(null, s as unknown as net.Socket),
-          (err: Error) => cb(err, null),
-        );
-      },
-    });
+    const client = httpThroughTunnel(tp, frontend, appPort);
     try {
       const res = await client.request({
         path: '/x',
@@ -208,14 +211,7 @@ describe('inbound: the sender chooses TCP or HTTP, authorization cannot be bypas
       rule('ALLOW', 'frontend-api', id('frontend'), { url_path: { path: { prefix: '/api/' } } }),
     ]);
     const tp = new TunnelPool();
-    const client = new Pool('http://reviews.shop:9080', {
-      connect: (_o, cb) => {
-        open(tp, frontend, appPort, 'http').then(
-          (s) => cb(null, s as unknown as net.Socket),
-          (err: Error) => cb(err, null),
-        );
-      },
-    });
+    const client = httpThroughTunnel(tp, frontend, appPort);
     try {
       await assert.rejects(
         open(tp, frontend, echoPort, 'tcp'),

@@ -7,13 +7,13 @@
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { SockopsDataplane } from '../../../bpf-sockops/index.js';
+import type { SockopsDataplane } from '../../../bpf-sockops/index.js';
 import { TestBed } from '../../../lab/testbed.js';
 import type { LabNode, LabPod } from '../../../lab/types.js';
 import { nullLogger } from '../../../lib/log.js';
 import { netnsOfCgroup, PermissiveInbound } from '../../../mesh-agent/agent/permissive.js';
 import type { InboundServer } from '../../../mesh-agent/inbound/server.js';
-import { Dialers, type Fixture, runFixture } from '../bpf/helpers.js';
+import { addPods, Dialers, type Fixture, openDataplane, runFixture } from '../bpf/helpers.js';
 
 const PORT = 8080;
 
@@ -42,14 +42,8 @@ describe('permissive inbound in the agent (real BPF, real netns)', { timeout: 90
   before(async () => {
     bed = await TestBed.create({ nodes: 1 });
     [node1] = bed.nodes as [LabNode];
-    for (const name of ['web', 'gone', 'peer'])
-      pods[name] = await bed.addPod({ name, namespace: 'permtest', node: 'node1' });
-    dp = SockopsDataplane.open({
-      cgroupPath: node1.cgroupPath,
-      bpffsDir: node1.bpffsDir,
-      logger: nullLogger,
-    });
-    dp.setProxy({ ip: node1.gatewayIp, port: 15001 });
+    Object.assign(pods, await addPods(bed, 'permtest', { web: 'node1', gone: 'node1', peer: 'node1' }));
+    dp = openDataplane(node1);
     const servers = ['web', 'gone'].map((n) =>
       spawn(bed, pods[n]!, 'echo-server.ts', ['--name', n, '--listen', `0.0.0.0:${PORT}`, '--greet-peer']),
     );
