@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
-import net from 'node:net';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Pool } from 'undici';
 import type { Logger } from '../../lib/log.js';
@@ -102,23 +102,18 @@ export class InboundServer implements TunnelHandler {
       this.serveHttpOrH2c(asPlainDuplex(stream), caller);
       return;
     }
-    const upstream = net.connect({ host: req.destIp, port: req.destPort, noDelay: true });
-    const timer = setTimeout(
-      () => upstream.destroy(new Error('connect timeout')),
-      this.opts.connectTimeoutMs ?? 5000,
+    connectTcp(req.destIp, req.destPort, this.opts.connectTimeoutMs ?? 5000).then(
+      (upstream) => {
+        stream.respond({ ':status': 200 });
+        splice(stream, upstream);
+      },
+      (err) => {
+        if (!stream.headersSent)
+          stream.respond({ ':status': 503, 'x-sockmesh-reason': 'local pod refused' }, { endStream: true });
+        else stream.destroy();
+        this.log.debug('inbound connect failed', { dest: `${req.destIp}:${req.destPort}`, err });
+      },
     );
-    upstream.once('connect', () => {
-      clearTimeout(timer);
-      stream.respond({ ':status': 200 });
-      splice(stream, upstream);
-    });
-    upstream.once('error', (err) => {
-      clearTimeout(timer);
-      if (!stream.headersSent)
-        stream.respond({ ':status': 503, 'x-sockmesh-reason': 'local pod refused' }, { endStream: true });
-      else stream.destroy();
-      this.log.debug('inbound connect failed', { dest: `${req.destIp}:${req.destPort}`, err });
-    });
   }
 
   /**
