@@ -167,3 +167,18 @@ export function openDataplane(node: LabNode, proxyPort = 15001): SockopsDataplan
   dp.setProxy({ ip: node.gatewayIp, port: proxyPort });
   return dp;
 }
+
+/** The fixture processes one test file starts; `stopAll` in its `after` ends them, also on failure. */
+export class Fixtures {
+  private readonly started: Fixture[] = [];
+
+  spawn(...args: Parameters<typeof runFixture>): Fixture {
+    const f = runFixture(...args);
+    this.started.push(f);
+    return f;
+  }
+
+  async stopAll(): Promise<void> {
+    for (const f of this.started) await f.stop().catch(() => {});
+  }
+}

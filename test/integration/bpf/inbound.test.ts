@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { type Counters, INBOUND_PLAINTEXT_PORT, type SockopsDataplane } from '../../../bpf-sockops/index.js';
 import { TestBed } from '../../../lab/testbed.js';
 import type { LabNode, LabPod, LabTarget } from '../../../lab/types.js';
-import { addPods, Dialers, type Fixture, openDataplane, runFixture } from './helpers.js';
+import { addPods, Dialers, type Fixture, Fixtures, openDataplane, type runFixture } from './helpers.js';
 
 const PORT = 8080;
 const REFUSED_WITHIN_MS = 700;
@@ -24,15 +24,11 @@ describe('bpf-sockops inbound plaintext capture (permissive pods, sk_lookup)', {
   let node1: LabNode;
   let dp: SockopsDataplane | undefined;
   const pods: Record<string, LabPod> = {};
-  const fixtures: Fixture[] = [];
+  const fixtures = new Fixtures();
   const dialers = new Dialers((from) => spawn(bed, from, 'dialer.ts', []));
   let proxy: Fixture | undefined;
 
-  const spawn = (...args: Parameters<typeof runFixture>) => {
-    const f = runFixture(...args);
-    fixtures.push(f);
-    return f;
-  };
+  const spawn = (...args: Parameters<typeof runFixture>) => fixtures.spawn(...args);
   const dial = (from: LabTarget, to: string, timeout: number) => dialers.dial(from, to, timeout);
   const greeting = async (from: LabTarget, to: string) => {
     const r = await dial(from, to, ALLOWED_WITHIN_MS);
@@ -60,29 +56,16 @@ describe('bpf-sockops inbound plaintext capture (permissive pods, sk_lookup)', {
     // Outbound capture skips this port, so the meshed pod can dial itself directly.
     dp.setExclusions({ ports: [PORT], cidrs: [] });
     dp.enrolPod(pods.web!.cgroupId, { mode: 'permissive' });
-    const servers = [
-      spawn(bed, pods.web!, 'echo-server.ts', [
-        '--name',
-        'web',
-        '--listen',
-        `0.0.0.0:${PORT}`,
-        '--greet-peer',
-      ]),
-      spawn(bed, pods.peer!, 'echo-server.ts', [
-        '--name',
-        'peer',
-        '--listen',
-        `0.0.0.0:${PORT}`,
-        '--greet-peer',
-      ]),
-    ];
+    const servers = ['web', 'peer'].map((n) =>
+      spawn(bed, pods[n]!, 'echo-server.ts', ['--name', n, '--listen', `0.0.0.0:${PORT}`, '--greet-peer']),
+    );
     const starting = dialers.start([node1, pods.peer!, pods.far!, pods.web!]);
     for (const f of servers) await f.waitFor((e) => e.event === 'listening', 20_000, 'listening');
     await starting;
   });
 
   after(async () => {
-    for (const f of fixtures) await f.stop().catch(() => {});
+    await fixtures.stopAll();
     try {
       dp?.detach();
     } finally {

@@ -11,7 +11,7 @@ import { loadAddon } from '../../../bpf-sockops/addon.js';
 import { type Counters, SockopsDataplane } from '../../../bpf-sockops/index.js';
 import { TestBed } from '../../../lab/testbed.js';
 import type { LabNode, LabPod } from '../../../lab/types.js';
-import { eventually, type Fixture, runFixture, runToEnd } from './helpers.js';
+import { eventually, type Fixture, Fixtures, type runFixture, runToEnd } from './helpers.js';
 
 const PROXY_PORT = 15001;
 const VIP = '10.96.0.10:80';
@@ -23,15 +23,11 @@ describe('bpf-sockops dataplane', { timeout: 240_000 }, () => {
   let dp: SockopsDataplane | undefined;
   let dp2: SockopsDataplane | undefined;
   const pods: Record<string, LabPod> = {};
-  const fixtures: Fixture[] = [];
+  const fixtures = new Fixtures();
   let proxy: Fixture;
   let startSizes: Record<string, number>;
 
-  const spawn = (...args: Parameters<typeof runFixture>) => {
-    const f = runFixture(...args);
-    fixtures.push(f);
-    return f;
-  };
+  const spawn = (...args: Parameters<typeof runFixture>) => fixtures.spawn(...args);
   const connect = async (pod: LabPod | LabNode, target: string) => {
     const [ev] = await runToEnd(bed, pod, 'client.ts', ['connect', target, 'ping']);
     assert.ok(ev, 'client printed nothing');
@@ -86,7 +82,7 @@ describe('bpf-sockops dataplane', { timeout: 240_000 }, () => {
   });
 
   after(async () => {
-    for (const f of fixtures) await f.stop().catch(() => {});
+    await fixtures.stopAll();
     try {
       dp?.detach();
     } finally {

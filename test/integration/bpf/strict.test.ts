@@ -20,9 +20,10 @@ import {
   eventually,
   FIXTURES,
   Fixture,
+  Fixtures,
   openDataplane,
   REPO,
-  runFixture,
+  type runFixture,
 } from './helpers.js';
 
 const PROXY_PORT = 15001;
@@ -36,14 +37,10 @@ describe('bpf-sockops strict mode', { timeout: 60_000 }, () => {
   let node1: LabNode;
   let dp: SockopsDataplane | undefined;
   const pods: Record<string, LabPod> = {};
-  const fixtures: Fixture[] = [];
+  const fixtures = new Fixtures();
   const dialers = new Dialers((from) => spawn(bed, from, 'dialer.ts', []));
 
-  const spawn = (...args: Parameters<typeof runFixture>) => {
-    const f = runFixture(...args);
-    fixtures.push(f);
-    return f;
-  };
+  const spawn = (...args: Parameters<typeof runFixture>) => fixtures.spawn(...args);
   /** One connection attempt from `from` to `to`; resolves with what the client saw. */
   const dial = (from: LabTarget, to: string, opts: { source?: string; expect: 'ok' | 'refused' }) =>
     dialers.dial(from, to, opts.expect === 'ok' ? ALLOWED_WITHIN_MS : REFUSED_WITHIN_MS, opts.source);
@@ -90,7 +87,7 @@ describe('bpf-sockops strict mode', { timeout: 60_000 }, () => {
   });
 
   after(async () => {
-    for (const f of fixtures) await f.stop().catch(() => {});
+    await fixtures.stopAll();
     try {
       dp?.detach();
     } finally {

@@ -13,7 +13,7 @@ import type { LabNode, LabPod } from '../../../lab/types.js';
 import { nullLogger } from '../../../lib/log.js';
 import { netnsOfCgroup, PermissiveInbound } from '../../../mesh-agent/agent/permissive.js';
 import type { InboundServer } from '../../../mesh-agent/inbound/server.js';
-import { addPods, Dialers, type Fixture, openDataplane, runFixture } from '../bpf/helpers.js';
+import { addPods, Dialers, Fixtures, openDataplane, type runFixture } from '../bpf/helpers.js';
 
 const PORT = 8080;
 
@@ -23,13 +23,9 @@ describe('permissive inbound in the agent (real BPF, real netns)', { timeout: 90
   let dp: SockopsDataplane | undefined;
   let permissive: PermissiveInbound | undefined;
   const pods: Record<string, LabPod> = {};
-  const fixtures: Fixture[] = [];
+  const fixtures = new Fixtures();
   const handed: string[] = [];
-  const spawn = (...args: Parameters<typeof runFixture>) => {
-    const f = runFixture(...args);
-    fixtures.push(f);
-    return f;
-  };
+  const spawn = (...args: Parameters<typeof runFixture>) => fixtures.spawn(...args);
   const dialers = new Dialers((from) => spawn(bed, from, 'dialer.ts', []));
   // Stands in for the InboundServer: records what it was handed and closes it.
   const inbound = {
@@ -54,7 +50,7 @@ describe('permissive inbound in the agent (real BPF, real netns)', { timeout: 90
 
   after(async () => {
     permissive?.stop();
-    for (const f of fixtures) await f.stop().catch(() => {});
+    await fixtures.stopAll();
     try {
       dp?.detach();
     } finally {
