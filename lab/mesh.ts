@@ -90,9 +90,9 @@ export function agentsFrom(
 /** Extra node flags for the agents (e.g. `--perf-basic-prof` to profile them with perf), space-separated. */
 export const AGENT_NODE_FLAGS_ENV = 'SOCKMESH_LAB_AGENT_NODE_FLAGS';
 
-function agentArgv(extraFlags: readonly string[] = []): string[] {
+function agentArgv(from: 'dist' | 'src', extraFlags: readonly string[] = []): string[] {
   const flags = [...(process.env[AGENT_NODE_FLAGS_ENV]?.split(' ').filter(Boolean) ?? []), ...extraFlags];
-  const [node, ...rest] = agentsFrom() === 'dist' ? [process.execPath, DIST_MAIN] : cliArgv();
+  const [node, ...rest] = from === 'dist' ? [process.execPath, DIST_MAIN] : cliArgv();
   return [node ?? process.execPath, ...flags, ...rest];
 }
 
@@ -293,7 +293,7 @@ export class LocalMesh {
     progress(
       `starting ${bed.nodes.length} agents (from ${from === 'dist' ? 'dist/' : 'the sources through tsx'})`,
     );
-    const cli = agentArgv(opts.agentNodeFlags);
+    const cli = agentArgv(from, opts.agentNodeFlags);
     for (const node of bed.nodes) {
       bed.spawn(
         node,

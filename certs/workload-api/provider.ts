@@ -48,11 +48,7 @@ export class EmbeddedSvidProvider implements SvidProvider, SvidSourcesById {
   sourceForId(id: string): Promise<SvidSource> {
     let entry = this.rotators.get(id);
     if (!entry) {
-      const rotator = caRotator(this.ca, id, {
-        logger: this.log,
-        ...(this.opts.ttlMs === undefined ? {} : { ttlMs: this.opts.ttlMs }),
-        ...(this.opts.onIssued ? { onIssued: this.opts.onIssued } : {}),
-      });
+      const rotator = caRotator(this.ca, id, { ...this.opts, logger: this.log });
       entry = rotator.start().then(() => rotator);
       entry.catch(() => this.rotators.delete(id));
       this.rotators.set(id, entry);

@@ -58,7 +58,7 @@ export async function loadRegistrationTable(file: string, trustDomain: string): 
   const federated = await Promise.all(
     table.federatedBundles.map(async (b) => {
       const path = resolve(dirname(file), b.file);
-      const certs = readCertificates(await readFile(path)).map((c) => Buffer.from(c));
+      const certs = readCertificates(await readFile(path));
       if (certs.length === 0) {
         throw new SockmeshError(
           'SOCKMESH_E_CONFIG',
@@ -76,7 +76,6 @@ export class StandaloneWorkloadApi {
   private readonly provider: EmbeddedSvidProvider;
   private entitlements: RegistrationEntitlements | undefined;
   private server: WorkloadApiServer | undefined;
-  private federated: TrustBundle[] = [];
   private loaded: LoadedTable | undefined;
 
   constructor(private readonly opts: StandaloneOptions) {
@@ -94,12 +93,11 @@ export class StandaloneWorkloadApi {
 
   async start(): Promise<void> {
     this.loaded = await loadRegistrationTable(this.opts.registrationsFile, this.opts.ca.trustDomain);
-    this.federated = this.loaded.federated;
     this.entitlements = new RegistrationEntitlements(this.loaded.table, this.provider);
     this.server = new WorkloadApiServer({
       socketPath: this.opts.socketPath,
       entitlements: this.entitlements,
-      federatedBundles: () => this.federated,
+      federatedBundles: () => this.loaded?.federated ?? [],
       logger: this.log,
     });
     await this.server.start();
@@ -109,7 +107,6 @@ export class StandaloneWorkloadApi {
   async reload(): Promise<void> {
     try {
       this.loaded = await loadRegistrationTable(this.opts.registrationsFile, this.opts.ca.trustDomain);
-      this.federated = this.loaded.federated;
       this.entitlements?.setTable(this.loaded.table);
       this.log.info('registration table reloaded', { entries: this.loaded.table.entries.length });
     } catch (err) {

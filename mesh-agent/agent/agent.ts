@@ -81,6 +81,7 @@ export class MeshAgent {
   private outliers: OutlierRegistry | undefined;
   private readonly enrolled = new Map<string, { cg: bigint; mode: 'strict' | 'permissive' }>();
   private permissive: PermissiveInbound | undefined;
+  private svidPushQueued = false;
   private xdsConnected = false;
   private versions: XdsConfig['versions'] = {
     LDS: undefined,
@@ -115,7 +116,15 @@ export class MeshAgent {
 
     const identities = new NodeIdentities(await this.svidSupply(), this.log);
     this.identities = identities;
-    identities.onRotate(() => this.pushSvids());
+    // One rotation can renew many identities at once (a Workload API response): push the list once.
+    identities.onRotate(() => {
+      if (this.svidPushQueued) return;
+      this.svidPushQueued = true;
+      queueMicrotask(() => {
+        this.svidPushQueued = false;
+        this.pushSvids();
+      });
+    });
 
     const dataplane = SockopsDataplane.open({
       cgroupPath: o.cgroupPath,

@@ -45,11 +45,7 @@ export class EmbeddedCaSupply implements SvidSupply {
   ) {}
 
   open(spiffeId: string): SuppliedIdentity {
-    const rotator = caRotator(this.ca, spiffeId, {
-      logger: this.log,
-      ...(this.opts.ttlMs === undefined ? {} : { ttlMs: this.opts.ttlMs }),
-      ...(this.opts.onIssued ? { onIssued: this.opts.onIssued } : {}),
-    });
+    const rotator = caRotator(this.ca, spiffeId, { ...this.opts, logger: this.log });
     const ready = rotator.start().then(() => {});
     // stop() before the first SVID rejects start(); nobody waits for it then.
     ready.catch(() => {});

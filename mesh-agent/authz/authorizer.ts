@@ -6,8 +6,8 @@
  * no policies therefore denies everything ("allow nothing").
  */
 import { matchHeader } from '../routing/select.js';
-import { matchString } from '../routing/string-match.js';
-import type { HttpRequest } from '../routing/types.js';
+import { matchString, type StringMatcher } from '../routing/string-match.js';
+import type { HeaderMatcher, HttpRequest } from '../routing/types.js';
 import { type Permission, type Principal, parseRbacFilter, type RbacConfig } from './rbac.js';
 
 export interface AuthzRequest {
@@ -49,15 +49,28 @@ function asHttp(req: AuthzRequest): HttpRequest | undefined {
  * Envoy's "absent header": an ALLOW rule that needs an HTTP condition never
  * matches, a DENY rule matches as if its HTTP conditions were removed. So a
  * stream treated as TCP (the sender's choice) is never a way around a policy.
+ * On HTTP the mode is the request itself, as route matching sees it.
  */
-type Mode = 'http' | 'tcp-allow' | 'tcp-deny';
+type Mode = HttpRequest | 'tcp-allow' | 'tcp-deny';
 
 /**
  * The value an HTTP-only condition takes on TCP: the one least favourable to
  * the caller, given how many `not`s are above it (`positive` = an even number).
  */
-function httpOnly(mode: Mode, positive: boolean): boolean {
+function httpOnly(mode: 'tcp-allow' | 'tcp-deny', positive: boolean): boolean {
   return mode === 'tcp-deny' ? positive : !positive;
+}
+
+/** A header or URL path condition: checked against the request on HTTP, read the TCP way otherwise. */
+function httpCondition(
+  c: { kind: 'header'; matcher: HeaderMatcher } | { kind: 'url-path'; matcher: StringMatcher },
+  req: AuthzRequest,
+  mode: Mode,
+  positive: boolean,
+): boolean {
+  if (typeof mode !== 'object') return httpOnly(mode, positive);
+  if (c.kind === 'header') return matchHeader(c.matcher, mode);
+  return req.path !== undefined && matchString(c.matcher, pathOnly(req.path));
 }
 
 function permissionMatches(p: Permission, req: AuthzRequest, mode: Mode, positive = true): boolean {
@@ -75,11 +88,8 @@ function permissionMatches(p: Permission, req: AuthzRequest, mode: Mode, positiv
     case 'destination-port-range':
       return req.destinationPort >= p.start && req.destinationPort < p.end;
     case 'header':
-      return mode === 'http' ? matchHeader(p.matcher, asHttp(req)!) : httpOnly(mode, positive);
     case 'url-path':
-      return mode === 'http'
-        ? req.path !== undefined && matchString(p.matcher, pathOnly(req.path))
-        : httpOnly(mode, positive);
+      return httpCondition(p, req, mode, positive);
   }
 }
 
@@ -99,11 +109,8 @@ function principalMatches(p: Principal, req: AuthzRequest, mode: Mode, positive 
     case 'metadata':
       return req.sourceNamespace !== undefined && matchString(p.matcher, req.sourceNamespace);
     case 'header':
-      return mode === 'http' ? matchHeader(p.matcher, asHttp(req)!) : httpOnly(mode, positive);
     case 'url-path':
-      return mode === 'http'
-        ? req.path !== undefined && matchString(p.matcher, pathOnly(req.path))
-        : httpOnly(mode, positive);
+      return httpCondition(p, req, mode, positive);
   }
 }
 
@@ -147,11 +154,12 @@ export class Authorizer {
   }
 
   evaluate(req: AuthzRequest): AuthzDecision {
-    const http = asHttp(req) !== undefined;
-    const denied = firstMatch(this.deny, req, http ? 'http' : 'tcp-deny');
+    // Built once per evaluation, not per condition.
+    const http = asHttp(req);
+    const denied = firstMatch(this.deny, req, http ?? 'tcp-deny');
     if (denied !== undefined) return { allowed: false, reason: 'denied-by-policy', policy: denied };
     if (this.allow.length === 0) return { allowed: true, reason: 'no-policies', policy: undefined };
-    const allowed = firstMatch(this.allow, req, http ? 'http' : 'tcp-allow');
+    const allowed = firstMatch(this.allow, req, http ?? 'tcp-allow');
     if (allowed !== undefined) return { allowed: true, reason: 'allowed-by-policy', policy: allowed };
     return { allowed: false, reason: 'no-allow-match', policy: undefined };
   }

@@ -302,7 +302,7 @@ export class InboundServer implements TunnelHandler {
     }
     const headers: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(req.headers)) {
-      if (v !== undefined && !HOP_BY_HOP.has(k) && k !== 'host') headers[k] = v;
+      if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
     }
     headers.host = req.headers.host ?? `${caller.destination.ip}:${caller.port}`;
     if (caller.principal)

@@ -33,7 +33,12 @@ export function serveH2c(conn: Duplex, onStream: H2StreamHandler): void {
   server.emit('connection', conn);
 }
 
-const HOP_BY_HOP = new Set([
+/**
+ * What never crosses an HTTP/2 hop (RFC 9113 section 8.2.2) or turns into an
+ * h2 header from HTTP/1 (host, http2-settings). Unlike io/headers.ts' HTTP/1
+ * list it keeps `te` and `trailer`, which h2 carries (`te: trailers`, gRPC).
+ */
+const H2_CONNECTION_HEADERS = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',
@@ -57,7 +62,7 @@ export function upstreamHeaders(
     ':scheme': 'http',
   };
   for (const [k, v] of Object.entries(headers)) {
-    if (v === undefined || k.startsWith(':') || HOP_BY_HOP.has(k)) continue;
+    if (v === undefined || k.startsWith(':') || H2_CONNECTION_HEADERS.has(k)) continue;
     out[k] = v;
   }
   return out;
@@ -67,7 +72,7 @@ export function upstreamHeaders(
 export function responseHeaders(h: IncomingHttpHeaders): http2.OutgoingHttpHeaders {
   const out: http2.OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(h)) {
-    if (v === undefined || (k.startsWith(':') && k !== ':status') || HOP_BY_HOP.has(k)) continue;
+    if (v === undefined || (k.startsWith(':') && k !== ':status') || H2_CONNECTION_HEADERS.has(k)) continue;
     out[k] = v;
   }
   return out;
