@@ -15,6 +15,16 @@
  * queue before its TCP queue, so once a byte went the TCP way, no message is
  * redirected again until the peer has read every TCP byte of this direction
  * (its copied_seq caught up with our write_seq; redirected bytes move neither).
+ *
+ * Half-close. A read returns bytes from one queue only, sk_msg first: with
+ * bytes waiting in both, the read of the sk_msg queue's tail comes back short
+ * although TCP bytes follow. libuv (Node) takes a short read together with
+ * POLLHUP as end of stream, and POLLHUP is up once the reader has shut down
+ * its sending side and our FIN has arrived, so it would drop the TCP tail.
+ * Hence, once the peer has half-closed (it is no longer ESTABLISHED), a
+ * message never goes the TCP way while the peer still has sk_msg bytes
+ * unread: it joins them. The reader is draining towards EOF by then, and the
+ * answer to "request, half-close, read the reply" stays in one queue.
  */
 #include "maps.bpf.h"
 #include <bpf/bpf_core_read.h>
@@ -45,6 +55,8 @@ static __always_inline int sm_peer_keeps_up(struct sk_msg_md *msg)
 	psock = (struct sk_psock *)((unsigned long)BPF_CORE_READ(peer, sk_user_data) & ~7UL);
 	if (psock)
 		queued = (__u32)BPF_CORE_READ(psock, msg_tot_len);
+	if (queued && BPF_CORE_READ(peer, __sk_common.skc_state) != BPF_TCP_ESTABLISHED)
+		return 1;
 	/* Newer kernels also charge queued messages to sk_rmem_alloc. */
 	rmem = (__u32)BPF_CORE_READ(peer, sk_backlog.rmem_alloc.counter);
 	if (rmem > queued)

@@ -15,6 +15,10 @@ import { eventually, type Fixture, Fixtures, type runFixture, runToEnd } from '.
 
 const PROXY_PORT = 15001;
 const VIP = '10.96.0.10:80';
+// The proxy answers in two writes, 120 000 bytes and the rest: the first fills
+// most of the pod's receive buffer, so the second would fall back to TCP, and is
+// small enough that the FIN behind it is not held back by the window.
+const REPLY_BYTES = 140_000;
 
 describe('bpf-sockops dataplane', { timeout: 240_000 }, () => {
   let bed: TestBed;
@@ -69,6 +73,8 @@ describe('bpf-sockops dataplane', { timeout: 240_000 }, () => {
       '7777',
       '--pause-ms',
       '1500',
+      // Connections to port 7778 are request/response: the answer follows the client's EOF.
+      ...['--reply-port', '7778'],
     ]);
     const servers = [
       spawn(bed, pods.local!, 'echo-server.ts', ['--name', 'local', '--listen', `${pods.local!.ip}:8080`]),
@@ -218,6 +224,23 @@ describe('bpf-sockops dataplane', { timeout: 240_000 }, () => {
     );
     const ns = accepts.map((e) => Number(e.lookupNs)).sort((a, b) => a - b);
     t.diagnostic(`orig-dst lookup in the proxy: p50 ${(ns[Math.floor(ns.length / 2)] ?? 0) / 1000} µs`);
+  });
+
+  test('request, half-close, late read: the whole answer reaches a Node reader (one queue once the reader half-closed)', async () => {
+    // The pod half-closes and reads nothing for 500 ms while the answer and the
+    // FIN arrive; with the answer split over the sk_msg and TCP queues, libuv
+    // would take the short read of the sk_msg queue at POLLHUP as EOF.
+    const c0 = dp!.counters();
+    const [res] = await runToEnd(bed, pods.client!, 'client.ts', [
+      ...['late-read', '10.96.0.10:7778'],
+      ...[String(REPLY_BYTES), '500'],
+    ]);
+    assert.equal(res?.greeting, 'proxy');
+    assert.deepEqual(
+      { received: res?.received, intact: res?.intact },
+      { received: REPLY_BYTES, intact: true },
+    );
+    assert.ok(delta(c0, dp!.counters(), 'messagesRedirected') > 0, 'the exchange took the sk_msg shortcut');
   });
 
   test('acceleration off: traffic still flows, over plain TCP', async () => {
