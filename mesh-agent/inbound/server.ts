@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import { Pool } from 'undici';
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
-import { H2cSessions, relayH2c, serveH2c, sniffH2c, upstreamHeaders } from '../io/h2c.js';
+import { forwardH2, H2cSessions, serveH2c, sniffH2c, upstreamHeaders } from '../io/h2c.js';
 import { HOP_BY_HOP } from '../io/headers.js';
 import { asPlainDuplex, connectTcp, splice } from '../io/streams.js';
 import type { TunnelHandler, TunnelRequest } from '../tunnel/server.js';
@@ -16,6 +16,7 @@ import {
   type LocalWorkload,
   type LocalWorkloads,
   namespaceOfPrincipal,
+  type PortProtocol,
   protocolFromBaggage,
 } from './policy.js';
 
@@ -85,19 +86,18 @@ export class InboundServer implements TunnelHandler {
     }
     const caller: Caller = { principal: req.sourcePrincipal, destination, port: req.destPort };
     // The sending proxy's choice wins over the port's declaration: another Service may share this pod port.
-    const protocol = protocolFromBaggage(req.baggage) ?? destination.protocolOf(req.destPort);
-    const httpPort = protocol === 'http';
-    if (!httpPort || !this.opts.authz.needsHttp(destination, req.destPort)) {
-      const verdict = this.authorize(caller);
-      if (!verdict.allowed) {
-        stream.respond(
-          { ':status': 403, 'x-sockmesh-reason': 'denied by authorization policy' },
-          { endStream: true },
-        );
-        return;
-      }
+    const admitted = this.admit(
+      caller,
+      protocolFromBaggage(req.baggage) ?? destination.protocolOf(req.destPort),
+    );
+    if (admitted === 'denied') {
+      stream.respond(
+        { ':status': 403, 'x-sockmesh-reason': 'denied by authorization policy' },
+        { endStream: true },
+      );
+      return;
     }
-    if (httpPort) {
+    if (admitted === 'http') {
       stream.respond({ ':status': 200 });
       this.serveHttpOrH2c(asPlainDuplex(stream), caller);
       return;
@@ -131,14 +131,12 @@ export class InboundServer implements TunnelHandler {
     }
     socket.setNoDelay(true);
     const caller: Caller = { principal: undefined, destination, port: socket.localPort };
-    const httpPort = destination.protocolOf(caller.port) === 'http';
-    if (!httpPort || !this.opts.authz.needsHttp(destination, caller.port)) {
-      if (!this.authorize(caller).allowed) {
-        socket.resetAndDestroy();
-        return;
-      }
+    const admitted = this.admit(caller, destination.protocolOf(caller.port));
+    if (admitted === 'denied') {
+      socket.resetAndDestroy();
+      return;
     }
-    if (httpPort) {
+    if (admitted === 'http') {
       this.serveHttpOrH2c(socket, caller);
       return;
     }
@@ -150,6 +148,19 @@ export class InboundServer implements TunnelHandler {
         socket.resetAndDestroy();
       },
     );
+  }
+
+  /**
+   * Admission of one connection: TCP is authorized here, once; an HTTP port is
+   * too, unless its policy looks at requests (method, path), which are then
+   * authorized one by one.
+   */
+  private admit(caller: Caller, protocol: PortProtocol): PortProtocol | 'denied' {
+    const httpPort = protocol === 'http';
+    if (!httpPort || !this.opts.authz.needsHttp(caller.destination, caller.port)) {
+      if (!this.authorize(caller).allowed) return 'denied';
+    }
+    return httpPort ? 'http' : 'tcp';
   }
 
   /** An admitted HTTP port: h2c (prior knowledge) or HTTP/1.1, told apart by the first bytes. */
@@ -241,32 +252,22 @@ export class InboundServer implements TunnelHandler {
       headers['x-forwarded-client-cert'] = forwardedClientCert(caller.destination.spiffeId, caller.principal);
     const { ip } = caller.destination;
     const port = caller.port;
-    let status = 0;
     this.h2c
       .get(`${ip}:${port}`, () => connectTcp(ip, port, this.opts.connectTimeoutMs ?? 5000))
       .then(
-        (session) =>
-          relayH2c(
-            stream,
-            session,
-            upstreamHeaders(headers, method, path, String(h[':authority'] ?? `${ip}:${port}`)),
-            {
-              response: (st) => {
-                status = st;
-              },
-              end: () =>
-                this.opts.events?.request?.({
-                  source: caller.principal,
-                  destination: caller.destination,
-                  port,
-                  status,
-                  durationMs: performance.now() - started,
-                  method,
-                }),
-              error: () => stream.destroy(),
-              timeout: () => stream.destroy(),
-            },
-          ),
+        async (session) => {
+          const authority = String(h[':authority'] ?? `${ip}:${port}`);
+          const status = await forwardH2(stream, session, upstreamHeaders(headers, method, path, authority));
+          if (status === undefined) return;
+          this.opts.events?.request?.({
+            source: caller.principal,
+            destination: caller.destination,
+            port,
+            status,
+            durationMs: performance.now() - started,
+            method,
+          });
+        },
         () => {
           stream.respond({ ':status': 503, 'x-sockmesh-reason': 'local pod unavailable' });
           stream.end();

@@ -1,8 +1,20 @@
-import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import http2, {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  type IncomingHttpHeaders,
+  type ServerHttp2Stream,
+} from 'node:http2';
 import type { Duplex } from 'node:stream';
 
 /** The HTTP/2 connection preface: how an h2c client (prior knowledge, e.g. gRPC) announces itself. */
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+
+/** Whether bytes start with the HTTP/2 preface: `partial` while they are a proper prefix of it. */
+export function matchH2Preface(buf: Buffer): 'yes' | 'no' | 'partial' {
+  const n = Math.min(buf.length, PREFACE.length);
+  if (n === 0 || !buf.subarray(0, n).equals(PREFACE.subarray(0, n))) return 'no';
+  return n === PREFACE.length ? 'yes' : 'partial';
+}
 
 /**
  * Waits for the first bytes of a connection and tells whether it speaks h2c.
@@ -13,8 +25,7 @@ export function sniffH2c(conn: Duplex, decide: (h2c: boolean) => void): void {
     conn.off('data', onData);
     conn.pause();
     conn.unshift(chunk);
-    const n = Math.min(chunk.length, PREFACE.length);
-    decide(n > 0 && chunk.subarray(0, n).equals(PREFACE.subarray(0, n)));
+    decide(matchH2Preface(chunk) !== 'no');
   };
   conn.on('data', onData);
   conn.resume();
@@ -123,48 +134,90 @@ export class H2cSessions {
   }
 }
 
-export interface RelayEvents {
-  response(status: number): void;
-  end(): void;
-  error(err: Error): void;
-  timeout(): void;
+/** An upstream stream whose response headers have arrived. */
+export interface H2Answer {
+  stream: ClientHttp2Stream;
+  headers: IncomingHttpHeaders;
+  /** Ends whatever timers the caller keeps for the exchange. */
+  stop(): void;
 }
 
-/** Forwards one h2 stream upstream and relays the answer back, trailers included (gRPC status lives there). */
-export function relayH2c(
+/**
+ * Relays an upstream answer downstream, trailers included (gRPC status lives
+ * there); `extra` headers are added to the response. Resolves when the
+ * exchange is over, true when it completed.
+ */
+export function relayH2Answer(
+  down: ServerHttp2Stream,
+  a: H2Answer,
+  extra: http2.OutgoingHttpHeaders = {},
+): Promise<boolean> {
+  const up = a.stream;
+  let trailers: http2.OutgoingHttpHeaders = {};
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (ok: boolean) => {
+      if (done) return;
+      done = true;
+      a.stop();
+      resolve(ok);
+    };
+    up.on('trailers', (t) => {
+      trailers = responseHeaders(t);
+    });
+    down.on('wantTrailers', () => down.sendTrailers(trailers));
+    down.on('close', () => {
+      if (!up.closed) up.close(http2.constants.NGHTTP2_CANCEL);
+      finish(false);
+    });
+    up.once('end', () => finish(true));
+    up.once('close', () => {
+      if (!up.readableEnded) {
+        if (!down.closed) down.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        finish(false);
+      }
+    });
+    if (down.closed) {
+      finish(false);
+      return;
+    }
+    down.respond({ ...responseHeaders(a.headers), ...extra }, { waitForTrailers: true });
+    up.pipe(down);
+  });
+}
+
+/**
+ * Forwards one h2 stream upstream, once (no retries: the inbound side's
+ * delivery to a local pod), and relays the answer. Resolves with the upstream
+ * status when the exchange completed, undefined otherwise.
+ */
+export function forwardH2(
   down: ServerHttp2Stream,
   session: ClientHttp2Session,
   headers: http2.OutgoingHttpHeaders,
-  ev: RelayEvents,
-  timeoutMs?: number,
-): void {
-  const up = session.request(headers);
-  let trailers: http2.OutgoingHttpHeaders = {};
-  let settled = false;
-  const settle = (fn: () => void) => {
-    if (settled) return;
-    settled = true;
-    fn();
-  };
-  if (timeoutMs !== undefined) {
-    up.setTimeout(timeoutMs, () => {
-      up.close(http2.constants.NGHTTP2_CANCEL);
-      settle(() => ev.timeout());
-    });
+): Promise<number | undefined> {
+  let up: ClientHttp2Stream;
+  try {
+    up = session.request(headers);
+  } catch {
+    down.destroy();
+    return Promise.resolve(undefined);
   }
   down.pipe(up);
-  up.on('response', (h) => {
-    ev.response(Number(h[':status']));
-    down.respond(responseHeaders(h), { waitForTrailers: true });
-    down.on('wantTrailers', () => down.sendTrailers(trailers));
-    up.pipe(down);
-  });
-  up.on('trailers', (t) => {
-    trailers = responseHeaders(t);
-  });
-  up.on('end', () => settle(() => ev.end()));
-  up.on('error', (err) => settle(() => ev.error(err)));
-  down.on('close', () => {
-    if (!up.closed) up.close(http2.constants.NGHTTP2_CANCEL);
+  return new Promise((resolve) => {
+    let answered = false;
+    up.on('error', () => {});
+    up.once('response', (h) => {
+      answered = true;
+      relayH2Answer(down, { stream: up, headers: h, stop: () => {} }).then((ok) =>
+        resolve(ok ? Number(h[':status']) : undefined),
+      );
+    });
+    up.once('close', () => {
+      if (!answered) {
+        down.destroy();
+        resolve(undefined);
+      }
+    });
   });
 }

@@ -6,6 +6,7 @@
  * server-first protocol (SMTP, MySQL) waits for the server to speak.
  */
 import type { Duplex } from 'node:stream';
+import { matchH2Preface } from '../io/h2c.js';
 
 export type Detected = 'http1' | 'h2c' | 'tcp';
 
@@ -15,7 +16,6 @@ export const DETECT_TIMEOUT_MS = 100;
 /** A request line longer than this is not taken for HTTP (Envoy's http_inspector reads at most 64 KiB; lines are short). */
 const MAX_LINE = 8 * 1024;
 
-const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 const REQUEST_LINE = /^[A-Z]{1,20} [\x21-\x7e]+ HTTP\/1\.[01]$/;
 const PARTIAL_TARGET = /^[A-Z]{1,20}( [\x21-\x7e]*)?$/;
 const PARTIAL_VERSION = /^[A-Z]{1,20} [\x21-\x7e]+ ([A-Z0-9/.]{0,8})\r?$/;
@@ -23,8 +23,8 @@ const PARTIAL_VERSION = /^[A-Z]{1,20} [\x21-\x7e]+ ([A-Z0-9/.]{0,8})\r?$/;
 /** What the bytes so far say; `more` when they are still a prefix of an HTTP request line or preface. */
 export function classifyPreface(buf: Buffer): Detected | 'more' {
   if (buf.length === 0) return 'more';
-  const n = Math.min(buf.length, PREFACE.length);
-  if (buf.subarray(0, n).equals(PREFACE.subarray(0, n))) return n === PREFACE.length ? 'h2c' : 'more';
+  const h2 = matchH2Preface(buf);
+  if (h2 !== 'no') return h2 === 'yes' ? 'h2c' : 'more';
   const nl = buf.indexOf(0x0a);
   if (nl < 0) {
     if (buf.length >= MAX_LINE) return 'tcp';

@@ -1,25 +1,11 @@
 /**
- * One h2c attempt upstream and the relay of its answer: the h2c half of the
- * attempt loop in attempts.ts (HTTP/1.1 uses an undici Pool instead).
+ * One h2c attempt upstream: the h2c half of the attempt loop in attempts.ts
+ * (HTTP/1.1 uses an undici Pool instead); io/h2c.ts relays the answer.
  */
-import http2, {
-  type ClientHttp2Session,
-  type ClientHttp2Stream,
-  type IncomingHttpHeaders,
-  type OutgoingHttpHeaders,
-  type ServerHttp2Stream,
-} from 'node:http2';
-import { responseHeaders } from '../io/h2c.js';
+import http2, { type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from 'node:http2';
+import type { H2Answer } from '../io/h2c.js';
 import type { AttemptResult } from './attempts.js';
 import type { ReplayableBody } from './replay-body.js';
-
-/** An upstream stream whose response headers have arrived. */
-export interface H2Answer {
-  stream: ClientHttp2Stream;
-  headers: IncomingHttpHeaders;
-  /** Ends the attempt's timers. */
-  stop(): void;
-}
 
 /**
  * Sends one request on session and waits for its response headers. The
@@ -85,48 +71,4 @@ export function h2cAttempt(
 export function discardH2(a: H2Answer): void {
   a.stop();
   if (!a.stream.closed) a.stream.close(http2.constants.NGHTTP2_CANCEL);
-}
-
-/**
- * Relays an upstream answer downstream, trailers included (gRPC status lives
- * there); `extra` headers are added to the response. Resolves when the
- * exchange is over, true when it completed.
- */
-export function relayH2Answer(
-  down: ServerHttp2Stream,
-  a: H2Answer,
-  extra: OutgoingHttpHeaders = {},
-): Promise<boolean> {
-  const up = a.stream;
-  let trailers: OutgoingHttpHeaders = {};
-  return new Promise((resolve) => {
-    let done = false;
-    const finish = (ok: boolean) => {
-      if (done) return;
-      done = true;
-      a.stop();
-      resolve(ok);
-    };
-    up.on('trailers', (t) => {
-      trailers = responseHeaders(t);
-    });
-    down.on('wantTrailers', () => down.sendTrailers(trailers));
-    down.on('close', () => {
-      if (!up.closed) up.close(http2.constants.NGHTTP2_CANCEL);
-      finish(false);
-    });
-    up.once('end', () => finish(true));
-    up.once('close', () => {
-      if (!up.readableEnded) {
-        if (!down.closed) down.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
-        finish(false);
-      }
-    });
-    if (down.closed) {
-      finish(false);
-      return;
-    }
-    down.respond({ ...responseHeaders(a.headers), ...extra }, { waitForTrailers: true });
-    up.pipe(down);
-  });
 }

@@ -15,13 +15,13 @@ import {
 } from '../inbound/policy.js';
 import type { InboundServer } from '../inbound/server.js';
 import { DeadlineSignal } from '../io/deadline.js';
-import { H2cSessions, serveH2c, sniffH2c, upstreamHeaders } from '../io/h2c.js';
+import { type H2Answer, H2cSessions, relayH2Answer, serveH2c, sniffH2c, upstreamHeaders } from '../io/h2c.js';
 import { HOP_BY_HOP } from '../io/headers.js';
 import { connectTcp, splice } from '../io/streams.js';
 import { TunnelError, type TunnelPool } from '../tunnel/pool.js';
 import { type AttemptResult, MAX_REPLAY_BODY, runAttempts } from './attempts.js';
 import { DETECT_TIMEOUT_MS, detectProtocol } from './detect.js';
-import { discardH2, type H2Answer, h2cAttempt, relayH2Answer } from './h2c-upstream.js';
+import { discardH2, h2cAttempt } from './h2c-upstream.js';
 import type {
   Endpoint,
   HttpPlan,
