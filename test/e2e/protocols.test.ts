@@ -58,6 +58,21 @@ describe('L7 protocol handling end to end: detection, the sender chooses, author
     assert.equal((JSON.parse(web.body) as { caller: string }).caller, FRONTEND_ID);
   });
 
+  it('routes detected HTTP by the HTTPRoute attached to the undeclared port', async () => {
+    const url = 'http://reviews-auto.shop.svc.cluster.local:9180/';
+    const versions = async (headers: Record<string, string>) => {
+      const seen = new Set<string>();
+      for (let i = 0; i < 6; i++) {
+        const r = await call(mesh, 'shop/frontend-1', url, { headers });
+        assert.equal(r.status, 200, r.error ?? r.body);
+        seen.add((JSON.parse(r.body) as { version: string }).version);
+      }
+      return [...seen];
+    };
+    assert.deepEqual(await versions({ 'x-canary': 'v2' }), ['v2']);
+    assert.deepEqual(await versions({}), ['v1']);
+  });
+
   it('detects h2c (prior knowledge) on an undeclared port', async () => {
     const out = JSON.parse(
       (

@@ -33,6 +33,7 @@ import {
   type ObjectKey,
   objectKey,
   type ParentRef,
+  portMode,
   type Service,
   type ServiceRef,
   type TcpRoute,
@@ -186,8 +187,11 @@ export function buildModel(objects: readonly SourceObject[], options: ModelOptio
       const svc = resolveService(r, p.service);
       if (!svc) return;
       const s = serviceOf(svc);
+      // A TCPRoute takes any non-HTTP port (on an undeclared one it switches
+      // detection off); an HTTPRoute takes HTTP ports and undeclared ones, whose
+      // detected HTTP traffic it then routes.
       const matching = s.ports.filter((sp) =>
-        want === 'tcp' ? sp.protocol === 'tcp' : sp.protocol !== 'tcp',
+        want === 'tcp' ? sp.protocol === 'tcp' : portMode(sp) !== 'tcp',
       );
       if (p.port !== undefined) {
         const sp = s.ports.find((x) => x.port === p.port);
@@ -202,7 +206,7 @@ export function buildModel(objects: readonly SourceObject[], options: ModelOptio
           r.fail(
             ['spec', 'parentRefs', i, 'port'],
             want === 'http'
-              ? `port ${p.port} of Service ${svc.namespace}/${svc.name} is not an HTTP port (set appProtocol: http, http2 or grpc)`
+              ? `port ${p.port} of Service ${svc.namespace}/${svc.name} is declared non-HTTP (${sp.appProtocol ?? sp.name}); set appProtocol: http, http2 or grpc, or leave it undeclared to have HTTP detected`
               : `port ${p.port} of Service ${svc.namespace}/${svc.name} is an HTTP port: attach an HTTPRoute`,
           );
           return;

@@ -46,6 +46,21 @@ export interface ServicePort {
   protocol: PortProtocol;
 }
 
+/** Istio's protocol names that mean "not HTTP": such a port is carried as TCP and never sniffed. */
+const DECLARED_TCP = new Set(['tcp', 'tls', 'https', 'mongo', 'mysql', 'redis']);
+
+/**
+ * How the outbound proxy carries a Service port: `http` when appProtocol or
+ * the port name says HTTP/h2c/gRPC, `tcp` when they name a non-HTTP protocol,
+ * `detect` when they say nothing known (Istio's protocol sniffing: the first
+ * bytes of each connection decide).
+ */
+export function portMode(p: ServicePort): 'http' | 'tcp' | 'detect' {
+  if (p.protocol !== 'tcp') return 'http';
+  const declared = (p.appProtocol ?? p.name?.split('-')[0] ?? '').toLowerCase();
+  return DECLARED_TCP.has(declared) ? 'tcp' : 'detect';
+}
+
 export interface Service {
   namespace: string;
   name: string;

@@ -10,7 +10,7 @@
  * - API listeners named `<fqdn>:<port>`, for proxyless gRPC clients.
  */
 import type { MeshModel, Service, ServicePort, TcpRoute, Workload } from '../model/types.js';
-import { objectKey } from '../model/types.js';
+import { objectKey, portMode } from '../model/types.js';
 import { HCM_TYPE, LISTENER_TYPE, ROUTER_TYPE, TCP_PROXY_TYPE } from '../protos.js';
 import { isMeshed, workloadMetadata } from './endpoints.js';
 import { adsConfigSource, cidr, duration, type Json, socketAddress, sockmeshMetadata } from './envoy.js';
@@ -21,7 +21,6 @@ import {
   OUTBOUND_LISTENER,
   OUTBOUND_PORT,
   PASSTHROUGH_CLUSTER,
-  portMode,
   routeConfigName,
   TUNNEL_PORT,
 } from './names.js';

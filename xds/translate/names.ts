@@ -38,21 +38,6 @@ export function isHttpPort(p: ServicePort): boolean {
   return p.protocol !== 'tcp';
 }
 
-/** Istio's protocol names that mean "not HTTP": such a port is carried as TCP and never sniffed. */
-const DECLARED_TCP = new Set(['tcp', 'tls', 'https', 'mongo', 'mysql', 'redis']);
-
-/**
- * How the outbound proxy carries a Service port: `http` when appProtocol or
- * the port name says HTTP/h2c/gRPC, `tcp` when they name a non-HTTP protocol,
- * `detect` when they say nothing known (Istio's protocol sniffing: the first
- * bytes of each connection decide).
- */
-export function portMode(p: ServicePort): 'http' | 'tcp' | 'detect' {
-  if (isHttpPort(p)) return 'http';
-  const declared = (p.appProtocol ?? p.name?.split('-')[0] ?? '').toLowerCase();
-  return DECLARED_TCP.has(declared) ? 'tcp' : 'detect';
-}
-
 /**
  * Resolves a listener name a proxyless gRPC client asks for (`xds:///<name>`):
  * `<svc>.<ns>.svc.<clusterDomain>:<port>` (canonical), `<svc>.<ns>.svc:<port>`,

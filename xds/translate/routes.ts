@@ -14,7 +14,7 @@ import type {
   ServicePort,
   TrafficPolicy,
 } from '../model/types.js';
-import { objectKey } from '../model/types.js';
+import { objectKey, portMode } from '../model/types.js';
 import { ROUTE_TYPE } from '../protos.js';
 import { duration, type Json, sockmeshMetadata, u32 } from './envoy.js';
 import { attachedTcpRoutes, detectsProtocol } from './listeners.js';
@@ -36,7 +36,8 @@ export function attachedRoutes(model: MeshModel): Map<string, RouteEntry[]> {
       const svc = model.services.get(objectKey(parent.service.namespace, parent.service.name));
       if (!svc) continue;
       for (const port of svc.ports) {
-        if (!isHttpPort(port) || (parent.port !== undefined && parent.port !== port.port)) continue;
+        // An undeclared port is detected per connection; its HTTP traffic follows the HTTPRoutes.
+        if (portMode(port) === 'tcp' || (parent.port !== undefined && parent.port !== port.port)) continue;
         const key = `${objectKey(svc.namespace, svc.name)}:${port.port}`;
         let list = out.get(key);
         if (!list) {

@@ -103,8 +103,13 @@ test('HTTPRoute references and values are checked', () => {
     'm.yaml:27: spec.rules[0].backendRefs[0].weight: must be >= 0, got -1',
   ]);
   assert.deepEqual(errorsOf(SVC + ROUTE.replace('port: 9080 }]', 'port: 9081 }]')), [
-    'm.yaml:20: spec.parentRefs[0].port: port 9081 of Service shop/reviews is not an HTTP port (set appProtocol: http, http2 or grpc)',
+    'm.yaml:20: spec.parentRefs[0].port: port 9081 of Service shop/reviews is declared non-HTTP (tcp); set appProtocol: http, http2 or grpc, or leave it undeclared to have HTTP detected',
   ]);
+  // A port that names no protocol is detected per connection: an HTTPRoute may route its HTTP.
+  assert.deepEqual(
+    errorsOf(SVC.replace('- name: tcp', '- name: web') + ROUTE.replace('port: 9080 }]', 'port: 9081 }]')),
+    [],
+  );
   assert.deepEqual(errorsOf(SVC + ROUTE.replace('value: /api', 'value: api')), [
     "m.yaml:23: spec.rules[0].matches[0].path.value: must start with '/', got 'api'",
   ]);
