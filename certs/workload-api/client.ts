@@ -150,6 +150,3 @@ export class WorkloadApiClient {
     this.client.close();
   }
 }
-
-// The sources that follow a stream live beside the client; re-exported for existing importers.
-export { WorkloadApiSvidSource, WorkloadApiX509Source } from './x509-source.js';
