@@ -22,12 +22,17 @@
  * POLLHUP as end of stream, and POLLHUP is up once the reader has shut down
  * its sending side and our FIN has arrived, so it would drop the TCP tail.
  * Hence, once the peer has half-closed (it is no longer ESTABLISHED), a
- * message never goes the TCP way while the peer still has sk_msg bytes
- * unread: it joins them. The reader is draining towards EOF by then, and the
- * answer to "request, half-close, read the reply" stays in one queue.
+ * message joins the peer's unread sk_msg bytes rather than going the TCP way,
+ * up to SM_HALF_CLOSED_RCVBUFS receive buffers: the answer to "request,
+ * half-close, read the reply" stays in one queue. Beyond that (a half-closed
+ * reader that stopped reading, the agent itself while its other side is slow)
+ * the message goes the TCP way after all: memory stays bounded, and the
+ * short-read hazard comes back for that connection only.
  */
 #include "maps.bpf.h"
 #include <bpf/bpf_core_read.h>
+
+#define SM_HALF_CLOSED_RCVBUFS 4
 
 static __always_inline int sm_peer_keeps_up(struct sk_msg_md *msg)
 {
@@ -55,14 +60,16 @@ static __always_inline int sm_peer_keeps_up(struct sk_msg_md *msg)
 	psock = (struct sk_psock *)((unsigned long)BPF_CORE_READ(peer, sk_user_data) & ~7UL);
 	if (psock)
 		queued = (__u32)BPF_CORE_READ(psock, msg_tot_len);
+	rcvbuf = BPF_CORE_READ(peer, sk_rcvbuf);
+	if (rcvbuf <= 0)
+		return 0;
 	if (queued && BPF_CORE_READ(peer, __sk_common.skc_state) != BPF_TCP_ESTABLISHED)
-		return 1;
+		return queued + msg->size <= (__u64)rcvbuf * SM_HALF_CLOSED_RCVBUFS;
 	/* Newer kernels also charge queued messages to sk_rmem_alloc. */
 	rmem = (__u32)BPF_CORE_READ(peer, sk_backlog.rmem_alloc.counter);
 	if (rmem > queued)
 		queued = rmem;
-	rcvbuf = BPF_CORE_READ(peer, sk_rcvbuf);
-	return rcvbuf > 0 && queued + msg->size <= (__u64)rcvbuf;
+	return queued + msg->size <= (__u64)rcvbuf;
 }
 
 /* Redirects to the peer at peer_key, or sends the TCP way. Once a redirect is

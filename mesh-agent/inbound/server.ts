@@ -269,6 +269,8 @@ export class InboundServer implements TunnelHandler {
           });
         },
         () => {
+          // Connecting may take seconds: the client may have reset the stream meanwhile.
+          if (stream.closed) return;
           stream.respond({ ':status': 503, 'x-sockmesh-reason': 'local pod unavailable' });
           stream.end();
         },

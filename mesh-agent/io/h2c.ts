@@ -178,6 +178,8 @@ export function relayH2Answer(
       }
     });
     if (down.closed) {
+      // The client left while the answer was on its way: the upstream stream would hold its slot.
+      up.close(http2.constants.NGHTTP2_CANCEL);
       finish(false);
       return;
     }
@@ -196,17 +198,29 @@ export function forwardH2(
   session: ClientHttp2Session,
   headers: http2.OutgoingHttpHeaders,
 ): Promise<number | undefined> {
+  const unanswered = () => {
+    if (down.closed) return;
+    if (down.headersSent) down.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    else {
+      down.respond({ ':status': 503, 'x-sockmesh-reason': 'local pod reset the stream' });
+      down.end();
+    }
+  };
   let up: ClientHttp2Stream;
   try {
     up = session.request(headers);
   } catch {
-    down.destroy();
+    unanswered();
     return Promise.resolve(undefined);
   }
   down.pipe(up);
   return new Promise((resolve) => {
     let answered = false;
     up.on('error', () => {});
+    // A client that resets before the answer cancels the call upstream (a gRPC watch, say).
+    down.once('close', () => {
+      if (!answered && !up.closed) up.close(http2.constants.NGHTTP2_CANCEL);
+    });
     up.once('response', (h) => {
       answered = true;
       relayH2Answer(down, { stream: up, headers: h, stop: () => {} }).then((ok) =>
@@ -215,7 +229,7 @@ export function forwardH2(
     });
     up.once('close', () => {
       if (!answered) {
-        down.destroy();
+        unanswered();
         resolve(undefined);
       }
     });

@@ -269,6 +269,20 @@ export function buildModel(objects: readonly SourceObject[], options: ModelOptio
       }
     });
   });
+  // A TCPRoute turns detection off on an undeclared port, so an HTTPRoute that
+  // names that port would never see a request: say so rather than drop it.
+  httpRoutes.forEach(({ reader }, i) => {
+    finalHttp[i]!.parents.forEach((p, j) => {
+      if (p.port === undefined) return;
+      const claim = `${objectKey(p.service.namespace, p.service.name)}:${p.port}`;
+      const other = tcpClaims.get(claim);
+      if (other)
+        reader.fail(
+          ['spec', 'parentRefs', j, 'port'],
+          `port ${p.port} of Service ${objectKey(p.service.namespace, p.service.name)} is carried as TCP by TCPRoute ${other}: detach one of the two routes`,
+        );
+    });
+  });
 
   const trafficPolicies = new Map<ObjectKey, TrafficPolicy>();
   for (const { value, reader } of policies) {

@@ -10,9 +10,9 @@ import { CertificateAuthority } from '../../../certs/ca/authority.js';
 import type { X509Svid } from '../../../certs/svid.js';
 import { createMtlsServer, mtlsConnect } from '../../../certs/tls.js';
 import { WorkloadApiClient } from '../../../certs/workload-api/client.js';
-import { WorkloadApiSvidSource } from '../../../certs/workload-api/x509-source.js';
 import { EmbeddedSvidProvider } from '../../../certs/workload-api/provider.js';
 import { WorkloadApiServer } from '../../../certs/workload-api/server.js';
+import { WorkloadApiSvidSource } from '../../../certs/workload-api/x509-source.js';
 import { nullLogger } from '../../../lib/log.js';
 
 describe('an SVID from the Workload API drives mTLS (the agent path)', () => {

@@ -105,11 +105,21 @@ test('HTTPRoute references and values are checked', () => {
   assert.deepEqual(errorsOf(SVC + ROUTE.replace('port: 9080 }]', 'port: 9081 }]')), [
     'm.yaml:20: spec.parentRefs[0].port: port 9081 of Service shop/reviews is declared non-HTTP (tcp); set appProtocol: http, http2 or grpc, or leave it undeclared to have HTTP detected',
   ]);
-  // A port that names no protocol is detected per connection: an HTTPRoute may route its HTTP.
-  assert.deepEqual(
-    errorsOf(SVC.replace('- name: tcp', '- name: web') + ROUTE.replace('port: 9080 }]', 'port: 9081 }]')),
-    [],
-  );
+  // A port that names no protocol is detected per connection: an HTTPRoute may route its HTTP...
+  const detected = SVC.replace('- name: tcp', '- name: web');
+  assert.deepEqual(errorsOf(detected + ROUTE.replace('port: 9080 }]', 'port: 9081 }]')), []);
+  // ...unless a TCPRoute carries that port as TCP (here one without a port: every non-HTTP port).
+  const tcpRoute = `---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: { name: t, namespace: shop }
+spec:
+  parentRefs: [{ kind: Service, name: reviews }]
+  rules: [{ backendRefs: [{ name: reviews, port: 9081 }] }]
+`;
+  assert.deepEqual(errorsOf(detected + ROUTE.replace('port: 9080 }]', 'port: 9081 }]') + tcpRoute), [
+    'm.yaml:20: spec.parentRefs[0].port: port 9081 of Service shop/reviews is carried as TCP by TCPRoute shop/t: detach one of the two routes',
+  ]);
   assert.deepEqual(errorsOf(SVC + ROUTE.replace('value: /api', 'value: api')), [
     "m.yaml:23: spec.rules[0].matches[0].path.value: must start with '/', got 'api'",
   ]);
