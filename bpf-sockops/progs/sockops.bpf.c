@@ -5,6 +5,7 @@
  * a local peer into the sockhash for sk_msg. On close, delete what it made.
  */
 #include "maps.bpf.h"
+#include <bpf/bpf_core_read.h>
 
 #define SM_AF_INET6 10
 
@@ -62,10 +63,58 @@ static __always_inline void sm_track_cb(struct bpf_sock_ops *skops)
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
+#define SM_MAX_CGROUP_DEPTH 16
+
+/* kernfs_node's parent pointer, before and after its rename to __parent (6.15). */
+struct kernfs_node___new {
+	struct kernfs_node___new *__parent;
+	__u64 id;
+} __attribute__((preserve_access_index));
+struct kernfs_node___old {
+	struct kernfs_node___old *parent;
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+/* Whether the socket belongs to an enrolled pod: its cgroup (set when the socket
+ * was made; an accepted one inherits its listener's) or the nearest ancestor,
+ * since a pod's containers live in child cgroups of the pod cgroup. sockops
+ * runs in softirq for most callbacks, so the current task says nothing. */
+static __always_inline int sm_sock_in_meshed_pod(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *bsk = skops->sk;
+	struct tcp_sock *tp;
+	void *kn;
+	__u64 id;
+
+	if (!bsk)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(bsk);
+	if (!tp)
+		return 0;
+	kn = BPF_CORE_READ((struct sock *)tp, sk_cgrp_data.cgroup, kn);
+	for (int level = 0; level < SM_MAX_CGROUP_DEPTH && kn; level++) {
+		if (bpf_core_field_exists(((struct kernfs_node___new *)0)->__parent)) {
+			id = BPF_CORE_READ((struct kernfs_node___new *)kn, id);
+			if (bpf_map_lookup_elem(&sm_pods, &id))
+				return 1;
+			kn = BPF_CORE_READ((struct kernfs_node___new *)kn, __parent);
+		} else {
+			id = BPF_CORE_READ((struct kernfs_node___old *)kn, id);
+			if (bpf_map_lookup_elem(&sm_pods, &id))
+				return 1;
+			kn = BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
+		}
+	}
+	return 0;
+}
+
 /* Both ends are on this node when one of them is the node proxy: pod <-> proxy
  * (the proxy's accepted socket), proxy <-> local pod (the proxy connects from
  * the bridge address). Other pairs are never inserted, so two unrelated
- * netns can never be spliced by a coincidentally mirrored 4-tuple. */
+ * netns can never be spliced by a coincidentally mirrored 4-tuple. The pod's
+ * end goes in only when the pod is enrolled: a socket in a sockhash reads
+ * through tcp_bpf, and a pod outside the mesh (one the proxy passes traffic
+ * to) must never be touched. */
 static __always_inline void sm_maybe_accelerate(struct bpf_sock_ops *skops, struct sm_tuple4 *t)
 {
 	struct sm_config *cfg = sm_get_config();
@@ -74,6 +123,8 @@ static __always_inline void sm_maybe_accelerate(struct bpf_sock_ops *skops, stru
 	if (!cfg || !cfg->accel || !cfg->proxy_ip4)
 		return;
 	if (t->src_ip4 != cfg->proxy_ip4 && t->dst_ip4 != cfg->proxy_ip4)
+		return;
+	if (t->src_ip4 != cfg->proxy_ip4 && !sm_sock_in_meshed_pod(skops))
 		return;
 	err = bpf_sock_hash_update(skops, &sm_sockhash, t, BPF_ANY);
 	if (err == 0)
@@ -98,6 +149,8 @@ static __always_inline void sm_maybe_accelerate6(struct bpf_sock_ops *skops, str
 	if (!cfg || !cfg->accel || !cfg->has_ip6)
 		return;
 	if (!sm_is_proxy6(cfg, t->src_ip6) && !sm_is_proxy6(cfg, t->dst_ip6))
+		return;
+	if (!sm_is_proxy6(cfg, t->src_ip6) && !sm_sock_in_meshed_pod(skops))
 		return;
 	err = bpf_sock_hash_update(skops, &sm_sockhash6, t, BPF_ANY);
 	if (err == 0)

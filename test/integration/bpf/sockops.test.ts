@@ -135,8 +135,21 @@ describe('bpf-sockops dataplane', { timeout: 240_000 }, () => {
     }
     const c1 = dp!.counters();
     assert.equal(delta(c0, c1, 'connectsRedirected'), 0);
-    // proxy -> local pod is a same-node pair: both sockets are accelerated.
-    assert.ok(delta(c0, c1, 'socketsAccelerated') >= 2, 'proxy <-> local pod sockets enter the sockhash');
+    // proxy -> local pod is a same-node pair, but the pod is not in the mesh: only
+    // the proxy's end enters the sockhash, the pod's socket is not touched (the
+    // connection to the other node leaves from the underlay address, not the proxy's).
+    assert.equal(delta(c0, c1, 'socketsAccelerated'), 1, 'only the proxy end');
+  });
+
+  test('the proxy and an enrolled local pod are accelerated at both ends', async () => {
+    dp!.enrolPod(pods.local!.cgroupId);
+    try {
+      const c0 = dp!.counters();
+      assert.equal((await connect(node1, `${pods.local!.ip}:8080`)).greeting, 'local');
+      assert.equal(delta(c0, dp!.counters(), 'socketsAccelerated'), 2);
+    } finally {
+      dp!.removePod(pods.local!.cgroupId);
+    }
   });
 
   test('excluded ports and CIDRs, loopback and the proxy’s own address are not redirected', async () => {
@@ -317,7 +330,13 @@ describe('bpf-sockops dataplane', { timeout: 240_000 }, () => {
   });
 
   test('a pod slower than the proxy pushes back on the proxy', async (t) => {
-    t.diagnostic(await floodThrough(node1, `${pods.slow!.ip}:8080`, 'slow'));
+    // Only an enrolled pod's end of proxy -> pod enters the sockhash.
+    dp!.enrolPod(pods.slow!.cgroupId);
+    try {
+      t.diagnostic(await floodThrough(node1, `${pods.slow!.ip}:8080`, 'slow'));
+    } finally {
+      dp!.removePod(pods.slow!.cgroupId);
+    }
   });
 
   test('a pod that half-closed and stopped reading still pushes back on the proxy', async (t) => {
@@ -384,13 +403,18 @@ describe('bpf-sockops dataplane', { timeout: 240_000 }, () => {
     // The proxy reaching a pod server that listens dual-stack (::) is accelerated too.
     const dual = spawn(bed, pods.local!, 'echo-server.ts', ['--name', 'dual', '--listen', '[::]:8081']);
     await dual.waitFor((e) => e.event === 'listening', 20_000, 'listening');
-    const mid = dp!.counters();
-    assert.equal((await connect(node1, `${pods.local!.ip}:8081`)).greeting, 'dual');
-    const c1 = dp!.counters();
-    assert.equal(delta(mid, c1, 'socketsAccelerated'), 2);
-    assert.ok(delta(mid, c1, 'messagesRedirected') >= 2);
-    assert.equal(delta(c0, c1, 'connectsRedirected'), 1);
-    await dual.stop();
+    dp!.enrolPod(pods.local!.cgroupId);
+    try {
+      const mid = dp!.counters();
+      assert.equal((await connect(node1, `${pods.local!.ip}:8081`)).greeting, 'dual');
+      const c1 = dp!.counters();
+      assert.equal(delta(mid, c1, 'socketsAccelerated'), 2);
+      assert.ok(delta(mid, c1, 'messagesRedirected') >= 2);
+      assert.equal(delta(c0, c1, 'connectsRedirected'), 1);
+    } finally {
+      dp!.removePod(pods.local!.cgroupId);
+      await dual.stop();
+    }
   });
 
   test('native IPv6 connects go to the proxy’s IPv6 address and keep their destination', async () => {
