@@ -40,7 +40,16 @@ import {
   withFds,
 } from './lib/bed.js';
 import { type HaproxyPair, startHaproxyPair } from './lib/haproxy.js';
-import { CpuWindow, cmdline, comm, groupRssMiB, type ProcGroup, type ProcUsage, rssMiB } from './lib/proc.js';
+import {
+  CpuWindow,
+  cmdline,
+  comm,
+  groupMemoryMiB,
+  groupRssMiB,
+  type ProcGroup,
+  type ProcUsage,
+  rssMiB,
+} from './lib/proc.js';
 import { renderMarkdown, renderTerminal } from './lib/report.js';
 import { type Verdict, verdictsFor } from './lib/targets.js';
 import type { BulkRow, HttpRow, Report, Results, ScaleResult, ThroughputRow } from './lib/types.js';
@@ -67,6 +76,8 @@ const { values } = parseArgs({
   },
 });
 const QUICK = values.quick;
+/** How long the agents sit idle before their idle memory is read. */
+const SETTLE_MS = 30_000;
 const only = (values.only?.split(',') ?? [...ALL]).map((s) => s.trim());
 for (const s of only) {
   if (!(ALL as readonly string[]).includes(s)) {
@@ -541,7 +552,13 @@ async function main(): Promise<void> {
           rssMiB: Math.round(rssMiB(pid) * 10) / 10,
         })),
       );
+      // "Idle" is after V8 has had its idle-time GC: right after start the heap still
+      // holds what loading the config left behind.
+      log(`waiting ${SETTLE_MS / 1000} s for the idle agents to settle`);
+      await new Promise((r) => setTimeout(r, SETTLE_MS));
+      results.agentIdleSettleSeconds = SETTLE_MS / 1000;
       results.agentIdleRssMiB = Object.fromEntries(agents.map((g) => [g.name, groupRssMiB(g)]));
+      results.agentIdleMemoryMiB = Object.fromEntries(agents.map((g) => [g.name, groupMemoryMiB(g)]));
       startServers(mesh);
       hap = await startHaproxyPair(mesh.bed, {
         dir: join(mesh.paths.runDir, 'haproxy'),

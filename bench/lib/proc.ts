@@ -60,6 +60,17 @@ export function rssMiB(pid: number): number {
   }
 }
 
+/** Resident memory split as the kernel keeps it: anonymous (heap, private) and file-backed (mostly the node executable, shared). */
+export function memoryMiB(pid: number): { rss: number; anon: number; file: number } {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) / 1024;
+    return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
+  } catch {
+    return { rss: 0, anon: 0, file: 0 };
+  }
+}
+
 /** A named group of processes (one proxy: an agent's primary and its workers, or one haproxy). */
 export interface ProcGroup {
   name: string;
@@ -79,6 +90,15 @@ export interface ProcUsage {
 
 export function groupRssMiB(g: ProcGroup): number {
   return sum(g.pids().map(rssMiB));
+}
+
+export function groupMemoryMiB(g: ProcGroup): { rss: number; anon: number; file: number } {
+  const each = g.pids().map(memoryMiB);
+  return {
+    rss: sum(each.map((m) => m.rss)),
+    anon: sum(each.map((m) => m.anon)),
+    file: sum(each.map((m) => m.file)),
+  };
 }
 
 /** CPU used by each group between construction and end(); a process that appears meanwhile counts from 0. */

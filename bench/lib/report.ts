@@ -42,6 +42,14 @@ export function renderTables(r: Report): string {
     const by = res.agentProcesses.map((a) => `${a.agent} ${a.role} ${f(a.rssMiB, 0)}`).join(', ');
     out.push(`\nAgent processes right after start (RSS MiB): ${by}.\n`);
   }
+  if (res.agentIdleMemoryMiB) {
+    const idle = Object.entries(res.agentIdleMemoryMiB)
+      .map(([name, m]) => `${name} ${f(m.rss, 0)} (anonymous ${f(m.anon, 0)}, file-backed ${f(m.file, 0)})`)
+      .join(', ');
+    out.push(
+      `\nAgents after ${res.agentIdleSettleSeconds ?? '?'} s idle, RSS MiB: ${idle}. File-backed pages are mostly the node executable's text, shared by every Node process on the node; anonymous memory is the agent's own.\n`,
+    );
+  }
   if (res.http) {
     out.push(
       `\n### 2. HTTP/1.1, 1 KiB responses, ${p.rate} rps open loop, cross-node (${p.httpSeconds} s after ${p.warmup} s warm-up, ${p.httpConnections} connections; median of ${p.rounds} round(s); agent workers: ${p.agentWorkers}; agents run from ${p.agentsRunFrom}${p.agentNodeFlags ? ` with \`${p.agentNodeFlags}\`` : ''}${p.agentAccelerate ? `; sk_msg acceleration: ${p.agentAccelerate}` : ''})\n`,

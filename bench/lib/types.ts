@@ -98,7 +98,11 @@ export interface Results {
   agentProcesses?: { agent: string; pid: number; role: string; rssMiB: number }[];
   /** Mesh paths that did not answer before the measurements started. */
   brokenPaths?: string[];
+  /** Each agent (primary + workers) after agentIdleSettleSeconds without traffic. */
   agentIdleRssMiB?: Record<string, number>;
+  /** The same split: anonymous (heap, private) and file-backed (the node executable, shared). */
+  agentIdleMemoryMiB?: Record<string, { rss: number; anon: number; file: number }>;
+  agentIdleSettleSeconds?: number;
   http?: HttpRow[];
   throughput?: ThroughputRow[];
   bulk?: BulkRow[];
