@@ -614,7 +614,9 @@ async function main(): Promise<void> {
       rate: RATE,
       httpConnections: HTTP_CONNECTIONS,
       wrkConnections: WRK_CONNECTIONS,
-      agentWorkers: values['agent-workers'] ?? 'agent default (one per core from 4 cores, else none: the proxy in the agent process)',
+      agentWorkers:
+        values['agent-workers'] ??
+        'agent default (one per core from 4 cores, else none: the proxy in the agent process)',
       agentsRunFrom: from === 'dist' ? 'dist (compiled JS)' : 'sources through tsx',
       agentNodeFlags: values['agent-node-flags'] ?? '',
       agentAccelerate: values.accelerate ? 'on (--accelerate)' : 'agent default',
