@@ -8,10 +8,6 @@
 
 #include "maps.bpf.h"
 
-/* How far up the cgroup tree a pod's membership reaches: containers of a pod
- * live in child cgroups of the pod cgroup. */
-#define SM_MAX_CGROUP_DEPTH 16
-
 static __always_inline int sm_is_meshed(void)
 {
 	__u64 id = bpf_get_current_cgroup_id();

@@ -163,6 +163,32 @@ static __always_inline struct sm_config *sm_get_config(void)
 	return bpf_map_lookup_elem(&sm_config, &zero);
 }
 
+/* How far up the cgroup tree a pod's membership reaches: containers of a pod
+ * live in child cgroups of the pod cgroup. */
+#define SM_MAX_CGROUP_DEPTH 16
+
+/* Who reaches a meshed pod without being captured or checked: the proxy (it
+ * delivers what it allowed), loopback and the pod itself. */
+static __always_inline int sm_allowed4(const struct sm_config *cfg, __u32 saddr, __u32 daddr)
+{
+	if (saddr == daddr) /* the pod itself */
+		return 1;
+	if ((bpf_ntohl(saddr) >> 24) == 127)
+		return 1;
+	/* 0 = no proxy configured: strict pods then only talk to themselves. */
+	return cfg && cfg->proxy_ip4 && saddr == cfg->proxy_ip4;
+}
+
+static __always_inline int sm_allowed6(const struct sm_config *cfg, const __u32 *s, const __u32 *d)
+{
+	if (s[0] == d[0] && s[1] == d[1] && s[2] == d[2] && s[3] == d[3])
+		return 1;
+	if (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == bpf_htonl(1)) /* ::1 */
+		return 1;
+	return cfg && cfg->has_ip6 && s[0] == cfg->proxy_ip6[0] && s[1] == cfg->proxy_ip6[1] &&
+	       s[2] == cfg->proxy_ip6[2] && s[3] == cfg->proxy_ip6[3];
+}
+
 /* Host-order port from a context field documented as "network byte order".
  * Older kernels hand remote ports over as be16 shifted into the upper half of
  * a u32, newer ones as a plain be16: accept both. */

@@ -23,10 +23,7 @@ int sm_inbound(struct bpf_sk_lookup *ctx)
 	if (!bpf_map_lookup_elem(&sm_inbound_pods, &pod))
 		return SK_PASS;
 	cfg = sm_get_config();
-	/* The proxy delivering what it allowed, the pod itself, loopback. */
-	if (cfg && ctx->remote_ip4 == cfg->proxy_ip4)
-		return SK_PASS;
-	if (ctx->remote_ip4 == pod || (bpf_ntohl(ctx->remote_ip4) >> 24) == 127)
+	if (sm_allowed4(cfg, ctx->remote_ip4, pod))
 		return SK_PASS;
 	sk = bpf_map_lookup_elem(&sm_inbound_listeners, &pod);
 	if (!sk) {

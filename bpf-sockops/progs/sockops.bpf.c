@@ -63,8 +63,6 @@ static __always_inline void sm_track_cb(struct bpf_sock_ops *skops)
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
-#define SM_MAX_CGROUP_DEPTH 16
-
 /* kernfs_node's parent pointer, before and after its rename to __parent (6.15). */
 struct kernfs_node___new {
 	struct kernfs_node___new *__parent;
@@ -93,17 +91,12 @@ static __always_inline int sm_sock_in_meshed_pod(struct bpf_sock_ops *skops)
 		return 0;
 	kn = BPF_CORE_READ((struct sock *)tp, sk_cgrp_data.cgroup, kn);
 	for (int level = 0; level < SM_MAX_CGROUP_DEPTH && kn; level++) {
-		if (bpf_core_field_exists(((struct kernfs_node___new *)0)->__parent)) {
-			id = BPF_CORE_READ((struct kernfs_node___new *)kn, id);
-			if (bpf_map_lookup_elem(&sm_pods, &id))
-				return 1;
-			kn = BPF_CORE_READ((struct kernfs_node___new *)kn, __parent);
-		} else {
-			id = BPF_CORE_READ((struct kernfs_node___old *)kn, id);
-			if (bpf_map_lookup_elem(&sm_pods, &id))
-				return 1;
-			kn = BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
-		}
+		id = BPF_CORE_READ((struct kernfs_node___new *)kn, id);
+		if (bpf_map_lookup_elem(&sm_pods, &id))
+			return 1;
+		kn = bpf_core_field_exists(((struct kernfs_node___new *)0)->__parent)
+			     ? (void *)BPF_CORE_READ((struct kernfs_node___new *)kn, __parent)
+			     : (void *)BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
 	}
 	return 0;
 }

@@ -27,7 +27,6 @@
 #define SM_ETH_P_IP 0x0800
 #define SM_ETH_P_IPV6 0x86DD
 #define SM_TCP_LISTEN 10
-#define SM_MAX_CGROUP_DEPTH 16
 
 /* The nearest enrolled cgroup of the receiving socket (a pod's containers live
  * in child cgroups of the pod cgroup), as sm_is_meshed does for connect4. */
@@ -47,26 +46,6 @@ static __always_inline struct sm_pod *sm_pod_of(struct __sk_buff *skb)
 			return pod;
 	}
 	return 0;
-}
-
-static __always_inline int sm_allowed4(const struct sm_config *cfg, __u32 saddr, __u32 daddr)
-{
-	if (saddr == daddr) /* the pod itself */
-		return 1;
-	if ((bpf_ntohl(saddr) >> 24) == 127)
-		return 1;
-	/* 0 = no proxy configured: strict pods then only talk to themselves. */
-	return cfg && cfg->proxy_ip4 && saddr == cfg->proxy_ip4;
-}
-
-static __always_inline int sm_allowed6(const struct sm_config *cfg, const __u32 *s, const __u32 *d)
-{
-	if (s[0] == d[0] && s[1] == d[1] && s[2] == d[2] && s[3] == d[3])
-		return 1;
-	if (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == bpf_htonl(1)) /* ::1 */
-		return 1;
-	return cfg && cfg->has_ip6 && s[0] == cfg->proxy_ip6[0] && s[1] == cfg->proxy_ip6[1] &&
-	       s[2] == cfg->proxy_ip6[2] && s[3] == cfg->proxy_ip6[3];
 }
 
 SEC("cgroup_skb/ingress")

@@ -98,8 +98,13 @@ export class PermissiveInbound {
       this.o.dataplane.releaseInbound(ip);
       this.o.log.info('released inbound plaintext of a pod that is gone', { ip });
     }
+    this.captureMissing();
+  }
+
+  /** Takes the wanted pods not taken yet; retries later while some have no netns (or fail). */
+  private captureMissing(): void {
     let pending = 0;
-    for (const [key, pod] of want) {
+    for (const [key, pod] of this.want) {
       if (this.taken.has(key)) continue;
       const netns = netnsOfCgroup(pod.cgroupDir);
       if (!netns) {
@@ -121,7 +126,8 @@ export class PermissiveInbound {
     clearTimeout(this.retry);
     this.retry = undefined;
     if (pending > 0) {
-      this.retry = setTimeout(() => this.reconcile(this.want), this.o.retryMs ?? 1000);
+      // Only this class writes the kernel's inbound maps: a retry has nothing new to sweep.
+      this.retry = setTimeout(() => this.captureMissing(), this.o.retryMs ?? 1000);
       this.retry.unref();
     }
   }

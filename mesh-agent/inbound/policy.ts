@@ -56,7 +56,7 @@ export function namespaceOfPrincipal(principal: string | undefined): string | un
  * weakens authorization, because a stream taken as TCP is held to the
  * stricter TCP reading of HTTP-only rules (see authz/authorizer.ts).
  */
-export const PROTOCOL_BAGGAGE_KEY = 'sockmesh.protocol';
+const PROTOCOL_BAGGAGE_KEY = 'sockmesh.protocol';
 
 export function protocolBaggage(protocol: PortProtocol): string {
   return `${PROTOCOL_BAGGAGE_KEY}=${protocol}`;

@@ -80,7 +80,7 @@ export function upstreamHeaders(
 }
 
 /** Response headers to relay back: everything but pseudo headers other than :status. */
-export function responseHeaders(h: IncomingHttpHeaders): http2.OutgoingHttpHeaders {
+function responseHeaders(h: IncomingHttpHeaders): http2.OutgoingHttpHeaders {
   const out: http2.OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(h)) {
     if (v === undefined || (k.startsWith(':') && k !== ':status') || H2_CONNECTION_HEADERS.has(k)) continue;

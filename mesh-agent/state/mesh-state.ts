@@ -71,7 +71,7 @@ export type OutboundMatch =
     }
   | { kind: 'passthrough'; reason: 'no-listener' | 'no-filter-chain' | 'original-dst-cluster' };
 
-export type HttpOutboundMatch = Extract<OutboundMatch, { kind: 'http' }>;
+type HttpOutboundMatch = Extract<OutboundMatch, { kind: 'http' }>;
 
 export interface InboundMatch {
   chain: FilterChain | undefined;

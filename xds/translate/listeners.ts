@@ -43,7 +43,7 @@ function tcpProxy(statPrefix: string, target: Json, idleMs: number | undefined):
 }
 
 /** The application protocols the agent detects on a port that does not declare one (Istio's list). */
-export const DETECTED_HTTP_PROTOCOLS = ['http/1.0', 'http/1.1', 'h2c'];
+const DETECTED_HTTP_PROTOCOLS = ['http/1.0', 'http/1.1', 'h2c'];
 
 /** A port whose protocol is detected: undeclared, and no TCPRoute claims it as TCP. */
 export function detectsProtocol(
