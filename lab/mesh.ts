@@ -87,11 +87,7 @@ export function agentsFrom(
     : 'src';
 }
 
-/** Extra node flags for the agents (e.g. `--perf-basic-prof` to profile them with perf), space-separated. */
-export const AGENT_NODE_FLAGS_ENV = 'SOCKMESH_LAB_AGENT_NODE_FLAGS';
-
-function agentArgv(from: 'dist' | 'src', extraFlags: readonly string[] = []): string[] {
-  const flags = [...(process.env[AGENT_NODE_FLAGS_ENV]?.split(' ').filter(Boolean) ?? []), ...extraFlags];
+function agentArgv(from: 'dist' | 'src', flags: readonly string[] = []): string[] {
   const [node, ...rest] = from === 'dist' ? [process.execPath, DIST_MAIN] : cliArgv();
   return [node ?? process.execPath, ...flags, ...rest];
 }
@@ -378,10 +374,9 @@ export class LocalMesh {
     const table = this.workloadApiRegistrations(node);
     if (!existsSync(table)) {
       const mount = await cgroup2MountPoint();
-      const trustDomain = bed.getExtra<string>('trustDomain') ?? 'cluster.local';
       const ids = [...this.model.workloads.values()]
         .filter((w) => w.node === node)
-        .map((w) => workloadSpiffeId(trustDomain, w.namespace, w.serviceAccount).uri);
+        .map((w) => workloadSpiffeId(this.model.trustDomain, w.namespace, w.serviceAccount).uri);
       mkdirSync(dirname(table), { recursive: true });
       writeFileSync(
         table,
@@ -414,7 +409,10 @@ export class LocalMesh {
   /** Kills the control plane (agents keep serving their last config). */
   stopControlPlane(): void {
     const procs = join(this.bed.host.systemCgroupPath, 'cgroup.procs');
+    // The nodes' Workload API servers run in the same cgroup and are not the control plane.
+    const keep = new Set([...this.workloadApis.values()].map((c) => String(c.pid)));
     for (const pid of readFileSync(procs, 'utf8').split('\n').filter(Boolean)) {
+      if (keep.has(pid)) continue;
       try {
         process.kill(Number(pid), 'SIGKILL');
       } catch {
