@@ -7,7 +7,7 @@ import type { MeshModel, Workload } from '../model/types.js';
 import { translateClusters } from './clusters.js';
 import { PodIndex, translateEndpoints } from './endpoints.js';
 import type { Json } from './envoy.js';
-import { apiListener, inboundListener, outboundListener } from './listeners.js';
+import { apiListener, attachedTcpRoutes, inboundListener, outboundListener } from './listeners.js';
 import { resolveApiListenerName } from './names.js';
 import { attachedRoutes, translateRoutes } from './routes.js';
 
@@ -42,9 +42,11 @@ export function translateMesh(model: MeshModel): MeshTranslation {
       l.push(w);
     }
   }
+  // Which Service ports TCPRoutes claim decides both the listener's chains and which ports get routes.
+  const tcpRoutes = attachedTcpRoutes(model);
   return {
-    outboundListener: outboundListener(model),
-    routes: translateRoutes(model, attachedRoutes(model)),
+    outboundListener: outboundListener(model, tcpRoutes),
+    routes: translateRoutes(model, attachedRoutes(model), tcpRoutes),
     clusters: translateClusters(model),
     endpoints: translateEndpoints(model, pods),
     podsByNode,

@@ -74,6 +74,8 @@ function outboundChain(
   svc: Service,
   port: ServicePort,
   tcpRoutes: ReadonlyMap<string, TcpRoute>,
+  /** The port's protocol is detected: this chain is the TCP or (as 'http') the HTTP one of a pair. */
+  detect: boolean,
   as: 'http' | 'tcp' = isHttpPort(port) ? 'http' : 'tcp',
 ): Json {
   const name = clusterName(model, svc, port.port);
@@ -100,7 +102,6 @@ function outboundChain(
     const idle = model.trafficPolicies.get(objectKey(svc.namespace, svc.name))?.timeouts?.idle;
     filter = tcpProxy(statPrefix, target, idle);
   }
-  const detect = detectsProtocol(svc, port, tcpRoutes);
   return {
     name: detect && as === 'http' ? `${name}|http` : name,
     filter_chain_match: {
@@ -119,15 +120,14 @@ function outboundChain(
   };
 }
 
-export function outboundListener(model: MeshModel): Json {
-  const tcpRoutes = attachedTcpRoutes(model);
+export function outboundListener(model: MeshModel, tcpRoutes: ReadonlyMap<string, TcpRoute>): Json {
   const chains: Json[] = [];
   for (const svc of model.services.values()) {
     if (svc.clusterIP === undefined) continue; // headless: nothing to capture
     for (const port of svc.ports) {
-      chains.push(outboundChain(model, svc, port, tcpRoutes));
-      if (detectsProtocol(svc, port, tcpRoutes))
-        chains.push(outboundChain(model, svc, port, tcpRoutes, 'http'));
+      const detect = detectsProtocol(svc, port, tcpRoutes);
+      chains.push(outboundChain(model, svc, port, tcpRoutes, detect));
+      if (detect) chains.push(outboundChain(model, svc, port, tcpRoutes, detect, 'http'));
     }
   }
   return {

@@ -12,12 +12,13 @@ import type {
   MeshModel,
   Service,
   ServicePort,
+  TcpRoute,
   TrafficPolicy,
 } from '../model/types.js';
 import { objectKey, portMode } from '../model/types.js';
 import { ROUTE_TYPE } from '../protos.js';
 import { duration, type Json, sockmeshMetadata, u32 } from './envoy.js';
-import { attachedTcpRoutes, detectsProtocol } from './listeners.js';
+import { detectsProtocol } from './listeners.js';
 import { clusterName, isHttpPort, routeConfigName } from './names.js';
 
 interface RouteEntry {
@@ -70,9 +71,12 @@ function comparePrecedence(a: RouteEntry, b: RouteEntry): number {
   );
 }
 
-export function translateRoutes(model: MeshModel, attached: ReadonlyMap<string, RouteEntry[]>): Json[] {
+export function translateRoutes(
+  model: MeshModel,
+  attached: ReadonlyMap<string, RouteEntry[]>,
+  tcpRoutes: ReadonlyMap<string, TcpRoute>,
+): Json[] {
   const out: Json[] = [];
-  const tcpRoutes = attachedTcpRoutes(model);
   for (const svc of model.services.values()) {
     const policy = model.trafficPolicies.get(objectKey(svc.namespace, svc.name));
     for (const port of svc.ports) {
