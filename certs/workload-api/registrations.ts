@@ -6,7 +6,7 @@
  */
 import { isNode, LineCounter, parseDocument } from 'yaml';
 import { SockmeshError } from '../../lib/errors.js';
-import { checkSpiffeId, parseSpiffeId } from '../spiffe-id.js';
+import { checkSpiffeId } from '../spiffe-id.js';
 
 export interface Selectors {
   /** cgroup v2 path (from the cgroup2 root): the caller's cgroup is this one or below it. */
@@ -128,9 +128,9 @@ export function parseRegistrations(file: string, text: string): RegistrationTabl
     for (const [td, f] of Object.entries(root.federatedBundles as Record<string, unknown>)) {
       const p = ['federatedBundles', td];
       const checked = checkSpiffeId(td);
-      if (!checked.ok || checked.id.path !== '') fail(p, 'keys are trust domain IDs (spiffe://<td>)');
+      if (!checked.ok || checked.id.path !== '') return fail(p, 'keys are trust domain IDs (spiffe://<td>)');
       if (typeof f !== 'string' || f === '') fail(p, 'expected the path of a PEM bundle file');
-      federatedBundles.push({ trustDomain: parseSpiffeId(td).trustDomain, file: f as string });
+      federatedBundles.push({ trustDomain: checked.id.trustDomain, file: f as string });
     }
   }
   return { entries, federatedBundles };

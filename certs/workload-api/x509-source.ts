@@ -93,16 +93,19 @@ export class WorkloadApiX509Source {
   sourceFor(spiffeId: string): SvidSource {
     return {
       current: () => this.svidFor(spiffeId),
-      subscribe: (listener: SvidListener) => {
-        let last = this.svidFor(spiffeId)?.serial ?? null;
-        return this.subscribe(() => {
-          const now = this.svidFor(spiffeId);
-          if ((now?.serial ?? null) === last) return;
-          last = now?.serial ?? null;
-          listener(now);
-        });
-      },
+      subscribe: (listener: SvidListener) => this.subscribeTo(() => this.svidFor(spiffeId), listener),
     };
+  }
+
+  /** Tells the listener whenever what `get` returns changes (another serial, or none). */
+  subscribeTo(get: () => X509Svid | null, listener: SvidListener): () => void {
+    let last = get()?.serial ?? null;
+    return this.subscribe(() => {
+      const now = get();
+      if ((now?.serial ?? null) === last) return;
+      last = now?.serial ?? null;
+      listener(now);
+    });
   }
 
   status(): X509SourceStatus {
@@ -260,13 +263,7 @@ export class WorkloadApiSvidSource implements SvidSource {
   }
 
   subscribe(listener: SvidListener): () => void {
-    let last = this.current()?.serial ?? null;
-    return this.x509.subscribe(() => {
-      const now = this.current();
-      if ((now?.serial ?? null) === last) return;
-      last = now?.serial ?? null;
-      listener(now);
-    });
+    return this.x509.subscribeTo(() => this.current(), listener);
   }
 
   stop(): void {
