@@ -9,9 +9,8 @@ export interface CommandContext {
   stderr: NodeJS.WritableStream;
 }
 
+/** One verb; its name and one-line summary live in cli/commands/index.ts, which loads it on demand. */
 export interface Command {
-  /** e.g. `up`, `identity`, `ca`. Its one-line summary is in cli/commands/index.ts. */
-  name: string;
   /** Full --help text. */
   usage: string;
   /** Resolves to the process exit code. */

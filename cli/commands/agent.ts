@@ -7,7 +7,6 @@ import { type Command, EXIT } from '../command.js';
 const IPV4 = /^(\d{1,3})(\.\d{1,3}){3}$/;
 
 export const agentCommand: Command = {
-  name: 'agent',
   usage: `Usage: sockmesh agent --node <name> --control-plane <addr> --proxy-ip <ip> --tunnel-ip <ip>
                       --cgroup <dir> --bpffs <dir> (--ca-dir <dir> | --workload-api <socket>)
                       [options]

@@ -44,7 +44,6 @@ function formatStatus(name: string, s: DataplaneStatus): string {
 }
 
 export const bpfCommand: Command = {
-  name: 'bpf',
   usage: `Usage: sockmesh bpf <status|counters|detach> [--run <id>] [--node <name>] [--json]
        sockmesh bpf <status|counters|detach> --cgroup <dir> --bpffs <dir> [--json]
 

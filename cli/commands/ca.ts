@@ -28,7 +28,6 @@ Options:
 Exit codes: 0 ok, 1 failure, 2 usage.`;
 
 export const caCommand: Command = {
-  name: 'ca',
   usage: USAGE,
   async run({ argv, stdout }) {
     const { values, positionals } = parseCommandArgs(argv, {

@@ -135,7 +135,6 @@ function render(route: string, windowS: number, stats: BackendStats[]): string {
 }
 
 export const canaryCommand: Command = {
-  name: 'canary',
   usage: `Usage: sockmesh canary <namespace>/<httproute> [--interval <s>] [--once] [--json] [--run <id>]
 
 Watches the route's backends as the callers' node agents see them (the

@@ -20,7 +20,6 @@ function readPem(file: string, what: string): Buffer {
 }
 
 export const controlPlaneCommand: Command = {
-  name: 'control-plane',
   usage: `Usage: sockmesh control-plane --manifests <dir> [options]
 
 Serves the Kubernetes-style manifests in <dir> (watched; edits apply live) as

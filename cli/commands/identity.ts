@@ -131,7 +131,6 @@ async function loadBundle(
 }
 
 export const identityCommand: Command = {
-  name: 'identity',
   usage: USAGE,
   async run({ argv, stdout, stderr }) {
     const { values, positionals } = parseCommandArgs(argv, {

@@ -26,7 +26,6 @@ export function currentBed(runId: string | undefined): TestBed {
 }
 
 export const downCommand: Command = {
-  name: 'down',
   usage: `Usage: sockmesh down [--run <id>] [--all]
 
 Removes what 'sockmesh up' (or a crashed test) created, and nothing else:
@@ -57,7 +56,6 @@ Exit codes: 0 removed (or nothing to remove), 2 usage, 3 precondition (not root)
 };
 
 export const execCommand: Command = {
-  name: 'exec',
   usage: `Usage: sockmesh exec [--run <id>] <namespace>/<pod> -- <command> [args...]
 
 Runs the command inside the pod exactly as its workloads run: in the pod's

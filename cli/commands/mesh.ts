@@ -14,7 +14,6 @@ async function runningMesh(runId: string | undefined): Promise<LocalMesh> {
 }
 
 export const statusCommand: Command = {
-  name: 'status',
   usage: `Usage: sockmesh status [--run <id>] [--json]
 
 Asks every node agent (admin port 15020) and the control plane what they are
@@ -78,7 +77,6 @@ function printApply(
 }
 
 export const applyCommand: Command = {
-  name: 'apply',
   usage: `Usage: sockmesh apply -f <file|-> [--dry-run] [--run <id>]
 
 Sends the YAML documents to the control plane. They are validated together with
@@ -114,7 +112,6 @@ Exit codes: 0 applied (or valid with --dry-run), 1 rejected, 2 usage, 3 no mesh.
 };
 
 export const labelCommand: Command = {
-  name: 'label',
   usage: `Usage: sockmesh label <namespace> mesh=enabled|disabled [--run <id>]
        sockmesh label <namespace> mtls=strict|permissive [--run <id>]
 

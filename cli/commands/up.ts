@@ -113,7 +113,6 @@ async function demo(mesh: LocalMesh, out: NodeJS.WritableStream): Promise<void> 
 }
 
 export const upCommand: Command = {
-  name: 'up',
   usage: `Usage: sockmesh up [--manifests <dir>] [--run <id>] [--no-demo] [--workload-api]
 
 Builds a local cluster out of network namespaces from a directory of
