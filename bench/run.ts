@@ -557,8 +557,10 @@ async function main(): Promise<void> {
       log(`waiting ${SETTLE_MS / 1000} s for the idle agents to settle`);
       await new Promise((r) => setTimeout(r, SETTLE_MS));
       results.agentIdleSettleSeconds = SETTLE_MS / 1000;
-      results.agentIdleRssMiB = Object.fromEntries(agents.map((g) => [g.name, groupRssMiB(g)]));
       results.agentIdleMemoryMiB = Object.fromEntries(agents.map((g) => [g.name, groupMemoryMiB(g)]));
+      results.agentIdleRssMiB = Object.fromEntries(
+        Object.entries(results.agentIdleMemoryMiB).map(([name, m]) => [name, m.rss]),
+      );
       startServers(mesh);
       hap = await startHaproxyPair(mesh.bed, {
         dir: join(mesh.paths.runDir, 'haproxy'),

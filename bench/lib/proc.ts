@@ -52,12 +52,7 @@ export function cpuSeconds(pid: number): number {
 }
 
 export function rssMiB(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : 0;
-  } catch {
-    return 0;
-  }
+  return memoryMiB(pid).rss;
 }
 
 /** Resident memory split as the kernel keeps it: anonymous (heap, private) and file-backed (mostly the node executable, shared). */
