@@ -20,7 +20,8 @@ export type ErrorCode =
   | 'SOCKMESH_E_CA'
   | 'SOCKMESH_E_XDS'
   | 'SOCKMESH_E_USAGE'
-  | 'SOCKMESH_E_CONFIG';
+  | 'SOCKMESH_E_CONFIG'
+  | 'SOCKMESH_E_HANDOFF';
 
 export class SockmeshError extends Error {
   readonly code: ErrorCode;

@@ -1,7 +1,7 @@
 /**
  * The xds module's public surface. Other modules import from here only.
  *
- * - Control plane: `ControlPlane` (+ `DirectorySource`, `AdminServer`).
+ * - Control plane: `ControlPlane` (+ `DirectorySource`, `KubernetesSource`, `AdminServer`).
  * - Agent side: `AdsClient`, and the resource-name constants it needs to find
  *   its listeners in the config it receives.
  * - Manifests: `buildModel` / `parseManifestText` for validation without a server.
@@ -39,7 +39,22 @@ export {
   type TlsConfig,
 } from './server/control-plane.js';
 export { DirectorySource } from './sources/directory.js';
-export type { ConfigError, ConfigSource, SourceObject, SourceState } from './sources/source.js';
+export {
+  inClusterAvailable,
+  inClusterConnection,
+  type KubeConnection,
+  loadKubeconfig,
+} from './sources/kube/config.js';
+export { CONTROLLER_NAME, FIELD_MANAGER } from './sources/kube/status.js';
+export { KubernetesSource, type KubernetesSourceOptions } from './sources/kubernetes.js';
+export type {
+  AcceptancePolicy,
+  ConfigError,
+  ConfigSource,
+  ObjectVerdict,
+  SourceObject,
+  SourceState,
+} from './sources/source.js';
 export { formatConfigError } from './sources/source.js';
 export { parseManifestText } from './sources/yaml.js';
 export {

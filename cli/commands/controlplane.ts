@@ -5,6 +5,9 @@ import { createLogger } from '../../lib/log.js';
 import { AdminServer } from '../../xds/server/admin.js';
 import { ControlPlane, type ListenAddress, type TlsConfig } from '../../xds/server/control-plane.js';
 import { DirectorySource } from '../../xds/sources/directory.js';
+import { inClusterAvailable, inClusterConnection, loadKubeconfig } from '../../xds/sources/kube/config.js';
+import { KubernetesSource } from '../../xds/sources/kubernetes.js';
+import type { ConfigSource } from '../../xds/sources/source.js';
 import { parseCommandArgs } from '../args.js';
 import { type Command, EXIT } from '../command.js';
 
@@ -20,14 +23,22 @@ function readPem(file: string, what: string): Buffer {
 }
 
 export const controlPlaneCommand: Command = {
-  usage: `Usage: sockmesh control-plane --manifests <dir> [options]
+  usage: `Usage: sockmesh control-plane (--manifests <dir> | --kubeconfig <file>) [options]
 
-Serves the Kubernetes-style manifests in <dir> (watched; edits apply live) as
-Envoy v3 resources over ADS (envoy.service.discovery.v3.AggregatedDiscoveryService).
-An invalid edit is rejected with file:line: field: reason and the last good
-configuration keeps being served. Stops on SIGINT/SIGTERM.
+Serves the Kubernetes-style manifests in <dir> (watched; edits apply live), or
+the objects of a Kubernetes API server, as Envoy v3 resources over ADS
+(envoy.service.discovery.v3.AggregatedDiscoveryService). From a directory, an
+invalid edit is rejected with file:line: field: reason and the last good
+configuration keeps being served; from Kubernetes, each object is accepted on
+its own and its status says why not. Stops on SIGINT/SIGTERM.
 
-  --manifests <dir>        directory of *.yaml / *.yml manifests (required)
+  --manifests <dir>        directory of *.yaml / *.yml manifests
+  --kubeconfig <file>      read a Kubernetes API server instead (informers on
+                           Namespace, Service, Pod, EndpointSlice, Node,
+                           HTTPRoute, TCPRoute and the sockmesh CRDs). In a pod
+                           (KUBERNETES_SERVICE_HOST set) and without either
+                           flag, the pod's service account is used.
+  --context <name>         kubeconfig context (default: its current-context)
   --listen <host:port>     TCP listener; repeatable. Needs --tls-* unless loopback.
   --unix <path>            plaintext unix-socket listener (for agents and
                            proxyless gRPC clients on this machine)
@@ -51,6 +62,8 @@ Exit codes: 0 stopped cleanly, 1 failure (e.g. invalid manifests at start), 2 us
       argv,
       {
         manifests: { type: 'string' },
+        kubeconfig: { type: 'string' },
+        context: { type: 'string' },
         listen: { type: 'string', multiple: true },
         unix: { type: 'string' },
         'insecure-listen': { type: 'string', multiple: true },
@@ -64,8 +77,13 @@ Exit codes: 0 stopped cleanly, 1 failure (e.g. invalid manifests at start), 2 us
       },
       false,
     );
-    if (!values.manifests)
-      throw new SockmeshError('SOCKMESH_E_USAGE', '--manifests <dir> is required', { hint: 'see --help' });
+    if (values.manifests && values.kubeconfig)
+      throw new SockmeshError('SOCKMESH_E_USAGE', '--manifests and --kubeconfig exclude each other');
+    const inCluster = !values.manifests && !values.kubeconfig && inClusterAvailable();
+    if (!values.manifests && !values.kubeconfig && !inCluster)
+      throw new SockmeshError('SOCKMESH_E_USAGE', '--manifests <dir> or --kubeconfig <file> is required', {
+        hint: 'see --help',
+      });
     const tlsFlags = [values['tls-cert'], values['tls-key'], values['tls-ca']];
     if (tlsFlags.some((v) => v !== undefined) && !tlsFlags.every((v) => v !== undefined)) {
       throw new SockmeshError('SOCKMESH_E_USAGE', '--tls-cert, --tls-key and --tls-ca go together');
@@ -90,8 +108,26 @@ Exit codes: 0 stopped cleanly, 1 failure (e.g. invalid manifests at start), 2 us
     if (listen.length === 0) listen.push({ address: '127.0.0.1:15010' });
 
     const log = createLogger('xds');
+    let source: ConfigSource;
+    let what: string;
+    if (values.manifests) {
+      source = new DirectorySource(path.resolve(values.manifests));
+      what = values.manifests;
+    } else {
+      const connection = inCluster
+        ? inClusterConnection()
+        : loadKubeconfig(path.resolve(values.kubeconfig!), values.context);
+      const kube = new KubernetesSource({ connection, logger: log });
+      // Lists everything once: an unreachable server or a missing CRD fails here, named.
+      await kube.sync().catch(async (err: unknown) => {
+        await kube.close();
+        throw err;
+      });
+      source = kube;
+      what = `${connection.server} (${connection.description})`;
+    }
     const cp = new ControlPlane({
-      source: new DirectorySource(path.resolve(values.manifests)),
+      source,
       listen,
       model: { trustDomain: values['trust-domain'], clusterDomain: values['cluster-domain'], nodes },
       logger: log,
@@ -100,7 +136,7 @@ Exit codes: 0 stopped cleanly, 1 failure (e.g. invalid manifests at start), 2 us
     const admin = values.admin ? new AdminServer(cp) : undefined;
     const adminAddr = admin ? await admin.listen(values.admin!) : undefined;
     stdout.write(
-      `control plane serving ${values.manifests} (version ${cp.snapshot?.version}) on ${cp.addresses().join(', ')}` +
+      `control plane serving ${what} (version ${cp.snapshot?.version}) on ${cp.addresses().join(', ')}` +
         `${adminAddr ? `; admin on ${adminAddr}` : ''}\n`,
     );
     await new Promise<void>((resolve) => {

@@ -1,16 +1,21 @@
 /**
- * All declared objects -> one validated MeshModel, or every error found.
- * An invalid set is rejected as a whole: callers keep serving the last good model.
+ * All declared objects -> one validated MeshModel, or every error found, each
+ * also filed under the object it belongs to. Whether an invalid set is
+ * rejected as a whole (a directory) or object by object (an API server) is
+ * the caller's policy: see accept.ts.
  */
 import type { ConfigError, SourceObject } from '../sources/source.js';
 import {
   type DeclaredAuthorizationPolicy,
   type DeclaredBackend,
+  type DeclaredEndpointSlice,
   type DeclaredHttpRoute,
   type DeclaredParent,
   type DeclaredTcpRoute,
   type DeclaredTrafficPolicy,
   decodeAuthorizationPolicy,
+  decodeCoreNode,
+  decodeEndpointSlice,
   decodeHttpRoute,
   decodeNamespace,
   decodeNode,
@@ -36,6 +41,7 @@ import {
   portMode,
   type Service,
   type ServiceRef,
+  type SliceEndpoint,
   type TcpRoute,
   type TrafficPolicy,
   type Workload,
@@ -50,6 +56,12 @@ export interface ModelOptions {
   nodes?: Readonly<Record<string, string>>;
   /** Pod IPs known outside the manifests (the test bed); a manifest's status.podIP wins. */
   podIp?: (namespace: string, name: string) => string | undefined;
+  /**
+   * `EndpointSlice`: every Service's endpoints are those of its EndpointSlices
+   * (a Service without slices has none), as kube-proxy reads them; default
+   * `selector`: the Service's selector over the declared Pods.
+   */
+  endpointsFrom?: 'selector' | 'EndpointSlice';
 }
 
 export type BuildResult = { ok: true; model: MeshModel } | { ok: false; errors: ConfigError[] };
@@ -59,6 +71,7 @@ type KindId =
   | 'Service'
   | 'Pod'
   | 'Node'
+  | 'EndpointSlice'
   | 'HTTPRoute'
   | 'TCPRoute'
   | 'TrafficPolicy'
@@ -68,18 +81,26 @@ const KINDS: Record<string, { apiVersions: string[]; namespaced: boolean; id: Ki
   Namespace: { apiVersions: ['v1'], namespaced: false, id: 'Namespace' },
   Service: { apiVersions: ['v1'], namespaced: true, id: 'Service' },
   Pod: { apiVersions: ['v1'], namespaced: true, id: 'Pod' },
-  Node: { apiVersions: ['sockmesh.io/v1alpha1'], namespaced: false, id: 'Node' },
+  // sockmesh.io/v1alpha1 (spec.address) in a manifests directory; core v1 (status.addresses) from an API server.
+  Node: { apiVersions: ['sockmesh.io/v1alpha1', 'v1'], namespaced: false, id: 'Node' },
+  EndpointSlice: { apiVersions: ['discovery.k8s.io/v1'], namespaced: true, id: 'EndpointSlice' },
   HTTPRoute: {
     apiVersions: ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1'],
     namespaced: true,
     id: 'HTTPRoute',
   },
-  TCPRoute: { apiVersions: ['gateway.networking.k8s.io/v1alpha2'], namespaced: true, id: 'TCPRoute' },
+  // Gateway API v1.6 serves TCPRoute as v1 (standard channel); v1alpha2 is what older manifests say.
+  TCPRoute: {
+    apiVersions: ['gateway.networking.k8s.io/v1alpha2', 'gateway.networking.k8s.io/v1'],
+    namespaced: true,
+    id: 'TCPRoute',
+  },
   TrafficPolicy: { apiVersions: ['sockmesh.io/v1alpha1'], namespaced: true, id: 'TrafficPolicy' },
   AuthorizationPolicy: { apiVersions: ['sockmesh.io/v1alpha1'], namespaced: true, id: 'AuthorizationPolicy' },
 };
 
-export const SUPPORTED_KINDS = Object.keys(KINDS);
+/** What a manifests directory may declare; EndpointSlices come only from a source that provides them. */
+export const SUPPORTED_KINDS = Object.keys(KINDS).filter((k) => k !== 'EndpointSlice');
 
 /**
  * `Kind/namespace/name` of a declared object (namespace defaulted as the model
@@ -100,7 +121,24 @@ interface Declared<T> {
 }
 
 export function buildModel(objects: readonly SourceObject[], options: ModelOptions = {}): BuildResult {
-  const errors: ConfigError[] = [];
+  const r = buildModelDetailed(objects, options);
+  return r.model ? { ok: true, model: r.model } : { ok: false, errors: r.errors };
+}
+
+export interface DetailedBuild {
+  /** Only when there is no error at all. */
+  model: MeshModel | undefined;
+  /** Every error, in file and line order. */
+  errors: ConfigError[];
+  /** The errors of `objects[i]` (an object is blamed for what is wrong in it or what it refers to). */
+  objectErrors: ReadonlyMap<number, ConfigError[]>;
+}
+
+export function buildModelDetailed(
+  objects: readonly SourceObject[],
+  options: ModelOptions = {},
+): DetailedBuild {
+  const objectErrors = new Map<number, ConfigError[]>();
   const seen = new Map<string, FieldReader>();
   const namespaces = new Map<string, Namespace>();
   const nodes = new Map<string, MeshNode>();
@@ -110,9 +148,12 @@ export function buildModel(objects: readonly SourceObject[], options: ModelOptio
   const tcpRoutes: Declared<DeclaredTcpRoute>[] = [];
   const policies: Declared<DeclaredTrafficPolicy>[] = [];
   const authz: Declared<DeclaredAuthorizationPolicy>[] = [];
+  const slices: DeclaredEndpointSlice[] = [];
 
-  for (const obj of objects) {
-    const r = new FieldReader(obj, errors);
+  for (const [index, obj] of objects.entries()) {
+    const own: ConfigError[] = [];
+    objectErrors.set(index, own);
+    const r = new FieldReader(obj, own);
     if (typeof obj.value !== 'object' || Array.isArray(obj.value)) {
       r.fail([], 'a manifest must be a map with apiVersion, kind, metadata');
       continue;
@@ -120,7 +161,7 @@ export function buildModel(objects: readonly SourceObject[], options: ModelOptio
     const kind = r.string(['kind'], { required: true });
     const apiVersion = r.string(['apiVersion'], { required: true });
     if (kind === undefined || apiVersion === undefined) continue;
-    const k = KINDS[kind];
+    const k = kind === 'EndpointSlice' && options.endpointsFrom !== 'EndpointSlice' ? undefined : KINDS[kind];
     if (!k) {
       r.fail(['kind'], `unsupported kind '${kind}' (supported: ${SUPPORTED_KINDS.join(', ')})`);
       continue;
@@ -148,7 +189,10 @@ export function buildModel(objects: readonly SourceObject[], options: ModelOptio
         namespaces.set(meta.name, decodeNamespace(r, meta));
         break;
       case 'Node':
-        nodes.set(meta.name, decodeNode(r, meta));
+        nodes.set(meta.name, apiVersion === 'v1' ? decodeCoreNode(r, meta) : decodeNode(r, meta));
+        break;
+      case 'EndpointSlice':
+        slices.push(decodeEndpointSlice(r, meta));
         break;
       case 'Service':
         services.set(key, { value: decodeService(r, meta), reader: r });
@@ -311,7 +355,9 @@ export function buildModel(objects: readonly SourceObject[], options: ModelOptio
     authorizationPolicies.push({ ...value, targetRef });
   }
 
-  if (errors.length > 0) return { ok: false, errors: sortErrors(errors) };
+  for (const [i, list] of objectErrors) if (list.length === 0) objectErrors.delete(i);
+  const errors = [...objectErrors.values()].flat();
+  if (errors.length > 0) return { model: undefined, errors: sortErrors(errors), objectErrors };
 
   // Pod IPs from the test bed, node addresses from options (manifests win).
   const finalWorkloads = new Map<ObjectKey, Workload>();
@@ -329,14 +375,18 @@ export function buildModel(objects: readonly SourceObject[], options: ModelOptio
       finalNodes.set(w.node, { name: w.node, address: undefined });
   }
 
+  const finalServices = new Map([...services].map(([k, v]) => [k, v.value]));
+  if (options.endpointsFrom === 'EndpointSlice') attachSliceEndpoints(finalServices, slices, finalWorkloads);
+
   return {
-    ok: true,
+    errors: [],
+    objectErrors,
     model: {
       trustDomain: options.trustDomain ?? 'cluster.local',
       clusterDomain: options.clusterDomain ?? 'cluster.local',
       nodes: finalNodes,
       namespaces,
-      services: new Map([...services].map(([k, v]) => [k, v.value])),
+      services: finalServices,
       workloads: finalWorkloads,
       httpRoutes: finalHttp,
       tcpRoutes: finalTcp,
@@ -344,6 +394,41 @@ export function buildModel(objects: readonly SourceObject[], options: ModelOptio
       authorizationPolicies,
     },
   };
+}
+
+/**
+ * Gives every Service the endpoints of its slices that point at a known Pod
+ * (the mesh needs the pod's identity and node). An address listed by two
+ * slices (during a controller's rewrite) counts once, as kube-proxy does.
+ */
+function attachSliceEndpoints(
+  services: Map<ObjectKey, Service>,
+  slices: readonly DeclaredEndpointSlice[],
+  workloads: ReadonlyMap<ObjectKey, Workload>,
+): void {
+  const byService = new Map<ObjectKey, SliceEndpoint[]>();
+  const sorted = [...slices].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const s of sorted) {
+    if (s.service === undefined) continue;
+    const key = objectKey(s.namespace, s.service);
+    let list = byService.get(key);
+    if (!list) {
+      list = [];
+      byService.set(key, list);
+    }
+    for (const e of s.endpoints) {
+      if (e.pod === undefined || !workloads.has(e.pod) || list.some((x) => x.ip === e.ip)) continue;
+      list.push({
+        pod: e.pod,
+        ip: e.ip,
+        ports: s.ports,
+        ready: e.ready,
+        serving: e.serving,
+        terminating: e.terminating,
+      });
+    }
+  }
+  for (const [key, svc] of services) services.set(key, { ...svc, endpoints: byService.get(key) ?? [] });
 }
 
 function sortErrors(errors: ConfigError[]): ConfigError[] {

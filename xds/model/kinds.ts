@@ -78,6 +78,88 @@ export function decodeNamespace(r: FieldReader, meta: Meta): Namespace {
   };
 }
 
+/**
+ * A core v1 Node (from an API server): the underlay address is its first IPv4
+ * InternalIP. A Node without one yet is known but has no tunnel address.
+ */
+export function decodeCoreNode(r: FieldReader, meta: Meta): MeshNode {
+  const n = r.list(['status', 'addresses']);
+  for (let i = 0; i < n; i++) {
+    if (r.get(['status', 'addresses', i, 'type']) !== 'InternalIP') continue;
+    const a = r.get(['status', 'addresses', i, 'address']);
+    if (typeof a === 'string' && IPV4.test(a)) return { name: meta.name, address: a };
+  }
+  return { name: meta.name, address: undefined };
+}
+
+/** The label the EndpointSlice controller names a slice's Service with. */
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+export interface DeclaredEndpointSlice {
+  namespace: string;
+  name: string;
+  /** The Service (same namespace) from the kubernetes.io/service-name label; none: not a Service's slice. */
+  service: string | undefined;
+  endpoints: {
+    ip: string;
+    /** targetRef when it is a Pod: `namespace/name`. */
+    pod: string | undefined;
+    ready: boolean;
+    serving: boolean;
+    terminating: boolean;
+  }[];
+  ports: Record<string, number>;
+}
+
+/**
+ * discovery.k8s.io/v1 EndpointSlice, read as kube-proxy reads it. Slices of
+ * another address type (IPv6, FQDN) carry nothing for an IPv4 mesh.
+ */
+export function decodeEndpointSlice(r: FieldReader, meta: Meta): DeclaredEndpointSlice {
+  const labels = r.stringMap(['metadata', 'labels']) ?? {};
+  const out: DeclaredEndpointSlice = {
+    namespace: meta.namespace,
+    name: meta.name,
+    service: labels[SERVICE_NAME_LABEL],
+    endpoints: [],
+    ports: {},
+  };
+  if (r.string(['addressType'], { required: true }) !== 'IPv4') return out;
+  const np = r.list(['ports']);
+  for (let i = 0; i < np; i++) {
+    const proto = r.get(['ports', i, 'protocol']);
+    if (proto !== undefined && proto !== 'TCP') continue;
+    const port = r.integer(['ports', i, 'port'], { min: 1, max: 65535 });
+    if (port !== undefined) out.ports[r.string(['ports', i, 'name']) ?? ''] = port;
+  }
+  const ne = r.list(['endpoints']);
+  for (let i = 0; i < ne; i++) {
+    const base = ['endpoints', i];
+    const ip = r.string([...base, 'addresses', 0], { required: true, pattern: IPV4 });
+    const cond = (k: string): boolean | undefined => {
+      const v = r.get([...base, 'conditions', k]);
+      return typeof v === 'boolean' ? v : undefined;
+    };
+    const ready = cond('ready') ?? true;
+    const ref = r.get([...base, 'targetRef']) as
+      | { kind?: unknown; name?: unknown; namespace?: unknown }
+      | undefined;
+    const pod =
+      ref?.kind === 'Pod' && typeof ref.name === 'string'
+        ? `${typeof ref.namespace === 'string' ? ref.namespace : meta.namespace}/${ref.name}`
+        : undefined;
+    if (ip === undefined) continue;
+    out.endpoints.push({
+      ip,
+      pod,
+      ready,
+      serving: cond('serving') ?? ready,
+      terminating: cond('terminating') ?? false,
+    });
+  }
+  return out;
+}
+
 export function decodeNode(r: FieldReader, meta: Meta): MeshNode {
   r.onlyKnown(['spec'], ['address']);
   const address = r.string(['spec', 'address'], {
@@ -152,8 +234,23 @@ export function decodePod(r: FieldReader, meta: Meta): Workload {
       if (name !== undefined && port !== undefined) namedPorts[name] = port;
     }
   }
-  return { namespace: meta.namespace, name: meta.name, labels, serviceAccount, node, ip, namedPorts };
+  // Both are optional: directory manifests have neither; the API server sets uid and qosClass.
+  const uid = r.string(['metadata', 'uid'], { pattern: POD_UID, patternHint: 'a UID' });
+  const qosClass = r.oneOf(['status', 'qosClass'], ['Guaranteed', 'Burstable', 'BestEffort'] as const);
+  return {
+    namespace: meta.namespace,
+    name: meta.name,
+    labels,
+    serviceAccount,
+    node,
+    ip,
+    namedPorts,
+    ...(uid === undefined ? {} : { uid }),
+    ...(qosClass === undefined ? {} : { qosClass }),
+  };
 }
+
+const POD_UID = /^[0-9a-fA-F-]{1,64}$/;
 
 /** parentRefs / backendRefs kind must be a core Service (GAMMA). */
 function readServiceRef(r: FieldReader, path: FieldPath, defaultNs: string): WrittenRef | undefined {

@@ -69,6 +69,24 @@ export interface Service {
   selector: Labels;
   ports: ServicePort[];
   origin: SourceLocation;
+  /**
+   * The Service's endpoints from its EndpointSlices, when the source provides
+   * them (Kubernetes); absent: the selector over the declared Pods decides.
+   */
+  endpoints?: readonly SliceEndpoint[];
+}
+
+/** One endpoint of an EndpointSlice that points at a known Pod, with kube-proxy's conditions. */
+export interface SliceEndpoint {
+  /** `namespace/name` of the Pod (the slice's targetRef). */
+  pod: ObjectKey;
+  ip: string;
+  /** Slice port name ('' when the Service port has no name) -> the pod port it resolved to. */
+  ports: Readonly<Record<string, number>>;
+  /** Conditions as written; an absent `ready` means ready, an absent `serving` means `ready` (API conventions). */
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
 }
 
 export interface Workload {
@@ -80,6 +98,10 @@ export interface Workload {
   ip: string | undefined;
   /** Named container ports, for named targetPorts. */
   namedPorts: Readonly<Record<string, number>>;
+  /** `metadata.uid` (API server objects): the agent finds the pod's kubelet cgroup by it. */
+  uid?: string | undefined;
+  /** `status.qosClass`: which kubepods branch the cgroup is in (the agent tries every one without it). */
+  qosClass?: 'Guaranteed' | 'Burstable' | 'BestEffort' | undefined;
 }
 
 export interface ServiceRef {

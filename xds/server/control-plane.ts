@@ -1,7 +1,9 @@
 /**
  * The running control plane: source -> validated model -> snapshot -> ADS.
- * Source changes are debounced; an invalid change is rejected as a whole and
- * the last good snapshot keeps being served.
+ * Source changes are debounced. By the source's acceptance policy, an invalid
+ * change is rejected as a whole (`set`: the last good snapshot keeps being
+ * served) or object by object (`object`: the bad object's last accepted
+ * version stays in force, the rest is applied, and the source is told).
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -10,6 +12,7 @@ import { isIP } from 'node:net';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { SockmeshError } from '../../lib/errors.js';
 import { createLogger, type Logger } from '../../lib/log.js';
+import { buildModelPerObject } from '../model/accept.js';
 import { buildModel, type ModelOptions } from '../model/build.js';
 import { adsServiceDefinition } from '../protos.js';
 import { DirectorySource } from '../sources/directory.js';
@@ -43,7 +46,8 @@ export interface ControlPlaneOptions {
 }
 
 export type ReloadResult =
-  | { applied: true; version: string }
+  /** `rejected`: under the `object` policy, the errors of the objects left out (or kept at an older version). */
+  | { applied: true; version: string; rejected?: ConfigError[] }
   | { applied: false; version: string | undefined; errors: ConfigError[] };
 
 export interface ControlPlaneEvents {
@@ -65,6 +69,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
   private readonly learnedNodes = new Map<string, string>();
   private lastErrors = '';
   private fingerprint = '';
+  /** `object` policy: id -> the version of each object in force. */
+  private inForce = new Map<string, SourceObject>();
 
   constructor(private readonly opts: ControlPlaneOptions) {
     super();
@@ -188,6 +194,11 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     let result: ReloadResult;
     try {
       const state = await this.opts.source.load();
+      if (this.opts.source.acceptance === 'object') {
+        result = this.applyPerObject(state.objects, started);
+        this.emit('reload', result);
+        return result;
+      }
       const built =
         state.errors.length > 0
           ? ({ ok: false, errors: state.errors } as const)
@@ -229,6 +240,41 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     return result;
   }
 
+  /** The `object` policy: what holds is applied, what does not is reported to the source. */
+  private applyPerObject(objects: readonly SourceObject[], started: number): ReloadResult {
+    const built = buildModelPerObject(objects, this.inForce, this.modelOptions());
+    this.inForce = built.inForce;
+    const rejected = built.verdicts.filter((v) => v.state !== 'accepted');
+    const errors = rejected.flatMap((v) => v.errors);
+    const text = errors.map(formatConfigError).join('\n');
+    if (text !== this.lastErrors && rejected.length > 0) {
+      this.log.warn('objects not accepted; the rest is applied', {
+        objects: rejected.map((v) => ({ id: v.id, state: v.state })),
+        errors: errors.map(formatConfigError),
+      });
+    }
+    this.lastErrors = text;
+    let version: string;
+    if (this.unchanged(built.used)) version = this.snapshot!.version;
+    else {
+      const snap = new Snapshot(built.model, ++this.version, this.snapshot);
+      this.ads.setSnapshot(snap);
+      this.log.info('configuration applied', {
+        version: snap.version,
+        ...snap.counts(),
+        notAccepted: rejected.length,
+        ms: Math.round(performance.now() - started),
+      });
+      version = snap.version;
+    }
+    try {
+      this.opts.source.report?.(built.verdicts);
+    } catch (err) {
+      this.log.error('source could not take the acceptance report', { error: err });
+    }
+    return { applied: true, version, rejected: errors };
+  }
+
   /**
    * Validates documents against the current declarations and, when valid,
    * writes them into the manifests directory and applies them at once.
@@ -266,7 +312,11 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
   private modelOptions(): ModelOptions {
     const nodes: Record<string, string> = Object.fromEntries(this.learnedNodes);
     Object.assign(nodes, this.opts.model?.nodes ?? {});
-    return { ...this.opts.model, nodes };
+    return {
+      ...this.opts.model,
+      nodes,
+      endpointsFrom: this.opts.source.endpointsFrom ?? this.opts.model?.endpointsFrom,
+    };
   }
 
   async close(): Promise<void> {

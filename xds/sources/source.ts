@@ -1,13 +1,19 @@
 /**
  * Where declared configuration comes from. The directory of YAML manifests is
- * the embedded default; a Kubernetes informer source implements the same
- * interface later, and nothing downstream (model, translation, ADS) changes.
+ * the embedded default; the Kubernetes source (informers on an API server)
+ * implements the same interface, and nothing downstream (model, translation,
+ * ADS) changes. A source says how its objects are accepted and where endpoints
+ * come from; the control plane decides by that policy.
  */
 
 /** A path into a manifest, e.g. ['spec', 'rules', 0, 'backendRefs', 1, 'weight']. */
 export type FieldPath = ReadonlyArray<string | number>;
 
-/** Where a manifest (or one of its fields) was declared, for error messages. */
+/**
+ * Where a manifest (or one of its fields) was declared, for error messages.
+ * Objects without a text position (from an API server) name themselves in
+ * `file` (`HTTPRoute shop/reviews`) with line 0.
+ */
 export interface SourceLocation {
   file: string;
   line: number;
@@ -42,9 +48,39 @@ export interface SourceState {
   errors: ConfigError[];
 }
 
+/**
+ * How a source's objects are taken in:
+ * - `set`: the whole state is valid or nothing of it is applied (a directory
+ *   is edited as one unit; its contract).
+ * - `object`: each object stands alone; one that fails decoding or its
+ *   cross-checks is left out (its last accepted version stays in force) and
+ *   the rest is applied (objects owned by many teams on an API server).
+ */
+export type AcceptancePolicy = 'set' | 'object';
+
+/** What became of one object in a reload under the `object` policy. */
+export interface ObjectVerdict {
+  /** `Kind/namespace/name` (see objectIdentity). */
+  id: string;
+  /** The object as the source gave it in this reload. */
+  object: SourceObject;
+  /** `accepted`: this version is in force; `kept-previous`: rejected, an older version is; `rejected`: nothing of it is. */
+  state: 'accepted' | 'kept-previous' | 'rejected';
+  errors: ConfigError[];
+}
+
 export interface ConfigSource {
   /** A short description for logs, e.g. `dir:/etc/sockmesh/manifests`. */
   readonly description: string;
+  /** Default `set`. */
+  readonly acceptance?: AcceptancePolicy;
+  /**
+   * Where a Service's endpoints come from: its `selector` over the declared
+   * Pods (default), or the EndpointSlices the source provides.
+   */
+  readonly endpointsFrom?: 'selector' | 'EndpointSlice';
+  /** Told, after each applied reload under the `object` policy, what became of every object. */
+  report?(verdicts: readonly ObjectVerdict[]): void;
   /** Reads the current state. */
   load(): Promise<SourceState>;
   /** Calls `onChange` (possibly many times for one edit: callers debounce) when the state may have changed. */
@@ -61,7 +97,7 @@ export function formatFieldPath(path: FieldPath): string {
   return out;
 }
 
-/** `file:line: path: reason`, the one format every manifest error is shown in. */
+/** `file:line: path: reason`, the one format every manifest error is shown in (`Kind ns/name: path: reason` without a line). */
 export function formatConfigError(e: ConfigError): string {
-  return `${e.file}:${e.line}: ${e.path === '' ? '' : `${e.path}: `}${e.reason}`;
+  return `${e.file}${e.line > 0 ? `:${e.line}` : ''}: ${e.path === '' ? '' : `${e.path}: `}${e.reason}`;
 }

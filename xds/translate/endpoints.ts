@@ -3,7 +3,7 @@
  * (locality zone = node name), each carrying what the agent needs to reach it
  * (pod IP, the node's tunnel address, the workload's SPIFFE ID).
  */
-import type { MeshModel, Service, ServicePort, Workload } from '../model/types.js';
+import type { MeshModel, Service, ServicePort, SliceEndpoint, Workload } from '../model/types.js';
 import { ENDPOINT_TYPE } from '../protos.js';
 import { type Json, socketAddress, sockmeshMetadata, u32 } from './envoy.js';
 import { clusterName, spiffeId, TUNNEL_PORT } from './names.js';
@@ -84,17 +84,54 @@ export function workloadMetadata(model: MeshModel, w: Workload): Record<string, 
 export function translateEndpoints(model: MeshModel, pods: PodIndex): Json[] {
   const out: Json[] = [];
   for (const svc of model.services.values()) {
+    if (svc.endpoints) {
+      for (const port of svc.ports)
+        out.push(loadAssignment(model, svc, port, sliceTargets(model, svc, port)));
+      continue;
+    }
     const selected = pods.select(svc.namespace, svc.selector).filter((w) => w.ip !== undefined);
-    for (const port of svc.ports) out.push(loadAssignment(model, svc, port, selected));
+    for (const port of svc.ports) {
+      const targets: Target[] = [];
+      for (const w of selected) {
+        const target = targetPortOf(port, w);
+        // named targetPort the pod does not declare: not an endpoint (as in Kubernetes)
+        if (target !== undefined) targets.push({ w, ip: w.ip!, port: target });
+      }
+      out.push(loadAssignment(model, svc, port, targets));
+    }
   }
   return out;
 }
 
-function loadAssignment(model: MeshModel, svc: Service, port: ServicePort, pods: Workload[]): Json {
+interface Target {
+  w: Workload;
+  ip: string;
+  port: number;
+}
+
+/**
+ * kube-proxy's choice among a Service port's slice endpoints: the ready ones;
+ * when none is ready, the ones still serving while terminating (so a rollout's
+ * last pods finish their connections rather than the Service going dark).
+ */
+export function usableEndpoints(endpoints: readonly SliceEndpoint[]): SliceEndpoint[] {
+  const ready = endpoints.filter((e) => e.ready);
+  return ready.length > 0 ? ready : endpoints.filter((e) => e.serving && e.terminating);
+}
+
+function sliceTargets(model: MeshModel, svc: Service, port: ServicePort): Target[] {
+  const withPort = (svc.endpoints ?? []).filter((e) => e.ports[port.name ?? ''] !== undefined);
+  const out: Target[] = [];
+  for (const e of usableEndpoints(withPort)) {
+    const w = model.workloads.get(e.pod);
+    if (w) out.push({ w, ip: e.ip, port: e.ports[port.name ?? '']! });
+  }
+  return out.sort((a, b) => (a.w.name < b.w.name ? -1 : a.w.name > b.w.name ? 1 : 0));
+}
+
+function loadAssignment(model: MeshModel, svc: Service, port: ServicePort, targets: Target[]): Json {
   const byNode = new Map<string, Json[]>();
-  for (const w of pods) {
-    const target = targetPortOf(port, w);
-    if (target === undefined) continue; // named targetPort the pod does not declare: not an endpoint (as in Kubernetes)
+  for (const { w, ip, port: target } of targets) {
     const zone = w.node ?? '';
     let list = byNode.get(zone);
     if (!list) {
@@ -102,8 +139,8 @@ function loadAssignment(model: MeshModel, svc: Service, port: ServicePort, pods:
       byNode.set(zone, list);
     }
     list.push({
-      endpoint: { address: socketAddress(w.ip!, target) },
-      metadata: sockmeshMetadata(workloadMetadata(model, w)),
+      endpoint: { address: socketAddress(ip, target) },
+      metadata: sockmeshMetadata(workloadMetadata(model, w.ip === ip ? w : { ...w, ip })),
     });
   }
   const endpoints = [...byNode.keys()].sort().map((zone) => ({

@@ -155,7 +155,8 @@ export function inboundListener(model: MeshModel, node: string, localPods: reado
         ...rbacFilters(model, w, statPrefix),
         tcpProxy(statPrefix, { cluster: PASSTHROUGH_CLUSTER }, undefined),
       ],
-      metadata: sockmeshMetadata(workloadMetadata(model, w)),
+      // uid and QoS class only on the node's own pods: its agent finds their kubelet cgroups by them.
+      metadata: sockmeshMetadata({ ...workloadMetadata(model, w), uid: w.uid, qosClass: w.qosClass }),
     });
   }
   const address = model.nodes.get(node)?.address;

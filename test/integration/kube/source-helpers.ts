@@ -1,0 +1,191 @@
+// Shared pieces of the Kubernetes-source tests: a control plane on a KubernetesSource, snapshot
+// readers, kubectl that fails loudly, and a loopback TCP proxy that can go silent (a stalled
+// connection) or refuse (an outage) between the source and the real API server.
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
+import type { KubeCluster } from '../../../lab/kube/cluster.js';
+import { nullLogger } from '../../../lib/log.js';
+import { decodeResource } from '../../../xds/codec.js';
+import { CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE } from '../../../xds/protos.js';
+import { ControlPlane } from '../../../xds/server/control-plane.js';
+import { loadKubeconfig } from '../../../xds/sources/kube/config.js';
+import type { ReflectorOptions } from '../../../xds/sources/kube/reflector.js';
+import { KubernetesSource } from '../../../xds/sources/kubernetes.js';
+
+export const uniq = (prefix: string) => `${prefix}-${randomBytes(3).toString('hex')}`;
+
+export async function kubectl(cluster: KubeCluster, args: string[], input?: string): Promise<string> {
+  const r = await cluster.kubectl(args, input === undefined ? {} : { input });
+  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+  return r.stdout;
+}
+
+export async function waitFor<T>(
+  what: string,
+  fn: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 20_000,
+  everyMs = 10,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export interface KubeControlPlane {
+  cp: ControlPlane;
+  source: KubernetesSource;
+}
+
+export async function startKubeControlPlane(
+  cluster: KubeCluster,
+  opts: { server?: string; reflector?: ReflectorOptions } = {},
+): Promise<KubeControlPlane> {
+  const connection = loadKubeconfig(cluster.kubeconfig);
+  if (opts.server) connection.server = opts.server;
+  const source = new KubernetesSource({ connection, logger: nullLogger, reflector: opts.reflector });
+  const cp = new ControlPlane({
+    source,
+    listen: [{ address: '127.0.0.1:0' }],
+    logger: nullLogger,
+    debounceMs: 10,
+  });
+  try {
+    await source.sync();
+    await cp.start();
+  } catch (err) {
+    await cp.close().catch(() => {});
+    throw err;
+  }
+  return { cp, source };
+}
+
+type Decoded = Record<string, unknown>;
+
+function decodedAll(
+  cp: ControlPlane,
+  typeUrl: typeof ROUTE_TYPE | typeof ENDPOINT_TYPE | typeof CLUSTER_TYPE,
+) {
+  const snap = cp.snapshot;
+  if (!snap) return new Map<string, Decoded>();
+  const out = new Map<string, Decoded>();
+  for (const [name, r] of snap.wildcard(typeUrl, 'node1'))
+    out.set(name, decodeResource(typeUrl, r.bytes) as Decoded);
+  return out;
+}
+
+/** `cluster name -> weight` of the first weighted route of a RouteConfiguration; undefined when absent. */
+export function routeWeights(cp: ControlPlane, routeConfig: string): Record<string, number> | undefined {
+  const rc = decodedAll(cp, ROUTE_TYPE).get(routeConfig) as
+    | {
+        virtual_hosts?: {
+          routes?: {
+            route?: { weighted_clusters?: { clusters: { name: string; weight?: { value: number } }[] } };
+          }[];
+        }[];
+      }
+    | undefined;
+  for (const vh of rc?.virtual_hosts ?? [])
+    for (const r of vh.routes ?? []) {
+      const wc = r.route?.weighted_clusters;
+      if (wc) return Object.fromEntries(wc.clusters.map((c) => [c.name, c.weight?.value ?? 0]));
+    }
+  return undefined;
+}
+
+/** Endpoint `ip:port`s of a cluster, sorted; undefined when the cluster has no assignment. */
+export function endpointsOf(cp: ControlPlane, cluster: string): string[] | undefined {
+  const cla = decodedAll(cp, ENDPOINT_TYPE).get(cluster) as
+    | {
+        endpoints?: {
+          lb_endpoints?: {
+            endpoint: { address: { socket_address: { address: string; port_value: number } } };
+          }[];
+        }[];
+      }
+    | undefined;
+  if (!cla) return undefined;
+  return (cla.endpoints ?? [])
+    .flatMap((l) => l.lb_endpoints ?? [])
+    .map(
+      (e) => `${e.endpoint.address.socket_address.address}:${e.endpoint.address.socket_address.port_value}`,
+    )
+    .sort();
+}
+
+/** Every resource of every shared type with its content hash: "nothing else changed" compares these. */
+export function resourceHashes(cp: ControlPlane): Record<string, string> {
+  const snap = cp.snapshot;
+  const out: Record<string, string> = {};
+  if (!snap) return out;
+  for (const t of [ROUTE_TYPE, ENDPOINT_TYPE, CLUSTER_TYPE] as const)
+    for (const [name, r] of snap.wildcard(t, 'node1')) out[`${t}|${name}`] = r.hash;
+  return out;
+}
+
+/**
+ * A loopback TCP proxy to the API server. `freeze()`: every open connection, and every one
+ * accepted until `thaw()`, is blackholed for good: it stays open and carries nothing (a stalled
+ * path: a NAT that lost the flow, a hung peer). Nothing ever closes those for the client; only
+ * its own watchdog can. After `thaw()` new connections flow again.
+ */
+export class StallProxy {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  private readonly blackholed = new WeakSet<Socket>();
+  private frozen = false;
+  port = 0;
+
+  constructor(private readonly upstreamPort: number) {}
+
+  async start(): Promise<void> {
+    this.server = createServer((client) => {
+      this.sockets.add(client);
+      client.on('close', () => this.sockets.delete(client));
+      client.on('error', () => {});
+      if (this.frozen) {
+        this.blackholed.add(client);
+        return;
+      }
+      const up = tcpConnect(this.upstreamPort, '127.0.0.1');
+      this.sockets.add(up);
+      up.on('close', () => {
+        this.sockets.delete(up);
+        client.destroy();
+      });
+      up.on('error', () => client.destroy());
+      client.on('close', () => up.destroy());
+      client.on('data', (d) => {
+        if (!this.blackholed.has(client)) up.write(d);
+      });
+      up.on('data', (d) => {
+        if (!this.blackholed.has(client)) client.write(d);
+      });
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as { port: number }).port;
+  }
+
+  freeze(): void {
+    this.frozen = true;
+    for (const s of this.sockets) this.blackholed.add(s);
+  }
+
+  thaw(): void {
+    this.frozen = false;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+}
