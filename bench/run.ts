@@ -57,7 +57,7 @@ import type { BulkRow, HttpRow, Report, Results, ScaleResult, ThroughputRow } fr
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, '..');
 const RESULTS = join(HERE, 'results');
-const ALL = ['hop', 'http', 'throughput', 'bulk', 'xds', 'scale'] as const;
+const ALL = ['hop', 'http', 'throughput', 'bulk', 'xds', 'scale', 'upgrade'] as const;
 type Scenario = (typeof ALL)[number];
 
 const { values } = parseArgs({
@@ -599,6 +599,13 @@ async function main(): Promise<void> {
       'xds-push',
       QUICK ? ['--services', '1000', '--clients', '10,100', '--rounds', '2'] : [],
     )) as Results['xds'];
+  }
+
+  if (selected.has('upgrade')) {
+    results.upgrade = await runScript(
+      'agent-upgrade',
+      QUICK ? ['--rounds', '1', '--requests', '5000', '--drain-timeout', '10'] : [],
+    );
   }
 
   // ---- verdicts against the targets ----

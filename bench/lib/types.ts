@@ -109,6 +109,8 @@ export interface Results {
   scale?: ScaleResult;
   hop?: { rows: HopRow[]; params?: Record<string, unknown> };
   xds?: { rows: XdsRow[]; rounds?: number };
+  /** bench/agent-upgrade.ts: its own report (bench/results/agent-upgrade.md renders it). */
+  upgrade?: unknown;
 }
 
 export interface Report {
