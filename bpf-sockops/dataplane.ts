@@ -4,6 +4,7 @@
  * Adoption matters: an agent restart must not reload programs, or every
  * established, accelerated connection would lose its state.
  */
+import { createHash } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -643,6 +644,19 @@ const MAP_LAYOUT: Record<MapName, [number, number]> = {
   sm_inbound_pods: [4, 4],
   sm_inbound_listeners: [4, 8],
 };
+
+/**
+ * What an agent that adopts pins must agree on with the one that made them: every map's name
+ * and key/value sizes. Two builds with the same fingerprint can share pinned maps (the agent
+ * handoff compares it before the new agent touches anything).
+ */
+export function mapLayoutFingerprint(): string {
+  const text = Object.entries(MAP_LAYOUT)
+    .map(([name, [k, v]]) => `${name}:${k}/${v}`)
+    .sort()
+    .join(',');
+  return createHash('sha256').update(text).digest('hex').slice(0, 16);
+}
 
 /** The map pins that exist under `pins` (an interrupted or older load may have left only some). */
 function openPinnedMaps(addon: BpfAddon, pins: PinLayout, into: Map<MapName, number>): Map<MapName, number> {

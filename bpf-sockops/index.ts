@@ -3,7 +3,7 @@ export { ADDON_PATH, OBJ_DIR } from './addon.js';
 export type { CounterName, Counters, DataplaneConfig, Endpoint, PodMode } from './codec.js';
 export { COUNTER_NAMES } from './codec.js';
 export type { DataplaneOptions, DataplaneStatus, EnrolOptions, Exclusions } from './dataplane.js';
-export { detachPinned, INBOUND_PLAINTEXT_PORT, SockopsDataplane } from './dataplane.js';
+export { detachPinned, INBOUND_PLAINTEXT_PORT, mapLayoutFingerprint, SockopsDataplane } from './dataplane.js';
 export { OriginalDestinationMap } from './orig-dst.js';
 export { PER_CONNECTION_MAPS, pinLayout } from './pins.js';
 export { assertPreflight, evaluatePreflight, gatherPreflight } from './preflight.js';

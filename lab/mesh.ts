@@ -26,6 +26,7 @@ import { buildModel } from '../xds/model/build.js';
 import type { MeshModel } from '../xds/model/types.js';
 import { DirectorySource } from '../xds/sources/directory.js';
 import { formatConfigError } from '../xds/sources/source.js';
+import { type KubeLabInfo, kubectlSync, kubeLabInfo, kubeOverlay, waitLabKube } from './kube/mesh.js';
 import { TestBed } from './testbed.js';
 import type { ExecResult, LabNode, LabPod } from './types.js';
 
@@ -116,6 +117,12 @@ export interface LocalMeshOptions {
    * of the pods scheduled there, and the agents run with --workload-api.
    */
   workloadApi?: boolean;
+  /**
+   * On Kubernetes: a real API server, controller-manager and storage on loopback (scripts/k8s/build.sh
+   * builds them), the lab kubelet realizing the Pods, the control plane reading the API, and the
+   * manifests applied with kubectl (README, "The lab on Kubernetes").
+   */
+  kube?: boolean;
   onProgress?: (step: string) => void;
 }
 
@@ -136,6 +143,11 @@ export interface MeshPaths {
   xdsSocket: string;
   adminSocket: string;
   logs: string;
+}
+
+/** Where a node's agent offers its listeners to the next agent (the hitless upgrade). */
+export function agentHandoffSocket(paths: MeshPaths, node: string): string {
+  return join(paths.runDir, 'handoff', `agent-${node}.sock`);
 }
 
 export function meshPaths(bed: TestBed): MeshPaths {
@@ -253,6 +265,11 @@ export class LocalMesh {
     const ca = await CertificateAuthority.createRoot({ trustDomain });
     await saveAuthority(paths.ca, ca, 'generated');
 
+    if (opts.kube) {
+      await this.bootKube(opts, progress);
+      return;
+    }
+
     progress(`creating ${model.workloads.size} pods`);
     for (const w of model.workloads.values()) {
       if (!w.node) continue;
@@ -284,42 +301,7 @@ export class LocalMesh {
       progress('starting a Workload API server per node');
       for (const node of bed.nodes) await this.startWorkloadApi(node.name);
     }
-
-    const from = agentsFrom();
-    progress(
-      `starting ${bed.nodes.length} agents (from ${from === 'dist' ? 'dist/' : 'the sources through tsx'})`,
-    );
-    const cli = agentArgv(from, opts.agentNodeFlags);
-    for (const node of bed.nodes) {
-      bed.spawn(
-        node,
-        [
-          ...cli,
-          'agent',
-          '--node',
-          node.name,
-          '--control-plane',
-          `unix:${paths.xdsSocket}`,
-          '--proxy-ip',
-          node.gatewayIp,
-          '--tunnel-ip',
-          node.underlayIp,
-          '--cgroup',
-          node.cgroupPath,
-          '--bpffs',
-          node.bpffsDir,
-          ...(opts.workloadApi
-            ? ['--workload-api', this.workloadApiSocket(node.name)]
-            : ['--ca-dir', paths.ca]),
-          ...(opts.svidTtlSeconds ? ['--svid-ttl', String(opts.svidTtlSeconds)] : []),
-          ...(opts.accessLog ? ['--access-log'] : []),
-          ...(opts.agentWorkers ? ['--workers', String(opts.agentWorkers)] : []),
-          ...(opts.otlp ? ['--otlp', opts.otlp(node)] : []),
-          ...(opts.agentArgs ?? []),
-        ],
-        { logFile: join(paths.logs, `agent-${node.name}.log`), cwd: ROOT },
-      );
-    }
+    this.startAgents(opts);
 
     if (opts.workloads !== false) {
       progress('starting the workloads');
@@ -329,24 +311,120 @@ export class LocalMesh {
     await this.waitReady(30_000);
   }
 
+  /**
+   * The same mesh with Kubernetes as the source of truth: the lab-kube daemon (API server, storage,
+   * controller-manager, lab kubelet), the control plane on the API, the agents, then the manifests
+   * applied with kubectl; the lab kubelet creates the pods and starts their workloads.
+   */
+  private async bootKube(opts: LocalMeshOptions, progress: (s: string) => void): Promise<void> {
+    const { bed, model, paths } = this;
+    progress('starting Kubernetes (kine, kube-apiserver, kube-controller-manager) and the lab kubelet');
+    const logFile = join(paths.logs, 'lab-kube.log');
+    const daemon = bed.spawn(bed.host, [...cliArgv(), 'lab-kube', '--run', bed.runId], {
+      logFile,
+      cwd: ROOT,
+    });
+    const info = await waitLabKube(bed, daemon.pid ?? -1, logFile, 180_000);
+    bed.reload();
+    progress('starting the control plane (on the Kubernetes API)');
+    await this.startControlPlane();
+    this.startAgents(opts);
+    const pods = [...model.workloads.values()].filter((w) => w.node);
+    progress(`applying ${opts.manifestsDir} with kubectl (${pods.length} pods)`);
+    const applied = kubectlSync(info, ['apply', '-f', '-'], kubeOverlay(opts.manifestsDir));
+    if (applied.code !== 0) {
+      throw new SockmeshError('SOCKMESH_E_MANIFEST', `kubectl apply failed: ${applied.stderr.trim()}`);
+    }
+    progress('waiting for the lab kubelet, agents and workloads to be ready');
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      bed.reload();
+      const have = new Set(bed.pods.map((p) => `${p.namespace}/${p.name}`));
+      const missing = pods.filter((w) => !have.has(`${w.namespace}/${w.name}`));
+      if (missing.length === 0) break;
+      if (Date.now() > deadline) {
+        throw new SockmeshError(
+          'SOCKMESH_E_LAB',
+          `the lab kubelet did not realize ${missing.map((w) => `${w.namespace}/${w.name}`).join(', ')} in 60s\n--- last lines of lab-kube.log ---\n${tail(logFile, 15)}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await this.waitReady(30_000);
+  }
+
+  /** The Kubernetes API of a `kube` mesh (KUBECONFIG, server), or undefined. */
+  get kube(): KubeLabInfo | undefined {
+    return kubeLabInfo(this.bed);
+  }
+
+  /** Runs the built kubectl against a `kube` mesh's API server. */
+  kubectl(args: string[], input?: string): { code: number | null; stdout: string; stderr: string } {
+    const info = this.kube;
+    if (!info)
+      throw new SockmeshError('SOCKMESH_E_USAGE', `local mesh ${this.bed.runId} does not run on Kubernetes`);
+    return kubectlSync(info, args, input);
+  }
+
+  private startAgents(opts: LocalMeshOptions): void {
+    const { bed, paths } = this;
+    const from = agentsFrom();
+    opts.onProgress?.(
+      `starting ${bed.nodes.length} agents (from ${from === 'dist' ? 'dist/' : 'the sources through tsx'})`,
+    );
+    const cli = agentArgv(from, opts.agentNodeFlags);
+    for (const node of bed.nodes) {
+      const argv = [
+        ...cli,
+        'agent',
+        '--node',
+        node.name,
+        '--control-plane',
+        `unix:${paths.xdsSocket}`,
+        '--proxy-ip',
+        node.gatewayIp,
+        '--tunnel-ip',
+        node.underlayIp,
+        '--cgroup',
+        node.cgroupPath,
+        '--bpffs',
+        node.bpffsDir,
+        ...(opts.workloadApi
+          ? ['--workload-api', this.workloadApiSocket(node.name)]
+          : ['--ca-dir', paths.ca]),
+        ...(opts.svidTtlSeconds ? ['--svid-ttl', String(opts.svidTtlSeconds)] : []),
+        ...(opts.accessLog ? ['--access-log'] : []),
+        ...(opts.agentWorkers ? ['--workers', String(opts.agentWorkers)] : []),
+        ...(opts.otlp ? ['--otlp', opts.otlp(node)] : []),
+        ...(opts.agentArgs ?? []),
+        '--handoff-socket',
+        agentHandoffSocket(paths, node.name),
+      ];
+      // Kept with the bed: `sockmesh lab restart-agent` starts the next agent with the same command.
+      bed.setExtra(`agentArgv:${node.name}`, argv);
+      bed.spawn(node, argv, { logFile: join(paths.logs, `agent-${node.name}.log`), cwd: ROOT });
+    }
+  }
+
   /** Starts the control plane on the host, serving the run's manifests directory over a unix socket. */
   async startControlPlane(): Promise<void> {
     const { bed, paths } = this;
     rmSync(paths.xdsSocket, { force: true });
+    const kube = this.kube;
     bed.spawn(
       bed.host,
       [
         ...cliArgv(),
         'control-plane',
-        '--manifests',
-        paths.manifests,
+        ...(kube ? ['--kubeconfig', kube.kubeconfig] : ['--manifests', paths.manifests]),
         '--unix',
         paths.xdsSocket,
         '--admin',
         `unix:${paths.adminSocket}`,
         '--trust-domain',
         bed.getExtra<string>('trustDomain') ?? 'cluster.local',
-        ...bed.nodes.flatMap((n) => ['--node', `${n.name}=${n.underlayIp}`]),
+        // On Kubernetes the nodes' addresses come from the Node objects the lab kubelet registered.
+        ...(kube ? [] : bed.nodes.flatMap((n) => ['--node', `${n.name}=${n.underlayIp}`])),
       ],
       { logFile: join(paths.logs, 'control-plane.log'), cwd: ROOT },
     );
@@ -411,6 +489,9 @@ export class LocalMesh {
     const procs = join(this.bed.host.systemCgroupPath, 'cgroup.procs');
     // The nodes' Workload API servers run in the same cgroup and are not the control plane.
     const keep = new Set([...this.workloadApis.values()].map((c) => String(c.pid)));
+    // Nor is the lab's Kubernetes (its daemon and the cluster live on the host too).
+    const kube = this.kube;
+    if (kube) for (const pid of [kube.pid, ...kube.clusterPids]) keep.add(String(pid));
     for (const pid of readFileSync(procs, 'utf8').split('\n').filter(Boolean)) {
       if (keep.has(pid)) continue;
       try {

@@ -11,7 +11,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { SockmeshError } from '../lib/errors.js';
 import { createLogger } from '../lib/log.js';
 import { ip, run, sysctl } from './command.js';
@@ -249,9 +249,30 @@ export class TestBed {
 
   /** Keeps the bed after this process exits (for `sockmesh up`); only `sockmesh down` removes it. */
   persist(): void {
+    this.reload();
     this.rec.persistent = true;
     this.save();
     owned.delete(this);
+  }
+
+  /**
+   * Re-reads the record from the state file: another process (the lab kubelet) may add and remove
+   * pods of this bed. Only one process writes the record at a time; readers reload.
+   */
+  reload(): void {
+    const disk = readRecord(this.stateDir, this.rec.runId);
+    if (disk && !this.destroyed)
+      Object.assign(this.rec, disk, { persistent: this.rec.persistent || disk.persistent });
+  }
+
+  /**
+   * A daemon that must be stopped with SIGTERM (and waited for, up to 20 s) before the bed's
+   * cgroups are killed, because it cleans up after itself outside the bed (the lab's Kubernetes
+   * cluster). Recorded with its start time, so a reused pid is never signalled.
+   */
+  addGracefulDaemon(pid: number): void {
+    const list = (this.rec.extra[GRACEFUL_KEY] as GracefulDaemon[] | undefined) ?? [];
+    this.setExtra(GRACEFUL_KEY, [...list, { pid, startTime: processStartTime(pid) }]);
   }
 
   /** Data that higher layers keep with the bed (daemons started, config paths). */
@@ -290,7 +311,13 @@ export class TestBed {
     this.checkPodIp(node, ipAddr);
     const host = Number(ipAddr.split('.')[3]);
     const netns = `${this.prefix}-${spec.namespace}-${spec.name}`;
-    const cgroupPath = join(node.cgroupPath, 'pods', `${spec.namespace}.${spec.name}`);
+    const cgroupPath = join(node.cgroupPath, spec.cgroup ?? join('pods', `${spec.namespace}.${spec.name}`));
+    if (!cgroupPath.startsWith(`${node.cgroupPath}/`)) {
+      throw new SockmeshError(
+        'SOCKMESH_E_LAB',
+        `pod cgroup ${spec.cgroup} is not below node ${node.name}'s cgroup`,
+      );
+    }
     const hostVeth = `vp${host}`;
 
     this.record('netns', netns);
@@ -302,8 +329,29 @@ export class TestBed {
     ip(['link', 'set', 'eth0', 'up'], netns);
     ip(['route', 'add', 'default', 'via', node.gatewayIp], netns);
 
+    // Parents shared by pods (kubepods.slice, the QoS slices) are made once and live as long as the bed.
+    const parents: string[] = [];
+    for (let d = dirname(cgroupPath); d !== node.cgroupPath && !existsSync(d); d = dirname(d))
+      parents.unshift(d);
+    for (const d of parents) {
+      this.record('cgroups', d);
+      mkdirSync(d);
+    }
     this.record('cgroups', cgroupPath);
     mkdirSync(cgroupPath);
+    const containerCgroups: Record<string, string> = {};
+    for (const [container, dir] of Object.entries(spec.containerCgroups ?? {})) {
+      if (!/^[A-Za-z0-9_.:-]+$/.test(dir) || dir.startsWith('.')) {
+        throw new SockmeshError(
+          'SOCKMESH_E_LAB',
+          `container cgroup name '${dir}' is not a plain directory name`,
+        );
+      }
+      const path = join(cgroupPath, dir);
+      this.record('cgroups', path);
+      mkdirSync(path);
+      containerCgroups[container] = path;
+    }
     this.record('etcNetns', join(ETC_NETNS, netns));
     mkdirSync(join(ETC_NETNS, netns), { recursive: true });
 
@@ -317,6 +365,7 @@ export class TestBed {
       cgroupId: cgroupInode(cgroupPath),
       labels: { ...(spec.labels ?? {}) },
       serviceAccount: spec.serviceAccount ?? 'default',
+      ...(spec.containerCgroups ? { containerCgroups } : {}),
     };
     this.rec.pods.push({ ...pod, cgroupId: pod.cgroupId.toString() });
     this.save();
@@ -329,11 +378,14 @@ export class TestBed {
     const pod = this.pod(namespace, name);
     killCgroup(pod.cgroupPath);
     ip(['netns', 'del', pod.netns], undefined, { allowFail: true });
+    const containers = Object.values(pod.containerCgroups ?? {});
+    for (const c of containers) removeCgroupDir(c);
     removeCgroupDir(pod.cgroupPath);
     rmSync(join(ETC_NETNS, pod.netns), { recursive: true, force: true });
     this.rec.pods = this.rec.pods.filter((p) => !(p.namespace === namespace && p.name === name));
     this.rec.created.netns = this.rec.created.netns.filter((n) => n !== pod.netns);
-    this.rec.created.cgroups = this.rec.created.cgroups.filter((c) => c !== pod.cgroupPath);
+    const gone = new Set([pod.cgroupPath, ...containers]);
+    this.rec.created.cgroups = this.rec.created.cgroups.filter((c) => !gone.has(c));
     this.rec.created.etcNetns = this.rec.created.etcNetns.filter((e) => e !== join(ETC_NETNS, pod.netns));
     this.save();
   }
@@ -403,9 +455,19 @@ export class TestBed {
   /** Removes everything the record lists and nothing else; safe to call twice and from an exit handler. */
   destroySync(): void {
     if (this.destroyed) return;
+    // What another process (the lab kubelet) made is in the state file: remove that too.
+    const disk = readRecord(this.stateDir, this.rec.runId);
+    if (disk) {
+      for (const k of Object.keys(this.rec.created) as (keyof LabRecord['created'])[]) {
+        const mine = this.rec.created[k] ?? [];
+        const extra = (disk.created[k] ?? []).filter((x) => !mine.includes(x));
+        this.rec.created[k] = [...mine, ...extra];
+      }
+    }
     this.destroyed = true;
     owned.delete(this);
     const { created } = this.rec;
+    stopGracefully((disk ?? this.rec).extra[GRACEFUL_KEY] as GracefulDaemon[] | undefined);
     killCgroup(this.rec.cgroupRoot);
     for (const dir of [...created.bpffsDirs].reverse()) rmSync(dir, { recursive: true, force: true });
     for (const ns of [...created.netns].reverse()) ip(['netns', 'del', ns], undefined, { allowFail: true });
@@ -551,6 +613,40 @@ export function commandIn(target: LabTarget, argv: string[]): [string, string[]]
   }
   const script = 'cg="$1"; ns="$2"; shift 2; echo $$ > "$cg/cgroup.procs" && exec ip netns exec "$ns" "$@"';
   return ['/bin/sh', ['-c', script, 'sh', cgroup, target.netns, ...argv]];
+}
+
+const GRACEFUL_KEY = 'gracefulDaemons';
+interface GracefulDaemon {
+  pid: number;
+  startTime: string | undefined;
+}
+
+/** Field 22 of /proc/<pid>/stat: tells a process from a later one that got the same pid. */
+function processStartTime(pid: number): string | undefined {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = fields.slice(fields.lastIndexOf(')') + 2).split(' ');
+    // A zombie has exited; only its parent's wait is missing (and a sync loop cannot run it).
+    return f[0] === 'Z' ? undefined : f[19];
+  } catch {
+    return undefined;
+  }
+}
+
+function stopGracefully(daemons: GracefulDaemon[] | undefined): void {
+  const alive = (d: GracefulDaemon) => d.startTime !== undefined && processStartTime(d.pid) === d.startTime;
+  const running = (daemons ?? []).filter(alive);
+  for (const d of running) {
+    try {
+      process.kill(d.pid, 'SIGTERM');
+    } catch {
+      // gone
+    }
+  }
+  const deadline = Date.now() + 20_000;
+  while (running.some(alive) && Date.now() < deadline) run('sleep', ['0.05']);
+  if (running.some(alive))
+    log.warn('daemons did not stop on SIGTERM within 20s', { pids: running.map((d) => d.pid) });
 }
 
 /** Kills every process in a cgroup subtree (cgroup.kill, Linux >= 5.14) and waits until it is empty. */

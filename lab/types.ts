@@ -37,6 +37,8 @@ export interface LabPod {
   cgroupId: bigint;
   labels: Record<string, string>;
   serviceAccount: string;
+  /** Child cgroups of the pod cgroup, one per container (the kubelet layout), by container name. */
+  containerCgroups?: Record<string, string>;
 }
 
 export interface PodSpec {
@@ -47,6 +49,14 @@ export interface PodSpec {
   serviceAccount?: string;
   /** Fixed IP inside the node's pod CIDR; the next free one otherwise. */
   ip?: string;
+  /**
+   * The pod's cgroup relative to the node's cgroup, e.g. the kubelet's
+   * `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice`; missing parents
+   * are made (and removed with the bed). Default `pods/<ns>.<pod>`.
+   */
+  cgroup?: string;
+  /** Container cgroups to make below the pod's, by container name -> directory name. */
+  containerCgroups?: Record<string, string>;
 }
 
 export interface TestBedOptions {

@@ -1,6 +1,8 @@
 import { ENDPOINT_ENV } from '../../certs/index.js';
 import { SockmeshError } from '../../lib/errors.js';
 import { MeshAgent, PORTS, requireAgentPaths } from '../../mesh-agent/agent/agent.js';
+import { kubeletRootDir, parseCgroupDriver } from '../../mesh-agent/agent/pod-cgroups.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS } from '../../mesh-agent/handoff/upgrade.js';
 import { parseCommandArgs } from '../args.js';
 import { type Command, EXIT } from '../command.js';
 
@@ -22,7 +24,15 @@ pinned so established connections survive a restart.
                            the capture listener binds <ip>:${PORTS.outbound}
   --tunnel-ip <ip>         underlay address; the mTLS tunnel binds <ip>:${PORTS.tunnel}
   --cgroup <dir>           the node's cgroup v2 directory (BPF attach point)
-  --pods-cgroup <dir>      where pod cgroups live as <ns>.<pod> (default <cgroup>/pods)
+  --pods-cgroup <dir>      where pods without a UID (directory manifests) have their
+                           cgroups, as <ns>.<pod> (default <cgroup>/pods)
+  --kubelet-cgroup-root <path>
+                           the kubelet's --cgroup-root, relative to the cgroup v2 mount
+                           (found in /proc/mounts) or as a directory below it; pods with
+                           a UID are found there as the kubelet lays them out, for every
+                           QoS class (default: the --cgroup directory)
+  --cgroup-driver <d>      the kubelet's cgroup driver: systemd, cgroupfs or auto (default:
+                           whichever of kubepods.slice / kubepods exists)
   --bpffs <dir>            bpffs directory for this node's pins
   --ca-dir <dir>           embedded CA directory (see 'sockmesh ca init')
   --workload-api <socket>  take the SVIDs of local workloads and the trust bundle from a
@@ -38,6 +48,22 @@ pinned so established connections survive a restart.
   --accelerate             splice same-node hops with sk_msg (off by default: see the
                            README, "Backpressure on the sk_msg path", for why)
   --otlp <url>             export spans to this OTLP/HTTP endpoint
+  --handoff-socket <path>  unix socket of the hitless upgrade (default
+                           /run/sockmesh/agent-<node>.sock); see below
+  --drain-timeout <s>      after handing over, how long open connections may stay
+                           (default ${DEFAULT_DRAIN_TIMEOUT_MS / 1000}); then the agent exits and closes them
+
+Upgrade (hitless): start the new agent with the same options while the old one
+runs. It asks the old one over --handoff-socket for its listening sockets
+(capture ${PORTS.outbound}, tunnel ${PORTS.tunnel}, admin ${PORTS.admin}, and each permissive pod's
+${PORTS.inboundPlaintext}), which are passed as file descriptors (SCM_RIGHTS): the very same
+kernel sockets, so no connect is ever refused. It adopts the pinned BPF programs
+(a different map layout is refused before anything changes: the old agent keeps
+serving), gets its config and SVIDs, serves on those sockets, then tells the old
+agent, which stops accepting, answers its HTTP/1.1 keep-alive clients with
+'Connection: close' and sends GOAWAY on HTTP/2 and tunnel sessions, drains open
+connections up to --drain-timeout and exits. A new agent that fails before it
+serves changes nothing. kill -9 is not an upgrade: see the README for its cost.
 
 Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup, bpffs).`,
   async run({ argv, stderr }) {
@@ -50,6 +76,8 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
         'tunnel-ip': { type: 'string' },
         cgroup: { type: 'string' },
         'pods-cgroup': { type: 'string' },
+        'kubelet-cgroup-root': { type: 'string' },
+        'cgroup-driver': { type: 'string' },
         bpffs: { type: 'string' },
         'ca-dir': { type: 'string' },
         'workload-api': { type: 'string' },
@@ -59,6 +87,8 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
         'access-log': { type: 'boolean' },
         accelerate: { type: 'boolean' },
         otlp: { type: 'string' },
+        'handoff-socket': { type: 'string' },
+        'drain-timeout': { type: 'string' },
       },
       false,
     );
@@ -90,6 +120,14 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
         `--svid-ttl must be a number of seconds >= 2, got '${v['svid-ttl']}'`,
       );
     }
+    const drainS =
+      v['drain-timeout'] === undefined ? DEFAULT_DRAIN_TIMEOUT_MS / 1000 : Number(v['drain-timeout']);
+    if (!(Number.isFinite(drainS) && drainS >= 0 && drainS <= 3600)) {
+      throw new SockmeshError(
+        'SOCKMESH_E_USAGE',
+        `--drain-timeout must be a number of seconds from 0 to 3600, got '${v['drain-timeout']}'`,
+      );
+    }
     const workers = v.workers === undefined ? undefined : Number(v.workers);
     if (workers !== undefined && !(Number.isInteger(workers) && workers >= 1 && workers <= 256)) {
       throw new SockmeshError(
@@ -104,6 +142,8 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
       tunnelIp: v['tunnel-ip']!,
       cgroupPath: v.cgroup!,
       podsCgroup: v['pods-cgroup'] ?? `${v.cgroup}/pods`,
+      ...(v['kubelet-cgroup-root'] ? { kubeletCgroupRoot: kubeletRootDir(v['kubelet-cgroup-root']) } : {}),
+      cgroupDriver: parseCgroupDriver(v['cgroup-driver']),
       bpffsDir: v.bpffs!,
       ...(workloadApi ? { workloadApi } : { caDir: v['ca-dir']! }),
       ...(ttl === undefined ? {} : { svidTtlMs: ttl * 1000 }),
@@ -112,16 +152,31 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
       accessLog: v['access-log'] === true,
       accelerate: v.accelerate === true,
       ...(v.otlp ? { otlpEndpoint: v.otlp } : {}),
+      handoff: {
+        socketPath: v['handoff-socket'] ?? `/run/sockmesh/agent-${v.node}.sock`,
+        drainTimeoutMs: drainS * 1000,
+      },
     };
     requireAgentPaths(opts);
     const agent = new MeshAgent(opts);
     await agent.start();
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
+    const why = await new Promise<string>((resolve) => {
+      process.once('SIGINT', () => resolve('stopping'));
+      process.once('SIGTERM', () => resolve('stopping'));
+      agent.handedOver.then((h) =>
+        resolve(
+          `handed over to pid ${h.successorPid}, drained in ${h.drainMs} ms${h.boundHit ? ' (bound reached: closing the rest)' : ''}`,
+        ),
+      );
     });
-    stderr.write('sockmesh agent: stopping\n');
-    await agent.stop();
-    return EXIT.OK;
+    stderr.write(`sockmesh agent: ${why}\n`);
+    // Whatever still holds the event loop (a connection left at the bound) must not keep the process.
+    const stopped = agent.stop().then(() => true);
+    const inTime = await Promise.race([
+      stopped,
+      new Promise<boolean>((r) => setTimeout(() => r(false), 5000).unref()),
+    ]);
+    if (!inTime) stderr.write('sockmesh agent: stop took longer than 5 s; exiting\n');
+    process.exit(EXIT.OK);
   },
 };

@@ -49,6 +49,16 @@ export const commands: CommandEntry[] = [
     load: async () => (await import('./canary.js')).canaryCommand,
   },
   {
+    name: 'kubectl',
+    summary: "kubectl against the local mesh's Kubernetes API server (a mesh started with up --kube)",
+    load: async () => (await import('./kube.js')).kubectlCommand,
+  },
+  {
+    name: 'restart-agent',
+    summary: "replace a node's agent in the local mesh without refusing a connection (or --kill: a crash)",
+    load: async () => (await import('./restart-agent.js')).restartAgentCommand,
+  },
+  {
     name: 'bpf',
     summary: 'inspect or remove the kernel dataplane of a node (status, counters, detach)',
     load: async () => (await import('./bpf.js')).bpfCommand,
@@ -72,5 +82,10 @@ export const commands: CommandEntry[] = [
     name: 'identity',
     summary: 'issue, inspect and list X.509-SVIDs (SPIFFE identities)',
     load: async () => (await import('./identity.js')).identityCommand,
+  },
+  {
+    name: 'lab-kube',
+    summary: "internal to 'up --kube': the local mesh's Kubernetes control plane and lab kubelet",
+    load: async () => (await import('./kube.js')).labKubeCommand,
   },
 ];

@@ -7,7 +7,8 @@ import { type Command, EXIT } from '../command.js';
 /** The one running bed a verb acts on: `--run` names it, otherwise there must be exactly one. */
 export function currentBed(runId: string | undefined): TestBed {
   if (runId) return TestBed.attach(runId);
-  const beds = TestBed.list();
+  // A Kubernetes test cluster's own record (lab/kube/cluster.ts) is not a mesh a verb can act on.
+  const beds = TestBed.list().filter((b) => b.extra.kubeCluster === undefined);
   if (beds.length === 0) {
     throw new SockmeshError('SOCKMESH_E_NOT_FOUND', 'no local mesh is running', {
       hint: 'start one with `sockmesh up`',

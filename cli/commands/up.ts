@@ -128,6 +128,11 @@ Running it again while a mesh is up only prints the mesh.
   --manifests <dir>   manifests to build from (Node, Namespace, Service, Pod, HTTPRoute, ...)
   --run <id>          run id (1-8 lowercase letters/digits) instead of a random one
   --no-demo           do not send the demo traffic
+  --kube              on Kubernetes: a real kube-apiserver, kube-controller-manager
+                      and kine on 127.0.0.1 (built by scripts/k8s/build.sh), a lab
+                      kubelet that realizes the Pods bound to the lab's nodes, the
+                      control plane reading the API, and the manifests applied with
+                      kubectl; prints the KUBECONFIG ('sockmesh kubectl ...' uses it)
   --workload-api      agents take their SVIDs from a SPIFFE Workload API (one
                       'sockmesh identity serve' per node, standing in for a SPIRE
                       agent) instead of reading the CA themselves
@@ -141,6 +146,7 @@ Exit codes: 0 ready, 1 failure (everything built so far is removed), 3 precondit
         run: { type: 'string' },
         'no-demo': { type: 'boolean' },
         'workload-api': { type: 'boolean' },
+        kube: { type: 'boolean' },
       },
       false,
     );
@@ -156,16 +162,19 @@ Exit codes: 0 ready, 1 failure (everything built so far is removed), 3 precondit
       manifestsDir: values.manifests ?? DEFAULT_EXAMPLE,
       ...(values.run ? { runId: values.run } : {}),
       ...(values['workload-api'] ? { workloadApi: true } : {}),
+      ...(values.kube ? { kube: true } : {}),
       onProgress: (step) => stdout.write(`  - ${step}\n`),
     });
     mesh.bed.persist();
     stdout.write(
       `\nlocal mesh ${mesh.bed.runId} is up in ${((performance.now() - started) / 1000).toFixed(1)}s (logs: ${mesh.paths.logs})\n\n`,
     );
+    const kube = mesh.kube;
+    if (kube) stdout.write(`Kubernetes API ${kube.server}\nexport KUBECONFIG=${kube.kubeconfig}\n\n`);
     stdout.write(`${await describeMesh(mesh, await statusesOf(mesh))}\n`);
     if (!values['no-demo'] && mesh.model.services.has('shop/reviews')) await demo(mesh, stdout);
     stdout.write(`
-Next:
+Next:${kube ? '\n  sockmesh kubectl get pods,httproutes,authorizationpolicies -A' : ''}
   sockmesh exec shop/frontend-1 -- curl -s http://reviews.shop:9080/
   sockmesh canary shop/reviews           live split, success rate and latency per backend
   sockmesh status                        nodes, agents, pods, identities, BPF counters

@@ -1,19 +1,21 @@
 import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
 import { SockopsDataplane } from '../../bpf-sockops/index.js';
 import { recordIssued } from '../../certs/ca/store.js';
 import { loadAuthority } from '../../certs/index.js';
 import { SockmeshError } from '../../lib/errors.js';
 import { createLogger, type Logger } from '../../lib/log.js';
 import { AdsClient, type XdsConfig } from '../../xds/client/ads-client.js';
+import { AgentHandoff, type HandedOver, type HandoffOptions } from '../handoff/upgrade.js';
 import { MeshStateStore } from '../state/mesh-state.js';
 import { MeshTelemetry } from '../telemetry/mesh-telemetry.js';
 import { EmbeddedCaSupply, NodeIdentities, type SvidSupply, WorkloadApiSupply } from './identities.js';
 import { INBOUND_LISTENER, LocalView } from './local-view.js';
 import { OutlierRegistry } from './outliers.js';
 import { meshInboundServer, PermissiveInbound } from './permissive.js';
+import { type CgroupDriver, PodCgroupLayout } from './pod-cgroups.js';
 import { ProxyRuntime, snapshotOf } from './proxy-runtime.js';
+import { Warming } from './warming.js';
 import { ProxyWorkers } from './workers.js';
 
 /** The well-known ports of a node proxy (same as ztunnel's). */
@@ -29,8 +31,15 @@ export interface AgentOptions {
   tunnelIp: string;
   /** cgroup v2 directory of the node: BPF programs attach here. */
   cgroupPath: string;
-  /** Pods' cgroups live in `<podsCgroup>/<namespace>.<pod>`, like the kubelet's per-pod cgroups. */
+  /** Pods without a UID (directory manifests) live in `<podsCgroup>/<namespace>.<pod>`. */
   podsCgroup: string;
+  /**
+   * The kubelet's cgroup root as a directory (holding `kubepods.slice` or `kubepods`): pods with a
+   * UID are found there as the kubelet lays them out (pod-cgroups.ts). Default: `cgroupPath`.
+   */
+  kubeletCgroupRoot?: string;
+  /** The kubelet's cgroup driver; default `auto` (from which top directory exists). */
+  cgroupDriver?: CgroupDriver | 'auto';
   bpffsDir: string;
   /** Embedded CA directory (ca.crt, ca.key, config); not read when `workloadApi` is set. */
   caDir?: string;
@@ -48,6 +57,8 @@ export interface AgentOptions {
   adminHost?: string;
   accessLog?: boolean;
   otlpEndpoint?: string;
+  /** Hitless upgrade: take the listeners of the agent running on this node, offer ours to the next one. */
+  handoff?: HandoffOptions;
   logger?: Logger;
 }
 
@@ -69,6 +80,7 @@ export function defaultWorkers(cores: number): number {
 export class MeshAgent {
   private readonly log: Logger;
   private readonly ports: typeof PORTS;
+  private readonly podCgroups: PodCgroupLayout;
   /** The primary's own parse of the config: validation (NACK), membership, identities. */
   private readonly store = new MeshStateStore();
   private view = LocalView.empty();
@@ -90,18 +102,37 @@ export class MeshAgent {
     EDS: undefined,
   };
   private applying: Promise<void> = Promise.resolve();
+  private readonly warming = new Warming();
+  private latest: XdsConfig | undefined;
+  private warmTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = (opts.logger ?? createLogger('agent')).child({ node: opts.nodeName });
     this.ports = { ...PORTS, ...opts.ports };
+    this.podCgroups = new PodCgroupLayout({
+      kubeletRoot: opts.kubeletCgroupRoot ?? opts.cgroupPath,
+      driver: opts.cgroupDriver ?? 'auto',
+      labPodsDir: opts.podsCgroup,
+    });
   }
 
   get workerPids(): number[] {
     return this.workers?.pids ?? [process.pid];
   }
 
+  private handoff: AgentHandoff | undefined;
+
+  /** Resolves once a newer agent took over and this one drained (or hit the bound): then exit. */
+  get handedOver(): Promise<HandedOver> {
+    return this.handoff?.handedOver ?? new Promise(() => {});
+  }
+
   async start(): Promise<void> {
     const o = this.opts;
+    // Listening sockets come from a ListenerSet: the running agent's (handed over), else new ones.
+    const handoff = AgentHandoff.begin(workersOf(o) > 1 ? undefined : o.handoff, this.log);
+    this.handoff = handoff;
+    const adminFd = () => handoff.listeners.take('admin', o.adminHost ?? '0.0.0.0', this.ports.admin, 511);
     const telemetry = new MeshTelemetry({
       nodeName: o.nodeName,
       metricsPort: this.ports.admin,
@@ -111,7 +142,7 @@ export class MeshAgent {
       logger: this.log,
     });
     this.telemetry = telemetry;
-    await telemetry.start();
+    if (!handoff.deferListening) await telemetry.start(workersOf(o) > 1 ? undefined : adminFd());
     telemetry.setReady(false, 'waiting for the first config from the control plane');
 
     const identities = new NodeIdentities(await this.svidSupply(), this.log);
@@ -145,9 +176,10 @@ export class MeshAgent {
         log: this.log,
       }),
       log: this.log,
+      inherited: (ip) => handoff.listeners.adopt(`inbound-plaintext/${ip}`),
     });
 
-    const workers = o.workers ?? defaultWorkers(availableParallelism());
+    const workers = workersOf(o);
     this.outliers = new OutlierRegistry((cluster, ev) => {
       telemetry.outlierEvent(cluster, ev);
       const eps = this.store.current.endpoints(cluster).map((e) => e.key);
@@ -175,8 +207,10 @@ export class MeshAgent {
         cluster: { outliers: this.outliers, worker: { index: 0, count: 1 } },
         log: this.log,
       });
-      await this.runtime.start();
+      if (!handoff.deferListening) await this.runtime.start(this.proxyFds());
     }
+    // With a predecessor, this agent listens (and takes over) once its first config is applied.
+    if (!handoff.deferListening) await handoff.offer(() => this.plaintextListeners(), releasable(this));
 
     telemetry.observeXds(() => ({
       connected: this.xdsConnected,
@@ -205,11 +239,7 @@ export class MeshAgent {
       this.xdsConnected = false;
       this.log.warn('control plane lost; serving the last good config', { reason });
     });
-    this.ads.on('update', (config) => {
-      this.applying = this.applying
-        .then(() => this.apply(config))
-        .catch((err: Error) => this.log.error('applying config failed', { err }));
-    });
+    this.ads.on('update', (config) => this.schedule(config));
     this.ads.start();
     this.log.info('agent started', {
       proxy: `${o.proxyIp}:${this.ports.outbound}`,
@@ -253,6 +283,26 @@ export class MeshAgent {
     }
   }
 
+  /** Applies the newest config the client holds, warmed into one consistent set (see warming.ts). */
+  private schedule(latest: XdsConfig): void {
+    this.latest = latest;
+    this.applying = this.applying
+      .then(() => {
+        if (this.latest !== latest) return; // a newer update is queued behind this one
+        const warm = this.warming.next(latest, Date.now());
+        clearTimeout(this.warmTimer);
+        if (warm.retryAtMs !== undefined) {
+          this.log.info('config warming: listeners and routes wait for what they name', {
+            waiting: warm.waiting,
+          });
+          this.warmTimer = setTimeout(() => this.schedule(latest), Math.max(0, warm.retryAtMs - Date.now()));
+          this.warmTimer.unref();
+        }
+        return this.apply(warm.config);
+      })
+      .catch((err: Error) => this.log.error('applying config failed', { err }));
+  }
+
   private async apply(config: XdsConfig): Promise<void> {
     const state = this.store.apply(snapshotOf(config));
     this.versions = config.versions;
@@ -272,13 +322,75 @@ export class MeshAgent {
         await this.workers.start();
       }
     }
-    this.reconcileMembership();
+    // Membership comes from LDS: before it arrives, the pods adopted from the pins stay enrolled
+    // (a restarted or upgraded agent must not un-capture them on a partial first config).
+    if (config.versions.LDS !== undefined) this.reconcileMembership();
     const complete = Object.values(config.versions).every((v) => v !== undefined);
+    if (complete && this.handoff?.deferListening && !this.tookOver) {
+      this.tookOver = true;
+      await this.takeOver();
+    }
     if (complete) this.telemetry?.setReady(true);
     this.log.info('config applied', { versions: config.versions, localPods: this.view.size });
   }
 
   private workersStarted = false;
+  private tookOver = false;
+
+  /** Serves on the sockets the old agent handed over, then has it stop accepting and drain. */
+  private async takeOver(): Promise<void> {
+    const h = this.handoff!;
+    const o = this.opts;
+    await this.runtime?.start(this.proxyFds());
+    // Claimed now, served once the old agent stopped answering on it (/ready then is this agent's).
+    const adminFd = h.listeners.take('admin', o.adminHost ?? '0.0.0.0', this.ports.admin, 511);
+    try {
+      await h.takeOver();
+    } catch (err) {
+      this.log.error('handoff incomplete', { err });
+    }
+    await this.telemetry?.start(adminFd);
+    await h.offer(() => this.plaintextListeners(), releasable(this));
+  }
+
+  private proxyFds(): { outbound: number; tunnel: number } {
+    const l = this.handoff!.listeners;
+    return {
+      outbound: l.take('outbound', this.opts.proxyIp, this.ports.outbound),
+      tunnel: l.take('tunnel', this.opts.tunnelIp, this.ports.tunnel),
+    };
+  }
+
+  private plaintextListeners() {
+    return (this.permissive?.listeners() ?? []).map((p) => ({
+      name: `inbound-plaintext/${p.ip}`,
+      ip: '0.0.0.0',
+      port: this.ports.inboundPlaintext,
+      fd: p.fd,
+    }));
+  }
+
+  /** @internal for releasable(): a successor serves; see handoff/upgrade.ts. */
+  stopControlForSuccessor(): void {
+    this.ads?.close();
+    clearTimeout(this.warmTimer);
+    this.identities?.stop();
+  }
+
+  /** @internal for releasable(). */
+  stopAccepting(): Promise<void> {
+    this.permissive?.stop();
+    this.telemetry?.stopServing().catch(() => {});
+    this.drainDone = this.runtime?.drain() ?? Promise.resolve();
+    return Promise.resolve();
+  }
+
+  private drainDone: Promise<void> | undefined;
+
+  /** @internal for releasable(). */
+  drained(): Promise<void> {
+    return this.drainDone ?? Promise.resolve();
+  }
 
   private pushSvids(): void {
     const list = this.identities?.list() ?? [];
@@ -295,14 +407,17 @@ export class MeshAgent {
     const dp = this.dataplane!;
     const want = new Map<string, { cg: bigint; mode: 'strict' | 'permissive'; ip: string; dir: string }>();
     for (const pod of this.view.all()) {
-      const dir = join(this.opts.podsCgroup, `${pod.namespace}.${pod.name}`);
+      // By path, every time: pods that started before the agent are found the same way.
+      const found = this.podCgroups.resolve(pod);
       try {
-        const cg = statSync(dir, { bigint: true }).ino;
-        want.set(`${pod.namespace}/${pod.name}`, { cg, mode: pod.mtlsMode, ip: pod.ip, dir });
+        if (!found.found) throw new Error('not found');
+        const cg = statSync(found.dir, { bigint: true }).ino;
+        want.set(`${pod.namespace}/${pod.name}`, { cg, mode: pod.mtlsMode, ip: pod.ip, dir: found.dir });
       } catch {
         this.log.warn('meshed pod has no cgroup on this node yet', {
           pod: `${pod.namespace}/${pod.name}`,
-          path: dir,
+          ...(pod.uid ? { uid: pod.uid } : {}),
+          tried: found.found ? [found.dir] : found.tried,
         });
       }
     }
@@ -348,12 +463,15 @@ export class MeshAgent {
         : {},
       workers: { pids: this.workerPids, restarts: this.workers?.restarts.length ?? 0 },
       tunnels: this.runtime?.tunnelSessions ?? null,
+      handoff: this.handoff?.status ?? null,
     };
   }
 
   /** Stops serving; BPF programs stay pinned so connections keep flowing through a restart. */
   async stop(): Promise<void> {
+    clearTimeout(this.warmTimer);
     this.ads?.close();
+    await this.handoff?.close();
     this.permissive?.stop();
     await this.runtime?.stop();
     await this.workers?.stop();
@@ -364,13 +482,27 @@ export class MeshAgent {
   }
 }
 
-export function requireAgentPaths(o: Pick<AgentOptions, 'cgroupPath' | 'podsCgroup'>): void {
-  for (const p of [o.cgroupPath, o.podsCgroup]) {
+function workersOf(o: AgentOptions): number {
+  return o.workers ?? defaultWorkers(availableParallelism());
+}
+
+/** The calls the handoff makes on an agent that a successor replaced. */
+function releasable(agent: MeshAgent) {
+  return {
+    stopControl: () => agent.stopControlForSuccessor(),
+    stopAccepting: () => agent.stopAccepting(),
+    drained: () => agent.drained(),
+  };
+}
+
+export function requireAgentPaths(o: Pick<AgentOptions, 'cgroupPath' | 'kubeletCgroupRoot'>): void {
+  // The lab's pods directory and the kubelet's kubepods tree may appear after the agent starts.
+  for (const p of [o.cgroupPath, ...(o.kubeletCgroupRoot ? [o.kubeletCgroupRoot] : [])]) {
     try {
       statSync(p);
     } catch {
       throw new SockmeshError('SOCKMESH_E_NOT_FOUND', `cgroup directory ${p} does not exist`, {
-        hint: 'pass the node cgroup with --cgroup and its pods directory with --pods-cgroup',
+        hint: 'pass the node cgroup with --cgroup and the kubelet cgroup root with --kubelet-cgroup-root',
       });
     }
   }

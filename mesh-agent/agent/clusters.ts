@@ -3,7 +3,6 @@ import { createLoadBalancer } from '../balancer/create.js';
 import type { InFlight } from '../balancer/least-request.js';
 import { InFlight as InFlightCounter } from '../balancer/least-request.js';
 import type { Endpoint as LbEndpoint, LoadBalancer } from '../balancer/types.js';
-import { NO_EJECTIONS } from '../balancer/types.js';
 import { type BreakerResource, CircuitBreaker } from '../breaker/circuit-breaker.js';
 import type { BreakerKind, Endpoint, Outcome, UpstreamCluster } from '../outbound/plan.js';
 import type { OutlierOutcome } from '../outlier/detector.js';
@@ -61,12 +60,15 @@ function toOutlier(o: Outcome): OutlierOutcome {
 /**
  * One upstream cluster at run time: its endpoints behind the configured
  * balancer, its circuit breaker, outlier detector and in-flight counts. Breaker,
- * outlier and in-flight state survive config updates; the balancer is rebuilt.
+ * outlier and in-flight state survive config updates; so does the balancer
+ * (round-robin position, ring) unless its endpoints or its settings changed.
  */
 export class ClusterRuntime implements UpstreamCluster {
   readonly breaker: CircuitBreaker;
   private readonly inFlight: InFlight = new InFlightCounter();
   private lb!: LoadBalancer;
+  /** What the balancer was built from: a config update that leaves it the same keeps the balancer. */
+  private lbInput = '';
   private settings!: ClusterSettings;
   private endpoints: readonly LbEndpoint[] = [];
   private readonly byKey = new Map<string, Endpoint>();
@@ -107,9 +109,14 @@ export class ClusterRuntime implements UpstreamCluster {
     this.settings = settings;
     this.endpoints = endpoints;
     this.breaker.setThresholds(this.thresholds(settings));
-    const ejections = settings.outlier
-      ? { isEjected: (k: string) => this.ctx.outliers.isEjected(this.name, k) }
-      : NO_EJECTIONS;
+    const input = JSON.stringify([settings.balancer, endpoints]);
+    if (input === this.lbInput) return;
+    this.lbInput = input;
+    // Read at pick time, so turning outlier detection on or off needs no new balancer.
+    const ejections = {
+      isEjected: (k: string) =>
+        this.settings.outlier !== undefined && this.ctx.outliers.isEjected(this.name, k),
+    };
     this.lb = createLoadBalancer(settings.balancer, endpoints, {
       localNode: this.localNode,
       ejections,
@@ -119,7 +126,20 @@ export class ClusterRuntime implements UpstreamCluster {
     for (const e of endpoints) this.byKey.set(e.key, planEndpoint(e, this.localNode));
   }
 
-  close(): void {}
+  /** The balancer in use (kept across updates that do not change it). */
+  get balancer(): LoadBalancer {
+    return this.lb;
+  }
+
+  /** Endpoint keys of the cluster now (what pools and per-endpoint state may keep). */
+  endpointKeys(): ReadonlySet<string> {
+    return new Set(this.byKey.keys());
+  }
+
+  /** The cluster left the config: agent-wide state about it goes too. */
+  close(): void {
+    this.ctx.outliers.forget?.(this.name);
+  }
 
   pick(hashKey?: string): Endpoint | null {
     const e = this.lb.pick(hashKey === undefined ? undefined : { hashKey });

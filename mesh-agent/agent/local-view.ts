@@ -10,12 +10,16 @@ import type {
 import type { SourceWorkload, SourceWorkloads } from '../outbound/server.js';
 import type { MeshState } from '../state/mesh-state.js';
 import { structToPlain } from '../state/wire.js';
+import { parseQosClass, type QosClass } from './pod-cgroups.js';
 
 export const INBOUND_LISTENER = 'sockmesh-inbound';
 
 export interface LocalPod extends LocalWorkload, SourceWorkload {
   /** How the pod treats plaintext from outside the mesh (its namespace's `sockmesh.io/mtls`). */
   mtlsMode: 'strict' | 'permissive';
+  /** Kubernetes `metadata.uid`, when the pod came from an API server: finds its kubelet cgroup. */
+  uid: string | undefined;
+  qosClass: QosClass | undefined;
 }
 
 type Proto = Record<string, unknown>;
@@ -63,6 +67,8 @@ export class LocalView implements LocalWorkloads, SourceWorkloads {
         spiffeId,
         version: str(meta.version),
         mtlsMode: meta.mtlsMode === 'permissive' ? 'permissive' : 'strict',
+        uid: str(meta.uid),
+        qosClass: parseQosClass(meta.qosClass),
         protocolOf: (port: number): PortProtocol => (httpPorts.has(`${ip}:${port}`) ? 'http' : 'tcp'),
       });
     }

@@ -5,6 +5,8 @@ import type { MeshState } from '../state/mesh-state.js';
 export interface OutlierChannel {
   report(cluster: string, endpoint: string, outcome: OutlierOutcome): void;
   isEjected(cluster: string, endpoint: string): boolean;
+  /** The cluster left this process's config (a worker drops what it was told about it). */
+  forget?(cluster: string): void;
 }
 
 /**
@@ -13,7 +15,10 @@ export interface OutlierChannel {
  * and an ejection applies to every worker at once.
  */
 export class OutlierRegistry implements OutlierChannel {
-  private readonly detectors = new Map<string, { detector: OutlierDetector; timer: NodeJS.Timeout }>();
+  private readonly detectors = new Map<
+    string,
+    { detector: OutlierDetector; timer: NodeJS.Timeout; everyMs: number }
+  >();
 
   constructor(private readonly onEvent: (cluster: string, ev: OutlierEvent) => void) {}
 
@@ -27,17 +32,16 @@ export class OutlierRegistry implements OutlierChannel {
       let entry = this.detectors.get(name);
       if (!entry) {
         const detector = new OutlierDetector(settings.outlier, () => performance.now());
-        const timer = setInterval(
-          () => {
-            for (const ev of detector.sweep()) this.onEvent(name, ev);
-          },
-          Math.max(100, detector.intervalMs),
-        );
-        timer.unref();
-        entry = { detector, timer };
+        entry = { detector, timer: this.sweepEvery(name, detector), everyMs: sweepMs(detector) };
         this.detectors.set(name, entry);
       } else {
         entry.detector.setConfig(settings.outlier);
+        // A new interval takes effect now, not after the old one (10 s -> 100 ms must not wait 10 s).
+        if (sweepMs(entry.detector) !== entry.everyMs) {
+          clearInterval(entry.timer);
+          entry.timer = this.sweepEvery(name, entry.detector);
+          entry.everyMs = sweepMs(entry.detector);
+        }
       }
       entry.detector.setHosts(state.endpoints(name).map((e) => e.key));
     }
@@ -46,6 +50,14 @@ export class OutlierRegistry implements OutlierChannel {
       clearInterval(entry.timer);
       this.detectors.delete(name);
     }
+  }
+
+  private sweepEvery(name: string, detector: OutlierDetector): NodeJS.Timeout {
+    const timer = setInterval(() => {
+      for (const ev of detector.sweep()) this.onEvent(name, ev);
+    }, sweepMs(detector));
+    timer.unref();
+    return timer;
   }
 
   report(cluster: string, endpoint: string, outcome: OutlierOutcome): void {
@@ -83,8 +95,27 @@ export class RemoteOutliers implements OutlierChannel {
   }
 
   setEjected(cluster: string, endpoints: readonly string[]): void {
-    this.ejectedByCluster.set(cluster, new Set(endpoints));
+    if (endpoints.length === 0) this.ejectedByCluster.delete(cluster);
+    else this.ejectedByCluster.set(cluster, new Set(endpoints));
   }
+
+  forget(cluster: string): void {
+    this.ejectedByCluster.delete(cluster);
+  }
+
+  /** Keeps only the clusters of the current config. */
+  retain(clusters: ReadonlySet<string>): void {
+    for (const c of this.ejectedByCluster.keys()) if (!clusters.has(c)) this.ejectedByCluster.delete(c);
+  }
+
+  /** Clusters with ejected endpoints this worker knows of. */
+  get size(): number {
+    return this.ejectedByCluster.size;
+  }
+}
+
+function sweepMs(d: OutlierDetector): number {
+  return Math.max(100, d.intervalMs);
 }
 
 /** This worker's share of a limit: the shares of all workers add up to the limit exactly. */

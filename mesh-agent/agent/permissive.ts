@@ -65,6 +65,7 @@ export function netnsOfCgroup(dir: string, depth = 4): string | undefined {
 
 interface Taken {
   ip: string;
+  fd: number;
   server: net.Server;
 }
 
@@ -74,6 +75,8 @@ export interface PermissiveOptions {
   log: Logger;
   /** How often to look again for pods that have no process (hence no netns) yet. */
   retryMs?: number;
+  /** A pod's 15006 listener handed over by the agent this one replaces (the kernel already steers to it). */
+  inherited?: (podIp: string) => number | undefined;
 }
 
 export class PermissiveInbound {
@@ -106,17 +109,18 @@ export class PermissiveInbound {
     let pending = 0;
     for (const [key, pod] of this.want) {
       if (this.taken.has(key)) continue;
-      const netns = netnsOfCgroup(pod.cgroupDir);
-      if (!netns) {
+      const inherited = this.o.inherited?.(pod.ip);
+      const netns = inherited === undefined ? netnsOfCgroup(pod.cgroupDir) : undefined;
+      if (inherited === undefined && !netns) {
         pending++;
         continue;
       }
       try {
-        const fd = this.o.dataplane.captureInbound({ ip: pod.ip, netnsPath: netns });
+        const fd = inherited ?? this.o.dataplane.captureInbound({ ip: pod.ip, netnsPath: netns! });
         const server = net.createServer((socket) => this.o.inbound.handlePlaintext(socket));
         server.on('error', (err) => this.o.log.warn('permissive listener failed', { pod: key, err }));
         server.listen({ fd });
-        this.taken.set(key, { ip: pod.ip, server });
+        this.taken.set(key, { ip: pod.ip, fd, server });
         this.o.log.info('taking inbound plaintext (permissive)', { pod: key, ip: pod.ip });
       } catch (err) {
         pending++;
@@ -135,6 +139,11 @@ export class PermissiveInbound {
   /** Pod keys whose plaintext is taken. */
   pods(): string[] {
     return [...this.taken.keys()];
+  }
+
+  /** The pods' listening sockets (inside their netns), for a successor agent to take over. */
+  listeners(): { ip: string; fd: number }[] {
+    return [...this.taken.values()].map((t) => ({ ip: t.ip, fd: t.fd }));
   }
 
   private release(key: string, t: Taken): void {

@@ -39,6 +39,15 @@ function retryPlan(policy: RetryPolicy): RetryPlan {
   };
 }
 
+function emptyRoutes(name: string): RouteConfig {
+  return {
+    name,
+    virtualHosts: [],
+    headers: { add: [], remove: [] },
+    domains: { exact: new Map(), suffix: [], prefix: [], any: undefined },
+  };
+}
+
 /** `reviews.shop.svc.cluster.local:9080` -> `reviews.shop`. */
 function serviceOfRoute(name: string): string {
   return name.split(':')[0]!.split('.').slice(0, 2).join('.');
@@ -52,6 +61,8 @@ export class MeshPlanner implements OutboundPlanner {
   private state: MeshState | undefined;
   private readonly runtimes = new Map<string, ClusterRuntime>();
   private byIp = new Map<string, Endpoint>();
+  /** Route configuration per HTTP destination address, for the current state only. */
+  private routeCache = new Map<string, RouteConfig>();
 
   constructor(
     private readonly localNode: string,
@@ -61,6 +72,7 @@ export class MeshPlanner implements OutboundPlanner {
   /** Takes a new state: clusters keep breaker/outlier state by name, vanished ones are dropped. */
   update(state: MeshState): void {
     this.state = state;
+    this.routeCache = new Map();
     const names = new Set(state.clusterNames());
     for (const [name, rt] of this.runtimes) {
       if (!names.has(name)) {
@@ -106,11 +118,11 @@ export class MeshPlanner implements OutboundPlanner {
     if (!state) return { kind: 'passthrough' };
     const m = state.matchOutbound(origIp, origPort);
     if (m.kind === 'http') {
-      const rc = m.routeConfig;
+      const name = m.routeConfigName;
       return {
         kind: 'http',
-        service: serviceOfRoute(m.routeConfigName),
-        route: (req) => this.route(rc, req),
+        service: serviceOfRoute(name),
+        route: (req) => this.route(this.routesNow(origIp, origPort, name), req),
       };
     }
     if (m.kind === 'tcp') {
@@ -124,18 +136,39 @@ export class MeshPlanner implements OutboundPlanner {
       // A port that does not declare its protocol: the first bytes choose HTTP or TCP.
       const alt = m.detectHttp;
       if (!alt) return asTcp;
-      const rc = alt.routeConfig;
+      const name = alt.routeConfigName;
       return {
         kind: 'detect',
         tcp: asTcp,
         http: {
           kind: 'http',
-          service: serviceOfRoute(alt.routeConfigName),
-          route: (req) => this.route(rc, req),
+          service: serviceOfRoute(name),
+          route: (req) => this.route(this.routesNow(origIp, origPort, name), req),
         },
       };
     }
     return { kind: 'passthrough' };
+  }
+
+  /**
+   * The route configuration a request on an open HTTP connection to origIp:origPort
+   * follows now: every request is planned against the current state as a whole
+   * (routes and clusters of one version), not the one its connection was accepted
+   * under. A listener that no longer sends the address to HTTP leaves the
+   * connection on the route configuration it was accepted with, by name (Envoy
+   * drains such connections with their HCM; RDS updates still reach them).
+   */
+  private routesNow(origIp: string, origPort: number, name: string): RouteConfig {
+    const key = `${origIp}|${origPort}`;
+    const cached = this.routeCache.get(key);
+    if (cached) return cached;
+    const state = this.state!;
+    const m = state.matchOutbound(origIp, origPort);
+    const http = m.kind === 'http' ? m : m.kind === 'tcp' ? m.detectHttp : undefined;
+    const rc = http?.routeConfig ?? state.routeConfig(name) ?? emptyRoutes(name);
+    // Bounded by the config's HTTP destinations; a new state starts an empty cache.
+    if (this.routeCache.size < 4096) this.routeCache.set(key, rc);
+    return rc;
   }
 
   private route(rc: RouteConfig, req: HttpRequestView): RouteDecision {

@@ -96,9 +96,20 @@ export class ProxyRuntime {
     });
   }
 
-  async start(): Promise<void> {
-    await this.tunnelServer.listen(this.opts.ports.tunnel, this.opts.tunnelIp);
-    await this.outbound.listen(this.opts.ports.outbound, this.opts.proxyIp);
+  /** `fds`: listening sockets to serve on (from the agent's ListenerSet) instead of binding the ports. */
+  async start(fds: { outbound?: number; tunnel?: number } = {}): Promise<void> {
+    await this.tunnelServer.listen(this.opts.ports.tunnel, this.opts.tunnelIp, fds.tunnel);
+    await this.outbound.listen(this.opts.ports.outbound, this.opts.proxyIp, fds.outbound);
+  }
+
+  /**
+   * Stops accepting (another agent took the listening sockets over) and lets clients go:
+   * `Connection: close` on HTTP/1.1, GOAWAY on HTTP/2 and the tunnel. Resolves once every
+   * accepted connection has closed; the caller bounds the wait.
+   */
+  async drain(): Promise<void> {
+    this.inbound.drain();
+    await Promise.all([this.outbound.drain(), this.tunnelServer.drain()]);
   }
 
   /** Parses and installs a full config; throws (keeping the old one) if it does not parse. */
@@ -109,6 +120,10 @@ export class ProxyRuntime {
       config.listeners.get(INBOUND_LISTENER) as Record<string, unknown> | undefined,
       state,
     );
+    // Open connections follow the change: TCP streams policy no longer allows, and
+    // connections of pods that left the mesh, are closed.
+    this.inbound.recheck();
+    this.outbound.revalidate();
     return this.view;
   }
 
@@ -124,6 +139,7 @@ export class ProxyRuntime {
       const old = before.get(s.spiffeId.uri);
       if (old !== undefined && old !== s.serial) this.outbound.dropPoolsOf(s.spiffeId.uri);
     }
+    this.outbound.revalidate();
   }
 
   get localView(): LocalView {

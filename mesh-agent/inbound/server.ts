@@ -1,10 +1,11 @@
 import http from 'node:http';
-import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import { constants as h2constants, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Pool } from 'undici';
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
+import { ConnectionDrain } from '../handoff/drain.js';
 import { forwardH2, H2cSessions, serveH2c, sniffH2c, upstreamHeaders } from '../io/h2c.js';
 import { HOP_BY_HOP } from '../io/headers.js';
 import { asPlainDuplex, connectTcp, splice } from '../io/streams.js';
@@ -66,11 +67,20 @@ export class InboundServer implements TunnelHandler {
   private readonly callers = new WeakMap<Duplex, Caller>();
   private readonly pools = new Map<string, Pool>();
   private readonly h2c = new H2cSessions();
+  private readonly drainer = new ConnectionDrain();
+  /** Open TCP streams admitted by policy, re-checked when it changes (ztunnel does the same). */
+  private readonly admitted = new Map<object, { caller: Caller; close: () => void }>();
 
   constructor(private readonly opts: InboundOptions) {
     this.log = opts.log ?? nullLogger;
     this.http = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => this.onRequest(req, res));
     this.http.on('clientError', (_err, socket) => socket.destroy());
+    this.drainer.http1(this.http);
+  }
+
+  /** Asks the clients of the pods' HTTP to reconnect: `Connection: close` on the next response, GOAWAY on h2c. */
+  drain(): void {
+    this.drainer.start();
   }
 
   handle(req: TunnelRequest): void {
@@ -106,6 +116,11 @@ export class InboundServer implements TunnelHandler {
       (upstream) => {
         stream.respond({ ':status': 200 });
         splice(stream, upstream);
+        // Denied later: RST_STREAM with CONNECT_ERROR, which the sending proxy turns into a TCP reset.
+        this.watch(caller, [stream, upstream], () => {
+          stream.close(h2constants.NGHTTP2_CONNECT_ERROR);
+          upstream.resetAndDestroy();
+        });
       },
       (err) => {
         if (!stream.headersSent)
@@ -142,7 +157,13 @@ export class InboundServer implements TunnelHandler {
     }
     socket.pause();
     connectTcp(destination.ip, caller.port, this.opts.connectTimeoutMs ?? 5000).then(
-      (upstream) => splice(socket, upstream),
+      (upstream) => {
+        splice(socket, upstream);
+        this.watch(caller, [socket, upstream], () => {
+          socket.resetAndDestroy();
+          upstream.resetAndDestroy();
+        });
+      },
       (err) => {
         this.log.debug('inbound plaintext connect failed', { dest: `${ip}:${caller.port}`, err });
         socket.resetAndDestroy();
@@ -166,7 +187,12 @@ export class InboundServer implements TunnelHandler {
   /** An admitted HTTP port: h2c (prior knowledge) or HTTP/1.1, told apart by the first bytes. */
   private serveHttpOrH2c(conn: Duplex, caller: Caller): void {
     sniffH2c(conn, (h2c) => {
-      if (h2c) serveH2c(conn, (s, h) => this.onH2Stream(caller, s, h));
+      if (h2c)
+        serveH2c(
+          conn,
+          (s, h) => this.onH2Stream(caller, s, h),
+          (session) => this.drainer.h2(session),
+        );
       else {
         this.serveHttp(conn, caller);
         conn.resume();
@@ -178,6 +204,41 @@ export class InboundServer implements TunnelHandler {
   serveHttp(conn: Duplex, caller: Caller): void {
     this.callers.set(conn, caller);
     this.http.emit('connection', conn);
+  }
+
+  /**
+   * Keeps an admitted TCP connection under policy until one of its ends closes:
+   * `recheck` closes it with `close` once policy no longer allows it, or its
+   * destination is no longer a meshed pod here. Same-node TCP from the outbound
+   * side registers here too.
+   */
+  watch(caller: Caller, ends: readonly Duplex[], close: () => void): void {
+    const key = {};
+    this.admitted.set(key, { caller, close });
+    for (const e of ends) e.once('close', () => this.admitted.delete(key));
+  }
+
+  /** Re-authorizes every open TCP connection against the current policy and pods; returns how many were closed. */
+  recheck(): number {
+    let closed = 0;
+    const verdicts = new Map<string, boolean>();
+    for (const [key, w] of this.admitted) {
+      const c = w.caller;
+      const now = this.opts.workloads.byIp(c.destination.ip);
+      let allowed = now !== undefined && now.spiffeId === c.destination.spiffeId;
+      if (allowed) {
+        c.destination = now!;
+        const k = `${c.principal ?? ''}|${c.destination.ip}|${c.port}`;
+        allowed = verdicts.get(k) ?? this.authorize(c).allowed;
+        verdicts.set(k, allowed);
+      }
+      if (allowed) continue;
+      this.admitted.delete(key);
+      w.close();
+      closed++;
+    }
+    if (closed > 0) this.log.info('closed open connections that policy no longer allows', { closed });
+    return closed;
   }
 
   /** Authorizes one connection or request; logs and reports every denial. */

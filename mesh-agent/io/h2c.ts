@@ -2,6 +2,7 @@ import http2, {
   type ClientHttp2Session,
   type ClientHttp2Stream,
   type IncomingHttpHeaders,
+  type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Duplex } from 'node:stream';
@@ -34,8 +35,13 @@ export function sniffH2c(conn: Duplex, decide: (h2c: boolean) => void): void {
 export type H2StreamHandler = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void;
 
 /** Serves h2c on one already-accepted connection: a server object per connection keeps the caller's context at hand. */
-export function serveH2c(conn: Duplex, onStream: H2StreamHandler): void {
+export function serveH2c(
+  conn: Duplex,
+  onStream: H2StreamHandler,
+  onSession?: (session: ServerHttp2Session) => void,
+): void {
   const server = http2.createServer({ settings: { maxConcurrentStreams: 1000 } });
+  if (onSession) server.on('session', onSession);
   server.on('stream', (stream, headers) => {
     stream.on('error', () => {});
     onStream(stream, headers);

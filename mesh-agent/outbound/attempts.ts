@@ -14,7 +14,12 @@ export const MAX_REPLAY_BODY = 64 * 1024;
 export type AttemptResult<R> =
   /** Response headers arrived; `response` is the transport's handle to relay or drop them. */
   | { kind: 'response'; status: number; response: R }
-  | { kind: 'failed'; outcome: Outcome; flag: ResponseFlag; err?: unknown };
+  | { kind: 'failed'; outcome: Outcome; flag: ResponseFlag; err?: unknown }
+  /**
+   * Ended on this side before reaching the endpoint: the pending queue overflowed
+   * (UO) or the request's time ran out waiting for a connection (UT).
+   */
+  | { kind: 'local'; flag: 'UO' | 'UT' };
 
 export interface AttemptLoop<R> {
   cluster: UpstreamCluster;
@@ -30,7 +35,7 @@ export interface AttemptLoop<R> {
   attempt(ep: Endpoint, budgetMs: number | undefined, n: number): Promise<AttemptResult<R>>;
   /** Drops a response that is being retried past. */
   discard(response: R): void;
-  /** The retry breaker (max retries) is full. */
+  /** The retry breaker (max retries) is full: count it (the answer carries UO). */
   retryOverflow(): void;
   sleep?: (ms: number) => Promise<void>;
   now?: () => number;
@@ -44,7 +49,8 @@ export type AttemptsEnd<R> =
       response: R;
       ep: Endpoint;
       attempts: number;
-      flag: '-' | 'URX';
+      /** UO: a retry was due but the retry breaker was full (Envoy relays the answer it has). */
+      flag: '-' | 'URX' | 'UO';
       untrack: () => void;
     }
   /** 403 UAEX: local policy, or the remote node refused the tunnel. */
@@ -58,43 +64,60 @@ export async function runAttempts<R>(loop: AttemptLoop<R>): Promise<AttemptsEnd<
   const sleep = loop.sleep ?? defaultSleep;
   const exhausted = (attempt: number, outcome: Outcome) =>
     retry === undefined || !loop.replayable() || attempt > retry.numRetries || !retry.shouldRetry(outcome);
+  /**
+   * Envoy's max_retries bounds the retries outstanding in the cluster: a slot
+   * is taken when a retry is scheduled and held through its back-off and its
+   * try, until that try's outcome is known.
+   */
+  let retrySlot: (() => void) | undefined;
+  const endRetry = () => {
+    retrySlot?.();
+    retrySlot = undefined;
+  };
+  const takeRetry = (): boolean => {
+    const got = cluster.tryAcquire('retry');
+    if (!got) {
+      loop.retryOverflow();
+      return false;
+    }
+    retrySlot = got;
+    return true;
+  };
   let attempt = 0;
   let lastFlag: ResponseFlag = 'UF';
   let lastEp: Endpoint | undefined;
-  for (;;) {
-    attempt++;
-    if (attempt > 1) {
-      const retryRelease = cluster.tryAcquire('retry');
-      if (!retryRelease) {
-        loop.retryOverflow();
+  try {
+    for (;;) {
+      attempt++;
+      if (attempt > 1) await sleep(retry!.backoffMs(attempt - 1));
+      const ep = cluster.pick(loop.hashKey);
+      if (!ep) {
+        lastFlag = 'UH';
         break;
       }
-      retryRelease();
-      await sleep(retry!.backoffMs(attempt - 1));
-    }
-    const ep = cluster.pick(loop.hashKey);
-    if (!ep) {
-      lastFlag = 'UH';
-      break;
-    }
-    lastEp = ep;
-    const refusal = loop.admit(ep);
-    if (refusal) return { kind: 'denied', ep, attempts: attempt, policy: refusal.denied };
-    const remaining = loop.deadline === undefined ? undefined : loop.deadline - now();
-    if (remaining !== undefined && remaining <= 0) {
-      lastFlag = 'UT';
-      break;
-    }
-    const budget = minDefined(retry?.perTryTimeoutMs, remaining);
-    const untrack = cluster.track(ep);
-    const result = await loop.attempt(ep, budget, attempt);
-    if (result.kind === 'response') {
-      const outcome: Outcome =
-        result.status >= 500 ? { kind: 'status', status: result.status } : { kind: 'success' };
-      cluster.report(ep, { kind: 'status', status: result.status });
-      if (outcome.kind === 'success' || exhausted(attempt, outcome)) {
-        const flag = attempt > 1 && outcome.kind !== 'success' ? 'URX' : '-';
-        return {
+      lastEp = ep;
+      const refusal = loop.admit(ep);
+      if (refusal) return { kind: 'denied', ep, attempts: attempt, policy: refusal.denied };
+      const remaining = loop.deadline === undefined ? undefined : loop.deadline - now();
+      if (remaining !== undefined && remaining <= 0) {
+        lastFlag = 'UT';
+        break;
+      }
+      const budget = minDefined(retry?.perTryTimeoutMs, remaining);
+      const untrack = cluster.track(ep);
+      const result = await loop.attempt(ep, budget, attempt);
+      endRetry();
+      if (result.kind === 'local') {
+        // Decided on this side (no connection to be had): neither retried nor held against the endpoint.
+        untrack();
+        lastFlag = result.flag;
+        break;
+      }
+      if (result.kind === 'response') {
+        const outcome: Outcome =
+          result.status >= 500 ? { kind: 'status', status: result.status } : { kind: 'success' };
+        cluster.report(ep, { kind: 'status', status: result.status });
+        const relay = (flag: '-' | 'URX' | 'UO'): AttemptsEnd<R> => ({
           kind: 'response',
           status: result.status,
           response: result.response,
@@ -102,18 +125,28 @@ export async function runAttempts<R>(loop: AttemptLoop<R>): Promise<AttemptsEnd<
           attempts: attempt,
           flag,
           untrack,
-        };
+        });
+        if (outcome.kind === 'success') return relay('-');
+        if (exhausted(attempt, outcome)) return relay(attempt > 1 ? 'URX' : '-');
+        // Envoy relays the answer it has when the retry breaker is full, flagged UO.
+        if (!takeRetry()) return relay('UO');
+        loop.discard(result.response);
+        untrack();
+        lastFlag = 'URX';
+        continue;
       }
-      loop.discard(result.response);
       untrack();
-      lastFlag = 'URX';
-      continue;
+      cluster.report(ep, result.outcome);
+      lastFlag = result.flag;
+      if (lastFlag === 'UAEX') return { kind: 'denied', ep, attempts: attempt, policy: undefined };
+      if (exhausted(attempt, result.outcome)) break;
+      if (!takeRetry()) {
+        lastFlag = 'UO';
+        break;
+      }
     }
-    untrack();
-    cluster.report(ep, result.outcome);
-    lastFlag = result.flag;
-    if (lastFlag === 'UAEX') return { kind: 'denied', ep, attempts: attempt, policy: undefined };
-    if (exhausted(attempt, result.outcome)) break;
+  } finally {
+    endRetry();
   }
   return { kind: 'failed', flag: lastFlag, ep: lastEp, attempts: attempt };
 }

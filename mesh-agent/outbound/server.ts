@@ -1,11 +1,12 @@
 import http from 'node:http';
-import type { ClientHttp2Session, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type Dispatcher, Pool } from 'undici';
 import type { X509Svid } from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
+import { ConnectionDrain } from '../handoff/drain.js';
 import {
   forwardedClientCert,
   type LocalWorkload,
@@ -107,7 +108,9 @@ export interface OutboundOptions {
 }
 
 interface ConnContext {
+  /** Refreshed from the local view on every config change (revalidate). */
   source: SourceWorkload;
+  /** The SVID at accept; requests use the current one (svidOf), so a rotation reaches open connections. */
   svid: X509Svid;
   service: string;
   route: (req: HttpRequestView) => RouteDecision;
@@ -123,8 +126,13 @@ export class OutboundServer {
   private readonly server: net.Server;
   private readonly http: http.Server;
   private readonly contexts = new WeakMap<object, ConnContext>();
+  /** Every accepted downstream connection and the source it was accepted for (see revalidate). */
+  private readonly accepted = new Map<net.Socket, SourceWorkload>();
+  /** What a pool's next upstream connection carries: the latest request's context, not the first one's. */
+  private readonly dialContext = new WeakMap<Pool, { ctx: ConnContext; timeoutMs: number }>();
   private readonly pools = new Map<string, Pool>();
   private readonly h2c = new H2cSessions();
+  private readonly drainer = new ConnectionDrain();
   private readonly log: Logger;
 
   constructor(private readonly opts: OutboundOptions) {
@@ -140,12 +148,14 @@ export class OutboundServer {
       });
     });
     this.http.on('clientError', (_err, socket) => socket.destroy());
+    this.drainer.http1(this.http);
   }
 
-  async listen(port: number, host: string): Promise<AddressInfo> {
+  /** `fd`: an already listening socket (an agent's ListenerSet); port and host are then what it is bound to. */
+  async listen(port: number, host: string, fd?: number): Promise<AddressInfo> {
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen({ port, host, backlog: 4096 }, () => {
+      this.server.listen(fd === undefined ? { port, host, backlog: 4096 } : { fd, backlog: 4096 }, () => {
         this.server.off('error', reject);
         resolve();
       });
@@ -153,8 +163,19 @@ export class OutboundServer {
     return this.server.address() as AddressInfo;
   }
 
+  /**
+   * Stops accepting (the listening socket lives on in the agent that took over), asks HTTP
+   * clients to reconnect (`Connection: close`, GOAWAY) and resolves once every connection is gone.
+   */
+  drain(): Promise<void> {
+    this.drainer.start();
+    return new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await new Promise<void>((resolve) =>
+      this.server.listening ? this.server.close(() => resolve()) : resolve(),
+    );
     this.http.close();
     await Promise.all([...this.pools.values()].map((p) => p.destroy()));
     this.pools.clear();
@@ -170,6 +191,33 @@ export class OutboundServer {
         pool.close().catch(() => {});
       }
     }
+  }
+
+  /**
+   * After a config or SVID change: a connection whose pod left the mesh, changed
+   * identity or lost its SVID is reset (it must not keep an identity the agent no
+   * longer holds); the others see the pod as it is now. Returns how many were closed.
+   */
+  revalidate(): number {
+    let closed = 0;
+    for (const [sock, was] of this.accepted) {
+      const now = this.opts.sources.byIp(was.ip);
+      if (now && now.spiffeId === was.spiffeId && this.opts.svids.svidFor(now.spiffeId)) {
+        const ctx = this.contexts.get(sock);
+        if (ctx) ctx.source = now;
+        continue;
+      }
+      this.accepted.delete(sock);
+      sock.resetAndDestroy();
+      closed++;
+    }
+    if (closed > 0) this.log.info('reset connections of pods without a mesh identity', { closed });
+    return closed;
+  }
+
+  /** The source's current SVID: rotations reach requests on open connections. */
+  private svidOf(ctx: ConnContext): X509Svid {
+    return this.opts.svids.svidFor(ctx.source.spiffeId) ?? ctx.svid;
   }
 
   private onConnection(sock: net.Socket): void {
@@ -195,6 +243,8 @@ export class OutboundServer {
       sock.destroy();
       return;
     }
+    this.accepted.set(sock, source);
+    sock.once('close', () => this.accepted.delete(sock));
     const plan = this.opts.planner.plan(orig.ip, orig.port);
     const peer = `${peerIp}:${peerPort}`;
     if (plan.kind === 'http') {
@@ -253,12 +303,16 @@ export class OutboundServer {
     h2c: boolean,
   ): void {
     const ctx: ConnContext = { source, svid, service: plan.service, route: plan.route, peer };
+    this.contexts.set(sock, ctx);
     if (h2c) {
-      serveH2c(sock, (stream, headers) =>
-        this.onH2Stream(ctx, stream, headers).catch((err: Error) => {
-          this.log.warn('outbound h2c stream failed unexpectedly', { err });
-          if (!stream.headersSent) stream.respond({ ':status': 500 }, { endStream: true });
-        }),
+      serveH2c(
+        sock,
+        (stream, headers) =>
+          this.onH2Stream(ctx, stream, headers).catch((err: Error) => {
+            this.log.warn('outbound h2c stream failed unexpectedly', { err });
+            if (!stream.headersSent) stream.respond({ ':status': 500 }, { endStream: true });
+          }),
+        (session) => this.drainer.h2(session),
       );
       return;
     }
@@ -321,7 +375,24 @@ export class OutboundServer {
     this.dial(source, svid, ep, ep.port, peer, cluster?.connectTimeoutMs ?? 5000, 'tcp').then(
       (up) => {
         cluster?.report(ep, { kind: 'success' });
+        // A reset upstream (a tunnel stream ended with CONNECT_ERROR, a pod's RST) is a reset here too.
+        up.once('error', () => sock.resetAndDestroy());
+        up.once('close', () => {
+          if ((up as { rstCode?: number }).rstCode === http2.constants.NGHTTP2_CONNECT_ERROR)
+            sock.resetAndDestroy();
+        });
         splice(sock, up);
+        // Same node: policy is re-checked on this connection when it changes, as the tunnel does.
+        const destination = ep.local ? this.opts.localWorkloads.byIp(ep.ip) : undefined;
+        if (destination)
+          this.opts.inbound.watch(
+            { principal: source.spiffeId, destination, port: ep.port },
+            [sock, up],
+            () => {
+              sock.resetAndDestroy();
+              up.destroy();
+            },
+          );
         sock.resume();
         sock.once('close', () => {
           release();
@@ -377,23 +448,27 @@ export class OutboundServer {
   }
 
   private pool(ctx: ConnContext, ep: Endpoint, timeoutMs: number): Pool {
-    const key = `${ctx.source.spiffeId}|${ctx.svid.serial}|${ep.ip}:${ep.port}`;
+    const svid = this.svidOf(ctx);
+    const key = `${ctx.source.spiffeId}|${svid.serial}|${ep.ip}:${ep.port}`;
     let p = this.pools.get(key);
     if (!p) {
       const port = ep.port;
-      p = new Pool(`http://${ep.ip}:${port}`, {
+      const pool: Pool = new Pool(`http://${ep.ip}:${port}`, {
         connections: 512,
         pipelining: 1,
         keepAliveTimeout: 30_000,
         connect: (_o, cb) => {
-          this.dial(ctx.source, ctx.svid, ep, port, ctx.peer, timeoutMs, 'http').then(
+          const d = this.dialContext.get(pool) ?? { ctx, timeoutMs };
+          this.dial(d.ctx.source, svid, ep, port, d.ctx.peer, d.timeoutMs, 'http').then(
             (s) => cb(null, s as net.Socket),
             (err: Error) => cb(err, null),
           );
         },
       });
+      p = pool;
       this.pools.set(key, p);
     }
+    this.dialContext.set(p, { ctx, timeoutMs });
     return p;
   }
 
@@ -497,8 +572,17 @@ export class OutboundServer {
           let session: ClientHttp2Session;
           try {
             session = await this.h2c.get(
-              `${ctx.source.spiffeId}|${ctx.svid.serial}|${ep.ip}:${ep.port}`,
-              () => this.dial(ctx.source, ctx.svid, ep, ep.port, ctx.peer, cluster.connectTimeoutMs, 'http'),
+              `${ctx.source.spiffeId}|${this.svidOf(ctx).serial}|${ep.ip}:${ep.port}`,
+              () =>
+                this.dial(
+                  ctx.source,
+                  this.svidOf(ctx),
+                  ep,
+                  ep.port,
+                  ctx.peer,
+                  cluster.connectTimeoutMs,
+                  'http',
+                ),
             );
           } catch (err) {
             return failure(err);

@@ -35,9 +35,10 @@ export class AdminServer {
     });
   }
 
-  async listen(port: number, host: string): Promise<AddressInfo> {
+  /** `fd`: an already listening socket (handed over by the agent this one replaces). */
+  async listen(port: number, host: string, fd?: number): Promise<AddressInfo> {
     const ac = new AbortController();
-    this.server.listen({ port, host });
+    this.server.listen(fd === undefined ? { port, host } : { fd });
     try {
       await Promise.race([
         once(this.server, 'listening', { signal: ac.signal }),

@@ -153,8 +153,8 @@ export class MeshTelemetry {
   }
 
   /** Starts serving /metrics, /healthz, /ready and /stats/config. */
-  async start(): Promise<{ host: string; port: number }> {
-    const addr = await this.server.listen(this.port, this.host);
+  async start(listenFd?: number): Promise<{ host: string; port: number }> {
+    const addr = await this.server.listen(this.port, this.host, listenFd);
     this.boundPort = addr.port;
     this.log.info('telemetry listening', {
       address: `${addr.address}:${addr.port}`,
@@ -305,6 +305,11 @@ export class MeshTelemetry {
   }
 
   /** Stops serving, flushes spans and the access log. Idempotent. */
+  /** Stops answering on the admin port (an agent that handed it over); metrics keep counting. */
+  async stopServing(): Promise<void> {
+    await this.server.close();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -123,7 +123,13 @@ export class TunnelPool {
     const pooled = this.sessions.get(key);
     if (pooled && !pooled.session.destroyed && !pooled.session.closed) {
       if (pooled.sourceSerial === t.source.serial) return pooled.ready;
-      pooled.session.close(); // rotated: drain, new streams go to a fresh session
+      // Rotated: new streams go to a fresh session; the old one drains. One still in its handshake
+      // is closed only once the opens waiting for it have made their streams (a macrotask later).
+      const old = pooled.session;
+      pooled.ready.then(
+        () => setImmediate(() => old.close()),
+        () => {},
+      );
     }
     const fresh = this.connect(t);
     this.sessions.set(key, fresh);
@@ -169,7 +175,18 @@ export class TunnelPool {
     });
     const ready = new Promise<ClientHttp2Session>((resolve, reject) => {
       session.once('connect', () => {
-        session.setLocalWindowSize(16 << 20);
+        // The session may have been closed or destroyed during its handshake: an exception
+        // thrown from this event callback would take the whole agent down.
+        if (session.closed || session.destroyed) {
+          reject(new TunnelError(`tunnel to ${t.nodeAddress} closed during its handshake`, 'connect'));
+          return;
+        }
+        try {
+          session.setLocalWindowSize(16 << 20);
+        } catch (err) {
+          reject(new TunnelError(`tunnel to ${t.nodeAddress}: ${(err as Error).message}`, 'connect'));
+          return;
+        }
         resolve(session);
       });
       session.once('error', (err) =>

@@ -14,6 +14,7 @@ import {
 } from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
+import { ConnectionDrain } from '../handoff/drain.js';
 import { identitySni } from './peer.js';
 
 /** What the tunnel learned about one CONNECT before handing it to the inbound side. */
@@ -57,6 +58,7 @@ export class TunnelServer {
   private readonly contexts = new Map<string, { serial: string; ctx: SecureContext }>();
   private readonly peers = new WeakMap<object, string>();
   private readonly sessions = new Set<ServerHttp2Session>();
+  private readonly drainer = new ConnectionDrain();
   private readonly log: Logger;
 
   constructor(private readonly opts: TunnelServerOptions) {
@@ -81,16 +83,18 @@ export class TunnelServer {
     this.server.on('session', (session) => {
       this.sessions.add(session);
       session.once('close', () => this.sessions.delete(session));
+      this.drainer.h2(session);
       session.setLocalWindowSize(16 << 20);
       session.on('error', () => {});
     });
     this.server.on('tlsClientError', (err) => this.log.debug('tunnel handshake refused', { err }));
   }
 
-  async listen(port: number, host: string): Promise<AddressInfo> {
+  /** `fd`: an already listening socket (an agent's ListenerSet). */
+  async listen(port: number, host: string, fd?: number): Promise<AddressInfo> {
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(port, host, () => {
+      this.server.listen(fd === undefined ? { port, host } : { fd }, () => {
         this.server.off('error', reject);
         resolve();
       });
@@ -98,9 +102,20 @@ export class TunnelServer {
     return this.server.address() as AddressInfo;
   }
 
+  /**
+   * Stops accepting and sends GOAWAY on every session: peers open new sessions (to the agent
+   * that took the listening socket over) while streams in flight finish. Resolves when all are gone.
+   */
+  drain(): Promise<void> {
+    this.drainer.start();
+    return new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
   /** Stops listening and ends every session: a peer that keeps its session open cannot hold shutdown hostage. */
   async close(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = new Promise<void>((resolve) =>
+      this.server.listening ? this.server.close(() => resolve()) : resolve(),
+    );
     for (const s of this.sessions) s.destroy();
     await closed;
   }

@@ -234,4 +234,37 @@ describe('mTLS HTTP/2 CONNECT tunnel', () => {
       pool.close();
     }
   });
+  it('survives a rotation while the old session is still in its handshake: both opens succeed', async () => {
+    // ea21a3e: open() with serial A then B closed A's session during its handshake, and its
+    // 'connect' handler then threw ERR_HTTP2_INVALID_SESSION out of an event callback: the process died.
+    const rotated = await ca.issueSvid(FRONTEND);
+    for (let i = 0; i < 3; i++) {
+      const pool = new TunnelPool();
+      try {
+        const target = {
+          nodeAddress: tunnelAddr,
+          expectedServerId: REVIEWS,
+          authority: `127.0.0.1:${echoPort}`,
+        };
+        const [a, b] = await Promise.all([
+          pool.open({ ...target, source: frontend }),
+          pool.open({ ...target, source: rotated }),
+        ]);
+        assert.equal((await roundTrip(a, Buffer.from('a'))).toString(), 'a');
+        assert.equal((await roundTrip(b, Buffer.from('b'))).toString(), 'b');
+      } finally {
+        pool.close();
+      }
+    }
+    // A session closed outright during its handshake fails its opens, and only them.
+    const pool = new TunnelPool();
+    const opening = pool.open({
+      source: frontend,
+      nodeAddress: tunnelAddr,
+      expectedServerId: REVIEWS,
+      authority: `127.0.0.1:${echoPort}`,
+    });
+    pool.close();
+    await assert.rejects(opening, (err: unknown) => err instanceof TunnelError && err.kind === 'connect');
+  });
 });
