@@ -78,10 +78,12 @@ describe('Warming: the agent applies one consistent set', () => {
     const w = new Warming();
     let t = 0;
     for (const s of steps) {
-      const { config } = w.next(s, (t += 10));
+      t += 10;
+      const { config } = w.next(s, t);
       assert.deepEqual(consistent(config), [], `after version ${s.versions.CDS}`);
     }
-    const last = w.next(steps.at(-1)!, (t += 10));
+    t += 10;
+    const last = w.next(steps.at(-1)!, t);
     assert.deepEqual(last.waiting, []);
     assert.deepEqual(
       [...last.config.clusters.keys()],
