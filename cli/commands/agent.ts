@@ -45,8 +45,8 @@ pinned so established connections survive a restart.
                            per core with 4+ cores, else 1: the proxy in the agent process)
   --admin-host <ip>        where metrics/health listen (:${PORTS.admin}); default 0.0.0.0
   --access-log             write one JSON access log line per request/connection to stdout
-  --accelerate             splice same-node hops with sk_msg (off by default: see the
-                           README, "Backpressure on the sk_msg path", for why)
+  --accelerate             splice same-node hops with sk_msg (off by default: see
+                           docs/kernel-dataplane.md, "Backpressure on the sk_msg path")
   --otlp <url>             export spans to this OTLP/HTTP endpoint
   --handoff-socket <path>  unix socket of the hitless upgrade (default
                            /run/sockmesh/agent-<node>.sock); see below
@@ -63,7 +63,7 @@ serving), gets its config and SVIDs, serves on those sockets, then tells the old
 agent, which stops accepting, answers its HTTP/1.1 keep-alive clients with
 'Connection: close' and sends GOAWAY on HTTP/2 and tunnel sessions, drains open
 connections up to --drain-timeout and exits. A new agent that fails before it
-serves changes nothing. kill -9 is not an upgrade: see the README for its cost.
+serves changes nothing. kill -9 is not an upgrade: docs/agent.md says what it costs.
 
 Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup, bpffs).`,
   async run({ argv, stderr }) {
