@@ -21,7 +21,7 @@ const ROOT = join(
   dirname(fileURLToPath(import.meta.url)),
   import.meta.url.endsWith('.ts') ? '../..' : '../../..',
 );
-export const SOCKMESH_CRDS_DIR = join(ROOT, 'charts', 'sockmesh', 'crds');
+export const SOCKMESH_CRDS_DIR = join(ROOT, 'charts', 'sockmesh', 'files', 'crds');
 /** What the lab kubelet runs for a container without a command: the example app (image is informative). */
 export const EXAMPLE_IMAGE = 'sockmesh.io/lab/example-app:local';
 
@@ -51,7 +51,7 @@ export function kubeLabInfo(bed: TestBed): KubeLabInfo | undefined {
   return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as KubeLabInfo) : undefined;
 }
 
-/** Applies the sockmesh CRDs (charts/sockmesh/crds) and waits until they are Established. */
+/** Applies the sockmesh CRDs (charts/sockmesh/files/crds) and waits until they are Established. */
 export async function applySockmeshCrds(cluster: KubeCluster): Promise<void> {
   if (!existsSync(SOCKMESH_CRDS_DIR) || readdirSync(SOCKMESH_CRDS_DIR).length === 0) {
     throw new SockmeshError('SOCKMESH_E_NOT_FOUND', `no sockmesh CRDs in ${SOCKMESH_CRDS_DIR}`);

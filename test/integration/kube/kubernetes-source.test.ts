@@ -27,7 +27,7 @@ import {
 } from './source-helpers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const CRDS = path.join(ROOT, 'charts/sockmesh/crds');
+const CRDS = path.join(ROOT, 'charts/sockmesh/files/crds');
 const NS = uniq('shop');
 const fqdn = (svc: string) => `${svc}.${NS}.svc.cluster.local`;
 const cluster = (svc: string, port = 9080) => `outbound|${port}||${fqdn(svc)}`;

@@ -148,7 +148,7 @@ function projectPolicy(obj: KubeObject): Obj {
 
 export const GATEWAY_CRDS_HINT =
   'install the Gateway API standard CRDs (sigs.k8s.io/gateway-api v1.6.3, config/crd/standard/): kubectl apply -f <gateway-api>/config/crd/standard/';
-export const SOCKMESH_CRDS_HINT = 'install the sockmesh CRDs: kubectl apply -f charts/sockmesh/crds/';
+export const SOCKMESH_CRDS_HINT = 'install the sockmesh CRDs: kubectl apply -f charts/sockmesh/files/crds/';
 
 export const WATCHED: readonly WatchedResource[] = [
   {
