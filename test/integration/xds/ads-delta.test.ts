@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { test } from 'node:test';
 import { type ClientDuplexStream, credentials } from '@grpc/grpc-js';
 import { adsClientConstructor, CLUSTER_TYPE } from '../../../xds/protos.js';
-import { MESH, startControlPlane } from './helpers.js';
+import { MESH, NoResponse, quietOn, StreamEnd, startControlPlane } from './helpers.js';
 
 interface DeltaResponse {
   system_version_info: string;
@@ -19,6 +19,7 @@ class RawDelta {
   private readonly stream: ClientDuplexStream<object, DeltaResponse>;
   private readonly queue: DeltaResponse[] = [];
   private waiter: ((r: DeltaResponse) => void) | undefined;
+  private readonly ended = new StreamEnd();
 
   constructor(target: string) {
     const Ctor = adsClientConstructor();
@@ -32,7 +33,7 @@ class RawDelta {
       if (w) w(r);
       else this.queue.push(r);
     });
-    this.stream.on('error', () => {});
+    this.ended.watch(this.stream);
   }
 
   send(req: Record<string, unknown>): void {
@@ -42,20 +43,31 @@ class RawDelta {
   next(ms = 3000): Promise<DeltaResponse> {
     const q = this.queue.shift();
     if (q) return Promise.resolve(q);
+    this.ended.throwIfEnded();
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no DeltaDiscoveryResponse within ${ms} ms`)), ms);
-      this.waiter = (r) => {
+      const finish = () => {
         clearTimeout(timer);
+        stopWaiting();
+        this.waiter = undefined;
+      };
+      const timer = setTimeout(() => {
+        finish();
+        reject(new NoResponse(`no DeltaDiscoveryResponse within ${ms} ms`));
+      }, ms);
+      const stopWaiting = this.ended.onEnd((err) => {
+        finish();
+        reject(err);
+      });
+      this.waiter = (r) => {
+        finish();
         resolve(r);
       };
     });
   }
 
-  async quiet(ms: number): Promise<boolean> {
-    return this.next(ms).then(
-      () => false,
-      () => true,
-    );
+  /** true when nothing arrives within `ms` on a live stream; a dead stream rejects. */
+  quiet(ms: number): Promise<boolean> {
+    return quietOn(this.next(ms), this.ended);
   }
 
   close(): void {

@@ -93,12 +93,56 @@ export interface RawResponse {
   resources: ProtoObject[];
 }
 
+/** The waiting time ran out with the stream still open. */
+export class NoResponse extends Error {}
+
+/** Tells waiters when a gRPC stream ended or failed; it never resolves later. */
+export class StreamEnd {
+  private reason: Error | undefined;
+  private readonly listeners = new Set<(err: Error) => void>();
+
+  watch(stream: ClientDuplexStream<object, unknown>): void {
+    const end = (why: string) => {
+      if (this.reason) return;
+      this.reason = new Error(`the xDS stream died: ${why}`);
+      for (const l of [...this.listeners]) l(this.reason);
+      this.listeners.clear();
+    };
+    stream.on('error', (err: Error) => end(err.message));
+    stream.on('status', (s: { code: number; details: string }) => end(`status ${s.code} ${s.details}`));
+    stream.on('end', () => end('the server ended it'));
+    stream.on('close', () => end('closed'));
+  }
+
+  throwIfEnded(): void {
+    if (this.reason) throw this.reason;
+  }
+
+  onEnd(listener: (err: Error) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+}
+
+/** true when `next` timed out on a live stream; false when something arrived; rejects when the stream died. */
+export async function quietOn(next: Promise<unknown>, ended: StreamEnd): Promise<boolean> {
+  try {
+    await next;
+    return false;
+  } catch (err) {
+    if (!(err instanceof NoResponse)) throw err;
+    ended.throwIfEnded();
+    return true;
+  }
+}
+
 /** A bare ADS stream, to test protocol rules without the AdsClient's logic. */
 export class RawAds {
   private readonly client;
   readonly stream: ClientDuplexStream<object, RawResponse>;
   private readonly queue: RawResponse[] = [];
   private waiters: ((r: RawResponse) => void)[] = [];
+  private readonly ended = new StreamEnd();
 
   constructor(target: string) {
     const Ctor = adsClientConstructor();
@@ -112,7 +156,7 @@ export class RawAds {
       if (w) w(r);
       else this.queue.push(r);
     });
-    this.stream.on('error', () => {});
+    this.ended.watch(this.stream);
   }
 
   send(req: {
@@ -137,27 +181,36 @@ export class RawAds {
   next(timeoutMs = 3000): Promise<RawResponse> {
     const q = this.queue.shift();
     if (q) return Promise.resolve(q);
+    this.ended.throwIfEnded();
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== done);
-        reject(new Error(`no DiscoveryResponse within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const done = (r: RawResponse) => {
+      const finish = () => {
         clearTimeout(timer);
+        stopWaiting();
+        this.waiters = this.waiters.filter((w) => w !== done);
+      };
+      const timer = setTimeout(() => {
+        finish();
+        reject(new NoResponse(`no DiscoveryResponse within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const stopWaiting = this.ended.onEnd((err) => {
+        finish();
+        reject(err);
+      });
+      const done = (r: RawResponse) => {
+        finish();
         resolve(r);
       };
       this.waiters.push(done);
     });
   }
 
-  /** Resolves true if nothing arrives within `ms`. */
-  async quiet(ms: number): Promise<boolean> {
-    try {
-      await this.next(ms);
-      return false;
-    } catch {
-      return true;
-    }
+  /**
+   * Resolves true if nothing arrives within `ms` while the stream stays open.
+   * A stream that ended or failed (before or during the wait) rejects: a dead
+   * stream is silent too, and must not pass for a server that chose not to answer.
+   */
+  quiet(ms: number): Promise<boolean> {
+    return quietOn(this.next(ms), this.ended);
   }
 
   close(): void {
