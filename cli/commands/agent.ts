@@ -1,12 +1,133 @@
+import { readFileSync } from 'node:fs';
 import { ENDPOINT_ENV } from '../../certs/index.js';
 import { SockmeshError } from '../../lib/errors.js';
-import { MeshAgent, PORTS, requireAgentPaths } from '../../mesh-agent/agent/agent.js';
+import { type AgentOptions, MeshAgent, PORTS, requireAgentPaths } from '../../mesh-agent/agent/agent.js';
 import { kubeletRootDir, parseCgroupDriver } from '../../mesh-agent/agent/pod-cgroups.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS } from '../../mesh-agent/handoff/upgrade.js';
 import { parseCommandArgs } from '../args.js';
 import { type Command, EXIT } from '../command.js';
 
 const IPV4 = /^(\d{1,3})(\.\d{1,3}){3}$/;
+
+/** The agent's options from its command line; every usage error is thrown here, before anything starts. */
+export function agentOptions(argv: string[]): AgentOptions {
+  const { values: v } = parseCommandArgs(
+    argv,
+    {
+      node: { type: 'string' },
+      'control-plane': { type: 'string' },
+      'control-plane-tls-cert': { type: 'string' },
+      'control-plane-tls-key': { type: 'string' },
+      'control-plane-tls-ca': { type: 'string' },
+      'proxy-ip': { type: 'string' },
+      'tunnel-ip': { type: 'string' },
+      cgroup: { type: 'string' },
+      'pods-cgroup': { type: 'string' },
+      'kubelet-cgroup-root': { type: 'string' },
+      'cgroup-driver': { type: 'string' },
+      bpffs: { type: 'string' },
+      'ca-dir': { type: 'string' },
+      'workload-api': { type: 'string' },
+      'svid-ttl': { type: 'string' },
+      workers: { type: 'string' },
+      'admin-host': { type: 'string' },
+      'access-log': { type: 'boolean' },
+      accelerate: { type: 'boolean' },
+      otlp: { type: 'string' },
+      'handoff-socket': { type: 'string' },
+      'drain-timeout': { type: 'string' },
+    },
+    false,
+  );
+  for (const k of ['node', 'control-plane', 'proxy-ip', 'tunnel-ip', 'cgroup', 'bpffs'] as const) {
+    if (!v[k])
+      throw new SockmeshError('SOCKMESH_E_USAGE', `--${k} is required`, {
+        hint: 'see sockmesh agent --help',
+      });
+  }
+  const workloadApi = v['workload-api'] ?? (v['ca-dir'] ? undefined : process.env[ENDPOINT_ENV]);
+  if (v['workload-api'] && v['ca-dir']) {
+    throw new SockmeshError('SOCKMESH_E_USAGE', '--ca-dir and --workload-api exclude each other', {
+      hint: 'SVIDs come either from the embedded CA or from a Workload API',
+    });
+  }
+  if (!workloadApi && !v['ca-dir']) {
+    throw new SockmeshError('SOCKMESH_E_USAGE', '--ca-dir or --workload-api is required', {
+      hint: `pass the embedded CA directory, or a Workload API socket (or set ${ENDPOINT_ENV})`,
+    });
+  }
+  for (const k of ['proxy-ip', 'tunnel-ip'] as const) {
+    if (!IPV4.test(v[k]!))
+      throw new SockmeshError('SOCKMESH_E_USAGE', `--${k} must be an IPv4 address, got '${v[k]}'`);
+  }
+  const ttl = v['svid-ttl'] === undefined ? undefined : Number(v['svid-ttl']);
+  if (ttl !== undefined && !(Number.isFinite(ttl) && ttl >= 2)) {
+    throw new SockmeshError(
+      'SOCKMESH_E_USAGE',
+      `--svid-ttl must be a number of seconds >= 2, got '${v['svid-ttl']}'`,
+    );
+  }
+  const drainS =
+    v['drain-timeout'] === undefined ? DEFAULT_DRAIN_TIMEOUT_MS / 1000 : Number(v['drain-timeout']);
+  if (!(Number.isFinite(drainS) && drainS >= 0 && drainS <= 3600)) {
+    throw new SockmeshError(
+      'SOCKMESH_E_USAGE',
+      `--drain-timeout must be a number of seconds from 0 to 3600, got '${v['drain-timeout']}'`,
+    );
+  }
+  const workers = v.workers === undefined ? undefined : Number(v.workers);
+  if (workers !== undefined && !(Number.isInteger(workers) && workers >= 1 && workers <= 256)) {
+    throw new SockmeshError(
+      'SOCKMESH_E_USAGE',
+      `--workers must be an integer from 1 to 256, got '${v.workers}'`,
+    );
+  }
+  const tlsFlags = ['control-plane-tls-cert', 'control-plane-tls-key', 'control-plane-tls-ca'] as const;
+  if (tlsFlags.some((k) => v[k] !== undefined) && !tlsFlags.every((k) => v[k] !== undefined)) {
+    throw new SockmeshError('SOCKMESH_E_USAGE', `--${tlsFlags.join(', --')} go together`);
+  }
+  const controlPlaneTls = v['control-plane-tls-cert']
+    ? {
+        cert: readPem(v['control-plane-tls-cert'], '--control-plane-tls-cert'),
+        key: readPem(v['control-plane-tls-key']!, '--control-plane-tls-key'),
+        ca: readPem(v['control-plane-tls-ca']!, '--control-plane-tls-ca'),
+      }
+    : undefined;
+  return {
+    nodeName: v.node!,
+    controlPlane: v['control-plane']!,
+    ...(controlPlaneTls ? { controlPlaneTls } : {}),
+    proxyIp: v['proxy-ip']!,
+    tunnelIp: v['tunnel-ip']!,
+    cgroupPath: v.cgroup!,
+    podsCgroup: v['pods-cgroup'] ?? `${v.cgroup}/pods`,
+    ...(v['kubelet-cgroup-root'] ? { kubeletCgroupRoot: kubeletRootDir(v['kubelet-cgroup-root']) } : {}),
+    cgroupDriver: parseCgroupDriver(v['cgroup-driver']),
+    bpffsDir: v.bpffs!,
+    ...(workloadApi ? { workloadApi } : { caDir: v['ca-dir']! }),
+    ...(ttl === undefined ? {} : { svidTtlMs: ttl * 1000 }),
+    ...(workers === undefined ? {} : { workers }),
+    ...(v['admin-host'] ? { adminHost: v['admin-host'] } : {}),
+    accessLog: v['access-log'] === true,
+    accelerate: v.accelerate === true,
+    ...(v.otlp ? { otlpEndpoint: v.otlp } : {}),
+    handoff: {
+      socketPath: v['handoff-socket'] ?? `/run/sockmesh/agent-${v.node}.sock`,
+      drainTimeoutMs: drainS * 1000,
+    },
+  };
+}
+
+function readPem(file: string, flag: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new SockmeshError('SOCKMESH_E_NOT_FOUND', `cannot read ${flag} ${file}`, {
+      hint: 'mount the control plane client certificate (the chart does: sockmesh-xds-client Secret)',
+      cause: err,
+    });
+  }
+}
 
 export const agentCommand: Command = {
   usage: `Usage: sockmesh agent --node <name> --control-plane <addr> --proxy-ip <ip> --tunnel-ip <ip>
@@ -20,6 +141,9 @@ pinned so established connections survive a restart.
 
   --node <name>            node name (the xDS node id)
   --control-plane <addr>   ADS address: unix:/path or host:port
+  --control-plane-tls-cert <pem>  client certificate chain } mTLS to a TCP control plane
+  --control-plane-tls-key <pem>   client private key       } (it refuses plaintext off
+  --control-plane-tls-ca <pem>    CA of its server cert    }  loopback); all three or none
   --proxy-ip <ip>          address pods reach the proxy at (their gateway);
                            the capture listener binds <ip>:${PORTS.outbound}
   --tunnel-ip <ip>         underlay address; the mTLS tunnel binds <ip>:${PORTS.tunnel}
@@ -67,96 +191,7 @@ serves changes nothing. kill -9 is not an upgrade: docs/agent.md says what it co
 
 Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup, bpffs).`,
   async run({ argv, stderr }) {
-    const { values: v } = parseCommandArgs(
-      argv,
-      {
-        node: { type: 'string' },
-        'control-plane': { type: 'string' },
-        'proxy-ip': { type: 'string' },
-        'tunnel-ip': { type: 'string' },
-        cgroup: { type: 'string' },
-        'pods-cgroup': { type: 'string' },
-        'kubelet-cgroup-root': { type: 'string' },
-        'cgroup-driver': { type: 'string' },
-        bpffs: { type: 'string' },
-        'ca-dir': { type: 'string' },
-        'workload-api': { type: 'string' },
-        'svid-ttl': { type: 'string' },
-        workers: { type: 'string' },
-        'admin-host': { type: 'string' },
-        'access-log': { type: 'boolean' },
-        accelerate: { type: 'boolean' },
-        otlp: { type: 'string' },
-        'handoff-socket': { type: 'string' },
-        'drain-timeout': { type: 'string' },
-      },
-      false,
-    );
-    for (const k of ['node', 'control-plane', 'proxy-ip', 'tunnel-ip', 'cgroup', 'bpffs'] as const) {
-      if (!v[k])
-        throw new SockmeshError('SOCKMESH_E_USAGE', `--${k} is required`, {
-          hint: 'see sockmesh agent --help',
-        });
-    }
-    const workloadApi = v['workload-api'] ?? (v['ca-dir'] ? undefined : process.env[ENDPOINT_ENV]);
-    if (v['workload-api'] && v['ca-dir']) {
-      throw new SockmeshError('SOCKMESH_E_USAGE', '--ca-dir and --workload-api exclude each other', {
-        hint: 'SVIDs come either from the embedded CA or from a Workload API',
-      });
-    }
-    if (!workloadApi && !v['ca-dir']) {
-      throw new SockmeshError('SOCKMESH_E_USAGE', '--ca-dir or --workload-api is required', {
-        hint: `pass the embedded CA directory, or a Workload API socket (or set ${ENDPOINT_ENV})`,
-      });
-    }
-    for (const k of ['proxy-ip', 'tunnel-ip'] as const) {
-      if (!IPV4.test(v[k]!))
-        throw new SockmeshError('SOCKMESH_E_USAGE', `--${k} must be an IPv4 address, got '${v[k]}'`);
-    }
-    const ttl = v['svid-ttl'] === undefined ? undefined : Number(v['svid-ttl']);
-    if (ttl !== undefined && !(Number.isFinite(ttl) && ttl >= 2)) {
-      throw new SockmeshError(
-        'SOCKMESH_E_USAGE',
-        `--svid-ttl must be a number of seconds >= 2, got '${v['svid-ttl']}'`,
-      );
-    }
-    const drainS =
-      v['drain-timeout'] === undefined ? DEFAULT_DRAIN_TIMEOUT_MS / 1000 : Number(v['drain-timeout']);
-    if (!(Number.isFinite(drainS) && drainS >= 0 && drainS <= 3600)) {
-      throw new SockmeshError(
-        'SOCKMESH_E_USAGE',
-        `--drain-timeout must be a number of seconds from 0 to 3600, got '${v['drain-timeout']}'`,
-      );
-    }
-    const workers = v.workers === undefined ? undefined : Number(v.workers);
-    if (workers !== undefined && !(Number.isInteger(workers) && workers >= 1 && workers <= 256)) {
-      throw new SockmeshError(
-        'SOCKMESH_E_USAGE',
-        `--workers must be an integer from 1 to 256, got '${v.workers}'`,
-      );
-    }
-    const opts = {
-      nodeName: v.node!,
-      controlPlane: v['control-plane']!,
-      proxyIp: v['proxy-ip']!,
-      tunnelIp: v['tunnel-ip']!,
-      cgroupPath: v.cgroup!,
-      podsCgroup: v['pods-cgroup'] ?? `${v.cgroup}/pods`,
-      ...(v['kubelet-cgroup-root'] ? { kubeletCgroupRoot: kubeletRootDir(v['kubelet-cgroup-root']) } : {}),
-      cgroupDriver: parseCgroupDriver(v['cgroup-driver']),
-      bpffsDir: v.bpffs!,
-      ...(workloadApi ? { workloadApi } : { caDir: v['ca-dir']! }),
-      ...(ttl === undefined ? {} : { svidTtlMs: ttl * 1000 }),
-      ...(workers === undefined ? {} : { workers }),
-      ...(v['admin-host'] ? { adminHost: v['admin-host'] } : {}),
-      accessLog: v['access-log'] === true,
-      accelerate: v.accelerate === true,
-      ...(v.otlp ? { otlpEndpoint: v.otlp } : {}),
-      handoff: {
-        socketPath: v['handoff-socket'] ?? `/run/sockmesh/agent-${v.node}.sock`,
-        drainTimeoutMs: drainS * 1000,
-      },
-    };
+    const opts = agentOptions(argv);
     requireAgentPaths(opts);
     const agent = new MeshAgent(opts);
     await agent.start();

@@ -1,5 +1,6 @@
 import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { credentials } from '@grpc/grpc-js';
 import { SockopsDataplane } from '../../bpf-sockops/index.js';
 import { recordIssued } from '../../certs/ca/store.js';
 import { loadAuthority } from '../../certs/index.js';
@@ -25,6 +26,8 @@ export interface AgentOptions {
   nodeName: string;
   /** Control plane ADS address: `unix:/path` or `host:port`. */
   controlPlane: string;
+  /** mTLS to the control plane (PEM): a TCP address off the node needs it, the control plane refuses plaintext there. */
+  controlPlaneTls?: { cert: Buffer; key: Buffer; ca: Buffer };
   /** Address the pods of this node reach the proxy at (their gateway): the capture listener binds here. */
   proxyIp: string;
   /** Underlay address other nodes reach this node at: the tunnel listener binds here. */
@@ -226,6 +229,15 @@ export class MeshAgent {
 
     this.ads = new AdsClient({
       target: o.controlPlane,
+      ...(o.controlPlaneTls
+        ? {
+            credentials: credentials.createSsl(
+              o.controlPlaneTls.ca,
+              o.controlPlaneTls.key,
+              o.controlPlaneTls.cert,
+            ),
+          }
+        : {}),
       node: { id: o.nodeName, locality: { zone: o.nodeName }, metadata: { underlayIp: o.tunnelIp } },
       logger: this.log,
       // A restarted control plane should find its agents back within seconds, not minutes.

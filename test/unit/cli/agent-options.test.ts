@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { agentOptions } from '../../../cli/commands/agent.js';
+import { SockmeshError } from '../../../lib/errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'sockmesh-agent-opts-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+for (const f of ['tls.crt', 'tls.key', 'ca.crt']) writeFileSync(join(dir, f), `pem of ${f}\n`);
+
+const BASE = [
+  '--node=node-a',
+  '--control-plane=sockmesh-control-plane.sockmesh-system.svc:15010',
+  '--proxy-ip=10.0.0.5',
+  '--tunnel-ip=10.0.0.5',
+  '--cgroup=/sys/fs/cgroup',
+  '--bpffs=/sys/fs/bpf/sockmesh',
+  '--ca-dir=/var/lib/sockmesh/ca',
+];
+const TLS = [
+  `--control-plane-tls-cert=${join(dir, 'tls.crt')}`,
+  `--control-plane-tls-key=${join(dir, 'tls.key')}`,
+  `--control-plane-tls-ca=${join(dir, 'ca.crt')}`,
+];
+
+function code(fn: () => unknown): { code: string; message: string } {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof SockmeshError, String(err));
+    return { code: err.code, message: err.message };
+  }
+  assert.fail('expected an error');
+}
+
+describe('agentOptions: mTLS to the control plane', () => {
+  it('reads the three PEM files into controlPlaneTls', () => {
+    const o = agentOptions([...BASE, ...TLS]);
+    assert.equal(o.controlPlane, 'sockmesh-control-plane.sockmesh-system.svc:15010');
+    assert.equal(o.controlPlaneTls?.cert.toString(), 'pem of tls.crt\n');
+    assert.equal(o.controlPlaneTls?.key.toString(), 'pem of tls.key\n');
+    assert.equal(o.controlPlaneTls?.ca.toString(), 'pem of ca.crt\n');
+  });
+
+  it('leaves the channel plaintext without the flags (unix socket on the node)', () => {
+    assert.equal(agentOptions(BASE).controlPlaneTls, undefined);
+  });
+
+  it('refuses a partial set, naming the three flags', () => {
+    const e = code(() => agentOptions([...BASE, TLS[0]!]));
+    assert.equal(e.code, 'SOCKMESH_E_USAGE');
+    assert.match(
+      e.message,
+      /--control-plane-tls-cert, --control-plane-tls-key, --control-plane-tls-ca go together/,
+    );
+  });
+
+  it('names the flag and the path of a file it cannot read', () => {
+    const e = code(() =>
+      agentOptions([...BASE, ...TLS.slice(0, 2), '--control-plane-tls-ca=/nonexistent/ca.crt']),
+    );
+    assert.equal(e.code, 'SOCKMESH_E_NOT_FOUND');
+    assert.match(e.message, /--control-plane-tls-ca \/nonexistent\/ca\.crt/);
+  });
+
+  it('keeps the other checks: a non-IPv4 proxy address is refused', () => {
+    const e = code(() =>
+      agentOptions([...BASE.filter((a) => !a.startsWith('--proxy-ip')), '--proxy-ip=node-a']),
+    );
+    assert.equal(e.code, 'SOCKMESH_E_USAGE');
+    assert.match(e.message, /--proxy-ip must be an IPv4 address, got 'node-a'/);
+  });
+});
