@@ -47,6 +47,8 @@ export interface KubeClusterOptions {
   dir?: string;
   /** kube-controller-manager --controllers; default DEFAULT_CONTROLLERS. */
   controllers?: string[];
+  /** More kube-controller-manager flags (the scale bench raises its client rate limits, as large clusters do). */
+  controllerManagerArgs?: string[];
   /** Apply the Gateway API standard-channel CRDs and wait until they are Established. */
   gatewayCrds?: boolean;
   /** Every output line of every component, prefixed with its name. */
@@ -211,6 +213,7 @@ class LocalKubeCluster implements KubeCluster {
       `--cert-dir=${join(this.pkiDir, 'kube-controller-manager')}`,
       `--cluster-name=${this.name}`,
       '--profiling=false',
+      ...(this.opts.controllerManagerArgs ?? []),
     ]);
     // The controller-manager serves a self-signed certificate from --cert-dir: only liveness is checked.
     await this.waitReady(this.kcm, `https://127.0.0.1:${kcmPort}/healthz`, () =>

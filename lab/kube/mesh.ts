@@ -35,6 +35,10 @@ export interface KubeLabInfo {
   clusterRunId: string | undefined;
   /** Time to start kine, the API server, the controller-manager and establish the CRDs. */
   clusterMs: number;
+  /** kube-apiserver restarts done on request (restartLabApiServer). */
+  apiServerRestarts?: number;
+  lastRestartMs?: number;
+  lastRestartError?: string;
 }
 
 export function kubeDir(bed: TestBed): string {
@@ -138,6 +142,37 @@ export function kubectlSync(
     timeout: 60_000,
   });
   return { code: res.status, stdout: res.stdout ?? '', stderr: res.stderr ?? res.error?.message ?? '' };
+}
+
+/**
+ * Restarts the lab's kube-apiserver (stopped, started on the same port; kine keeps the data) through
+ * the lab-kube daemon that owns it, and resolves once it serves again, with the new ready info.
+ */
+export async function restartLabApiServer(bed: TestBed, timeoutMs = 120_000): Promise<KubeLabInfo> {
+  const before = kubeLabInfo(bed);
+  if (!before) {
+    throw new SockmeshError('SOCKMESH_E_USAGE', `local mesh ${bed.runId} does not run on Kubernetes`);
+  }
+  const count = before.apiServerRestarts ?? 0;
+  process.kill(before.pid, 'SIGUSR2'); // lab-kube.ts RESTART_API_SERVER_SIGNAL (not imported: it pulls in the kubelet)
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const info = kubeLabInfo(bed);
+    if (info && (info.apiServerRestarts ?? 0) > count) {
+      if (info.lastRestartError) {
+        throw new SockmeshError('SOCKMESH_E_LAB', `kube-apiserver restart failed: ${info.lastRestartError}`);
+      }
+      return info;
+    }
+    if (Date.now() > deadline) {
+      throw new SockmeshError(
+        'SOCKMESH_E_LAB',
+        `kube-apiserver of mesh ${bed.runId} did not come back within ${timeoutMs / 1000} s`,
+        { hint: `see ${join(bed.runDir, 'logs', 'lab-kube.log')} and ${join(kubeDir(bed), 'logs')}` },
+      );
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /** Waits for the lab-kube daemon's ready file; fails with its log tail if it exits or times out. */

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { kubeBinaries } from '../../lab/kube/binaries.js';
+import { restartLabApiServer } from '../../lab/kube/mesh.js';
 import { LocalMesh } from '../../lab/mesh.js';
 import { FIXTURES, leftovers } from '../helpers/lab.js';
 import { call, eventually, SHOP } from '../helpers/mesh.js';
@@ -27,6 +28,32 @@ function share(answers: Answer[], from: number, to: number): { n: number; v2: nu
     modes: new Set(inWindow.map((a) => a[1])),
   };
 }
+
+interface RouteStatus {
+  metadata: { generation: number };
+  status?: {
+    parents?: {
+      conditions: {
+        type: string;
+        status: string;
+        reason: string;
+        message: string;
+        observedGeneration: number;
+      }[];
+    }[];
+  };
+}
+
+const MISSING_BACKEND_ROUTE = `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: reviews, namespace: shop }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: reviews, port: 9080 }]
+  rules:
+    - backendRefs:
+        - { name: reviews-v1, port: 9080, weight: 50 }
+        - { name: reviews-v3, port: 9080, weight: 50 }
+`;
 
 function processesOf(pids: number[]): number[] {
   return pids.filter(
@@ -73,6 +100,31 @@ describe('README journeys on Kubernetes, driven by kubectl', {
     const res = mesh!.kubectl(args);
     assert.equal(res.code, 0, `kubectl ${args.join(' ')}: ${res.stderr}`);
     return res.stdout;
+  }
+
+  async function servedVersion(): Promise<string> {
+    const admin = mesh!.admin();
+    try {
+      return ((await admin.status()) as { version: string }).version;
+    } finally {
+      await admin.close();
+    }
+  }
+
+  /** The reviews route's Accepted condition, once it reports the route's current generation. */
+  async function reviewsAccepted(want: 'True' | 'False') {
+    return eventually(
+      `reviews Accepted=${want} for its current generation`,
+      async () => {
+        const r = JSON.parse(
+          kubectl('get', 'httproute', 'reviews', '-n', 'shop', '-o', 'json'),
+        ) as RouteStatus;
+        const c = r.status?.parents?.[0]?.conditions.find((x) => x.type === 'Accepted');
+        return c && c.observedGeneration === r.metadata.generation ? c : undefined;
+      },
+      (c) => c?.status === want,
+      15_000,
+    );
   }
 
   it('serves the shop from the API: pods Running and Ready on the lab nodes, endpoints from EndpointSlices', async () => {
@@ -195,5 +247,83 @@ describe('README journeys on Kubernetes, driven by kubectl', {
       { Accepted: conds.Accepted, ResolvedRefs: conds.ResolvedRefs },
       { Accepted: 'True', ResolvedRefs: 'True' },
     );
+  });
+
+  it('an invalid HTTPRoute changes nothing: a negative weight is refused by the API server; a missing backend is Accepted=False with the reason, the 90/10 split keeps serving', async () => {
+    const version = await servedVersion();
+    const refused = mesh!.kubectl(['apply', '-f', join(JOURNEYS, 'broken-route.yaml')]);
+    assert.notEqual(refused.code, 0, 'the API server refuses a negative weight');
+    assert.match(refused.stderr, /backendRefs\[0\]\.weight.*greater than or equal to 0/);
+
+    const run = mesh!.exec(
+      'shop/frontend-1',
+      [process.execPath, join(FIXTURES, 'split-timeline.mjs'), REVIEWS, '8000', '2'],
+      60_000,
+    );
+    await new Promise((r) => setTimeout(r, 1000));
+    const wrong = mesh!.kubectl(['apply', '-f', '-'], MISSING_BACKEND_ROUTE);
+    assert.equal(wrong.code, 0, `a schema-valid route is stored: ${wrong.stderr}`);
+    const accepted = await reviewsAccepted('False');
+    assert.equal(accepted?.reason, 'BackendNotFound');
+    assert.match(accepted?.message ?? '', /reviews-v3 does not exist/);
+    // What a user types to see why: the reason is on the route itself.
+    const shown = kubectl(
+      'get',
+      'httproute',
+      'reviews',
+      '-n',
+      'shop',
+      '-o',
+      'jsonpath={.status.parents[0].conditions[?(@.type=="ResolvedRefs")].reason}',
+    );
+    assert.equal(shown, 'BackendNotFound');
+    const out = await run;
+    assert.equal(out.code, 0, out.stderr);
+    const answers = JSON.parse(out.stdout) as Answer[];
+    const failed = answers.filter((a) => a[2] !== 200);
+    assert.deepEqual(failed.slice(0, 5), [], `${failed.length} of ${answers.length} requests failed`);
+    const s = share(answers, answers[0]![0], answers.at(-1)![0] + 1);
+    assert.ok(s.v2 > 0.02 && s.v2 < 0.25, `the 90/10 split stays: v2 share ${s.v2} of ${s.n}`);
+    assert.equal(await servedVersion(), version, 'the served config did not change');
+
+    kubectl('apply', '-f', join(SHOP, '30-routes.yaml'));
+    await reviewsAccepted('True');
+  });
+
+  it('kube-apiserver restarted under load: no request fails, and a route change right after reaches the data plane', async () => {
+    const run = mesh!.exec(
+      'shop/frontend-1',
+      [process.execPath, join(FIXTURES, 'split-timeline.mjs'), REVIEWS, '20000', '2'],
+      90_000,
+    );
+    await new Promise((r) => setTimeout(r, 2000));
+    const down = Date.now();
+    const info = await restartLabApiServer(mesh!.bed);
+    const up = Date.now();
+    clusterPids = [...new Set([...clusterPids, ...info.clusterPids])];
+    kubectl('apply', '-f', join(JOURNEYS, 'reviews-0-100.yaml'));
+    const applied = Date.now();
+    const out = await run;
+    assert.equal(out.code, 0, out.stderr);
+    const answers = JSON.parse(out.stdout) as Answer[];
+    const failed = answers.filter((a) => a[2] !== 200);
+    assert.deepEqual(failed.slice(0, 5), [], `${failed.length} of ${answers.length} requests failed`);
+    const during = share(answers, down, up);
+    assert.deepEqual([...during.modes].sort(), ['fresh', 'keepalive'], 'the load ran through the restart');
+    const lastV1 = answers.filter((a) => a[3] === 'v1').at(-1)?.[0] ?? 0;
+    process.stderr.write(
+      `# API server restart took ${up - down} ms (${during.n} answers meanwhile); ${answers.length} requests, 0 failed; ` +
+        `last v1 answer ${lastV1 - applied} ms after kubectl apply of 0/100 (load ended ${answers.at(-1)![0] - applied} ms after it)\n`,
+    );
+    // On a slow machine the restart can outlast the load: then the change is checked after it.
+    const after = await eventually(
+      'reviews answers only v2',
+      () => Promise.all(Array.from({ length: 10 }, () => call(mesh!, 'shop/frontend-1', REVIEWS))),
+      (rs) =>
+        rs.every((r) => r.status === 200 && (JSON.parse(r.body) as { version: string }).version === 'v2'),
+      30_000,
+    );
+    assert.equal(after.length, 10);
+    kubectl('apply', '-f', join(SHOP, '30-routes.yaml'));
   });
 });
