@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { ENDPOINT_ENV } from '../../certs/index.js';
 import { SockmeshError } from '../../lib/errors.js';
 import { type AgentOptions, MeshAgent, PORTS, requireAgentPaths } from '../../mesh-agent/agent/agent.js';
@@ -9,8 +9,27 @@ import { type Command, EXIT } from '../command.js';
 
 const IPV4 = /^(\d{1,3})(\.\d{1,3}){3}$/;
 
+export interface AgentCommandOptions {
+  agent: AgentOptions;
+  /** Present while this process serves on its own sockets (see --ready-file). */
+  readyFile?: string;
+}
+
+/**
+ * Whether this very process serves, from its status: a complete config and the listeners its own
+ * (a fresh start, or a handoff that took over), not draining for a successor. The admin port's
+ * /ready cannot say it during an overlap: it answers for whichever agent holds that socket.
+ */
+export function servesItself(status: Record<string, unknown>): boolean {
+  const xds = status.xds as { versions?: Record<string, unknown> } | undefined;
+  const versions = Object.values(xds?.versions ?? {});
+  const complete = versions.length > 0 && versions.every((v) => v !== undefined);
+  const handoff = status.handoff as { state?: string } | null | undefined;
+  return complete && (handoff === null || handoff === undefined || handoff.state === 'serving');
+}
+
 /** The agent's options from its command line; every usage error is thrown here, before anything starts. */
-export function agentOptions(argv: string[]): AgentOptions {
+export function agentOptions(argv: string[]): AgentCommandOptions {
   const { values: v } = parseCommandArgs(
     argv,
     {
@@ -36,6 +55,7 @@ export function agentOptions(argv: string[]): AgentOptions {
       otlp: { type: 'string' },
       'handoff-socket': { type: 'string' },
       'drain-timeout': { type: 'string' },
+      'ready-file': { type: 'string' },
     },
     false,
   );
@@ -93,7 +113,7 @@ export function agentOptions(argv: string[]): AgentOptions {
         ca: readPem(v['control-plane-tls-ca']!, '--control-plane-tls-ca'),
       }
     : undefined;
-  return {
+  const agent: AgentOptions = {
     nodeName: v.node!,
     controlPlane: v['control-plane']!,
     ...(controlPlaneTls ? { controlPlaneTls } : {}),
@@ -116,6 +136,7 @@ export function agentOptions(argv: string[]): AgentOptions {
       drainTimeoutMs: drainS * 1000,
     },
   };
+  return { agent, ...(v['ready-file'] ? { readyFile: v['ready-file'] } : {}) };
 }
 
 function readPem(file: string, flag: string): Buffer {
@@ -175,7 +196,13 @@ pinned so established connections survive a restart.
   --handoff-socket <path>  unix socket of the hitless upgrade (default
                            /run/sockmesh/agent-<node>.sock); see below
   --drain-timeout <s>      after handing over, how long open connections may stay
-                           (default ${DEFAULT_DRAIN_TIMEOUT_MS / 1000}); then the agent exits and closes them
+                           (default ${DEFAULT_DRAIN_TIMEOUT_MS / 1000}); then the agent exits and closes them.
+                           SIGTERM while draining does not cut it short (a DaemonSet
+                           deletes the old pod as soon as the new one is ready)
+  --ready-file <path>      create <path> while this process serves on its own sockets
+                           with a complete config, remove it when it hands over or
+                           stops: a readiness check for this process (during an
+                           overlap :${PORTS.admin}/ready answers for the old agent)
 
 Upgrade (hitless): start the new agent with the same options while the old one
 runs. It asks the old one over --handoff-socket for its listening sockets
@@ -191,19 +218,38 @@ serves changes nothing. kill -9 is not an upgrade: docs/agent.md says what it co
 
 Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup, bpffs).`,
   async run({ argv, stderr }) {
-    const opts = agentOptions(argv);
+    const { agent: opts, readyFile } = agentOptions(argv);
     requireAgentPaths(opts);
     const agent = new MeshAgent(opts);
+    let marked = false;
+    const mark = (ready: boolean): void => {
+      if (!readyFile || ready === marked) return;
+      if (ready) writeFileSync(readyFile, `${process.pid}\n`);
+      else rmSync(readyFile, { force: true });
+      marked = ready;
+    };
+    mark(false);
     await agent.start();
+    const poll = setInterval(() => mark(servesItself(agent.status())), 500);
     const why = await new Promise<string>((resolve) => {
-      process.once('SIGINT', () => resolve('stopping'));
-      process.once('SIGTERM', () => resolve('stopping'));
+      const onSignal = (signal: string): void => {
+        if ((agent.status().handoff as { state?: string } | null)?.state === 'draining') {
+          stderr.write(`sockmesh agent: ${signal} while draining for a successor: finishing the drain\n`);
+          process.once(signal, () => resolve('stopping (second signal)'));
+          return;
+        }
+        resolve('stopping');
+      };
+      process.once('SIGINT', () => onSignal('SIGINT'));
+      process.once('SIGTERM', () => onSignal('SIGTERM'));
       agent.handedOver.then((h) =>
         resolve(
           `handed over to pid ${h.successorPid}, drained in ${h.drainMs} ms${h.boundHit ? ' (bound reached: closing the rest)' : ''}`,
         ),
       );
     });
+    clearInterval(poll);
+    mark(false);
     stderr.write(`sockmesh agent: ${why}\n`);
     // Whatever still holds the event loop (a connection left at the bound) must not keep the process.
     const stopped = agent.stop().then(() => true);

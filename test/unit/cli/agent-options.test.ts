@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { agentOptions } from '../../../cli/commands/agent.js';
+import { agentOptions, servesItself } from '../../../cli/commands/agent.js';
 import { SockmeshError } from '../../../lib/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sockmesh-agent-opts-'));
@@ -37,7 +37,7 @@ function code(fn: () => unknown): { code: string; message: string } {
 
 describe('agentOptions: mTLS to the control plane', () => {
   it('reads the three PEM files into controlPlaneTls', () => {
-    const o = agentOptions([...BASE, ...TLS]);
+    const o = agentOptions([...BASE, ...TLS]).agent;
     assert.equal(o.controlPlane, 'sockmesh-control-plane.sockmesh-system.svc:15010');
     assert.equal(o.controlPlaneTls?.cert.toString(), 'pem of tls.crt\n');
     assert.equal(o.controlPlaneTls?.key.toString(), 'pem of tls.key\n');
@@ -45,7 +45,7 @@ describe('agentOptions: mTLS to the control plane', () => {
   });
 
   it('leaves the channel plaintext without the flags (unix socket on the node)', () => {
-    assert.equal(agentOptions(BASE).controlPlaneTls, undefined);
+    assert.equal(agentOptions(BASE).agent.controlPlaneTls, undefined);
   });
 
   it('refuses a partial set, naming the three flags', () => {
@@ -71,5 +71,32 @@ describe('agentOptions: mTLS to the control plane', () => {
     );
     assert.equal(e.code, 'SOCKMESH_E_USAGE');
     assert.match(e.message, /--proxy-ip must be an IPv4 address, got 'node-a'/);
+  });
+});
+
+describe('servesItself: readiness of this process, not of the socket holder', () => {
+  const versions = { listeners: '3', routes: '3', clusters: '3', endpoints: '3' };
+  it('is ready with a complete config and the listeners its own', () => {
+    assert.equal(servesItself({ xds: { versions }, handoff: { state: 'serving' } }), true);
+  });
+  it('is not ready while it waits for the old agent to hand over', () => {
+    assert.equal(servesItself({ xds: { versions }, handoff: { state: 'starting' } }), false);
+  });
+  it('is not ready once it handed over and drains', () => {
+    assert.equal(servesItself({ xds: { versions }, handoff: { state: 'draining' } }), false);
+  });
+  it('is not ready before the whole config arrived', () => {
+    assert.equal(
+      servesItself({
+        xds: { versions: { ...versions, endpoints: undefined } },
+        handoff: { state: 'serving' },
+      }),
+      false,
+    );
+    assert.equal(servesItself({ xds: { versions: {} }, handoff: null }), false);
+  });
+  it('takes --ready-file', () => {
+    assert.equal(agentOptions([...BASE, '--ready-file=/tmp/ready']).readyFile, '/tmp/ready');
+    assert.equal(agentOptions(BASE).readyFile, undefined);
   });
 });
