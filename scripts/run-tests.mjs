@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Runs every *.test.ts under the given folders (default: test/) with node's own test runner.
 // Node 20's --test takes no globs, so the files are listed here.
-import { spawnSync } from 'node:child_process';
+//   --node=24  run them on Node 24 LTS from the npm registry (scripts/node24.sh installs it into a
+//              cache dir); it is first on the PATH, so the processes the tests start run on it too.
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -14,8 +16,29 @@ function collect(dir, out) {
   return out;
 }
 
-const roots = process.argv.slice(2).filter((a) => !a.startsWith('-'));
-const extra = process.argv.slice(2).filter((a) => a.startsWith('-'));
+const args = process.argv.slice(2).filter((a) => !a.startsWith('--node='));
+const wanted = process.argv
+  .slice(2)
+  .find((a) => a.startsWith('--node='))
+  ?.slice('--node='.length);
+const roots = args.filter((a) => !a.startsWith('-'));
+const extra = args.filter((a) => a.startsWith('-'));
+let node = process.execPath;
+const env = { ...process.env };
+if (wanted !== undefined) {
+  if (wanted !== '24') {
+    console.error(`run-tests: --node=${wanted}: only --node=24 is known (scripts/node24.sh)`);
+    process.exit(2);
+  }
+  const bin = execFileSync('bash', [join(import.meta.dirname, 'node24.sh')], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  }).trim();
+  node = join(bin, 'node');
+  env.PATH = `${bin}:${env.PATH ?? ''}`;
+  const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim();
+  console.log(`run-tests: on Node ${version} (${node})`);
+}
 const files = (roots.length ? roots : ['test']).flatMap((r) =>
   statSync(r).isDirectory() ? collect(r, []) : [r],
 );
@@ -24,7 +47,7 @@ if (files.length === 0) {
   process.exit(1);
 }
 const res = spawnSync(
-  process.execPath,
+  node,
   [
     '--import',
     'tsx',
@@ -35,6 +58,6 @@ const res = spawnSync(
     ...extra,
     ...files,
   ],
-  { stdio: 'inherit' },
+  { stdio: 'inherit', env },
 );
 process.exit(res.status ?? 1);
