@@ -25,10 +25,10 @@ export class AdminClient {
     }
   }
 
-  /** Validates and (unless dryRun) applies YAML documents; a 422 answer carries the reasons. */
+  /** Validates and (unless dryRun) applies YAML documents; a rejection (400, 413, 422) carries the reasons. */
   async apply(yaml: string, dryRun = false): Promise<ApplyResponse> {
     const res = await this.call('POST', `/v1/apply${dryRun ? '?dryRun=true' : ''}`, yaml);
-    if (res.status !== 200 && res.status !== 422) {
+    if (![200, 400, 413, 422].includes(res.status)) {
       throw new SockmeshError('SOCKMESH_E_XDS', `control plane answered ${res.status} to apply: ${res.text}`);
     }
     return JSON.parse(res.text) as ApplyResponse;

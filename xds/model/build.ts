@@ -27,7 +27,8 @@ import {
   readMeta,
   type WrittenRef,
 } from './kinds.js';
-import { FieldReader } from './reader.js';
+import { FieldReader, quote } from './reader.js';
+import { schemaErrors } from './schema.js';
 import {
   type AuthorizationPolicy,
   type BackendRef,
@@ -149,6 +150,10 @@ export function buildModelDetailed(
   const policies: Declared<DeclaredTrafficPolicy>[] = [];
   const authz: Declared<DeclaredAuthorizationPolicy>[] = [];
   const slices: DeclaredEndpointSlice[] = [];
+  /** Per object index: its schema errors (among its other errors). */
+  const schemaFound = new Map<number, Set<ConfigError>>();
+  /** Per object index: how many of its errors were found before the cross-object checks. */
+  const decodedUpTo = new Map<number, number>();
 
   for (const [index, obj] of objects.entries()) {
     const own: ConfigError[] = [];
@@ -163,12 +168,22 @@ export function buildModelDetailed(
     if (kind === undefined || apiVersion === undefined) continue;
     const k = kind === 'EndpointSlice' && options.endpointsFrom !== 'EndpointSlice' ? undefined : KINDS[kind];
     if (!k) {
-      r.fail(['kind'], `unsupported kind '${kind}' (supported: ${SUPPORTED_KINDS.join(', ')})`);
+      r.fail(['kind'], `unsupported kind ${quote(kind)} (supported: ${SUPPORTED_KINDS.join(', ')})`);
       continue;
     }
     if (!k.apiVersions.includes(apiVersion)) {
-      r.fail(['apiVersion'], `${kind} needs apiVersion ${k.apiVersions.join(' or ')}, got '${apiVersion}'`);
+      r.fail(
+        ['apiVersion'],
+        `${kind} needs apiVersion ${k.apiVersions.join(' or ')}, got ${quote(apiVersion)}`,
+      );
       continue;
+    }
+    // The schema first. The decoders still run: their messages are the more
+    // specific ones where both speak of the same field (see dropSchemaDuplicates).
+    const structural = schemaErrors(kind, apiVersion, obj);
+    if (structural.length > 0) {
+      own.push(...structural);
+      schemaFound.set(index, new Set(structural));
     }
     const meta: Meta | undefined = readMeta(r, k.namespaced);
     if (!meta) continue;
@@ -213,6 +228,7 @@ export function buildModelDetailed(
         authz.push({ value: decodeAuthorizationPolicy(r, meta), reader: r });
         break;
     }
+    decodedUpTo.set(index, own.length);
   }
 
   // Cross-object references.
@@ -355,6 +371,8 @@ export function buildModelDetailed(
     authorizationPolicies.push({ ...value, targetRef });
   }
 
+  for (const [i, found] of schemaFound)
+    objectErrors.set(i, dropSchemaDuplicates(objectErrors.get(i)!, found, decodedUpTo.get(i) ?? 0));
   for (const [i, list] of objectErrors) if (list.length === 0) objectErrors.delete(i);
   const errors = [...objectErrors.values()].flat();
   if (errors.length > 0) return { model: undefined, errors: sortErrors(errors), objectErrors };
@@ -429,6 +447,31 @@ function attachSliceEndpoints(
     }
   }
   for (const [key, svc] of services) services.set(key, { ...svc, endpoints: byService.get(key) ?? [] });
+}
+
+/**
+ * Where the schema and the model speak of the same field, one message stays:
+ * the decoder's (it says what to write, e.g. a duration's form), but the
+ * schema's over a cross-object one (a 300-character name is too long before
+ * it is a missing Service).
+ */
+function dropSchemaDuplicates(
+  list: ConfigError[],
+  fromSchema: ReadonlySet<ConfigError>,
+  decodedUpTo: number,
+): ConfigError[] {
+  const decoded = new Set<string>();
+  const schema = new Set<string>();
+  list.forEach((e, i) => {
+    if (fromSchema.has(e)) schema.add(e.path);
+    else if (i < decodedUpTo) decoded.add(e.path);
+  });
+  return sortErrors(
+    list.filter((e, i) => {
+      if (fromSchema.has(e)) return !decoded.has(e.path);
+      return i < decodedUpTo || !schema.has(e.path);
+    }),
+  );
 }
 
 function sortErrors(errors: ConfigError[]): ConfigError[] {

@@ -4,7 +4,7 @@
  * build.ts, which sees every document at once.
  */
 import type { FieldPath } from '../sources/source.js';
-import type { FieldReader } from './reader.js';
+import { type FieldReader, quote } from './reader.js';
 import type {
   AuthorizationPolicy,
   AuthzOperation,
@@ -64,11 +64,14 @@ export function decodeNamespace(r: FieldReader, meta: Meta): Namespace {
   const labels = r.stringMap(['metadata', 'labels']) ?? {};
   const v = labels[MESH_LABEL];
   if (v !== undefined && v !== MESH_LABEL_VALUE && v !== 'disabled') {
-    r.fail(['metadata', 'labels', MESH_LABEL], `must be '${MESH_LABEL_VALUE}' or 'disabled', got '${v}'`);
+    r.fail(
+      ['metadata', 'labels', MESH_LABEL],
+      `must be '${MESH_LABEL_VALUE}' or 'disabled', got ${quote(v)}`,
+    );
   }
   const mode = labels[MTLS_LABEL] ?? 'strict';
   if (mode !== 'strict' && mode !== 'permissive') {
-    r.fail(['metadata', 'labels', MTLS_LABEL], `must be 'strict' or 'permissive', got '${mode}'`);
+    r.fail(['metadata', 'labels', MTLS_LABEL], `must be 'strict' or 'permissive', got ${quote(mode)}`);
   }
   return {
     name: meta.name,
@@ -184,7 +187,7 @@ export function decodeService(r: FieldReader, meta: Meta): Service {
   let clusterIP = r.string(['spec', 'clusterIP']);
   if (clusterIP === 'None' || clusterIP === '') clusterIP = undefined;
   else if (clusterIP !== undefined && !IPV4.test(clusterIP)) {
-    r.fail(['spec', 'clusterIP'], `must be an IPv4 address or None, got '${clusterIP}'`);
+    r.fail(['spec', 'clusterIP'], `must be an IPv4 address or None, got ${quote(clusterIP)}`);
     clusterIP = undefined;
   }
   const ports: ServicePort[] = [];
@@ -197,7 +200,7 @@ export function decodeService(r: FieldReader, meta: Meta): Service {
     const port = r.integer([...base, 'port'], { required: true, min: 1, max: 65535 });
     const proto = r.string([...base, 'protocol']);
     if (proto !== undefined && proto !== 'TCP')
-      r.fail([...base, 'protocol'], `only TCP is supported, got '${proto}'`);
+      r.fail([...base, 'protocol'], `only TCP is supported, got ${quote(proto)}`);
     const appProtocol = r.string([...base, 'appProtocol']);
     let targetPort: number | string | undefined = port;
     const tp = r.get([...base, 'targetPort']);
@@ -256,12 +259,12 @@ const POD_UID = /^[0-9a-fA-F-]{1,64}$/;
 function readServiceRef(r: FieldReader, path: FieldPath, defaultNs: string): WrittenRef | undefined {
   const group = r.string([...path, 'group']);
   if (group !== undefined && group !== '' && group !== 'core') {
-    r.fail([...path, 'group'], `only core Services are supported, got group '${group}'`);
+    r.fail([...path, 'group'], `only core Services are supported, got group ${quote(group)}`);
     return undefined;
   }
   const kind = r.string([...path, 'kind']) ?? 'Service';
   if (kind !== 'Service') {
-    r.fail([...path, 'kind'], `must be Service (GAMMA), got '${kind}'`);
+    r.fail([...path, 'kind'], `must be Service (GAMMA), got ${quote(kind)}`);
     return undefined;
   }
   const name = r.string([...path, 'name'], { required: true, pattern: DNS_SUBDOMAIN });
@@ -323,7 +326,7 @@ function readStringMatches(
     );
     const value = r.string([...p, 'value'], { required: true });
     if (type === 'RegularExpression' && value !== undefined && !validRegex(value)) {
-      r.fail([...p, 'value'], `invalid regular expression '${value}'`);
+      r.fail([...p, 'value'], `invalid regular expression ${quote(value)}`);
       continue;
     }
     if (name !== undefined && value !== undefined)
@@ -354,9 +357,9 @@ function readMatches(r: FieldReader, path: FieldPath): HttpRouteMatch[] {
       r.oneOf([...p, 'path', 'type'], ['Exact', 'PathPrefix', 'RegularExpression'] as const) ?? 'PathPrefix';
     const value = r.string([...p, 'path', 'value']) ?? '/';
     if (type !== 'RegularExpression' && !value.startsWith('/'))
-      r.fail([...p, 'path', 'value'], `must start with '/', got '${value}'`);
+      r.fail([...p, 'path', 'value'], `must start with '/', got ${quote(value)}`);
     if (type === 'RegularExpression' && !validRegex(value))
-      r.fail([...p, 'path', 'value'], `invalid regular expression '${value}'`);
+      r.fail([...p, 'path', 'value'], `invalid regular expression ${quote(value)}`);
     const method = r.oneOf([...p, 'method'], METHODS);
     out.push({
       path: { type, value },
@@ -586,11 +589,11 @@ export function decodeAuthorizationPolicy(r: FieldReader, meta: Meta): DeclaredA
       const principals = r.strings([...p, 'principals']);
       principals.forEach((s, k) => {
         if (!validWildcard(s))
-          r.fail([...p, 'principals', k], `'${s}': use '*' alone, or one '*' at the start or the end`);
+          r.fail([...p, 'principals', k], `${quote(s)}: use '*' alone, or one '*' at the start or the end`);
         else if (s !== '*' && !s.startsWith('*') && !s.startsWith('spiffe://')) {
           r.fail(
             [...p, 'principals', k],
-            `'${s}' is not a SPIFFE ID (spiffe://<trust-domain>/ns/<ns>/sa/<sa>)`,
+            `${quote(s)} is not a SPIFFE ID (spiffe://<trust-domain>/ns/<ns>/sa/<sa>)`,
           );
         }
       });
@@ -615,12 +618,12 @@ export function decodeAuthorizationPolicy(r: FieldReader, meta: Meta): DeclaredA
       const methods = r.strings([...p, 'methods']);
       methods.forEach((m, k) => {
         if (!(METHODS as readonly string[]).includes(m))
-          r.fail([...p, 'methods', k], `unknown HTTP method '${m}'`);
+          r.fail([...p, 'methods', k], `unknown HTTP method ${quote(m)}`);
       });
       const paths = r.strings([...p, 'paths']);
       paths.forEach((s, k) => {
         if (!validWildcard(s))
-          r.fail([...p, 'paths', k], `'${s}': use '*' alone, or one '*' at the start or the end`);
+          r.fail([...p, 'paths', k], `${quote(s)}: use '*' alone, or one '*' at the start or the end`);
       });
       if (ports.length + methods.length + paths.length === 0) r.fail(p, 'set ports, methods and/or paths');
       to.push({ ports, methods, paths });

@@ -54,7 +54,7 @@ export class FieldReader {
       return undefined;
     }
     if (opts.pattern && !opts.pattern.test(v)) {
-      this.fail(path, `invalid value '${v}'${opts.patternHint ? `: ${opts.patternHint}` : ''}`);
+      this.fail(path, `invalid value ${quote(v)}${opts.patternHint ? `: ${opts.patternHint}` : ''}`);
       return undefined;
     }
     if (opts.required && v === '') {
@@ -96,7 +96,7 @@ export class FieldReader {
     const v = this.string(path, opts);
     if (v === undefined) return undefined;
     if (!(allowed as readonly string[]).includes(v)) {
-      this.fail(path, `must be one of ${allowed.join(', ')}, got '${v}'`);
+      this.fail(path, `must be one of ${allowed.join(', ')}, got ${quote(v)}`);
       return undefined;
     }
     return v as T;
@@ -150,7 +150,7 @@ export class FieldReader {
     const v = this.string(path);
     if (v === undefined) return undefined;
     const ms = parseDuration(v);
-    if (ms === undefined) this.fail(path, `invalid duration '${v}': use e.g. 500ms, 10s, 1m30s`);
+    if (ms === undefined) this.fail(path, `invalid duration ${quote(v)}: use e.g. 500ms, 10s, 1m30s`);
     return ms;
   }
 
@@ -189,9 +189,19 @@ export function parseDuration(s: string): number | undefined {
   return ms;
 }
 
-function describe(v: unknown): string {
+/** Values quoted in a message are cut to this many characters (a fuzzed 10 MB name must not make a 10 MB error). */
+const MAX_QUOTE = 64;
+
+/** A string cut to a length a message can carry. */
+export function quote(v: string): string {
+  return v.length > MAX_QUOTE ? `'${v.slice(0, MAX_QUOTE)}...' (${v.length} characters)` : `'${v}'`;
+}
+
+/** How a value is named in a message: its type and a bounded rendering. */
+export function describe(v: unknown): string {
   if (Array.isArray(v)) return 'a list';
   if (v === null) return 'null';
   if (typeof v === 'object') return 'a map';
+  if (typeof v === 'string' && v.length > MAX_QUOTE) return `string ${quote(v)}`;
   return `${typeof v} ${JSON.stringify(v)}`;
 }

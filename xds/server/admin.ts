@@ -65,10 +65,21 @@ export class AdminServer {
     const url = new URL(req.url ?? '/', 'http://admin');
     if (req.method === 'POST' && url.pathname === '/v1/apply') {
       const body = await readBody(req);
+      if (body === undefined) {
+        const reason = `the request body is over ${MAX_BODY} bytes: split the manifests into several applies`;
+        send(res, 413, {
+          applied: false,
+          version: this.cp.snapshot?.version,
+          errors: [{ file: '<apply>', line: 0, path: '', reason }],
+          messages: [`<apply>: ${reason}`],
+        });
+        return;
+      }
       const dryRun = url.searchParams.get('dryRun') === 'true';
       const r = await this.cp.apply(body, { dryRun });
       if (!r.ok) {
-        send(res, 422, {
+        // 400: the body is not readable manifests; 422: they are, but invalid.
+        send(res, r.malformed ? 400 : 422, {
           applied: false,
           version: this.cp.snapshot?.version,
           errors: r.errors,
@@ -113,13 +124,13 @@ function send(res: ServerResponse, code: number, body: unknown): void {
   res.end(text);
 }
 
-async function readBody(req: IncomingMessage): Promise<string> {
+/** The body as text, or undefined when it is over MAX_BODY (the rest is read and dropped, so the answer arrives). */
+async function readBody(req: IncomingMessage): Promise<string | undefined> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const c of req) {
     size += (c as Buffer).length;
-    if (size > MAX_BODY) throw new Error(`request body over ${MAX_BODY} bytes`);
-    chunks.push(c as Buffer);
+    if (size <= MAX_BODY) chunks.push(c as Buffer);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return size > MAX_BODY ? undefined : Buffer.concat(chunks).toString('utf8');
 }

@@ -19,7 +19,10 @@ export interface ApplyChange {
   file: string;
 }
 
-export type ApplyResult = { ok: true; changes: ApplyChange[] } | { ok: false; errors: ConfigError[] };
+/** `malformed`: the input itself is not readable manifests (YAML errors, nothing to apply). */
+export type ApplyResult =
+  | { ok: true; changes: ApplyChange[] }
+  | { ok: false; errors: ConfigError[]; malformed?: boolean };
 
 /** JSON with sorted keys, to compare documents regardless of key order. */
 function canonical(v: unknown): string {
@@ -45,9 +48,13 @@ export async function applyManifests(
   { dryRun = false, inputName = '<apply>' }: { dryRun?: boolean; inputName?: string } = {},
 ): Promise<ApplyResult> {
   const input = parseManifestText(inputName, text);
-  if (input.errors.length > 0) return { ok: false, errors: input.errors };
+  if (input.errors.length > 0) return { ok: false, errors: input.errors, malformed: true };
   if (input.objects.length === 0) {
-    return { ok: false, errors: [{ file: inputName, line: 1, path: '', reason: 'no documents to apply' }] };
+    return {
+      ok: false,
+      errors: [{ file: inputName, line: 1, path: '', reason: 'no documents to apply' }],
+      malformed: true,
+    };
   }
   const state = await source.load();
   if (state.errors.length > 0) return { ok: false, errors: state.errors };

@@ -283,7 +283,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     text: string,
     { dryRun = false }: { dryRun?: boolean } = {},
   ): Promise<
-    { ok: true; changes: ApplyChange[]; version: string | undefined } | { ok: false; errors: ConfigError[] }
+    | { ok: true; changes: ApplyChange[]; version: string | undefined }
+    | { ok: false; errors: ConfigError[]; malformed?: boolean }
   > {
     const source = this.opts.source;
     if (!(source instanceof DirectorySource)) {

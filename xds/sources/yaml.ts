@@ -4,7 +4,7 @@
  * plain values and the file text are kept: the syntax trees (several times
  * bigger) are rebuilt on demand when an error has to be located.
  */
-import { isCollection, isNode, LineCounter, parseAllDocuments } from 'yaml';
+import { type Document, isCollection, isNode, LineCounter, parseAllDocuments, visit } from 'yaml';
 import type { ConfigError, FieldPath, SourceLocation, SourceObject } from './source.js';
 
 export interface ParsedFile {
@@ -45,7 +45,20 @@ export function parseManifestText(file: string, text: string): ParsedFile {
       file,
       line: isNode(contents) && contents.range ? lineAt(contents.range[0]) : 1,
     };
-    const value: unknown = doc.toJS({ maxAliasCount: 100 });
+    let value: unknown;
+    try {
+      value = doc.toJS({ maxAliasCount: 100 });
+    } catch (err) {
+      const aliasAt = unresolvedAliasOffset(doc);
+      // An alias without its anchor, or an alias bomb: the document is refused, the reader goes on.
+      errors.push({
+        file,
+        line: aliasAt === undefined ? origin.line : lineAt(aliasAt),
+        path: '',
+        reason: `YAML syntax: ${firstLine((err as Error).message)}`,
+      });
+      continue;
+    }
     if (value === null || value === undefined) continue;
     objects.push({
       value,
@@ -79,6 +92,21 @@ function keyOffset(parent: unknown, key: string | number | undefined): number | 
       return pair.key.range[0];
   }
   return undefined;
+}
+
+/** Where the first alias whose anchor is not defined before it sits, if any. */
+function unresolvedAliasOffset(doc: Document.Parsed): number | undefined {
+  let at: number | undefined;
+  visit(doc, {
+    Alias(_key, node) {
+      if (node.resolve(doc) === undefined && node.range) {
+        at = node.range[0];
+        return visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  return at;
 }
 
 function firstLine(s: string): string {
