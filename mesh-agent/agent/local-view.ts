@@ -1,4 +1,5 @@
 import type { AuthzDecision as RbacDecision } from '../authz/authorizer.js';
+import { rbacNeedsHttp } from '../inbound/l7-need.js';
 import type {
   AuthorizationCheck,
   AuthzDecision,
@@ -135,7 +136,11 @@ export class MeshAuthorization implements AuthorizationCheck {
     return policy === undefined ? { allowed: true } : { allowed: true, policy };
   }
 
+  /** Some deciding policy of the pod's chain reads method, path or headers on this port (inbound/l7-need.ts). */
   needsHttp(destination: LocalWorkload, port: number): boolean {
-    return destination.protocolOf(port) === 'http';
+    const { chain } = this.current().matchInbound(destination.ip, port);
+    if (!chain) return false;
+    const httpRbac = chain.action.kind === 'http' ? chain.action.http.rbac : [];
+    return rbacNeedsHttp(chain.rbac, port) || rbacNeedsHttp(httpRbac, port);
   }
 }

@@ -58,8 +58,24 @@ export function namespaceOfPrincipal(principal: string | undefined): string | un
  */
 const PROTOCOL_BAGGAGE_KEY = 'sockmesh.protocol';
 
+/**
+ * Said with `http` only: the sending proxy parsed every request on the stream,
+ * routed it and wrote its `x-forwarded-client-cert` (replacing the app's), so
+ * the destination may relay the stream to the pod as bytes (see admit in
+ * inbound/server.ts). A sender that does not say it (an older agent, another
+ * HBONE client) gets its requests parsed and the header written here.
+ */
+const IDENTITY_BAGGAGE = 'sockmesh.xfcc=set';
+
 export function protocolBaggage(protocol: PortProtocol): string {
-  return `${PROTOCOL_BAGGAGE_KEY}=${protocol}`;
+  const member = `${PROTOCOL_BAGGAGE_KEY}=${protocol}`;
+  return protocol === 'http' ? `${member},${IDENTITY_BAGGAGE}` : member;
+}
+
+/** True when the sender says it wrote the caller's x-forwarded-client-cert on every request. */
+export function senderWroteIdentity(baggage: string | undefined): boolean {
+  if (!baggage) return false;
+  return baggage.split(',').some((m) => m.split(';')[0]!.replace(/\s/g, '') === IDENTITY_BAGGAGE);
 }
 
 /** The sender's protocol from a `baggage` header value; undefined when absent or unknown. */

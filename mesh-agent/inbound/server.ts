@@ -19,6 +19,7 @@ import {
   namespaceOfPrincipal,
   type PortProtocol,
   protocolFromBaggage,
+  senderWroteIdentity,
 } from './policy.js';
 
 export interface InboundEvents {
@@ -57,9 +58,18 @@ interface Caller {
 }
 
 /**
+ * How one admitted connection is carried: `tcp` and `relay` (HTTP no policy
+ * here needs to read) are spliced to the pod as bytes, `http` is parsed.
+ */
+type Admission = 'tcp' | 'relay' | 'http' | 'denied';
+
+/**
  * The destination half of the mesh on a node: admits tunnelled connections to
- * its own pods. TCP is authorized once per connection; HTTP ports are parsed so
- * method/path policy applies per request and the app sees the caller's SPIFFE ID.
+ * its own pods. TCP is authorized once per connection. HTTP from a sending
+ * proxy that routed it and wrote the caller's identity is relayed as bytes
+ * too, unless a policy on that workload and port reads method, path or
+ * headers: then it is parsed and authorized per request (one L7 hop per
+ * request, on the caller's node, in the common case).
  */
 export class InboundServer implements TunnelHandler {
   private readonly log: Logger;
@@ -69,7 +79,9 @@ export class InboundServer implements TunnelHandler {
   private readonly h2c = new H2cSessions();
   private readonly drainer = new ConnectionDrain();
   /** Open TCP streams admitted by policy, re-checked when it changes (ztunnel does the same). */
-  private readonly admitted = new Map<object, { caller: Caller; close: () => void }>();
+  private readonly admitted = new Map<object, { caller: Caller; close: () => void; http: boolean }>();
+  /** HTTP streams relayed to a pod as bytes since start (not parsed on this node). */
+  relayedHttpStreams = 0;
 
   constructor(private readonly opts: InboundOptions) {
     this.log = opts.log ?? nullLogger;
@@ -99,6 +111,7 @@ export class InboundServer implements TunnelHandler {
     const admitted = this.admit(
       caller,
       protocolFromBaggage(req.baggage) ?? destination.protocolOf(req.destPort),
+      senderWroteIdentity(req.baggage),
     );
     if (admitted === 'denied') {
       stream.respond(
@@ -112,15 +125,23 @@ export class InboundServer implements TunnelHandler {
       this.serveHttpOrH2c(asPlainDuplex(stream), caller);
       return;
     }
+    const relayed = admitted === 'relay';
     connectTcp(req.destIp, req.destPort, this.opts.connectTimeoutMs ?? 5000).then(
       (upstream) => {
         stream.respond({ ':status': 200 });
         splice(stream, upstream);
-        // Denied later: RST_STREAM with CONNECT_ERROR, which the sending proxy turns into a TCP reset.
-        this.watch(caller, [stream, upstream], () => {
-          stream.close(h2constants.NGHTTP2_CONNECT_ERROR);
-          upstream.resetAndDestroy();
-        });
+        if (relayed) this.relayedHttpStreams++;
+        // Denied later (or, relayed HTTP, a policy now reads requests): RST_STREAM with
+        // CONNECT_ERROR, which the sending proxy turns into a reset; its client reconnects.
+        this.watch(
+          caller,
+          [stream, upstream],
+          () => {
+            stream.close(h2constants.NGHTTP2_CONNECT_ERROR);
+            upstream.resetAndDestroy();
+          },
+          relayed,
+        );
       },
       (err) => {
         if (!stream.headersSent)
@@ -172,16 +193,18 @@ export class InboundServer implements TunnelHandler {
   }
 
   /**
-   * Admission of one connection: TCP is authorized here, once; an HTTP port is
-   * too, unless its policy looks at requests (method, path), which are then
-   * authorized one by one.
+   * Admission of one connection: TCP is authorized here, once; HTTP is too,
+   * unless a policy of the port reads requests (method, path, headers), which
+   * are then authorized one by one. HTTP no policy reads is relayed as bytes
+   * when the sender says it wrote the caller's identity (`identified`); the
+   * decision is re-taken for open streams on every policy change (recheck).
    */
-  private admit(caller: Caller, protocol: PortProtocol): PortProtocol | 'denied' {
+  private admit(caller: Caller, protocol: PortProtocol, identified = false): Admission {
     const httpPort = protocol === 'http';
-    if (!httpPort || !this.opts.authz.needsHttp(caller.destination, caller.port)) {
-      if (!this.authorize(caller).allowed) return 'denied';
-    }
-    return httpPort ? 'http' : 'tcp';
+    if (httpPort && this.opts.authz.needsHttp(caller.destination, caller.port)) return 'http';
+    if (!this.authorize(caller).allowed) return 'denied';
+    if (!httpPort) return 'tcp';
+    return identified ? 'relay' : 'http';
   }
 
   /** An admitted HTTP port: h2c (prior knowledge) or HTTP/1.1, told apart by the first bytes. */
@@ -212,20 +235,32 @@ export class InboundServer implements TunnelHandler {
    * destination is no longer a meshed pod here. Same-node TCP from the outbound
    * side registers here too.
    */
-  watch(caller: Caller, ends: readonly Duplex[], close: () => void): void {
+  watch(caller: Caller, ends: readonly Duplex[], close: () => void, http = false): void {
     const key = {};
-    this.admitted.set(key, { caller, close });
+    this.admitted.set(key, { caller, close, http });
     for (const e of ends) e.once('close', () => this.admitted.delete(key));
   }
 
-  /** Re-authorizes every open TCP connection against the current policy and pods; returns how many were closed. */
+  /**
+   * Re-authorizes every open TCP connection against the current policy and pods;
+   * an HTTP stream relayed as bytes is closed too once a policy of its port reads
+   * requests (it cannot be parsed from the middle; its client reconnects and is
+   * parsed). Returns how many were closed.
+   */
   recheck(): number {
     let closed = 0;
     const verdicts = new Map<string, boolean>();
+    const needsL7 = new Map<string, boolean>();
     for (const [key, w] of this.admitted) {
       const c = w.caller;
       const now = this.opts.workloads.byIp(c.destination.ip);
       let allowed = now !== undefined && now.spiffeId === c.destination.spiffeId;
+      if (allowed && w.http) {
+        const k = `${c.destination.ip}|${c.port}`;
+        const l7 = needsL7.get(k) ?? this.opts.authz.needsHttp(now!, c.port);
+        needsL7.set(k, l7);
+        allowed = !l7;
+      }
       if (allowed) {
         c.destination = now!;
         const k = `${c.principal ?? ''}|${c.destination.ip}|${c.port}`;

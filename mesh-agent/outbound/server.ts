@@ -614,7 +614,7 @@ export class OutboundServer {
 
   /**
    * A local endpoint is authorized here, by the rules its node's tunnel would
-   * apply, and gets the caller's identity; a remote one gets it from its node.
+   * apply; a remote one by its node. Both get the caller's identity from here.
    */
   private admit(
     ctx: ConnContext,
@@ -624,7 +624,13 @@ export class OutboundServer {
     path: string,
   ): { denied: string } | undefined {
     delete headers['x-forwarded-client-cert'];
-    if (!ep.local) return undefined;
+    if (!ep.local) {
+      // The destination node relays HTTP as bytes unless a policy there reads requests, so the
+      // caller's identity is written here; ep.spiffeId is what the tunnel's server must prove.
+      if (ep.spiffeId)
+        headers['x-forwarded-client-cert'] = forwardedClientCert(ep.spiffeId, ctx.source.spiffeId);
+      return undefined;
+    }
     const destination = this.opts.localWorkloads.byIp(ep.ip);
     if (!destination) return { denied: '-' };
     const verdict = this.opts.inbound.authorize(
