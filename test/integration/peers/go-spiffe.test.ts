@@ -110,7 +110,13 @@ describe('go-spiffe v2 against sockmesh identity serve', () => {
     const caCert = new X509Certificate(await readFile(join(caDir, 'ca.crt')));
     assert.ok(leaf.verify(caCert.publicKey), 'the leaf is signed by the embedded CA');
     assert.equal(new X509Certificate(String(first.bundlePem)).fingerprint256, caCert.fingerprint256);
-    assert.deepEqual(peer.lines[1], { event: 'all', spiffeIds: [FRONTEND, REVIEWS], bundles: 1 });
+    assert.deepEqual(peer.lines[1], {
+      event: 'all',
+      spiffeIds: [FRONTEND, REVIEWS],
+      bundles: 1,
+      x509BundlesRpc: [`spiffe://${TD}`],
+      jwtSvid: 'Unimplemented',
+    });
 
     // SIGHUP renews every SVID at once: the open stream pushes them and the source follows.
     process.kill(server!.pid!, 'SIGHUP');

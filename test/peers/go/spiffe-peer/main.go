@@ -29,8 +29,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc/status"
 )
 
 type svidOut struct {
@@ -184,7 +186,20 @@ func runSvid(ctx context.Context, socket string, updates int) error {
 	for _, s := range x509ctx.SVIDs {
 		ids = append(ids, s.ID.String())
 	}
-	emit(map[string]any{"event": "all", "spiffeIds": ids, "bundles": len(x509ctx.Bundles.Bundles())})
+	// FetchX509Bundles is its own RPC; the JWT ones are answered UNIMPLEMENTED by sockmesh.
+	bundles, err := workloadapi.FetchX509Bundles(ctx, workloadapi.WithAddr(socket))
+	if err != nil {
+		return err
+	}
+	tds := []string{}
+	for _, b := range bundles.Bundles() {
+		tds = append(tds, b.TrustDomain().IDString())
+	}
+	_, jwtErr := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "sockmesh"}, workloadapi.WithAddr(socket))
+	emit(map[string]any{
+		"event": "all", "spiffeIds": ids, "bundles": len(x509ctx.Bundles.Bundles()),
+		"x509BundlesRpc": tds, "jwtSvid": status.Code(jwtErr).String(),
+	})
 	last := out.Serial
 	for n := 0; n < updates; {
 		select {
