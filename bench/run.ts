@@ -5,6 +5,7 @@
  *                                  [--agent-workers N] [--dist|--src] [--rate 1000]
  *                                  [--paths sockmesh-l4,sockmesh-l7,haproxy-l4,haproxy-l7]
  *                                  [--rounds N] [--http-seconds N] [--agent-node-flags="--flag ..."]
+ *                                  [--inbound-l7]  (an L7 policy on the servers: the destination parses)
  *                                  [--accelerate]   (agents splice same-node hops with sk_msg)
  *
  *   1 hop         same-node hop, sk_msg on/off vs TCP   (runs bench/sockops-hop.ts)
@@ -18,8 +19,16 @@
  * namespaces, loads BPF and runs haproxy in the node namespaces; everything is torn down at the end.
  */
 import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, release } from 'node:os';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -73,9 +82,39 @@ const { values } = parseArgs({
     'agent-node-flags': { type: 'string' },
     accelerate: { type: 'boolean', default: false },
     'http-seconds': { type: 'string' },
+    'inbound-l7': { type: 'boolean', default: false },
   },
 });
 const QUICK = values.quick;
+
+/**
+ * --inbound-l7: the bench manifests plus an AuthorizationPolicy on the server pods that reads the
+ * method (DENY DELETE; the load only sends GET), so the destination node parses every request as
+ * it did before the one-L7-hop change: that lever's before/after on the same build.
+ */
+function withInboundL7Policy(): string {
+  const dir = join(tmpdir(), `sockmesh-bench-manifests-${process.pid}`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  for (const f of readdirSync(MANIFESTS)) copyFileSync(join(MANIFESTS, f), join(dir, f));
+  writeFileSync(
+    join(dir, '50-inbound-l7.yaml'),
+    [
+      'apiVersion: sockmesh.io/v1alpha1',
+      'kind: AuthorizationPolicy',
+      'metadata: { name: server-no-delete, namespace: bench }',
+      'spec:',
+      '  selector: { matchLabels: { app: server } }',
+      '  action: DENY',
+      '  rules:',
+      '    - to:',
+      '        - methods: [DELETE]',
+      '',
+    ].join('\n'),
+  );
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
 /** How long the agents sit idle before their idle memory is read. */
 const SETTLE_MS = 30_000;
 const only = (values.only?.split(',') ?? [...ALL]).map((s) => s.trim());
@@ -521,7 +560,7 @@ async function main(): Promise<void> {
   if (meshScenarios.length > 0) {
     log('starting the local mesh (2 nodes)');
     const mesh = await LocalMesh.start({
-      manifestsDir: MANIFESTS,
+      manifestsDir: values['inbound-l7'] ? withInboundL7Policy() : MANIFESTS,
       workloads: false,
       ...(values['agent-workers'] ? { agentWorkers: Number(values['agent-workers']) } : {}),
       ...(values['agent-node-flags']

@@ -9,7 +9,10 @@
  *
  *   node --import tsx bench/tunnel-micro.ts [--rate 1000]   (or node dist/bench/tunnel-micro.js) [--seconds 10] [--connections 16]
  *                                           [--proxy-args="--max-semi-space-size=8"] [--runs 1]
- *                                           [--impl mesh|proto] [--path l4|l7]
+ *                                           [--impl mesh|proto] [--path l4|l7] [--dst-l7]
+ *
+ * --dst-l7 makes the destination parse every request (as a policy that reads method, path or headers
+ * does; before the one-L7-hop change it always did): the A/B of that lever in one build.
  *
  * Prints JSON: CPU-seconds per 1000 requests of each proxy process, and the load's latency.
  * Listens on 127.77.0.1-3 only (ports chosen by the kernel, except the server's 18080/18081).
@@ -59,6 +62,8 @@ interface RoleEnv {
   path: 'l4' | 'l7';
   svid: SvidWire;
   tunnel?: string;
+  /** The destination parses HTTP (a policy there reads requests) instead of relaying it as bytes. */
+  dstL7?: boolean;
 }
 
 /** The reference: http2 CONNECT over mTLS with nothing else, the shape of the issue's Node prototype. */
@@ -126,7 +131,7 @@ async function runDst(env: RoleEnv): Promise<void> {
   };
   const inbound = new InboundServer({
     workloads: { byIp: (ip) => (ip === IP.server ? workload : undefined) },
-    authz: { check: () => ({ allowed: true }), needsHttp: () => false },
+    authz: { check: () => ({ allowed: true }), needsHttp: () => env.dstL7 === true },
   });
   const server = new TunnelServer({
     identities: {
@@ -266,6 +271,7 @@ async function main(): Promise<void> {
       runs: { type: 'string', default: '1' },
       impl: { type: 'string', default: 'mesh' },
       path: { type: 'string', default: 'l4' },
+      'dst-l7': { type: 'boolean', default: false },
     },
   });
   if (values.role) {
@@ -296,7 +302,7 @@ async function main(): Promise<void> {
     const path = values.path === 'l7' ? 'l7' : 'l4';
     if (impl === 'proto' && path === 'l7') throw new Error('the prototype is L4 only');
     const dst = await startRole(
-      { role: 'dst', impl, path, svid: svidToWire(await ca.issueSvid(DST)) },
+      { role: 'dst', impl, path, svid: svidToWire(await ca.issueSvid(DST)), dstL7: values['dst-l7'] },
       proxyArgs,
     );
     children.push(dst.child);

@@ -193,18 +193,19 @@ export class InboundServer implements TunnelHandler {
   }
 
   /**
-   * Admission of one connection: TCP is authorized here, once; HTTP is too,
-   * unless a policy of the port reads requests (method, path, headers), which
-   * are then authorized one by one. HTTP no policy reads is relayed as bytes
-   * when the sender says it wrote the caller's identity (`identified`); the
-   * decision is re-taken for open streams on every policy change (recheck).
+   * Admission of one connection: TCP is authorized here, once. HTTP from a
+   * sender that says it wrote the caller's identity (`identified`) is too, and
+   * then relayed as bytes, unless a policy of the port reads requests (method,
+   * path, headers); the decision is re-taken for open streams on every policy
+   * change (recheck). Any other HTTP is parsed and authorized request by request.
    */
   private admit(caller: Caller, protocol: PortProtocol, identified = false): Admission {
     const httpPort = protocol === 'http';
-    if (httpPort && this.opts.authz.needsHttp(caller.destination, caller.port)) return 'http';
+    // Parsed HTTP is authorized per request only: a denied caller gets its 403 (plaintext too).
+    if (httpPort && (!identified || this.opts.authz.needsHttp(caller.destination, caller.port)))
+      return 'http';
     if (!this.authorize(caller).allowed) return 'denied';
-    if (!httpPort) return 'tcp';
-    return identified ? 'relay' : 'http';
+    return httpPort ? 'relay' : 'tcp';
   }
 
   /** An admitted HTTP port: h2c (prior knowledge) or HTTP/1.1, told apart by the first bytes. */

@@ -315,6 +315,35 @@ describe('inbound: HTTP relayed as L4 when no policy needs the request (one L7 h
     }
   });
 
+  it('plaintext HTTP (permissive) is still parsed: a caller denied at L4 gets a 403, not a reset', async () => {
+    rbac.configs = [
+      parseRbac({
+        action: 'ALLOW',
+        policies: {
+          'frontend-only': {
+            permissions: [{ any: true }],
+            principals: [{ authenticated: { principal_name: { exact: id('frontend') } } }],
+          },
+        },
+      }),
+    ];
+    // As the kernel hands it over: a socket whose local end is the pod's ip:port.
+    const taker = net.createServer((s) => inbound.handlePlaintext(s));
+    taker.listen(0, '127.0.0.1');
+    await once(taker, 'listening');
+    const before = inbound.relayedHttpStreams;
+    const client = new Pool(`http://127.0.0.1:${(taker.address() as net.AddressInfo).port}`);
+    try {
+      const res = await client.request({ path: '/', method: 'GET' });
+      assert.equal(res.statusCode, 403);
+      assert.match(await res.body.text(), /RBAC: access denied \(default-deny\)/);
+      assert.equal(inbound.relayedHttpStreams, before);
+    } finally {
+      await client.close();
+      taker.close();
+    }
+  });
+
   describe("through the caller node's OutboundServer (remote endpoint, the tunnel, this inbound)", () => {
     let outbound: OutboundServer;
     let callerInbound: InboundServer;
@@ -412,6 +441,33 @@ describe('inbound: HTTP relayed as L4 when no policy needs the request (one L7 h
         }
         assert.equal(inbound.relayedHttpStreams, before + 1, 'one relayed stream carried all three requests');
       } finally {
+        await client.close();
+      }
+    });
+
+    it('a caller a connection-level rule denies gets 403 UAEX from its own node (the CONNECT is refused)', async () => {
+      target = appPort;
+      rbac.configs = [
+        parseRbac({
+          action: 'DENY',
+          policies: {
+            'no-frontend': {
+              permissions: [{ any: true }],
+              principals: [{ authenticated: { principal_name: { exact: id('frontend') } } }],
+            },
+          },
+        }),
+      ];
+      // As the agent does on every config: the pooled relayed stream of the test before is closed.
+      inbound.recheck();
+      const client = new Pool(`http://127.0.0.1:${port}`, { connections: 1 });
+      try {
+        const res = await client.request({ path: '/reviews/1', method: 'GET' });
+        assert.equal(res.statusCode, 403);
+        assert.equal(res.headers['x-sockmesh-flags'], 'UAEX');
+        await res.body.text();
+      } finally {
+        rbac.configs = [];
         await client.close();
       }
     });
