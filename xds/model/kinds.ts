@@ -33,6 +33,7 @@ export const MTLS_LABEL = 'sockmesh.io/mtls';
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
 const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH'] as const;
 
@@ -53,9 +54,14 @@ export function readMeta(r: FieldReader, namespaced: boolean): Meta | undefined 
     required: true,
     pattern: DNS_SUBDOMAIN,
     patternHint: 'lowercase letters, digits, - and .',
+    maxLength: 253,
   });
   const namespace = namespaced
-    ? (r.string(['metadata', 'namespace'], { pattern: DNS_LABEL, patternHint: 'a DNS label' }) ?? 'default')
+    ? (r.string(['metadata', 'namespace'], {
+        pattern: DNS_LABEL,
+        patternHint: 'a DNS label',
+        maxLength: 63,
+      }) ?? 'default')
     : '';
   return name === undefined ? undefined : { name, namespace };
 }
@@ -267,8 +273,8 @@ function readServiceRef(r: FieldReader, path: FieldPath, defaultNs: string): Wri
     r.fail([...path, 'kind'], `must be Service (GAMMA), got ${quote(kind)}`);
     return undefined;
   }
-  const name = r.string([...path, 'name'], { required: true, pattern: DNS_SUBDOMAIN });
-  const namespace = r.string([...path, 'namespace'], { pattern: DNS_LABEL }) ?? defaultNs;
+  const name = r.string([...path, 'name'], { required: true, pattern: DNS_SUBDOMAIN, maxLength: 253 });
+  const namespace = r.string([...path, 'namespace'], { pattern: DNS_LABEL, maxLength: 63 }) ?? defaultNs;
   return name === undefined ? undefined : { namespace, name, path };
 }
 
@@ -570,6 +576,14 @@ export function decodeAuthorizationPolicy(r: FieldReader, meta: Meta): DeclaredA
   const selector = r.has(['spec', 'selector'])
     ? (r.stringMap(['spec', 'selector', 'matchLabels']) ?? {})
     : undefined;
+  for (const [k, v] of Object.entries(selector ?? {})) {
+    // A label selector's values are label values (the API server's LabelSelector rule).
+    if (v.length > 63 || !LABEL_VALUE.test(v))
+      r.fail(
+        ['spec', 'selector', 'matchLabels', k],
+        `invalid label value ${quote(v)}: at most 63 letters, digits, -, _ and .`,
+      );
+  }
   const targetRef = readTargetRef(r, meta.namespace, false);
   if (selector && targetRef) r.fail(['spec', 'targetRef'], 'set either selector or targetRef, not both');
   if (targetRef && targetRef.namespace !== meta.namespace) {

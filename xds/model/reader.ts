@@ -42,7 +42,7 @@ export class FieldReader {
 
   string(
     path: FieldPath,
-    opts: { required?: boolean; pattern?: RegExp; patternHint?: string } = {},
+    opts: { required?: boolean; pattern?: RegExp; patternHint?: string; maxLength?: number } = {},
   ): string | undefined {
     const v = this.get(path);
     if (v === undefined) {
@@ -51,6 +51,10 @@ export class FieldReader {
     }
     if (typeof v !== 'string') {
       this.fail(path, `must be a string, got ${describe(v)}`);
+      return undefined;
+    }
+    if (opts.maxLength !== undefined && v.length > opts.maxLength) {
+      this.fail(path, `must be at most ${opts.maxLength} characters long, got ${v.length}`);
       return undefined;
     }
     if (opts.pattern && !opts.pattern.test(v)) {

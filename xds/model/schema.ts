@@ -189,11 +189,8 @@ function toMessage(e: ErrorObject, root: unknown): { path: FieldPath; reason: st
       return { path: [...path, String(p.missingProperty)], reason: 'required field is missing' };
     case 'additionalProperties': {
       const props = (e.parentSchema as { properties?: object } | undefined)?.properties;
-      const known = props ? Object.keys(props) : [];
-      return {
-        path: [...path, String(p.additionalProperty)],
-        reason: known.length > 0 ? `unknown field (expected one of: ${known.join(', ')})` : 'unknown field',
-      };
+      const field = String(p.additionalProperty);
+      return { path: [...path, field], reason: unknownField(field, props ? Object.keys(props) : []) };
     }
     case 'type':
       return { path, reason: `must be ${typeName(p.type)}, got ${describe(e.data)}` };
@@ -229,6 +226,39 @@ function toMessage(e: ErrorObject, root: unknown): { path: FieldPath; reason: st
     default:
       return { path, reason: e.message ?? e.keyword };
   }
+}
+
+/** The known fields when they are few; else the nearest one (a typo) when there is one. */
+function unknownField(field: string, known: string[]): string {
+  if (known.length === 0) return 'unknown field';
+  if (known.length <= 12) return `unknown field (expected one of: ${known.join(', ')})`;
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const k of known) {
+    const d = editDistance(field.toLowerCase(), k.toLowerCase(), bestDistance);
+    if (d < bestDistance) [best, bestDistance] = [k, d];
+  }
+  return best
+    ? `unknown field (did you mean ${best}?)`
+    : `unknown field (not one of the ${known.length} known here)`;
+}
+
+/** Levenshtein distance, giving up (returning `limit`) once it is certain to reach it. */
+function editDistance(a: string, b: string, limit: number): number {
+  if (Math.abs(a.length - b.length) >= limit) return limit;
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    let rowMin = i;
+    for (let j = 1; j <= b.length; j++) {
+      const v = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      cur.push(v);
+      rowMin = Math.min(rowMin, v);
+    }
+    if (rowMin >= limit) return limit;
+    prev = cur;
+  }
+  return Math.min(prev[b.length]!, limit);
 }
 
 function typeName(t: unknown): string {

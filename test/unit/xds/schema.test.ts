@@ -193,3 +193,23 @@ test('the generated CRD schemas match the CRDs they come from', (t) => {
     'crds.generated.json drifted: rerun node --import tsx scripts/gen-schemas.ts',
   );
 });
+
+test('found by the manifest fuzzer: container typos, long label values, long namespaces', () => {
+  const pods = readFileSync(`${SHOP}/20-pods.yaml`, 'utf8');
+  const typo = errorsWith(
+    '20-pods.yaml',
+    pods.replace('    - name: app\n', '    - name: app\n      imgae: nginx\n'),
+  );
+  assert.equal(typo.length, 1, typo.join('\n'));
+  assert.match(
+    typo[0]!,
+    /^20-pods\.yaml:\d+: spec\.containers\[0\]\.imgae: unknown field \(did you mean image\?\)$/,
+  );
+  const label = errorsWith('20-pods.yaml', pods.replace('version: v1 }', `version: ${'v'.repeat(64)} }`));
+  assert.match(label[0] ?? '', /metadata\.labels\.version: must be at most 63 characters long, got 64$/);
+  const ns = errorsWith(
+    '30-routes.yaml',
+    ROUTE.replace('namespace: shop', `namespace: ${'n'.repeat(70_000)}`),
+  );
+  assert.ok(ns.length > 0 && ns.every((e) => e.length < 400), ns.join('\n').slice(0, 2000));
+});

@@ -16,40 +16,62 @@ const bool = { type: 'boolean' };
 const open = { type: 'object' };
 const stringMap = { type: 'object', additionalProperties: str };
 
-/** The metadata of any object, from the API server included (managedFields, ownerReferences...). */
-export const OBJECT_META: JsonSchema = {
+/** Label keys (`prefix/name`) and values, as the API server checks them on every object. */
+const LABEL_KEY =
+  '^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$';
+const LABEL_VALUE = {
+  type: 'string',
+  maxLength: 63,
+  pattern: '^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$',
+};
+export const LABELS: JsonSchema = {
   type: 'object',
-  required: ['name'],
-  additionalProperties: false,
-  properties: {
-    name: str,
-    generateName: str,
-    namespace: str,
-    uid: str,
-    resourceVersion: str,
-    generation: int,
-    creationTimestamp: str,
-    deletionTimestamp: str,
-    deletionGracePeriodSeconds: int,
-    selfLink: str,
-    labels: stringMap,
-    annotations: stringMap,
-    ownerReferences: { type: 'array', items: open },
-    finalizers: { type: 'array', items: str },
-    managedFields: { type: 'array', items: open },
-  },
+  propertyNames: { maxLength: 317, pattern: LABEL_KEY },
+  additionalProperties: LABEL_VALUE,
 };
 
-function topLevel(properties: JsonSchema, required: string[] = []): JsonSchema {
+/**
+ * The metadata of any object, from the API server included (managedFields,
+ * ownerReferences...). Names are at most 253 characters (63 for kinds named
+ * by a DNS label: Namespace, Service); their form is the model's check.
+ */
+export function objectMeta(nameMax: 63 | 253): JsonSchema {
+  return {
+    type: 'object',
+    required: ['name'],
+    additionalProperties: false,
+    properties: {
+      name: { type: 'string', maxLength: nameMax },
+      generateName: str,
+      namespace: { type: 'string', maxLength: 63 },
+      uid: str,
+      resourceVersion: str,
+      generation: int,
+      creationTimestamp: str,
+      deletionTimestamp: str,
+      deletionGracePeriodSeconds: int,
+      selfLink: str,
+      labels: LABELS,
+      annotations: stringMap,
+      ownerReferences: { type: 'array', items: open },
+      finalizers: { type: 'array', items: str },
+      managedFields: { type: 'array', items: open },
+    },
+  };
+}
+
+export const OBJECT_META = objectMeta(253);
+
+function topLevel(properties: JsonSchema, required: string[] = [], meta = OBJECT_META): JsonSchema {
   return {
     type: 'object',
     required: ['apiVersion', 'kind', 'metadata', ...required],
     additionalProperties: false,
-    properties: { apiVersion: str, kind: str, metadata: OBJECT_META, ...properties },
+    properties: { apiVersion: str, kind: str, metadata: meta, ...properties },
   };
 }
 
-const NAMESPACE = topLevel({ spec: open, status: open });
+const NAMESPACE = topLevel({ spec: open, status: open }, [], objectMeta(63));
 
 const SERVICE_PORT = {
   type: 'object',
@@ -71,7 +93,7 @@ const SERVICE = topLevel(
       required: ['ports'],
       additionalProperties: false,
       properties: {
-        selector: stringMap,
+        selector: { type: 'object', additionalProperties: LABEL_VALUE },
         ports: { type: 'array', items: SERVICE_PORT },
         clusterIP: str,
         clusterIPs: { type: 'array', items: str },
@@ -82,6 +104,7 @@ const SERVICE = topLevel(
     status: open,
   },
   ['spec'],
+  objectMeta(63),
 );
 
 const CONTAINER_PORT = {
@@ -91,19 +114,123 @@ const CONTAINER_PORT = {
   properties: { name: str, containerPort: int, protocol: str, hostPort: int, hostIP: str },
 };
 
+/** Every field of a core v1 Container (1.37): closed, so a typo is refused; only ports are read. */
+const CONTAINER_FIELDS = [
+  'name',
+  'image',
+  'command',
+  'args',
+  'workingDir',
+  'envFrom',
+  'env',
+  'resources',
+  'resizePolicy',
+  'restartPolicy',
+  'restartPolicyRules',
+  'volumeMounts',
+  'volumeDevices',
+  'livenessProbe',
+  'readinessProbe',
+  'startupProbe',
+  'lifecycle',
+  'terminationMessagePath',
+  'terminationMessagePolicy',
+  'imagePullPolicy',
+  'securityContext',
+  'stdin',
+  'stdinOnce',
+  'tty',
+];
+/** Every field of a core v1 PodSpec (1.37). */
+const POD_SPEC_FIELDS = [
+  'volumes',
+  'initContainers',
+  'ephemeralContainers',
+  'restartPolicy',
+  'terminationGracePeriodSeconds',
+  'activeDeadlineSeconds',
+  'dnsPolicy',
+  'nodeSelector',
+  'serviceAccount',
+  'automountServiceAccountToken',
+  'hostNetwork',
+  'hostPID',
+  'hostIPC',
+  'shareProcessNamespace',
+  'securityContext',
+  'imagePullSecrets',
+  'hostname',
+  'subdomain',
+  'affinity',
+  'schedulerName',
+  'tolerations',
+  'hostAliases',
+  'priorityClassName',
+  'priority',
+  'dnsConfig',
+  'readinessGates',
+  'runtimeClassName',
+  'enableServiceLinks',
+  'preemptionPolicy',
+  'overhead',
+  'topologySpreadConstraints',
+  'setHostnameAsFQDN',
+  'os',
+  'hostUsers',
+  'schedulingGates',
+  'resourceClaims',
+  'resources',
+  'hostnameOverride',
+  'workloadRef',
+];
+/** Every field of a core v1 PodStatus (1.37). */
+const POD_STATUS_FIELDS = [
+  'observedGeneration',
+  'phase',
+  'conditions',
+  'message',
+  'reason',
+  'nominatedNodeName',
+  'hostIP',
+  'hostIPs',
+  'podIPs',
+  'startTime',
+  'initContainerStatuses',
+  'containerStatuses',
+  'ephemeralContainerStatuses',
+  'resize',
+  'resourceClaimStatuses',
+  'extendedResourceClaimStatus',
+];
+const openFields = (names: string[]): JsonSchema => Object.fromEntries(names.map((n) => [n, {}]));
+
 const POD = topLevel({
   spec: {
     type: 'object',
+    additionalProperties: false,
     properties: {
+      ...openFields(POD_SPEC_FIELDS),
       serviceAccountName: str,
       nodeName: str,
       containers: {
         type: 'array',
-        items: { type: 'object', properties: { ports: { type: 'array', items: CONTAINER_PORT } } },
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            ...openFields(CONTAINER_FIELDS),
+            name: str,
+            ports: { type: 'array', items: CONTAINER_PORT },
+          },
+        },
       },
     },
   },
-  status: { type: 'object', properties: { podIP: str, qosClass: str } },
+  status: {
+    type: 'object',
+    additionalProperties: false,
+    properties: { ...openFields(POD_STATUS_FIELDS), podIP: str, qosClass: str },
+  },
 });
 
 const MESH_NODE = topLevel(
