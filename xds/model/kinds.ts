@@ -228,9 +228,16 @@ export function decodeService(r: FieldReader, meta: Meta): Service {
 export function decodePod(r: FieldReader, meta: Meta): Workload {
   const labels = r.stringMap(['metadata', 'labels']) ?? {};
   const serviceAccount =
-    r.string(['spec', 'serviceAccountName'], { pattern: DNS_SUBDOMAIN, patternHint: 'a DNS subdomain' }) ??
-    'default';
-  const node = r.string(['spec', 'nodeName'], { pattern: DNS_SUBDOMAIN, patternHint: 'a DNS subdomain' });
+    r.string(['spec', 'serviceAccountName'], {
+      pattern: DNS_SUBDOMAIN,
+      patternHint: 'a DNS subdomain',
+      maxLength: 253,
+    }) ?? 'default';
+  const node = r.string(['spec', 'nodeName'], {
+    pattern: DNS_SUBDOMAIN,
+    patternHint: 'a DNS subdomain',
+    maxLength: 253,
+  });
   const ip = r.string(['status', 'podIP'], { pattern: IPV4, patternHint: 'an IPv4 address' });
   const namedPorts: Record<string, number> = {};
   const nc = r.list(['spec', 'containers']);

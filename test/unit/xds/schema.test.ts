@@ -194,7 +194,7 @@ test('the generated CRD schemas match the CRDs they come from', (t) => {
   );
 });
 
-test('found by the manifest fuzzer: container typos, long label values, long namespaces', () => {
+test('found by the manifest fuzzer: container typos, long label values, long namespaces and node names', () => {
   const pods = readFileSync(`${SHOP}/20-pods.yaml`, 'utf8');
   const typo = errorsWith(
     '20-pods.yaml',
@@ -212,4 +212,6 @@ test('found by the manifest fuzzer: container typos, long label values, long nam
     ROUTE.replace('namespace: shop', `namespace: ${'n'.repeat(70_000)}`),
   );
   assert.ok(ns.length > 0 && ns.every((e) => e.length < 400), ns.join('\n').slice(0, 2000));
+  const node = errorsWith('20-pods.yaml', pods.replace('nodeName: node1', `nodeName: ${'n'.repeat(254)}`));
+  assert.match(node[0] ?? '', /spec\.nodeName: must be at most 253 characters long, got 254$/);
 });
