@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every scenario of issue #8 in one run, side by side, on one fresh local mesh.
  *
- *   node --import tsx bench/run.ts [--quick] [--only hop,http,throughput,bulk,xds,scale]
+ *   node --import tsx bench/run.ts [--quick] [--only hop,http,throughput,bulk,xds,scale,upgrade,kube-scale]
  *                                  [--agent-workers N] [--dist|--src] [--rate 1000]
  *                                  [--paths sockmesh-l4,sockmesh-l7,haproxy-l4,haproxy-l7]
  *                                  [--rounds N] [--http-seconds N] [--agent-node-flags="--flag ..."]
@@ -14,6 +14,8 @@
  *   4 bulk        one long-lived TCP stream: direct, sockmesh tunnel, HAProxy
  *   5 xds         control plane push times                (runs bench/xds-push.ts)
  *   6 scale       one agent with 10 000 idle + 1 000 active connections: RSS and CPU
+ *   kube-scale    the control plane on a real kube-apiserver, 1 000 Services / 5 000 Pods / 100 HTTPRoutes
+ *                 (runs bench/kube-scale.ts; its own bench/results/kube-scale.{json,md})
  *
  * Writes bench/results/bench.{json,md} (bench-quick.* with --quick). Root only: it builds network
  * namespaces, loads BPF and runs haproxy in the node namespaces; everything is torn down at the end.
@@ -66,7 +68,7 @@ import type { BulkRow, HttpRow, Report, Results, ScaleResult, ThroughputRow } fr
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, '..');
 const RESULTS = join(HERE, 'results');
-const ALL = ['hop', 'http', 'throughput', 'bulk', 'xds', 'scale', 'upgrade'] as const;
+const ALL = ['hop', 'http', 'throughput', 'bulk', 'xds', 'scale', 'upgrade', 'kube-scale'] as const;
 type Scenario = (typeof ALL)[number];
 
 const { values } = parseArgs({
@@ -644,6 +646,13 @@ async function main(): Promise<void> {
     results.upgrade = await runScript(
       'agent-upgrade',
       QUICK ? ['--rounds', '1', '--requests', '5000', '--drain-timeout', '10'] : [],
+    );
+  }
+
+  if (selected.has('kube-scale')) {
+    results.kubeScale = await runScript(
+      'kube-scale',
+      QUICK ? ['--services', '200', '--routes', '20', '--clients', '10', '--rounds', '1'] : [],
     );
   }
 

@@ -111,6 +111,8 @@ export interface Results {
   xds?: { rows: XdsRow[]; rounds?: number };
   /** bench/agent-upgrade.ts: its own report (bench/results/agent-upgrade.md renders it). */
   upgrade?: unknown;
+  /** bench/kube-scale.ts: its own report (bench/results/kube-scale.md renders it). */
+  kubeScale?: unknown;
 }
 
 export interface Report {

@@ -113,7 +113,7 @@ test('without the sockmesh CRDs the source refuses to start and names them; an u
     assert.ok(isSockmeshError(err, 'SOCKMESH_E_CONFIG'));
     assert.match(err.message, /CRD not installed .*trafficpolicies\.sockmesh\.io/);
     assert.match(err.message, /authorizationpolicies\.sockmesh\.io/);
-    assert.match(err.hint ?? '', /kubectl apply -f charts\/sockmesh\/crds\//);
+    assert.match(err.hint ?? '', /kubectl apply -f charts\/sockmesh\/files\/crds\//);
     return true;
   });
   await source.close();
@@ -336,7 +336,20 @@ function slice0(list: {
   return list.items.flatMap((s) => s.endpoints ?? []);
 }
 
-test('schema-invalid sockmesh objects are refused by the API server itself', async () => {
+test('schema-invalid objects are refused by the API server itself, and nothing served changes', async () => {
+  const { cp } = main!;
+  const served = resourceHashes(cp);
+  const negative = await k().kubectl(['apply', '-f', '-'], {
+    input: `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: reviews, namespace: ${NS} }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: reviews, port: 9080 }]
+  rules: [{ backendRefs: [{ name: reviews-v1, port: 9080, weight: -5 }] }]
+`,
+  });
+  assert.notEqual(negative.code, 0);
+  assert.match(negative.stderr, /backendRefs\[0\]\.weight.*greater than or equal to 0/);
   const bad = await k().kubectl(['apply', '-f', '-'], {
     input: `apiVersion: sockmesh.io/v1alpha1
 kind: TrafficPolicy
@@ -365,6 +378,14 @@ spec: { selector: { matchLabels: { app: x } }, targetRef: { kind: Service, name:
 `,
   });
   assert.match(both.stderr, /set either selector or targetRef, not both/);
+  const stored = await kubectl(k(), ['get', 'trafficpolicies,authorizationpolicies', '-n', NS, '-o', 'name']);
+  assert.doesNotMatch(stored, /bad-lb|typo|both/, 'none of them was stored');
+  // A refused object never reaches a watch: every served resource is as it was (a stray event
+  // would have had time to land). The version is not compared: the previous test's pods may still
+  // be finishing their deletion, which moves it without changing what is served.
+  await new Promise((r) => setTimeout(r, 500));
+  assert.deepEqual(resourceHashes(cp), served);
+  assert.deepEqual(weightsOf(cp), [50, 50]);
 });
 
 test('schema-valid but wrong: BackendNotFound in status, the last good version stays, nothing else changes', async () => {
