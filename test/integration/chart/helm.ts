@@ -12,6 +12,21 @@ import { parseAllDocuments } from 'yaml';
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const CHART = join(ROOT, 'charts', 'sockmesh');
 
+/** The non-default values both render and API server tests use. */
+export const NON_DEFAULT = [
+  'identity.mode=spire',
+  'identity.spire.socketDir=/run/spire/sockets',
+  'identity.spire.socketName=agent.sock',
+  'agent.accelerate=true',
+  'agent.workers=2',
+  'agent.drainTimeoutSeconds=90',
+  'agent.cgroupDriver=systemd',
+  'agent.kubeletCgroupRoot=/custom',
+  'crds.install=false',
+  'logLevel=debug',
+  'trustDomain=prod.example.org',
+];
+
 export interface RunResult {
   code: number;
   stdout: string;

@@ -12,21 +12,7 @@ import { after, describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { agentOptions } from '../../../cli/commands/agent.js';
 import { kubeBinaries } from '../../../lab/kube/binaries.js';
-import { at, CHART, find, Helm, type KubeObject, ROOT } from './helm.js';
-
-export const NON_DEFAULT = [
-  'identity.mode=spire',
-  'identity.spire.socketDir=/run/spire/sockets',
-  'identity.spire.socketName=agent.sock',
-  'agent.accelerate=true',
-  'agent.workers=2',
-  'agent.drainTimeoutSeconds=90',
-  'agent.cgroupDriver=systemd',
-  'agent.kubeletCgroupRoot=/custom',
-  'crds.install=false',
-  'logLevel=debug',
-  'trustDomain=prod.example.org',
-];
+import { at, CHART, find, Helm, type KubeObject, NON_DEFAULT, ROOT } from './helm.js';
 
 type Container = {
   name: string;
@@ -242,13 +228,7 @@ describe('charts/sockmesh: default render', () => {
     assert.equal(mountOf(ds, init, '/etc/sockmesh/ca-secret').secret?.secretName, 'sockmesh-ca');
     assert.equal(flag(c.args, 'workers'), '1');
     assert.equal(c.args.includes('--accelerate'), false);
-    assert.deepEqual(at(c.securityContext, 'capabilities', 'add'), [
-      'BPF',
-      'PERFMON',
-      'NET_ADMIN',
-      'SYS_ADMIN',
-      'SYS_PTRACE',
-    ]);
+    assert.deepEqual(at(c.securityContext, 'capabilities', 'add'), ['SYS_ADMIN', 'SYS_PTRACE']);
     assert.deepEqual(at(c.securityContext, 'capabilities', 'drop'), ['ALL']);
   });
 
