@@ -12,7 +12,9 @@ import { jsonToStruct, normalizeDecoded } from '../codec.js';
 import {
   adsClientConstructor,
   CLUSTER_TYPE,
+  decodeMessage,
   ENDPOINT_TYPE,
+  encodeMessage,
   LISTENER_TYPE,
   type ProtoObject,
   RESOURCE_TYPES,
@@ -20,6 +22,12 @@ import {
   ROUTE_TYPE,
   shortTypeName,
 } from '../protos.js';
+import {
+  decodeRawResponse,
+  type RawDiscoveryResponse,
+  type RawResource,
+  wireProblem,
+} from './raw-response.js';
 
 export interface AdsClientOptions {
   /** `host:port` or `unix:/path`. */
@@ -57,14 +65,19 @@ export interface AdsClientEvents {
   nack: [e: { typeUrl: ResourceTypeUrl; version: string; error: string }];
 }
 
-interface Response {
-  version_info?: string;
-  resources?: ProtoObject[];
-  type_url?: string;
-  nonce?: string;
-}
+type Stream = ClientDuplexStream<object, RawDiscoveryResponse>;
 
-type Stream = ClientDuplexStream<object, Response>;
+const ADS_METHOD = '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources';
+const DISCOVERY_REQUEST = 'envoy.service.discovery.v3.DiscoveryRequest';
+/** An error_detail is cut to this length (a reason may quote a 10 MB name). */
+const MAX_ERROR_DETAIL = 4096;
+/** Names quoted in a NACK reason are cut to this length. */
+const MAX_NAME = 100;
+/**
+ * Longest resource name taken. Names are built from Kubernetes names (a few
+ * hundred characters at most); a longer one is a broken or hostile server.
+ */
+const MAX_RESOURCE_NAME = 4096;
 
 interface TypeState {
   resources: Map<string, ProtoObject>;
@@ -138,10 +151,15 @@ export class AdsClient extends EventEmitter<AdsClientEvents> {
 
   private open(): void {
     if (this.closed) return;
-    const s = (this.client as unknown as { StreamAggregatedResources(): Stream }).StreamAggregatedResources();
+    // Resources stay raw Any until onResponse: one bad resource is then a NACK, not a broken stream.
+    const s: Stream = this.client.makeBidiStreamRequest(
+      ADS_METHOD,
+      (req: object) => encodeMessage(DISCOVERY_REQUEST, req),
+      decodeRawResponse,
+    );
     this.stream = s;
     let gotResponse = false;
-    s.on('data', (res: Response) => {
+    s.on('data', (res: RawDiscoveryResponse) => {
       if (!gotResponse) {
         gotResponse = true;
         this.attempt = 0;
@@ -202,28 +220,26 @@ export class AdsClient extends EventEmitter<AdsClientEvents> {
         user_agent_name: 'sockmesh-agent',
       },
     };
-    if (error !== undefined) req.error_detail = { code: 3, message: error };
+    if (error !== undefined) {
+      const message = error.length > MAX_ERROR_DETAIL ? `${error.slice(0, MAX_ERROR_DETAIL)}...` : error;
+      req.error_detail = { code: 3, message };
+    }
     this.stream?.write(req);
   }
 
-  private onResponse(res: Response): void {
+  private onResponse(res: RawDiscoveryResponse): void {
     const typeUrl = res.type_url as ResourceTypeUrl;
     const st = this.state.get(typeUrl);
-    if (!st) return;
+    if (!st) return; // a type this client never subscribed to: ignored, as Envoy does
     st.nonce = res.nonce;
-    const version = res.version_info ?? '';
-    const incoming = new Map<string, ProtoObject>();
-    for (const raw of res.resources ?? []) {
-      const r = normalizeDecoded(raw);
-      const name = r[RESOURCE_NAME_KEY[typeUrl]];
-      if (typeof name === 'string') incoming.set(name, r);
-    }
+    const version = res.version_info;
+    const { incoming, errors } = decodeResources(typeUrl, res.resources);
     // LDS and CDS responses are complete; RDS and EDS carry changed resources only.
     const next =
       typeUrl === LISTENER_TYPE || typeUrl === CLUSTER_TYPE
         ? incoming
         : new Map([...st.resources].filter(([n]) => st.names.includes(n)).concat([...incoming]));
-    const error = this.validate(typeUrl, next, incoming);
+    const error = errors.length > 0 ? errors.join('; ') : this.validate(typeUrl, next, incoming);
     if (error !== undefined) {
       this.log.warn('rejecting xDS update (NACK)', { type: shortTypeName(typeUrl), version, error });
       this.send(typeUrl, error);
@@ -262,6 +278,67 @@ export class AdsClient extends EventEmitter<AdsClientEvents> {
     for (const n of [...st.resources.keys()]) if (!sorted.includes(n)) st.resources.delete(n);
     this.send(typeUrl, undefined);
   }
+}
+
+/**
+ * Decodes a response's resources, each on its own: a resource of another
+ * type, one that cannot be decoded, one without a name and a name given twice
+ * are errors (Envoy NACKs all four), reported with their index.
+ */
+function decodeResources(
+  typeUrl: ResourceTypeUrl,
+  resources: readonly RawResource[],
+): { incoming: Map<string, ProtoObject>; errors: string[] } {
+  const incoming = new Map<string, ProtoObject>();
+  const errors: string[] = [];
+  const firstIndex = new Map<string, number>();
+  const short = shortTypeName(typeUrl);
+  resources.forEach((raw, i) => {
+    if (errors.length >= 5) return;
+    if (raw.malformed) {
+      errors.push(`resources[${i}]: not a valid Any (${raw.malformed})`);
+      return;
+    }
+    if (raw.type_url !== typeUrl) {
+      errors.push(`resources[${i}]: a ${cut(raw.type_url)} in a ${short} response`);
+      return;
+    }
+    const problem = wireProblem(raw.value);
+    if (problem) {
+      errors.push(`resources[${i}]: cannot decode ${short} (${problem})`);
+      return;
+    }
+    let r: ProtoObject;
+    try {
+      r = normalizeDecoded(decodeMessage(typeUrl, raw.value));
+    } catch (err) {
+      errors.push(`resources[${i}]: cannot decode ${short} (${(err as Error).message})`);
+      return;
+    }
+    const name = r[RESOURCE_NAME_KEY[typeUrl]];
+    if (typeof name !== 'string' || name === '') {
+      errors.push(`resources[${i}]: ${short} without ${RESOURCE_NAME_KEY[typeUrl]}`);
+      return;
+    }
+    if (name.length > MAX_RESOURCE_NAME) {
+      errors.push(
+        `resources[${i}]: ${short} name of ${name.length} characters (at most ${MAX_RESOURCE_NAME})`,
+      );
+      return;
+    }
+    const first = firstIndex.get(name);
+    if (first !== undefined) {
+      errors.push(`resources[${i}]: duplicate ${short} ${cut(name)} (also resources[${first}])`);
+      return;
+    }
+    firstIndex.set(name, i);
+    incoming.set(name, r);
+  });
+  return { incoming, errors };
+}
+
+function cut(s: string): string {
+  return s.length > MAX_NAME ? `'${s.slice(0, MAX_NAME)}...' (${s.length} characters)` : `'${s}'`;
 }
 
 /** RouteConfiguration names referenced by HttpConnectionManagers (filter chains and API listeners). */
