@@ -28,6 +28,25 @@ export function servesItself(status: Record<string, unknown>): boolean {
   return complete && (handoff === null || handoff === undefined || handoff.state === 'serving');
 }
 
+/**
+ * The --ready-file. A file left by an earlier container of the same pod (an emptyDir outlives a
+ * container restart) is removed first: only this process's serving may create it.
+ */
+export class ReadyFile {
+  private present = false;
+
+  constructor(readonly path: string) {
+    rmSync(path, { force: true });
+  }
+
+  set(ready: boolean): void {
+    if (ready === this.present) return;
+    if (ready) writeFileSync(this.path, `${process.pid}\n`);
+    else rmSync(this.path, { force: true });
+    this.present = ready;
+  }
+}
+
 /** The agent's options from its command line; every usage error is thrown here, before anything starts. */
 export function agentOptions(argv: string[]): AgentCommandOptions {
   const { values: v } = parseCommandArgs(
@@ -221,16 +240,9 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
     const { agent: opts, readyFile } = agentOptions(argv);
     requireAgentPaths(opts);
     const agent = new MeshAgent(opts);
-    let marked = false;
-    const mark = (ready: boolean): void => {
-      if (!readyFile || ready === marked) return;
-      if (ready) writeFileSync(readyFile, `${process.pid}\n`);
-      else rmSync(readyFile, { force: true });
-      marked = ready;
-    };
-    mark(false);
+    const ready = readyFile ? new ReadyFile(readyFile) : undefined;
     await agent.start();
-    const poll = setInterval(() => mark(servesItself(agent.status())), 500);
+    const poll = setInterval(() => ready?.set(servesItself(agent.status())), 500);
     const why = await new Promise<string>((resolve) => {
       const onSignal = (signal: string): void => {
         if ((agent.status().handoff as { state?: string } | null)?.state === 'draining') {
@@ -249,7 +261,7 @@ Exit codes: 0 stopped, 1 failure, 2 usage, 3 precondition (root, kernel, cgroup,
       );
     });
     clearInterval(poll);
-    mark(false);
+    ready?.set(false);
     stderr.write(`sockmesh agent: ${why}\n`);
     // Whatever still holds the event loop (a connection left at the bound) must not keep the process.
     const stopped = agent.stop().then(() => true);

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { agentOptions, servesItself } from '../../../cli/commands/agent.js';
+import { agentOptions, ReadyFile, servesItself } from '../../../cli/commands/agent.js';
 import { SockmeshError } from '../../../lib/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sockmesh-agent-opts-'));
@@ -98,5 +98,21 @@ describe('servesItself: readiness of this process, not of the socket holder', ()
   it('takes --ready-file', () => {
     assert.equal(agentOptions([...BASE, '--ready-file=/tmp/ready']).readyFile, '/tmp/ready');
     assert.equal(agentOptions(BASE).readyFile, undefined);
+  });
+});
+
+describe('ReadyFile', () => {
+  it('removes a file left by an earlier container, then follows the readiness', () => {
+    const path = join(dir, 'ready');
+    writeFileSync(path, '1\n');
+    const ready = new ReadyFile(path);
+    assert.equal(existsSync(path), false);
+    ready.set(true);
+    assert.equal(readFileSync(path, 'utf8'), `${process.pid}\n`);
+    ready.set(true);
+    ready.set(false);
+    assert.equal(existsSync(path), false);
+    ready.set(false);
+    assert.equal(existsSync(path), false);
   });
 });
