@@ -67,6 +67,8 @@ interface Taken {
   ip: string;
   fd: number;
   server: net.Server;
+  /** Plaintext connections accepted for the pod: closed when it stops taking plaintext (strict, or gone). */
+  accepted: Set<net.Socket>;
 }
 
 export interface PermissiveOptions {
@@ -117,10 +119,15 @@ export class PermissiveInbound {
       }
       try {
         const fd = inherited ?? this.o.dataplane.captureInbound({ ip: pod.ip, netnsPath: netns! });
-        const server = net.createServer((socket) => this.o.inbound.handlePlaintext(socket));
+        const accepted = new Set<net.Socket>();
+        const server = net.createServer((socket) => {
+          accepted.add(socket);
+          socket.once('close', () => accepted.delete(socket));
+          this.o.inbound.handlePlaintext(socket);
+        });
         server.on('error', (err) => this.o.log.warn('permissive listener failed', { pod: key, err }));
         server.listen({ fd });
-        this.taken.set(key, { ip: pod.ip, fd, server });
+        this.taken.set(key, { ip: pod.ip, fd, server, accepted });
         this.o.log.info('taking inbound plaintext (permissive)', { pod: key, ip: pod.ip });
       } catch (err) {
         pending++;
@@ -150,7 +157,12 @@ export class PermissiveInbound {
     this.o.dataplane.releaseInbound(t.ip);
     t.server.close();
     this.taken.delete(key);
-    this.o.log.info('gave inbound plaintext back to the pod', { pod: key });
+    // Plaintext accepted while the pod was permissive must not outlive it (a switch to strict
+    // would otherwise keep serving unauthenticated keep-alive clients).
+    const closed = t.accepted.size;
+    for (const s of t.accepted) s.resetAndDestroy();
+    t.accepted.clear();
+    this.o.log.info('gave inbound plaintext back to the pod', { pod: key, closedConnections: closed });
   }
 
   /**

@@ -144,6 +144,12 @@ export class H2cSessions {
 export interface H2Answer {
   stream: ClientHttp2Stream;
   headers: IncomingHttpHeaders;
+  /**
+   * Trailers that arrived before the relay started listening: a small answer's DATA and
+   * trailers can come with its headers, and Node emits 'trailers' before the code awaiting
+   * the response runs. Whoever waits for the response captures them from the start.
+   */
+  early?: { trailers?: IncomingHttpHeaders };
   /** Ends whatever timers the caller keeps for the exchange. */
   stop(): void;
 }
@@ -168,10 +174,28 @@ export function relayH2Answer(
       a.stop();
       resolve(ok);
     };
+    // Node may emit the upstream's 'end' (which ends `down` through the pipe and asks for its
+    // trailers) before its 'trailers' event: the trailers are sent once they are here or the
+    // upstream stream is over, never before (an empty set would lose gRPC's grpc-status).
+    let gotTrailers = a.early?.trailers !== undefined;
+    if (a.early?.trailers) trailers = responseHeaders(a.early.trailers);
+    let wanted = false;
+    let sent = false;
+    const sendTrailers = () => {
+      if (sent || down.closed) return;
+      sent = true;
+      down.sendTrailers(trailers);
+    };
     up.on('trailers', (t) => {
       trailers = responseHeaders(t);
+      gotTrailers = true;
+      if (wanted) sendTrailers();
     });
-    down.on('wantTrailers', () => down.sendTrailers(trailers));
+    down.on('wantTrailers', () => {
+      wanted = true;
+      if (gotTrailers || up.closed) sendTrailers();
+      else up.once('close', sendTrailers);
+    });
     down.on('close', () => {
       if (!up.closed) up.close(http2.constants.NGHTTP2_CANCEL);
       finish(false);

@@ -26,6 +26,11 @@ export function h2cAttempt(
   } catch (err) {
     return Promise.resolve({ kind: 'failed', outcome: { kind: 'reset' }, flag: 'UR', err });
   }
+  // Listening from the start: trailers can be emitted before the relay is set up (see H2Answer.early).
+  const early: { trailers?: http2.IncomingHttpHeaders } = {};
+  up.once('trailers', (t) => {
+    early.trailers = t;
+  });
   return new Promise((resolve) => {
     let answered = false;
     let timer: NodeJS.Timeout | undefined;
@@ -61,7 +66,11 @@ export function h2cAttempt(
     });
     up.once('response', (h) => {
       answered = true;
-      resolve({ kind: 'response', status: Number(h[':status']), response: { stream: up, headers: h, stop } });
+      resolve({
+        kind: 'response',
+        status: Number(h[':status']),
+        response: { stream: up, headers: h, early, stop },
+      });
     });
     body?.pipeTo(up);
   });

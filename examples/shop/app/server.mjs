@@ -65,12 +65,28 @@ server.keepAliveTimeout = 30_000;
 server.listen(port, '0.0.0.0', () =>
   process.stderr.write(`${me.service} ${me.version} listening on ${port}\n`),
 );
-// The same answer over h2c (HTTP/2 without TLS, as gRPC speaks it) when H2C_PORT is set.
+// The same answer over h2c (HTTP/2 without TLS, as gRPC speaks it) when H2C_PORT is set. A gRPC call
+// (content-type application/grpc, any method) gets it as one length-prefixed message and grpc-status 0,
+// so a real gRPC client (a channel of @grpc/grpc-js, grpc-go) can call it with a raw-bytes codec.
 if (process.env.H2C_PORT) {
   http2
     .createServer((req, res) => {
+      const answer = Buffer.from(
+        JSON.stringify({ ...me, protocol: 'h2c', path: req.url, caller: callerOf(req) }),
+      );
+      if (String(req.headers['content-type'] ?? '').startsWith('application/grpc')) {
+        req.resume();
+        req.on('end', () => {
+          const prefix = Buffer.alloc(5);
+          prefix.writeUInt32BE(answer.length, 1);
+          res.setHeader('content-type', 'application/grpc');
+          res.addTrailers({ 'grpc-status': '0' });
+          res.end(Buffer.concat([prefix, answer]));
+        });
+        return;
+      }
       res.setHeader('content-type', 'application/json');
-      res.end(`${JSON.stringify({ ...me, protocol: 'h2c', path: req.url, caller: callerOf(req) })}\n`);
+      res.end(`${answer}\n`);
     })
     .listen(Number(process.env.H2C_PORT), '0.0.0.0');
 }
