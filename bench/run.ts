@@ -90,9 +90,10 @@ const { values } = parseArgs({
 const QUICK = values.quick;
 
 /**
- * --inbound-l7: the bench manifests plus an AuthorizationPolicy on the server pods that reads the
- * method (DENY DELETE; the load only sends GET), so the destination node parses every request as
- * it did before the one-L7-hop change: that lever's before/after on the same build.
+ * --inbound-l7: the bench manifests plus an AuthorizationPolicy on the server pods' HTTP port that
+ * reads the method (DENY DELETE on 8080; the load only sends GET), so the destination node parses
+ * every request as it did before the one-L7-hop change: that lever's before/after on the same
+ * build. Tied to the port: on a TCP stream (the L4 path's 8081) a DENY with a method would match.
  */
 function withInboundL7Policy(): string {
   const dir = join(tmpdir(), `sockmesh-bench-manifests-${process.pid}`);
@@ -110,7 +111,8 @@ function withInboundL7Policy(): string {
       '  action: DENY',
       '  rules:',
       '    - to:',
-      '        - methods: [DELETE]',
+      '        - ports: [8080]',
+      '          methods: [DELETE]',
       '',
     ].join('\n'),
   );
