@@ -525,6 +525,16 @@ async function main(): Promise<void> {
       viaPatch.push(await change(51 + 2 * r, 'patch'));
     }
 
+    // Baseline of the same run: one full rebuild (model + translation + encoding of the whole mesh),
+    // no API server involved, forced as bench/xds-push.ts does.
+    const rebuilds: number[] = [];
+    for (let r = 0; r < 3; r++) {
+      (cp1 as unknown as { fingerprint: string }).fingerprint = '';
+      const t0 = performance.now();
+      await cp1.reload();
+      rebuilds.push(performance.now() - t0);
+    }
+
     // C. Memory with everything loaded and the clients connected.
     await new Promise((r) => setTimeout(r, 2000));
     const collected = gcNow();
@@ -573,6 +583,7 @@ async function main(): Promise<void> {
         snapshotMs: Math.round(caughtUp - created),
         lastAckMs: Number.isNaN(catchUpAcked) ? null : Math.round(Math.max(catchUpAcked, caughtUp) - created),
       },
+      fullRebuildMs: round1(median(rebuilds)),
       routeChangeToLastAckMs: {
         kubectlApply: { median: round1(median(viaKubectl)), rounds: viaKubectl.map(round1) },
         apiPatch: { median: round1(median(viaPatch)), rounds: viaPatch.map(round1) },
@@ -609,6 +620,7 @@ function render(r: {
   size: Record<string, number>;
   createMs: Record<string, number>;
   catchUp: { snapshotMs: number; lastAckMs: number | null };
+  fullRebuildMs: number;
   routeChangeToLastAckMs: Record<string, { median: number; rounds: number[] }>;
   firstFullSync: { snapshotMs: number; clientsConnectToAllServedMs: number };
   memory: {
@@ -635,6 +647,7 @@ kube-controller-manager; ${s.clients} ADS clients (wildcard LDS/RDS/CDS/EDS, eve
 |---|---:|
 | route change, \`kubectl apply\` -> last client's ACK (median of ${r.routeChangeToLastAckMs.kubectlApply!.rounds.length}) | ${r.routeChangeToLastAckMs.kubectlApply!.median} |
 | route change, API PATCH -> last client's ACK (median of ${r.routeChangeToLastAckMs.apiPatch!.rounds.length}) | ${r.routeChangeToLastAckMs.apiPatch!.median} |
+| baseline of this run: one full rebuild of the snapshot (model, translation, encoding; median of 3) | ${r.fullRebuildMs} |
 | first full sync: fresh control plane -> first snapshot (list + translate) | ${r.firstFullSync.snapshotMs} |
 | first full sync: then ${s.clients} clients connect -> every one holds all four types | ${r.firstFullSync.clientsConnectToAllServedMs} |
 | watch catch-up: last object created -> snapshot has every endpoint | ${r.catchUp.snapshotMs} |
