@@ -6,32 +6,15 @@ import { after, before, describe, it } from 'node:test';
 import { Pool } from 'undici';
 import { CertificateAuthority } from '../../../certs/ca/authority.js';
 import type { X509Svid } from '../../../certs/svid.js';
-import type { AuthorizationCheck, AuthzRequest, LocalWorkload } from '../../../mesh-agent/inbound/policy.js';
+import type { LocalWorkload } from '../../../mesh-agent/inbound/policy.js';
 import { InboundServer } from '../../../mesh-agent/inbound/server.js';
 import { identitySni } from '../../../mesh-agent/tunnel/peer.js';
 import { TunnelError, TunnelPool } from '../../../mesh-agent/tunnel/pool.js';
 import { TunnelServer } from '../../../mesh-agent/tunnel/server.js';
+import { InboundPolicy } from './fixtures/inbound-policy.js';
 
 const TD = 'inbound.test';
 const id = (sa: string) => `spiffe://${TD}/ns/shop/sa/${sa}`;
-
-/** Deny-list keyed by principal, optionally narrowed to a path prefix: enough policy to drive the inbound path. */
-class PathRules implements AuthorizationCheck {
-  rules: Array<{ principal: string; pathPrefix?: string }> = [];
-  check(req: AuthzRequest) {
-    const hit = this.rules.find(
-      (r) =>
-        r.principal === req.sourcePrincipal &&
-        (r.pathPrefix === undefined || (req.path ?? '').startsWith(r.pathPrefix)),
-    );
-    return hit
-      ? { allowed: false as const, policy: 'deny-test', reason: `principal ${hit.principal}` }
-      : { allowed: true as const };
-  }
-  needsHttp() {
-    return this.rules.some((r) => r.pathPrefix !== undefined);
-  }
-}
 
 describe('inbound: authorization and identity delivery behind the tunnel', () => {
   let ca: CertificateAuthority;
@@ -44,7 +27,7 @@ describe('inbound: authorization and identity delivery behind the tunnel', () =>
   let tunnel: TunnelServer;
   let inbound: InboundServer;
   let tunnelAddr = '';
-  const authz = new PathRules();
+  const policy = new InboundPolicy('127.0.0.1');
   const denials: string[] = [];
   const reviews: LocalWorkload = {
     ip: '127.0.0.1',
@@ -70,7 +53,7 @@ describe('inbound: authorization and identity delivery behind the tunnel', () =>
     await Promise.all([once(app, 'listening'), once(raw, 'listening')]);
     inbound = new InboundServer({
       workloads: { byIp: (ip) => (ip === reviews.ip ? reviews : undefined) },
-      authz,
+      authz: policy.authz,
       events: { denied: (ev) => denials.push(`${ev.source} ${ev.path ?? ''}`) },
     });
     tunnel = new TunnelServer({
@@ -128,14 +111,15 @@ describe('inbound: authorization and identity delivery behind the tunnel', () =>
   });
 
   it('denies an HTTP path for one principal with 403 while others pass, and reports the denial', async () => {
-    authz.rules = [{ principal: id('legacy'), pathPrefix: '/admin' }];
+    policy.deny([{ principal: id('legacy'), pathPrefix: '/admin' }]);
     const tp = new TunnelPool();
     const asLegacy = httpThroughTunnel(tp, legacy);
     const asFrontend = httpThroughTunnel(tp, frontend);
     try {
       const denied = await asLegacy.request({ path: '/admin/x', method: 'GET' });
       assert.equal(denied.statusCode, 403);
-      await denied.body.text();
+      assert.equal(denied.headers['x-sockmesh-reason'], 'denied by authorization policy');
+      assert.equal(await denied.body.text(), 'RBAC: access denied (deny-0)\n');
       const allowed = await asLegacy.request({ path: '/reviews/2', method: 'GET' });
       assert.equal(allowed.statusCode, 200);
       await allowed.body.text();
@@ -144,7 +128,7 @@ describe('inbound: authorization and identity delivery behind the tunnel', () =>
       await other.body.text();
       assert.ok(denials.includes(`${id('legacy')} /admin/x`));
     } finally {
-      authz.rules = [];
+      policy.deny([]);
       await asLegacy.close();
       await asFrontend.close();
       tp.close();
@@ -152,7 +136,7 @@ describe('inbound: authorization and identity delivery behind the tunnel', () =>
   });
 
   it('refuses a TCP connection from a denied principal and splices allowed ones', async () => {
-    authz.rules = [{ principal: id('legacy') }];
+    policy.deny([{ principal: id('legacy') }]);
     const tp = new TunnelPool();
     try {
       await assert.rejects(
@@ -176,7 +160,7 @@ describe('inbound: authorization and identity delivery behind the tunnel', () =>
       await once(s, 'end');
       assert.equal(Buffer.concat(got).toString(), 'tcp ok');
     } finally {
-      authz.rules = [];
+      policy.deny([]);
       tp.close();
     }
   });

@@ -5,52 +5,27 @@ import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
-import { Authorizer } from '../../../mesh-agent/authz/index.js';
-import type { AuthorizationCheck } from '../../../mesh-agent/inbound/policy.js';
-import type { OutboundPlan, RouteDecision } from '../../../mesh-agent/outbound/plan.js';
-import { type Harness, SOURCE_ID, startOutbound, TestCluster } from './fixtures/outbound-harness.js';
+import type { Raw } from '../../unit/mesh-agent/fixtures/envoy.js';
+import {
+  type Harness,
+  localCluster,
+  type MeshResources,
+  reviewsRoutes,
+  SOURCE_ID,
+  startOutbound,
+} from './fixtures/outbound-harness.js';
 
 /** Answers which backend it is, so per-request routing shows. */
 function named(name: string): http.Server {
   return http.createServer((req, res) => res.end(`${name} ${req.url}`));
 }
 
+const header = (name: string, exact: string) => ({ name, string_match: { exact } });
+
 describe('outbound: protocol detection on a port that does not declare its protocol', () => {
   let harness: Harness;
-  // DENY DELETE from the caller: HTTP-only, so on TCP it matches (Istio), over HTTP only DELETE is denied.
-  const rbac = Authorizer.fromWire([
-    {
-      action: 'DENY',
-      policies: {
-        'no-delete': {
-          permissions: [{ header: { name: ':method', string_match: { exact: 'DELETE' } } }],
-          principals: [{ authenticated: { principal_name: { exact: SOURCE_ID } } }],
-        },
-      },
-    },
-  ]);
-  let denyDelete = false;
-  const authz: AuthorizationCheck = {
-    check: (req) => {
-      if (!denyDelete) return { allowed: true };
-      const d = rbac.evaluate({
-        sourcePrincipal: req.sourcePrincipal,
-        sourceNamespace: req.sourceNamespace,
-        destinationPort: req.port,
-        method: req.method,
-        path: req.path,
-      });
-      return d.allowed ? { allowed: true } : { allowed: false, policy: d.policy ?? '-', reason: d.reason };
-    },
-    needsHttp: () => true,
-  };
   const servers: net.Server[] = [];
-  let stable: TestCluster;
-  let canary: TestCluster;
-  let tcp: TestCluster;
-  let banner: TestCluster;
-  let detect: (tcpCluster: TestCluster) => OutboundPlan;
-  let forwardTo: (cluster: TestCluster) => RouteDecision;
+  const ports = new Map<string, number>();
 
   const listen = async (s: net.Server) => {
     servers.push(s);
@@ -59,45 +34,39 @@ describe('outbound: protocol detection on a port that does not declare its proto
     return (s.address() as AddressInfo).port;
   };
 
+  /**
+   * The mesh as the control plane sends it: the VIP's port is undeclared, so its TCP chain
+   * (to `tcp`) has an HTTP sibling whose routes pick a cluster per request by header.
+   */
+  const mesh = (opts: { tcp?: string; httpTo?: string; rbac?: Raw[] } = {}): MeshResources => ({
+    vip: { detect: opts.tcp ?? 'echo' },
+    routes: reviewsRoutes(
+      opts.httpTo
+        ? [{ match: { prefix: '/' }, route: { cluster: opts.httpTo } }]
+        : [
+            {
+              match: { prefix: '/', headers: [header('x-backend', 'h2'), header('x-canary', 'true')] },
+              route: { cluster: 'h2-canary' },
+            },
+            { match: { prefix: '/', headers: [header('x-backend', 'h2')] }, route: { cluster: 'h2' } },
+            { match: { prefix: '/', headers: [header('x-canary', 'true')] }, route: { cluster: 'canary' } },
+            { match: { prefix: '/' }, route: { cluster: 'stable' } },
+          ],
+    ),
+    clusters: [...ports].map(([name, port]) => localCluster(name, [port])),
+    ...(opts.rbac ? { rbac: opts.rbac } : {}),
+  });
+
   before(async () => {
-    stable = new TestCluster('stable', [await listen(named('stable'))]);
-    const h2 = http2.createServer((req, res) => res.end(`canary-h2 ${req.url}`));
-    const canaryH1 = await listen(named('canary'));
-    canary = new TestCluster('canary', [canaryH1]);
-    const h2port = await listen(h2);
-    const h2cluster = new TestCluster('h2', [h2port]);
-    tcp = new TestCluster('echo', [await listen(net.createServer((s) => s.pipe(s)))]);
+    ports.set('stable', await listen(named('stable')));
+    ports.set('canary', await listen(named('canary')));
+    ports.set('fresh', await listen(named('fresh')));
+    ports.set('h2', await listen(http2.createServer((req, res) => res.end(`h2 ${req.url}`))));
+    ports.set('h2-canary', await listen(http2.createServer((req, res) => res.end(`canary-h2 ${req.url}`))));
+    ports.set('echo', await listen(net.createServer((s) => s.pipe(s))));
     // Server-first: speaks before the client does, like SMTP or MySQL.
-    banner = new TestCluster('banner', [
-      await listen(net.createServer((s) => s.end('220 hello from the server\r\n'))),
-    ]);
-    forwardTo = (cluster: TestCluster): RouteDecision => ({
-      kind: 'forward',
-      cluster,
-      timeoutMs: undefined,
-      idleTimeoutMs: undefined,
-      retry: undefined,
-      headers: {},
-      hashKey: undefined,
-      routeName: 'r',
-    });
-    detect = (tcpCluster) => ({
-      kind: 'detect',
-      http: {
-        kind: 'http',
-        service: 'reviews.shop',
-        route: (req) =>
-          forwardTo(
-            req.headers[':method'] !== undefined
-              ? h2cluster
-              : req.headers['x-canary'] === 'true'
-                ? canary
-                : stable,
-          ),
-      },
-      tcp: { kind: 'tcp', service: 'reviews.shop', cluster: () => tcpCluster, idleTimeoutMs: undefined },
-    });
-    harness = await startOutbound(detect(tcp), authz);
+    ports.set('banner', await listen(net.createServer((s) => s.end('220 hello from the server\r\n'))));
+    harness = await startOutbound(mesh());
   });
 
   after(async () => {
@@ -125,9 +94,9 @@ describe('outbound: protocol detection on a port that does not declare its proto
 
   it('routes h2c (prior knowledge) per stream', async () => {
     const s = http2.connect(`http://127.0.0.1:${harness.port}`);
-    try {
-      const body = await new Promise<string>((resolve, reject) => {
-        const r = s.request({ ':path': '/g' });
+    const get = (headers: Record<string, string>) =>
+      new Promise<string>((resolve, reject) => {
+        const r = s.request({ ':path': '/g', 'x-backend': 'h2', ...headers });
         let b = '';
         r.on('data', (c: Buffer) => {
           b += c;
@@ -135,7 +104,12 @@ describe('outbound: protocol detection on a port that does not declare its proto
         r.on('end', () => resolve(b));
         r.on('error', reject);
       });
-      assert.equal(body, 'canary-h2 /g');
+    try {
+      // Streams of one session, each matched on its own headers.
+      assert.deepEqual(
+        [await get({}), await get({ 'x-canary': 'true' }), await get({})],
+        ['h2 /g', 'canary-h2 /g', 'h2 /g'],
+      );
     } finally {
       s.close();
     }
@@ -155,7 +129,7 @@ describe('outbound: protocol detection on a port that does not declare its proto
   });
 
   it('a server-first protocol (the client waits) gets through at L4 after the detection timeout', async () => {
-    harness.setPlan(detect(banner));
+    harness.apply(mesh({ tcp: 'banner' }));
     try {
       const c = net.connect(harness.port, '127.0.0.1');
       const got: Buffer[] = [];
@@ -164,27 +138,31 @@ describe('outbound: protocol detection on a port that does not declare its proto
       c.destroy();
       assert.equal(Buffer.concat(got).toString(), '220 hello from the server\r\n');
     } finally {
-      harness.setPlan(detect(tcp));
+      harness.apply(mesh());
     }
   });
 
   it('same node: an HTTP-only DENY rule hits only that method over HTTP, and the whole stream over TCP', async () => {
+    // DENY DELETE from the caller: HTTP-only, so on TCP it matches (Istio), over HTTP only DELETE is denied.
+    const denyDelete = {
+      action: 'DENY',
+      policies: {
+        'no-delete': {
+          permissions: [{ header: header(':method', 'DELETE') }],
+          principals: [{ authenticated: { principal_name: { exact: SOURCE_ID } } }],
+        },
+      },
+    };
     // A backend no earlier test has pooled a connection to, so the connection is made under the policy.
-    const fresh = new TestCluster('fresh', [await listen(named('fresh'))]);
-    const base = detect(tcp);
-    assert.ok(base.kind === 'detect');
-    harness.setPlan({
-      ...base,
-      http: { ...base.http, route: () => forwardTo(fresh) },
-    });
-    denyDelete = true;
+    harness.apply(mesh({ httpTo: 'fresh', rbac: [denyDelete] }));
     try {
       const get = await request(`http://127.0.0.1:${harness.port}/r`);
       assert.equal(get.statusCode, 200);
       await get.body.text();
       const del = await request(`http://127.0.0.1:${harness.port}/r`, { method: 'DELETE' });
       assert.equal(del.statusCode, 403);
-      await del.body.text();
+      assert.equal(del.headers['x-sockmesh-flags'], 'UAEX');
+      assert.match(await del.body.text(), /^RBAC: access denied \(no-delete\)\n$/);
       const c = net.connect(harness.port, '127.0.0.1');
       c.on('error', () => {});
       c.write(Buffer.from([0x00, 0x01, 0x02]));
@@ -194,8 +172,7 @@ describe('outbound: protocol detection on a port that does not declare its proto
       assert.equal(Buffer.concat(got).length, 0, 'refused');
       assert.equal(harness.records.at(-1)?.flags, 'UAEX');
     } finally {
-      denyDelete = false;
-      harness.setPlan(detect(tcp));
+      harness.apply(mesh());
     }
   });
 });

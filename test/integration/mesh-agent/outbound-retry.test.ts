@@ -5,8 +5,15 @@ import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
-import type { OutboundPlan, RetryPlan } from '../../../mesh-agent/outbound/plan.js';
-import { type Harness, retryPlan, startOutbound, TestCluster } from './fixtures/outbound-harness.js';
+import type { Raw } from '../../unit/mesh-agent/fixtures/envoy.js';
+import {
+  breakers,
+  type Harness,
+  localCluster,
+  type MeshResources,
+  reviewsRoutes,
+  startOutbound,
+} from './fixtures/outbound-harness.js';
 
 /**
  * Upstream knobs, per path: /fail-once/<key> answers 503 the first time,
@@ -32,28 +39,29 @@ class Upstream {
   }
 }
 
-const policy = (extra: Record<string, unknown> = {}): RetryPlan =>
-  retryPlan({
-    retry_on: '5xx,connect-failure,reset',
-    num_retries: { value: 2 },
-    retry_back_off: { base_interval: { seconds: 0, nanos: 1_000_000 } },
-    ...extra,
-  });
+/** An Envoy RetryPolicy as the control plane writes it into a route. */
+const policy = (extra: Raw = {}): Raw => ({
+  retry_on: '5xx,connect-failure,reset',
+  num_retries: { value: 2 },
+  retry_back_off: { base_interval: { seconds: 0, nanos: 1_000_000 } },
+  ...extra,
+});
 
-function plan(cluster: TestCluster, retry: RetryPlan | undefined, timeoutMs?: number): OutboundPlan {
+/** Everything to `port` (one local endpoint of cluster `name`), with this retry policy and timeout. */
+function mesh(
+  name: string,
+  port: number,
+  retry: Raw | undefined,
+  opts: { timeoutMs?: number; cluster?: Raw } = {},
+): MeshResources {
+  const route: Raw = { cluster: name };
+  if (retry) route.retry_policy = retry;
+  if (opts.timeoutMs !== undefined)
+    route.timeout = { seconds: Math.floor(opts.timeoutMs / 1000), nanos: (opts.timeoutMs % 1000) * 1e6 };
   return {
-    kind: 'http',
-    service: 'reviews.shop',
-    route: (req) => ({
-      kind: 'forward',
-      cluster,
-      timeoutMs,
-      idleTimeoutMs: undefined,
-      retry,
-      headers: { ...(req.headers as Record<string, string>) },
-      hashKey: undefined,
-      routeName: 'default',
-    }),
+    vip: { http: true },
+    routes: reviewsRoutes([{ match: { prefix: '/' }, route }]),
+    clusters: [localCluster(name, [port], opts.cluster)],
   };
 }
 
@@ -140,7 +148,7 @@ describe('outbound: h2c requests follow the same retry policy as HTTP/1.1', () =
     await Promise.all([once(h2server, 'listening'), once(h1server, 'listening')]);
     h2port = (h2server.address() as AddressInfo).port;
     h1port = (h1server.address() as AddressInfo).port;
-    harness = await startOutbound(plan(new TestCluster('h2', [h2port]), policy()));
+    harness = await startOutbound(mesh('h2', h2port, policy()));
     client = http2.connect(`http://127.0.0.1:${harness.port}`);
   });
 
@@ -152,11 +160,9 @@ describe('outbound: h2c requests follow the same retry policy as HTTP/1.1', () =
   });
 
   const lastRecord = () => harness.records.at(-1)!;
-  /** The plan is taken per captured connection (as the listener chain is): a new plan needs a new connection. */
-  const use = (p: OutboundPlan) => {
-    harness.setPlan(p);
-    client.close();
-    client = http2.connect(`http://127.0.0.1:${harness.port}`);
+  /** A config update: requests on the open h2c connection are planned against it (as every request is). */
+  const use = (r: MeshResources) => {
+    harness.apply(r);
   };
   const settle = () => new Promise((r) => setTimeout(r, 50));
 
@@ -196,9 +202,7 @@ describe('outbound: h2c requests follow the same retry policy as HTTP/1.1', () =
   });
 
   it('bounds each try by the per-try timeout and retries', async () => {
-    use(
-      plan(new TestCluster('h2', [h2port]), policy({ per_try_timeout: { seconds: 0, nanos: 200_000_000 } })),
-    );
+    use(mesh('h2', h2port, policy({ per_try_timeout: { seconds: 0, nanos: 200_000_000 } })));
     const started = performance.now();
     const r = await h2call(client, '/slow-once/a');
     assert.equal(r.status, 200);
@@ -207,7 +211,7 @@ describe('outbound: h2c requests follow the same retry policy as HTTP/1.1', () =
   });
 
   it('gives up after num_retries with the last 5xx and the URX flag', async () => {
-    use(plan(new TestCluster('h2', [h2port]), policy()));
+    use(mesh('h2', h2port, policy()));
     const r = await h2call(client, '/fail-always/a');
     assert.equal(r.status, 503);
     assert.equal(r.flags, 'URX');
@@ -218,16 +222,15 @@ describe('outbound: h2c requests follow the same retry policy as HTTP/1.1', () =
   });
 
   it('stops retrying when the retry breaker is full', async () => {
-    const cluster = new TestCluster('h2', [h2port]);
-    cluster.retryBudget = 0;
-    use(plan(cluster, policy()));
+    // The cluster's retry breaker (circuit_breakers max_retries) admits no retry at all.
+    use(mesh('h2', h2port, policy(), { cluster: breakers({ maxRetries: 0 }) }));
     const r = await h2call(client, '/fail-once/breaker');
     assert.equal(r.status, 503);
     assert.equal(up.seen.get('/fail-once/breaker'), 1);
   });
 
   it('does not retry without a retry policy', async () => {
-    use(plan(new TestCluster('h2', [h2port]), undefined));
+    use(mesh('h2', h2port, undefined));
     const r = await h2call(client, '/fail-once/nopolicy', Buffer.alloc(70_000, 'z'));
     assert.equal(r.status, 503);
     assert.equal(r.body, 'status=503 body=70000', 'the body streams through whole');
@@ -235,7 +238,7 @@ describe('outbound: h2c requests follow the same retry policy as HTTP/1.1', () =
   });
 
   it('HTTP/1.1 takes the same loop: 503 then 200, body replayed', async () => {
-    use(plan(new TestCluster('h1', [h1port]), policy()));
+    use(mesh('h1', h1port, policy()));
     const before = up.bodies.length;
     const res = await request(`http://127.0.0.1:${harness.port}/fail-once/h1`, {
       method: 'POST',
