@@ -94,6 +94,8 @@ type Path = (string | number)[];
 const OPEN_MAPS = new Set(['labels', 'annotations', 'selector', 'matchLabels']);
 /** Fields whose value is a DNS name of at most 253 (or 63) characters. */
 const NAME_KEYS = new Set(['name', 'namespace', 'nodeName', 'serviceAccountName']);
+/** Lists whose entries' `name` is an HTTP header or query parameter name. */
+const HEADER_LISTS = new Set(['headers', 'queryParams', 'set', 'add']);
 /** Enumerations (and the two identity fields): any other string is invalid. */
 const ENUM_KEYS = new Set(['apiVersion', 'kind', 'action', 'type', 'protocol', 'method']);
 /** Integer ranges from the Kubernetes and Gateway API references. */
@@ -255,7 +257,10 @@ function mutateStructure(r: Rand, seed: Seed): Mutant | undefined {
       const n = pick(r, [254, 1025, 70_000, 1_000_000]);
       setAt(doc, p, 'a'.repeat(n));
       detail += ` -> ${n} characters`;
-      if (NAME_KEYS.has(key) || ENUM_KEYS.has(key) || (open && n > 63)) expect = 'reject';
+      // A header or query parameter name may be 256 characters (Gateway API); other names are DNS names.
+      const headerish = p.some((k) => typeof k === 'string' && HEADER_LISTS.has(k));
+      if (NAME_KEYS.has(key) && (!headerish || n > 256)) expect = 'reject';
+      if (ENUM_KEYS.has(key) || (open && n > 63)) expect = 'reject';
       break;
     }
     case 'deep-nesting': {

@@ -202,7 +202,11 @@ export function decodeService(r: FieldReader, meta: Meta): Service {
   for (let i = 0; i < n; i++) {
     const base = ['spec', 'ports', i];
     r.onlyKnown(base, ['name', 'port', 'targetPort', 'appProtocol', 'protocol']);
-    const name = r.string([...base, 'name'], { pattern: DNS_LABEL, patternHint: 'a DNS label' });
+    const name = r.string([...base, 'name'], {
+      pattern: DNS_LABEL,
+      patternHint: 'a DNS label',
+      maxLength: 63,
+    });
     const port = r.integer([...base, 'port'], { required: true, min: 1, max: 65535 });
     const proto = r.string([...base, 'protocol']);
     if (proto !== undefined && proto !== 'TCP')

@@ -78,9 +78,9 @@ const SERVICE_PORT = {
   required: ['port'],
   additionalProperties: false,
   properties: {
-    name: str,
+    name: { type: 'string', maxLength: 63 },
     port: int,
-    targetPort: { type: ['integer', 'string'] },
+    targetPort: { type: ['integer', 'string'], maxLength: 15 },
     appProtocol: str,
     protocol: str,
   },
@@ -111,7 +111,14 @@ const CONTAINER_PORT = {
   type: 'object',
   required: ['containerPort'],
   additionalProperties: false,
-  properties: { name: str, containerPort: int, protocol: str, hostPort: int, hostIP: str },
+  // A container port's name is an IANA service name: at most 15 characters.
+  properties: {
+    name: { type: 'string', maxLength: 15 },
+    containerPort: int,
+    protocol: str,
+    hostPort: int,
+    hostIP: str,
+  },
 };
 
 /** Every field of a core v1 Container (1.37): closed, so a typo is refused; only ports are read. */
@@ -219,7 +226,7 @@ const POD = topLevel({
           additionalProperties: false,
           properties: {
             ...openFields(CONTAINER_FIELDS),
-            name: str,
+            name: { type: 'string', maxLength: 63 },
             ports: { type: 'array', items: CONTAINER_PORT },
           },
         },
