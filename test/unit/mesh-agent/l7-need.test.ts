@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseRbac } from '../../../mesh-agent/authz/rbac.js';
 import { rbacNeedsHttp } from '../../../mesh-agent/inbound/l7-need.js';
+import { protocolBaggage, senderWroteIdentity } from '../../../mesh-agent/inbound/policy.js';
 
 const FRONTEND = { authenticated: { principal_name: { exact: 'spiffe://td/ns/shop/sa/frontend' } } };
 const METHOD_DELETE = { header: { name: ':method', string_match: { exact: 'DELETE' } } };
@@ -57,5 +58,16 @@ describe('rbacNeedsHttp: does the destination have to parse HTTP on this port', 
   it('stays conservative under not: a negated port rule does not prune', () => {
     const notPort = { and_rules: { rules: [{ not_rule: { destination_port: 9080 } }, ADMIN] } };
     assert.equal(rbacNeedsHttp([config('DENY', [notPort])], 9080), true);
+  });
+});
+
+describe('senderWroteIdentity: the sender says it wrote x-forwarded-client-cert', () => {
+  it('is said with http only, and read back from a full baggage header', () => {
+    assert.equal(senderWroteIdentity(`k8s.namespace.name=shop,${protocolBaggage('http')}`), true);
+    assert.equal(senderWroteIdentity(`k8s.namespace.name=shop,${protocolBaggage('tcp')}`), false);
+    assert.equal(senderWroteIdentity(undefined), false);
+    assert.equal(senderWroteIdentity('sockmesh.protocol=http'), false);
+    assert.equal(senderWroteIdentity('a=b, sockmesh.xfcc = set ;p=1'), true);
+    assert.equal(senderWroteIdentity('sockmesh.xfcc=no'), false);
   });
 });
