@@ -180,7 +180,10 @@ export function decide(
   }
   const nextStep = steps.findIndex((s) => s > state.weight);
   if (state.phase === 'Promoted' || nextStep < 0) {
-    return out('Hold', 'Healthy', 'canary within bounds', { ...state, phase: steps.length > 0 ? 'Promoted' : state.phase });
+    return out('Hold', 'Healthy', 'canary within bounds', {
+      ...state,
+      phase: steps.length > 0 ? 'Promoted' : state.phase,
+    });
   }
   const weight = steps[nextStep]!;
   const last = nextStep === steps.length - 1;
