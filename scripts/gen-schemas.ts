@@ -11,7 +11,7 @@
  *   node --import tsx scripts/gen-schemas.ts           rewrite the generated file
  *   node --import tsx scripts/gen-schemas.ts --check   exit 1 when it drifted
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
@@ -20,7 +20,6 @@ import { kubeCacheDir, parseVersionsEnv, VERSIONS_FILE } from '../lab/kube/binar
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const GENERATED_FILE = join(ROOT, 'xds', 'model', 'schemas', 'crds.generated.json');
 export const SOCKMESH_CRD_DIR = join(ROOT, 'charts', 'sockmesh', 'files', 'crds');
-const SOCKMESH_CRDS = ['sockmesh.io_trafficpolicies.yaml', 'sockmesh.io_authorizationpolicies.yaml'];
 const GATEWAY_CRDS = [
   'gateway.networking.k8s.io_httproutes.yaml',
   'gateway.networking.k8s.io_tcproutes.yaml',
@@ -91,10 +90,17 @@ function addCrd(kinds: GeneratedSchemas['kinds'], crd: Crd, file: string): void 
   kinds[crd.spec.names.kind] = byVersion;
 }
 
+/** Every CRD file of the chart (a new sockmesh kind is picked up, and the drift test asks for a rerun). */
+function sockmeshCrds(dir = SOCKMESH_CRD_DIR): string[] {
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml'))
+    .sort();
+}
+
 /** The sockmesh CRDs' part (always available: they are in the repo). */
 export function generateSockmesh(dir = SOCKMESH_CRD_DIR): GeneratedSchemas['kinds'] {
   const kinds: GeneratedSchemas['kinds'] = {};
-  for (const f of SOCKMESH_CRDS) addCrd(kinds, readCrd(join(dir, f)), join(dir, f));
+  for (const f of sockmeshCrds(dir)) addCrd(kinds, readCrd(join(dir, f)), join(dir, f));
   return kinds;
 }
 
@@ -118,7 +124,7 @@ export function generate(gatewayDir = gatewayCrdDir(), sockmeshDir = SOCKMESH_CR
       {
         module: 'sockmesh',
         version: 'repository',
-        files: SOCKMESH_CRDS.map((f) => `charts/sockmesh/files/crds/${f}`),
+        files: sockmeshCrds(sockmeshDir).map((f) => `charts/sockmesh/files/crds/${f}`),
       },
     ],
     kinds: { ...generateGateway(gatewayDir), ...generateSockmesh(sockmeshDir) },
