@@ -102,7 +102,8 @@ class RawAdsServer {
     return answer;
   }
 
-  next(pred: (r: Request) => boolean, ms = 10_000): Promise<Request> {
+  /** Generous bound: a loaded machine is slow, and a wait that ends means the client never answered. */
+  next(pred: (r: Request) => boolean, ms = 120_000): Promise<Request> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('no answer from the client')), ms);
       this.waiters.push({
@@ -352,7 +353,11 @@ test('malformed and huge xDS responses are NACKed with a reason; the agent keeps
   }));
   const huge = any(ENDPOINT_TYPE, assignment('reviews-v1', pods));
   assert.ok(huge.value.length > 10 * 1024 * 1024, `${huge.value.length} bytes`);
+  const hugeStarted = performance.now();
   const big = await server.send(response(ENDPOINT_TYPE, 'huge', [huge]));
+  t.diagnostic(
+    `a ${(huge.value.length / 1048576).toFixed(1)} MiB assignment answered in ${Math.round(performance.now() - hugeStarted)} ms`,
+  );
   assert.equal(big.error_detail, undefined, big.error_detail?.message);
   assert.equal(store.current.endpoints('reviews-v1').length, 60_000);
 
