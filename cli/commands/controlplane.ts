@@ -135,15 +135,18 @@ Exit codes: 0 stopped cleanly, 1 failure (e.g. invalid manifests at start), 2 us
     await cp.start();
     const admin = values.admin ? new AdminServer(cp) : undefined;
     const adminAddr = admin ? await admin.listen(values.admin!) : undefined;
-    stdout.write(
-      `control plane serving ${what} (version ${cp.snapshot?.version}) on ${cp.addresses().join(', ')}` +
-        `${adminAddr ? `; admin on ${adminAddr}` : ''}\n`,
-    );
-    await new Promise<void>((resolve) => {
+    // Handlers before the line that says we serve: whoever reads it may signal at once (a SIGTERM
+    // in between killed the process instead of stopping it, seen on Node 24).
+    const stopped = new Promise<void>((resolve) => {
       const stop = () => resolve();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
     });
+    stdout.write(
+      `control plane serving ${what} (version ${cp.snapshot?.version}) on ${cp.addresses().join(', ')}` +
+        `${adminAddr ? `; admin on ${adminAddr}` : ''}\n`,
+    );
+    await stopped;
     await admin?.close();
     await cp.close();
     return EXIT.OK;

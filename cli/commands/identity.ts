@@ -162,16 +162,18 @@ export const identityCommand: Command = {
       });
       await server.start();
       const table = server.table!;
+      // Handlers before the line that says we serve: whoever reads it may signal at once.
+      const reload = () => void server.reload();
+      process.on('SIGHUP', reload);
+      const stopped = new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
       stdout.write(
         `serving the SPIFFE Workload API on ${socketPath}: ${table.entries.length} registration entries, ` +
           `${new Set(table.entries.flatMap((e) => e.spiffeIds)).size} SPIFFE IDs\n`,
       );
-      const reload = () => void server.reload();
-      process.on('SIGHUP', reload);
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
+      await stopped;
       process.off('SIGHUP', reload);
       stderr.write('sockmesh identity serve: stopping\n');
       await server.stop();
