@@ -46,6 +46,8 @@ export interface RunningPeer {
   stderr(): string;
   /** Sends one command line and resolves with the next JSON line the peer prints. */
   ask(command: string): Promise<PeerLine>;
+  /** Resolves once the peer has printed n lines; rejects if it exits first. */
+  waitLines(n: number): Promise<PeerLine[]>;
 }
 
 /** Starts a peer; it is killed by its pid in the test's after() if still running. */
@@ -68,28 +70,49 @@ export function startPeer(
     err += d.toString();
   });
   const lines: PeerLine[] = [];
-  const waiters: Array<(l: PeerLine) => void> = [];
+  const waiters: Array<{ resolve: (l: PeerLine) => void; reject: (e: Error) => void }> = [];
   const rl = createInterface({ input: child.stdout! });
+  const counters: Array<() => void> = [];
   rl.on('line', (text) => {
     const line = JSON.parse(text) as PeerLine;
     lines.push(line);
-    waiters.shift()?.(line);
+    waiters.shift()?.resolve(line);
+    for (const c of counters) c();
   });
   const closed = once(rl, 'close').then(() => undefined);
+  child.once('exit', (code) => {
+    // After the last line: a peer that exits without answering fails the command that waits.
+    void closed.then(() => {
+      for (const w of waiters.splice(0))
+        w.reject(new Error(`${name} exited ${code} before answering: ${err}`));
+    });
+  });
   return {
     child,
     lines,
     closed,
     stderr: () => err,
     ask(command: string) {
-      const next = new Promise<PeerLine>((resolve, reject) => {
-        waiters.push(resolve);
-        child.once('exit', (code) =>
-          reject(new Error(`${name} exited ${code} before answering "${command}": ${err}`)),
-        );
-      });
+      const next = new Promise<PeerLine>((resolve, reject) => waiters.push({ resolve, reject }));
       child.stdin!.write(`${command}\n`);
       return next;
+    },
+    waitLines(n: number) {
+      return new Promise<PeerLine[]>((resolve, reject) => {
+        const check = () => {
+          if (lines.length >= n) resolve(lines);
+        };
+        counters.push(check);
+        check();
+        void closed.then(() => {
+          if (lines.length < n)
+            reject(
+              new Error(
+                `${name} ended after ${lines.length} of ${n} lines: ${err}\n${JSON.stringify(lines)}`,
+              ),
+            );
+        });
+      });
     },
   };
 }

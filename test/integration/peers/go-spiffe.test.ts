@@ -92,14 +92,7 @@ describe('go-spiffe v2 against sockmesh identity serve', () => {
 
   it('X509Source: gets its SVID and the bundle, all SVIDs of the entry, and follows a rotation', async (t) => {
     const peer = startPeer(t, bin, 'spiffe-peer', ['svid', '-socket', `unix://${socket}`, '-updates', '1']);
-    const first = await new Promise<Record<string, unknown>>((resolve) => {
-      const poll = setInterval(() => {
-        if (peer.lines.length >= 2) {
-          clearInterval(poll);
-          resolve(peer.lines[0]!);
-        }
-      }, 20);
-    });
+    const first = (await peer.waitLines(2))[0]!;
     assert.equal(first.event, 'svid', JSON.stringify(peer.lines));
     // The default SVID is the entry's first ID; the bundle is the CA's root, byte for byte.
     assert.equal(first.spiffeId, FRONTEND);

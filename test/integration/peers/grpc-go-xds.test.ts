@@ -133,14 +133,7 @@ test('grpc-go xDS client follows HTTPRoute weights, header matches and a live we
     return line;
   };
   // The first line is "ready" (the channel exists; RPCs wait for the xDS resources).
-  await new Promise<void>((resolve) => {
-    const poll = setInterval(() => {
-      if (peer.lines.length > 0) {
-        clearInterval(poll);
-        resolve();
-      }
-    }, 20);
-  });
+  await peer.waitLines(1);
   assert.equal(peer.lines[0]!.event, 'ready', peer.stderr());
 
   assertSplit((await ask(`calls ${N}`)) as unknown as Calls, 0.8, 'weights 80/20');
