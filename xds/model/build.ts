@@ -5,6 +5,7 @@
  * the caller's policy: see accept.ts.
  */
 import type { ConfigError, SourceObject } from '../sources/source.js';
+import { type DeclaredCanaryGuard, decodeCanaryGuard, resolveCanaryGuards } from './canary.js';
 import {
   type DeclaredAuthorizationPolicy,
   type DeclaredBackend,
@@ -76,7 +77,8 @@ type KindId =
   | 'HTTPRoute'
   | 'TCPRoute'
   | 'TrafficPolicy'
-  | 'AuthorizationPolicy';
+  | 'AuthorizationPolicy'
+  | 'CanaryGuard';
 
 const KINDS: Record<string, { apiVersions: string[]; namespaced: boolean; id: KindId }> = {
   Namespace: { apiVersions: ['v1'], namespaced: false, id: 'Namespace' },
@@ -98,6 +100,7 @@ const KINDS: Record<string, { apiVersions: string[]; namespaced: boolean; id: Ki
   },
   TrafficPolicy: { apiVersions: ['sockmesh.io/v1alpha1'], namespaced: true, id: 'TrafficPolicy' },
   AuthorizationPolicy: { apiVersions: ['sockmesh.io/v1alpha1'], namespaced: true, id: 'AuthorizationPolicy' },
+  CanaryGuard: { apiVersions: ['sockmesh.io/v1alpha1'], namespaced: true, id: 'CanaryGuard' },
 };
 
 /** What a manifests directory may declare; EndpointSlices come only from a source that provides them. */
@@ -149,6 +152,7 @@ export function buildModelDetailed(
   const tcpRoutes: Declared<DeclaredTcpRoute>[] = [];
   const policies: Declared<DeclaredTrafficPolicy>[] = [];
   const authz: Declared<DeclaredAuthorizationPolicy>[] = [];
+  const guards: Declared<DeclaredCanaryGuard>[] = [];
   const slices: DeclaredEndpointSlice[] = [];
   /** Per object index: its schema errors (among its other errors). */
   const schemaFound = new Map<number, Set<ConfigError>>();
@@ -227,6 +231,11 @@ export function buildModelDetailed(
       case 'AuthorizationPolicy':
         authz.push({ value: decodeAuthorizationPolicy(r, meta), reader: r });
         break;
+      case 'CanaryGuard': {
+        const g = decodeCanaryGuard(r, meta);
+        if (g) guards.push({ value: g, reader: r });
+        break;
+      }
     }
     decodedUpTo.set(index, own.length);
   }
@@ -371,6 +380,8 @@ export function buildModelDetailed(
     authorizationPolicies.push({ ...value, targetRef });
   }
 
+  const canaryGuards = resolveCanaryGuards(guards, finalHttp);
+
   for (const [i, found] of schemaFound)
     objectErrors.set(i, dropSchemaDuplicates(objectErrors.get(i)!, found, decodedUpTo.get(i) ?? 0));
   for (const [i, list] of objectErrors) if (list.length === 0) objectErrors.delete(i);
@@ -410,6 +421,7 @@ export function buildModelDetailed(
       tcpRoutes: finalTcp,
       trafficPolicies,
       authorizationPolicies,
+      canaryGuards,
     },
   };
 }

@@ -3,6 +3,7 @@
  * Translation reads only this; it never sees YAML.
  */
 import type { SourceLocation } from '../sources/source.js';
+import type { CanaryGuard } from './canary.js';
 
 export type Labels = Readonly<Record<string, string>>;
 
@@ -232,4 +233,6 @@ export interface MeshModel {
   tcpRoutes: readonly TcpRoute[];
   trafficPolicies: ReadonlyMap<ObjectKey, TrafficPolicy>;
   authorizationPolicies: readonly AuthorizationPolicy[];
+  /** CanaryGuards (absent = none): which backend of a route is guarded, by which bounds. */
+  canaryGuards?: readonly CanaryGuard[];
 }
