@@ -223,7 +223,7 @@ describe('inbound: the sender chooses TCP or HTTP, authorization cannot be bypas
       await ok.body.text();
       const no = await client.request({ path: '/admin', method: 'GET' });
       assert.equal(no.statusCode, 403);
-      await no.body.text();
+      assert.equal(await no.body.text(), 'RBAC: access denied (default-deny)\n');
     } finally {
       rbac.authorizer = new Authorizer([]);
       await client.close();
