@@ -23,8 +23,41 @@ function routes(v1: number, v2: number): string {
     .replace('weight: 10', `weight: ${v2}`);
 }
 
+interface Answer {
+  status: number;
+  body: string;
+  flags: string | null;
+  reason: string | null;
+  error?: string;
+}
+
+/** One request from inside a pod, with the headers that tell who answered a denial. */
+async function ask(mesh: LocalMesh, from: string, url: string): Promise<Answer> {
+  const script = `fetch(${JSON.stringify(url)}).then(async r=>process.stdout.write(JSON.stringify({status:r.status,flags:r.headers.get('x-sockmesh-flags'),reason:r.headers.get('x-sockmesh-reason'),body:await r.text()}))).catch(e=>process.stdout.write(JSON.stringify({status:0,body:'',flags:null,reason:null,error:String(e.cause?.code??e.cause??e)})))`;
+  return JSON.parse((await mesh.exec(from, [process.execPath, '-e', script], 20_000)).stdout) as Answer;
+}
+
+/** The RBAC body of a denial, naming the policy that decided. */
+const RBAC_DENIED = /^RBAC: access denied \(.+\)\n$/;
+
 describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
   let mesh: LocalMesh;
+  /** A counter summed over the given agents' /metrics (each merged over its workers). */
+  const counter = async (name: string, nodes = ['node1', 'node2']) =>
+    (
+      await Promise.all(nodes.map(async (n) => metric((await mesh.agentGet(n, '/metrics')).body, name)))
+    ).reduce((a, b) => a + b, 0);
+  /**
+   * How much a counter grew since `baseline`, once it has grown by `expected` (a worker's counts
+   * reach the agent's scrape a moment later); more than expected is returned as is, to be reported.
+   */
+  const grewBy = async (name: string, baseline: number, expected: number, nodes?: string[]) =>
+    (await eventually(
+      `${name} grew by ${expected}`,
+      () => counter(name, nodes),
+      (v) => v - baseline >= expected,
+      5000,
+    )) - baseline;
 
   before(async () => {
     // Each agent exports spans to an OTLP collector on its own node (started in the tracing test).
@@ -154,6 +187,7 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
       denied.map((a) => a.status),
       [403, 403],
     );
+    for (const d of denied) assert.match(d.body, RBAC_DENIED);
   });
 
   it('splits 90/10 per request over 2000 requests; the header match always hits the canary', async () => {
@@ -167,25 +201,108 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
     assert.deepEqual(canary.byVersion, { v2: 200 });
   });
 
-  it('follows weight changes under continuous load without losing a request', async () => {
-    const running = load(mesh, 'shop/frontend-1', REVIEWS, 3000, 10);
-    await new Promise((r) => setTimeout(r, 400));
-    mesh.writeManifest('30-routes.yaml', routes(50, 50));
-    await new Promise((r) => setTimeout(r, 800));
-    mesh.writeManifest('30-routes.yaml', routes(0, 100));
-    const during = await running;
-    assert.deepEqual(during.errors, {});
-    assert.equal(during.byStatus['200'], 3000, JSON.stringify(during));
-    const settled = await eventually(
-      'all traffic on v2',
-      () => load(mesh, 'shop/frontend-1', REVIEWS, 100, 10),
-      (s) => s.byVersion.v2 === 100,
+  it('follows weight changes within 2 s on open keep-alive connections and fresh ones, losing no request', async () => {
+    // [epochMs, mode, status, version|error, worker]: the pod shares the host clock, so the answers'
+    // times compare with the times the manifests were written.
+    type Answer = [number, 'keepalive' | 'fresh', number, string, number];
+    const traffic = mesh.bed.spawn(mesh.pod('shop/frontend-1'), [
+      process.execPath,
+      join(FIXTURES, 'split-connections.mjs'),
+      REVIEWS,
+      '16000',
+      '3',
+    ]);
+    let stdout = '';
+    let stderr = '';
+    traffic.stdout!.on('data', (b: Buffer) => {
+      stdout += b;
+    });
+    traffic.stderr!.on('data', (b: Buffer) => {
+      stderr += b;
+    });
+    const exited = once(traffic, 'exit');
+    let t50 = 0;
+    let t100 = 0;
+    try {
+      // The phases start once every worker has been answered, however long node takes to start in the pod.
+      await eventually(
+        'the load has started',
+        async () => stdout,
+        (o) => o.startsWith('ready\n'),
+        30_000,
+      );
+      await new Promise((r) => setTimeout(r, 4000));
+      t50 = Date.now();
+      mesh.writeManifest('30-routes.yaml', routes(50, 50));
+      await new Promise((r) => setTimeout(r, 6500));
+      t100 = Date.now();
+      mesh.writeManifest('30-routes.yaml', routes(0, 100));
+      const [code] = (await exited) as [number | null];
+      assert.equal(code, 0, stderr);
+    } finally {
+      traffic.kill();
+      mesh.writeManifest('30-routes.yaml', routes(90, 10));
+    }
+    const { answers, connects } = JSON.parse(stdout.slice('ready\n'.length)) as {
+      answers: Answer[];
+      connects: number[];
+    };
+    const failed = answers.filter((a) => a[2] !== 200);
+    assert.deepEqual(failed.slice(0, 5), [], `${failed.length} of ${answers.length} requests failed`);
+    // Each keep-alive worker kept one connection for the whole run: the split below moved on it.
+    assert.deepEqual(connects, [1, 1, 1], 'keep-alive connections opened per worker');
+
+    const end = answers.at(-1)![0] + 1;
+    const share = (from: number, to: number, pick: (a: Answer) => boolean) => {
+      const xs = answers.filter((a) => a[0] >= from && a[0] < to && pick(a));
+      return { n: xs.length, v2: xs.filter((a) => a[3] === 'v2').length / xs.length };
+    };
+    // A window's v2 share must be within 4.5 binomial sd of its weight (a false alarm about once in
+    // 150 000), which over the >= 50 answers required still tells 90/10, 50/50 and 0/100 apart.
+    const near = (weight: number) => (v2: number, n: number) =>
+      Math.abs(v2 - weight) <= 4.5 * Math.sqrt((weight * (1 - weight)) / n);
+    const windows = [
+      { name: '90/10 before the first change', from: 0, to: t50, ok: near(0.1), least: 50 },
+      { name: '50/50 from 2 s after its write', from: t50 + 2000, to: t100, ok: near(0.5), least: 50 },
+      // Exact: every answer is v2, so fewer answers still say it all.
+      { name: '0/100 from 2 s after its write', from: t100 + 2000, to: end, ok: near(1), least: 20 },
+    ];
+    const groups: Array<[string, (a: Answer) => boolean]> = [
+      ['fresh connections', (a) => a[1] === 'fresh'],
+      ...[0, 1, 2].map((w): [string, (a: Answer) => boolean] => [
+        `keep-alive connection ${w}`,
+        (a) => a[1] === 'keepalive' && a[4] === w,
+      ]),
+    ];
+    const seen = windows.flatMap((w) =>
+      groups.map(([group, pick]) => {
+        const s = share(w.from, w.to, pick);
+        return {
+          ...s,
+          ok: s.n >= 50 && w.ok(s.v2, s.n),
+          text: `${w.name}, ${group}: v2 ${s.v2.toFixed(3)} of ${s.n}`,
+        };
+      }),
     );
-    assert.equal(settled.byStatus['200'], 100);
-    mesh.writeManifest('30-routes.yaml', routes(90, 10));
+    const report = seen.map((s) => `${s.ok ? 'ok ' : 'BAD'} ${s.text}`).join('\n');
+    assert.ok(
+      seen.every((s) => s.ok),
+      `the split did not follow on every connection (with enough answers per window):\n${report}`,
+    );
+    const lastV1 = answers.filter((a) => a[3] === 'v1').at(-1)![0];
+    process.stderr.write(
+      `# ${answers.length} answers, 0 failed; last v1 ${lastV1 - t100} ms after 0/100 was written\n# ${report.replaceAll('\n', '\n# ')}\n`,
+    );
+    const settled = await eventually(
+      'back to 90/10',
+      () => load(mesh, 'shop/frontend-1', REVIEWS, 200, 10),
+      (s) => (s.byVersion.v2 ?? 0) < 60,
+    );
+    assert.equal(settled.byStatus['200'], 200);
   });
 
   it('fails fast with 503 UO beyond maxRequests and counts the overflow', async () => {
+    const overflowsBefore = await counter('sockmesh_breaker_overflows_total', ['node1']);
     const burst = await load(mesh, 'shop/frontend-1', `${RATINGS}?delay=1500`, 20, 20);
     // maxRequests is agent-wide: its shares across the proxy workers add up to 3, so never more than 3 pass.
     const ok = burst.byStatus['200'] ?? 0;
@@ -193,10 +310,10 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
     assert.equal(burst.byStatus['503'], 20 - ok);
     assert.equal(burst.byFlags.UO, 20 - ok);
     assert.ok(burst.p50 < 1000, `overflows answered in ${burst.p50} ms, not after the backend delay`);
-    const scrape = (await mesh.agentGet('node1', '/metrics')).body;
-    assert.ok(
-      metric(scrape, 'sockmesh_breaker_overflows_total') >= 17,
-      'overflow metric, merged over the workers',
+    assert.equal(
+      await grewBy('sockmesh_breaker_overflows_total', overflowsBefore, 20 - ok, ['node1']),
+      20 - ok,
+      'one overflow counted per 503 UO, merged over the workers',
     );
   });
 
@@ -211,6 +328,7 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
       ]);
       assert.equal(r.stdout.trim(), `failing=${on}`);
     };
+    const ejectionsBefore = await counter('sockmesh_outlier_ejections_total', ['node1']);
     await toggle(true);
     try {
       const statuses: number[] = [];
@@ -230,8 +348,9 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
         versions.slice(3).every((v) => v === 'v1'),
         'served by ratings-1 on node2',
       );
-      const scrape = (await mesh.agentGet('node1', '/metrics')).body;
-      assert.ok(metric(scrape, 'sockmesh_outlier_ejections_total') >= 1, 'ejection metric');
+      // Each proxy worker ejects on its own: at least one ejection, at most one per worker.
+      const ejected = await grewBy('sockmesh_outlier_ejections_total', ejectionsBefore, 1, ['node1']);
+      assert.ok(ejected >= 1 && ejected <= 2, `ejections counted: ${ejected}`);
     } finally {
       await toggle(false);
     }
@@ -244,30 +363,45 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
     );
   });
 
-  it('denies a principal the AuthorizationPolicy does not allow: 403 over HTTP, refused over TCP', async () => {
-    const denied = await call(mesh, 'shop/ratings-1', REVIEWS);
-    assert.equal(denied.status, 403, denied.error ?? denied.body);
+  it('denies a principal the AuthorizationPolicy does not allow: 403 UAEX over HTTP, reset over TCP', async () => {
+    const denialsBefore = await counter('sockmesh_authz_denials_total');
+    // ratings-1 runs on node2: reviews-v1 (10.96.0.21) is on node1, reviews-v2 (10.96.0.22) on node2.
+    // Same node, the caller's agent decides and flags its answer UAEX.
+    const local = await ask(mesh, 'shop/ratings-1', 'http://10.96.0.22:9080/');
+    assert.equal(local.status, 403, local.error ?? local.body);
+    assert.match(local.body, RBAC_DENIED);
+    assert.equal(local.flags, 'UAEX', `same-node denial: ${JSON.stringify(local)}`);
+    // Across nodes, the destination's agent decides; the caller's agent relays its answer.
+    const remote = await ask(mesh, 'shop/ratings-1', 'http://10.96.0.21:9080/');
+    assert.equal(remote.status, 403, remote.error ?? remote.body);
+    assert.match(remote.body, RBAC_DENIED);
+    assert.ok(
+      remote.flags === 'UAEX' || remote.reason === 'denied by authorization policy',
+      `cross-node denial: ${JSON.stringify(remote)}`,
+    );
     const allowed = await call(mesh, 'shop/frontend-1', REVIEWS);
     assert.equal(allowed.status, 200);
-    const raw = (from: string) =>
-      mesh.exec(from, [
-        process.execPath,
-        '-e',
-        "const s=require('net').connect(9090,'reviews-tcp.shop.svc.cluster.local',()=>s.write('GET / HTTP/1.0\\r\\nhost: x\\r\\n\\r\\n'));let d='';s.on('data',c=>d+=c);s.on('close',()=>process.stdout.write(JSON.stringify({data:d.slice(0,15)})));s.on('error',e=>{process.stdout.write(JSON.stringify({error:e.code}));process.exit(0)})",
-      ]);
-    const tcpDenied = JSON.parse((await raw('shop/ratings-1')).stdout) as { data?: string; error?: string };
-    assert.ok(
-      tcpDenied.error !== undefined || tcpDenied.data === '',
-      `ratings got through over TCP: ${JSON.stringify(tcpDenied)}`,
+    // What the caller's socket saw: the bytes that arrived and how it ended (a reset is ECONNRESET).
+    const raw = async (from: string) =>
+      JSON.parse(
+        (
+          await mesh.exec(from, [
+            process.execPath,
+            '-e',
+            "const s=require('net').connect(9090,'reviews-tcp.shop.svc.cluster.local',()=>s.write('GET / HTTP/1.0\\r\\nhost: x\\r\\n\\r\\n'));let d='',e=null;s.on('data',c=>d+=c);s.on('error',x=>e=x.code);s.on('close',()=>process.stdout.write(JSON.stringify({data:d.slice(0,15),error:e})))",
+          ])
+        ).stdout,
+      ) as { data: string; error: string | null };
+    assert.deepEqual(
+      await raw('shop/ratings-1'),
+      { data: '', error: 'ECONNRESET' },
+      'a denied TCP stream is reset',
     );
-    const tcpAllowed = JSON.parse((await raw('shop/frontend-1')).stdout) as { data?: string };
-    assert.equal(tcpAllowed.data, 'HTTP/1.1 200 OK');
-    const scrapes = await Promise.all(
-      ['node1', 'node2'].map(async (n) => (await mesh.agentGet(n, '/metrics')).body),
-    );
-    assert.ok(
-      scrapes.reduce((a, s) => a + metric(s, 'sockmesh_authz_denials_total'), 0) >= 2,
-      'denials counted',
+    assert.deepEqual(await raw('shop/frontend-1'), { data: 'HTTP/1.1 200 OK', error: null });
+    assert.equal(
+      await grewBy('sockmesh_authz_denials_total', denialsBefore, 3),
+      3,
+      'one denial counted for each HTTP request, one for the TCP stream',
     );
   });
 
@@ -335,6 +469,10 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
   });
 
   it('does not capture an unmeshed pod, which cannot reach a strict meshed pod in plaintext', async () => {
+    type Stats = { bpf: Record<string, number> };
+    const refusedBefore = (JSON.parse((await mesh.agentGet('node1', '/stats/config')).body) as Stats).bpf
+      .plaintextRefused;
+    assert.equal(typeof refusedBefore, 'number', 'the agent reports plaintextRefused');
     const res = await call(mesh, 'legacy/client', REVIEWS);
     assert.equal(res.status, 0, 'a VIP is only reachable through the mesh');
     // Straight to reviews-v1's pod IP, bypassing the mesh: the pod's strict mode drops it.
@@ -350,9 +488,11 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
       'http://10.244.1.11:9080/',
     ]);
     assert.equal(direct.stdout, '000', 'plaintext reached a strict meshed pod');
-    const stats = JSON.parse((await mesh.agentGet('node1', '/stats/config')).body) as {
-      bpf: Record<string, number>;
-    };
-    assert.ok((stats.bpf.plaintextRefused ?? 0) >= 1, `refusals counted: ${JSON.stringify(stats.bpf)}`);
+    const stats = JSON.parse((await mesh.agentGet('node1', '/stats/config')).body) as Stats;
+    // curl's SYN is dropped, and retransmitted within its 2 s: each attempt is a refusal.
+    assert.ok(
+      stats.bpf.plaintextRefused! - refusedBefore! >= 1,
+      `refusals counted: ${refusedBefore} -> ${stats.bpf.plaintextRefused}`,
+    );
   });
 });
