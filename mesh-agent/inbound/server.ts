@@ -61,7 +61,8 @@ interface Caller {
  * How one admitted connection is carried: `tcp` and `relay` (HTTP no policy
  * here needs to read) are spliced to the pod as bytes, `http` is parsed.
  */
-type Admission = 'tcp' | 'relay' | 'http' | 'denied';
+/** How a connection is taken in; a denial names the policy that decided it. */
+type Admission = 'tcp' | 'relay' | 'http' | { denied: string };
 
 /**
  * The destination half of the mesh on a node: admits tunnelled connections to
@@ -113,9 +114,14 @@ export class InboundServer implements TunnelHandler {
       protocolFromBaggage(req.baggage) ?? destination.protocolOf(req.destPort),
       senderWroteIdentity(req.baggage),
     );
-    if (admitted === 'denied') {
+    if (typeof admitted === 'object') {
+      // The policy travels back, so the caller's node can say which one denied (as it does locally).
       stream.respond(
-        { ':status': 403, 'x-sockmesh-reason': 'denied by authorization policy' },
+        {
+          ':status': 403,
+          'x-sockmesh-reason': 'denied by authorization policy',
+          'x-sockmesh-policy': admitted.denied,
+        },
         { endStream: true },
       );
       return;
@@ -168,7 +174,7 @@ export class InboundServer implements TunnelHandler {
     socket.setNoDelay(true);
     const caller: Caller = { principal: undefined, destination, port: socket.localPort };
     const admitted = this.admit(caller, destination.protocolOf(caller.port));
-    if (admitted === 'denied') {
+    if (typeof admitted === 'object') {
       socket.resetAndDestroy();
       return;
     }
@@ -204,7 +210,8 @@ export class InboundServer implements TunnelHandler {
     // Parsed HTTP is authorized per request only: a denied caller gets its 403 (plaintext too).
     if (httpPort && (!identified || this.opts.authz.needsHttp(caller.destination, caller.port)))
       return 'http';
-    if (!this.authorize(caller).allowed) return 'denied';
+    const verdict = this.authorize(caller);
+    if (!verdict.allowed) return { denied: verdict.policy };
     return httpPort ? 'relay' : 'tcp';
   }
 

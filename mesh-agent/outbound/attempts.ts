@@ -138,7 +138,7 @@ export async function runAttempts<R>(loop: AttemptLoop<R>): Promise<AttemptsEnd<
       untrack();
       cluster.report(ep, result.outcome);
       lastFlag = result.flag;
-      if (lastFlag === 'UAEX') return { kind: 'denied', ep, attempts: attempt, policy: undefined };
+      if (lastFlag === 'UAEX') return { kind: 'denied', ep, attempts: attempt, policy: deniedBy(result.err) };
       if (exhausted(attempt, result.outcome)) break;
       if (!takeRetry()) {
         lastFlag = 'UO';
@@ -159,4 +159,10 @@ function minDefined(a: number | undefined, b: number | undefined): number | unde
 
 function defaultSleep(ms: number): Promise<void> {
   return ms > 0 ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve();
+}
+
+/** The policy a refusal names (a tunnel's 403 carries the far side's), if any. */
+function deniedBy(err: unknown): string | undefined {
+  const policy = (err as { policy?: unknown } | undefined)?.policy;
+  return typeof policy === 'string' ? policy : undefined;
 }

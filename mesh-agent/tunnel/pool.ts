@@ -33,6 +33,8 @@ export class TunnelError extends Error {
     /** `connect` (no session), `refused` (non-200 answer), `reset`, `timeout`. */
     readonly kind: 'connect' | 'refused' | 'reset' | 'timeout',
     readonly status?: number,
+    /** The authorization policy the far side named when it refused (403). */
+    readonly policy?: string,
   ) {
     super(message);
     this.name = 'TunnelError';
@@ -101,6 +103,7 @@ export class TunnelPool {
             `CONNECT ${t.authority} via ${t.nodeAddress} answered ${status}`,
             'refused',
             status,
+            typeof h['x-sockmesh-policy'] === 'string' ? h['x-sockmesh-policy'] : undefined,
           ),
         );
       });
