@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -95,7 +95,7 @@ describe('open connections follow every change (2 nodes, real BPF, mTLS, xDS)', 
     mesh.writeManifest('30-routes.yaml', routes(100, 0));
     await eventually(
       'the gRPC route in force',
-      () => timeline('shop/frontend-1', REVIEWS, 1500, 2, ['grpc']),
+      () => timeline('shop/frontend-1', REVIEWS, 1500, 2, ['grpc']).result,
       (t) => t.records.length > 20 && t.records.every((r) => r[2] === 200 && r[3] === 'v1'),
       20_000,
     );
@@ -107,14 +107,31 @@ describe('open connections follow every change (2 nodes, real BPF, mTLS, xDS)', 
     await mesh?.stop();
   });
 
+  let readySeq = 0;
+  /** A path the fixture creates once its traffic flows (fixtures start late on a busy machine). */
+  function readyPath(): string {
+    return join(mesh.paths.runDir, `flowing-${process.pid}-${++readySeq}`);
+  }
+
+  /** Resolves once the file exists: the client got its first answer. */
+  async function flowing(path: string, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!existsSync(path)) {
+      if (Date.now() > deadline) throw new Error(`no traffic flowed within ${timeoutMs} ms (${path})`);
+      await sleep(50);
+    }
+  }
+
+  /** Starts the timeline fixture; `flowing` resolves at its first answer, `result` when it ends. */
   function timeline(
     from: string,
     url: string,
     durationMs: number,
     workers: number,
     modes: Mode[],
-  ): Promise<Timeline> {
-    return mesh
+  ): { flowing: Promise<void>; result: Promise<Timeline> } {
+    const ready = readyPath();
+    const result = mesh
       .exec(
         from,
         [
@@ -125,6 +142,8 @@ describe('open connections follow every change (2 nodes, real BPF, mTLS, xDS)', 
           String(workers),
           modes.join(','),
           '9091',
+          '{}',
+          ready,
         ],
         durationMs + 60_000,
       )
@@ -132,6 +151,8 @@ describe('open connections follow every change (2 nodes, real BPF, mTLS, xDS)', 
         if (res.code !== 0) throw new Error(`timeline from ${from} failed: ${res.stderr}`);
         return JSON.parse(res.stdout) as Timeline;
       });
+    // A fixture that fails before its first answer must fail the test with its own error.
+    return { flowing: Promise.race([flowing(ready), result.then(() => flowing(ready, 0))]), result };
   }
 
   /** Share of v2 among the answers of one mode in [from, to). */
@@ -167,15 +188,16 @@ describe('open connections follow every change (2 nodes, real BPF, mTLS, xDS)', 
 
   it('weights 90/10 -> 50/50 -> 0/100 reach open keep-alive, h2c and gRPC connections within 2 s, 0 failed', async () => {
     const modes: Mode[] = ['keepalive', 'fresh', 'h2c', 'grpc'];
-    const start = Date.now();
     const running = timeline('shop/frontend-1', REVIEWS, 14_000, 2, modes);
+    await running.flowing;
+    const start = Date.now();
     await sleep(4000);
     const half = Date.now();
     mesh.writeManifest('30-routes.yaml', routes(50, 50));
     await sleep(5000);
     const all = Date.now();
     mesh.writeManifest('30-routes.yaml', routes(0, 100));
-    const t = await running;
+    const t = await running.result;
     const end = Math.max(...t.records.map((r) => r[0]));
     const failed = failures(t);
     assert.deepEqual(failed.slice(0, 10), [], `${failed.length} of ${t.records.length} requests failed`);
@@ -199,13 +221,21 @@ describe('open connections follow every change (2 nodes, real BPF, mTLS, xDS)', 
   it('SVIDs rotating every few seconds under keep-alive, fresh, h2c and gRPC load: 0 failed, agents alive', async () => {
     const pidsBefore = [(await agentStatus('node1')).workers.pids, (await agentStatus('node2')).workers.pids];
     const serials = new Set<string>();
-    const watch = setInterval(() => {
-      agentStatus('node1')
-        .then((s) => {
+    let polls = 0;
+    let polling = true;
+    // One poll at a time (each runs a process in the node's netns): they must not pile up on a busy machine.
+    const watch = (async () => {
+      while (polling) {
+        try {
+          const s = await agentStatus('node1');
+          polls++;
           for (const i of s.identities) if (i.spiffeId === FRONTEND_ID) serials.add(i.serial);
-        })
-        .catch(() => {});
-    }, 500);
+        } catch {
+          // counted by polls
+        }
+        await sleep(250);
+      }
+    })();
     // Cross-node (v2 on node2, through the tunnel) and same-node (v1) on every kind of connection.
     mesh.writeManifest('30-routes.yaml', routes(50, 50));
     let t: Timeline;
@@ -215,14 +245,19 @@ describe('open connections follow every change (2 nodes, real BPF, mTLS, xDS)', 
         'fresh',
         'h2c',
         'grpc',
-      ]);
+      ]).result;
     } finally {
-      clearInterval(watch);
+      polling = false;
+      await watch;
       mesh.writeManifest('30-routes.yaml', routes(90, 10));
     }
     const failed = failures(t);
     assert.deepEqual(failed.slice(0, 10), [], `${failed.length} of ${t.records.length} requests failed`);
-    assert.ok(serials.size >= 4, `the frontend SVID rotated several times during the load: ${[...serials]}`);
+    // Half-life rotation of a 10 s SVID over 30 s: about 6; at least 3 serials means 2 rotations under load.
+    assert.ok(
+      serials.size >= 3,
+      `the frontend SVID rotated several times during the load: ${serials.size} serials in ${polls} polls`,
+    );
     assert.ok(t.records.filter((r) => r[3] === 'v2').length > 50, 'the tunnel carried a share of the load');
     assert.ok(
       t.records.every((r) => r[4] === FRONTEND_ID),
@@ -233,11 +268,20 @@ describe('open connections follow every change (2 nodes, real BPF, mTLS, xDS)', 
   });
 
   it('an AuthorizationPolicy DENY closes open TCP streams, across nodes and on the same node', async () => {
+    const readies: string[] = [];
     const stream = (host: string, port: number) =>
       mesh
         .exec(
           'shop/frontend-1',
-          [process.execPath, join(FIXTURES, 'tcp-stream-client.mjs'), host, String(port), '15000', '100'],
+          [
+            process.execPath,
+            join(FIXTURES, 'tcp-stream-client.mjs'),
+            host,
+            String(port),
+            '15000',
+            '100',
+            readies[readies.push(readyPath()) - 1]!,
+          ],
           60_000,
         )
         .then(
@@ -251,7 +295,8 @@ describe('open connections follow every change (2 nodes, real BPF, mTLS, xDS)', 
         );
     const remote = stream('echo-remote.shop.svc.cluster.local', 7000);
     const local = stream('echo-local.shop.svc.cluster.local', 7001);
-    await sleep(3000);
+    await Promise.all(readies.map((r) => flowing(r)));
+    await sleep(1500);
     const deniedAt = Date.now();
     mesh.writeManifest(
       '72-deny.yaml',
@@ -314,6 +359,7 @@ spec:
     const file = join(mesh.paths.manifests, '60-permissive.yaml');
     const text = readFileSync(file, 'utf8');
     const running = timeline('legacy/client', 'http://10.244.2.40:8080/', 10_000, 2, ['keepalive']);
+    await running.flowing;
     await sleep(3000);
     const strictAt = Date.now();
     mesh.writeManifest(
@@ -322,7 +368,7 @@ spec:
     );
     let t: Timeline;
     try {
-      t = await running;
+      t = await running.result;
     } finally {
       mesh.writeManifest('60-permissive.yaml', text);
     }
@@ -332,7 +378,7 @@ spec:
     assert.deepEqual(late.slice(0, 5), [], `${late.length} plaintext answers more than 2 s after the switch`);
     await eventually(
       'permissive again',
-      () => timeline('legacy/client', 'http://10.244.2.40:8080/', 300, 1, ['fresh']),
+      () => timeline('legacy/client', 'http://10.244.2.40:8080/', 300, 1, ['fresh']).result,
       (r) => r.records.some((x) => x[2] === 200),
       20_000,
     );
@@ -342,6 +388,7 @@ spec:
     const file = join(mesh.paths.manifests, '00-cluster.yaml');
     const text = readFileSync(file, 'utf8');
     const running = timeline('shop/frontend-1', REVIEWS, 10_000, 2, ['keepalive', 'h2c']);
+    await running.flowing;
     await sleep(3000);
     const leftAt = Date.now();
     mesh.writeManifest(
@@ -350,7 +397,7 @@ spec:
     );
     let t: Timeline;
     try {
-      t = await running;
+      t = await running.result;
     } finally {
       mesh.writeManifest('00-cluster.yaml', text);
     }
@@ -364,7 +411,7 @@ spec:
     );
     await eventually(
       'frontend meshed again',
-      () => timeline('shop/frontend-1', REVIEWS, 300, 1, ['fresh']),
+      () => timeline('shop/frontend-1', REVIEWS, 300, 1, ['fresh']).result,
       (r) => r.records.some((x) => x[2] === 200 && x[4] === FRONTEND_ID),
       20_000,
     );
@@ -372,11 +419,12 @@ spec:
 
   it('a cluster renamed under load: no request meets a route without endpoints (0 UH, 0 failed)', async () => {
     const running = timeline('shop/frontend-1', REVIEWS, 9000, 2, ['keepalive', 'fresh', 'h2c', 'grpc']);
-    await sleep(2500);
+    await running.flowing;
+    await sleep(2000);
     mesh.writeManifest('30-routes.yaml', routes(90, 10, 'reviews-stable'));
     await sleep(3000);
     mesh.writeManifest('30-routes.yaml', routes(90, 10));
-    const t = await running;
+    const t = await running.result;
     const failed = failures(t);
     assert.deepEqual(failed.slice(0, 10), [], `${failed.length} of ${t.records.length} requests failed`);
     assert.ok(t.records.length > 200, `load ran: ${t.records.length}`);
