@@ -2,7 +2,7 @@
 // The example workload: answers JSON naming itself and the caller's SPIFFE ID as the mesh delivered it
 // (x-forwarded-client-cert). The frontend also calls its upstreams and includes their answers.
 // Test knobs: ?status=<code> answers that status, ?delay=<ms> waits first (at most 10 s);
-// PUT /control/fail?on=true makes every answer a 503 until PUT /control/fail?on=false.
+// PUT /control/fail?on=true makes every answer a 503 (HTTP/1.1, h2c and gRPC) until PUT /control/fail?on=false.
 import http from 'node:http';
 import http2 from 'node:http2';
 
@@ -74,6 +74,14 @@ if (process.env.H2C_PORT) {
       const answer = Buffer.from(
         JSON.stringify({ ...me, protocol: 'h2c', path: req.url, caller: callerOf(req) }),
       );
+      // Failing (PUT /control/fail on the HTTP port) holds for h2c and gRPC too: HTTP 503, which a
+      // gRPC client reads as UNAVAILABLE.
+      if (failing) {
+        req.resume();
+        res.writeHead(503, { 'content-type': 'application/json' });
+        res.end(`${answer}\n`);
+        return;
+      }
       if (String(req.headers['content-type'] ?? '').startsWith('application/grpc')) {
         req.resume();
         req.on('end', () => {
