@@ -61,6 +61,7 @@ export const DECODE_OPTIONS = {
 
 const PROTO_FILES = [
   'envoy/service/discovery/v3/ads.proto',
+  'envoy/service/load_stats/v3/lrs.proto',
   'envoy/config/listener/v3/listener.proto',
   'envoy/config/route/v3/route.proto',
   'envoy/config/cluster/v3/cluster.proto',
@@ -140,4 +141,14 @@ export function adsClientConstructor(): ServiceClientConstructor {
     root,
   );
   return ns.AggregatedDiscoveryService as ServiceClientConstructor;
+}
+
+/** Envoy's LoadReportingService (LRS): agents report per-cluster request outcomes to the control plane. */
+export function lrsClientConstructor(): ServiceClientConstructor {
+  const root = loadPackageDefinition(envoyPackage());
+  const ns = ['envoy', 'service', 'load_stats', 'v3'].reduce<GrpcObject>(
+    (obj, key) => obj[key] as GrpcObject,
+    root,
+  );
+  return ns.LoadReportingService as ServiceClientConstructor;
 }

@@ -1,5 +1,6 @@
 import { LocalMesh } from '../../lab/mesh.js';
 import { SockmeshError } from '../../lib/errors.js';
+import type { CanaryStatus } from '../../xds/server/canary.js';
 import { parseCommandArgs } from '../args.js';
 import { type Command, EXIT } from '../command.js';
 import { table } from '../table.js';
@@ -134,8 +135,51 @@ function render(route: string, windowS: number, stats: BackendStats[]): string {
   )}`;
 }
 
+/** One line per CanaryGuard, then each guard's last decision with its figures. */
+export function renderGuards(guards: readonly CanaryStatus[]): string {
+  if (guards.length === 0) return 'no CanaryGuard declared\n';
+  const pct = (v: number | null) => (v === null ? '-' : `${Math.round(v * 10) / 10}%`);
+  const ms = (v: number | null) =>
+    v === null ? '-' : v === Number.POSITIVE_INFINITY || v === null ? '>max' : `${v}ms`;
+  const state = { Progressing: 'progressing', Promoted: 'promoted', RolledBack: 'rolled back' } as const;
+  const head = table(
+    ['GUARD', 'ROUTE', 'CANARY', 'STATE', 'WEIGHT', 'STEP', 'LAST DECISION'],
+    guards.map((g) => [
+      g.name,
+      g.route,
+      g.canary,
+      state[g.phase],
+      `${g.weight}%`,
+      g.steps.length === 0 ? '-' : `${g.step + 1}/${g.steps.length} (${g.steps.join(',')})`,
+      g.lastDecision ? `${g.lastDecision.action} ${g.lastDecision.reason}` : '(none yet)',
+    ]),
+  );
+  const details = guards.flatMap((g) => {
+    const d = g.lastDecision;
+    const lines: string[] = [];
+    if (g.lastTransition)
+      lines.push(
+        `${g.name}: ${g.lastTransition.from}% -> ${g.lastTransition.to}% at ${g.lastTransition.at}: ${g.lastTransition.message}`,
+      );
+    if (d)
+      lines.push(
+        `${g.name}: last decision ${d.at}: ${d.message}; canary ${d.canary.requests} requests, success ${pct(d.canary.successRate)}, p99 ${ms(d.canary.p99)}; baseline ${d.baseline.requests} requests, success ${pct(d.baseline.successRate)}, p99 ${ms(d.baseline.p99)}`,
+      );
+    return lines;
+  });
+  return `${head}${details.map((l) => `${l}\n`).join('')}`;
+}
+
 export const canaryCommand: Command = {
-  usage: `Usage: sockmesh canary <namespace>/<httproute> [--interval <s>] [--once] [--json] [--run <id>]
+  usage: `Usage: sockmesh canary [--json] [--run <id>]
+       sockmesh canary <namespace>/<httproute> [--interval <s>] [--once] [--json] [--run <id>]
+
+Without a route: every CanaryGuard the control plane runs (docs/canary.md):
+state (progressing, promoted, rolled back), step and weight in force, the
+last decision and its reason with the measured success rate, p99 and request
+counts of canary and baseline.
+
+With a route:
 
 Watches the route's backends as the callers' node agents see them (the
 sockmesh_requests_total and request duration metrics, reporter=source): share of
@@ -151,6 +195,17 @@ Exit codes: 0 ok, 2 usage, 3 no mesh / unknown route.`,
       json: { type: 'boolean' },
       run: { type: 'string' },
     });
+    if (positionals.length === 0) {
+      const mesh = await LocalMesh.attach(currentBed(values.run));
+      const admin = mesh.admin();
+      try {
+        const { guards } = await admin.canary();
+        stdout.write(values.json ? `${JSON.stringify({ guards }, null, 2)}\n` : renderGuards(guards));
+      } finally {
+        await admin.close();
+      }
+      return EXIT.OK;
+    }
     const ref = positionals[0]?.match(/^([a-z0-9-]+)\/([a-z0-9-]+)$/);
     if (!ref)
       throw new SockmeshError('SOCKMESH_E_USAGE', 'expected <namespace>/<httproute>, e.g. shop/reviews');

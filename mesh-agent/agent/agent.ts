@@ -7,8 +7,10 @@ import { loadAuthority } from '../../certs/index.js';
 import { SockmeshError } from '../../lib/errors.js';
 import { createLogger, type Logger } from '../../lib/log.js';
 import { AdsClient, type XdsConfig } from '../../xds/client/ads-client.js';
+import { LrsClient } from '../../xds/client/lrs-client.js';
 import { AgentHandoff, type HandedOver, type HandoffOptions } from '../handoff/upgrade.js';
 import { MeshStateStore } from '../state/mesh-state.js';
+import { clusterOutcomes } from '../telemetry/cluster-load.js';
 import { MeshTelemetry } from '../telemetry/mesh-telemetry.js';
 import { EmbeddedCaSupply, NodeIdentities, type SvidSupply, WorkloadApiSupply } from './identities.js';
 import { INBOUND_LISTENER, LocalView } from './local-view.js';
@@ -91,6 +93,7 @@ export class MeshAgent {
   private identities: NodeIdentities | undefined;
   private telemetry: MeshTelemetry | undefined;
   private ads: AdsClient | undefined;
+  private lrs: LrsClient | undefined;
   private runtime: ProxyRuntime | undefined;
   private workers: ProxyWorkers | undefined;
   private outliers: OutlierRegistry | undefined;
@@ -253,6 +256,24 @@ export class MeshAgent {
     });
     this.ads.on('update', (config) => this.schedule(config));
     this.ads.start();
+    // Canary guards: the control plane asks for the guarded clusters' outcomes (LRS, same target).
+    this.lrs = new LrsClient({
+      target: o.controlPlane,
+      ...(o.controlPlaneTls
+        ? {
+            credentials: credentials.createSsl(
+              o.controlPlaneTls.ca,
+              o.controlPlaneTls.key,
+              o.controlPlaneTls.cert,
+            ),
+          }
+        : {}),
+      node: { id: o.nodeName, locality: { zone: o.nodeName } },
+      collect: async () => clusterOutcomes(await telemetry.mergedSnapshot()),
+      logger: this.log,
+      backoff: { initialMs: 200, maxMs: 5000 },
+    });
+    this.lrs.start();
     this.log.info('agent started', {
       proxy: `${o.proxyIp}:${this.ports.outbound}`,
       tunnel: `${o.tunnelIp}:${this.ports.tunnel}`,
@@ -385,6 +406,7 @@ export class MeshAgent {
   /** @internal for releasable(): a successor serves; see handoff/upgrade.ts. */
   stopControlForSuccessor(): void {
     this.ads?.close();
+    this.lrs?.close();
     clearTimeout(this.warmTimer);
     this.identities?.stop();
   }
@@ -483,6 +505,7 @@ export class MeshAgent {
   async stop(): Promise<void> {
     clearTimeout(this.warmTimer);
     this.ads?.close();
+    this.lrs?.close();
     await this.handoff?.close();
     this.permissive?.stop();
     await this.runtime?.stop();

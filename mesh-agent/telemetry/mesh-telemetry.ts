@@ -259,6 +259,12 @@ export class MeshTelemetry {
     return toSnapshot((await this.exporter.collect()).resourceMetrics);
   }
 
+  /** This process merged with its workers (what /metrics shows), as plain data. */
+  async mergedSnapshot(): Promise<MetricsSnapshot> {
+    const own = toSnapshot((await this.exporter.collect()).resourceMetrics);
+    return this.workers.active ? mergeSnapshots([own, ...(await this.workers.collect())]) : own;
+  }
+
   /**
    * Primary: adds a worker whose snapshot is pulled at every scrape and merged
    * into /metrics. A slow (over 1 s) or failing worker contributes its last

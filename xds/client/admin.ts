@@ -1,6 +1,7 @@
 import { Agent, request } from 'undici';
 import { SockmeshError } from '../../lib/errors.js';
 import type { ApplyChange } from '../server/apply.js';
+import type { CanaryStatus } from '../server/canary.js';
 
 export interface ApplyResponse {
   applied: boolean;
@@ -36,6 +37,14 @@ export class AdminClient {
 
   async status(): Promise<unknown> {
     return JSON.parse((await this.call('GET', '/v1/status')).text);
+  }
+
+  /** Every CanaryGuard's state and last decision (see xds/server/canary.ts CanaryStatus). */
+  async canary(): Promise<{ version?: string; guards: CanaryStatus[] }> {
+    return JSON.parse((await this.call('GET', '/v1/canary')).text) as {
+      version?: string;
+      guards: CanaryStatus[];
+    };
   }
 
   async close(): Promise<void> {

@@ -3,6 +3,8 @@
  *   POST /v1/apply[?dryRun=true]   body: YAML documents -> ApplyResult (+ version)
  *   GET  /v1/status                 -> { version, clients }
  *   GET  /v1/config?node=<name>     -> the decoded resources that node receives
+ *   GET  /v1/canary                 -> { guards }: each CanaryGuard's state and last decision
+ *   GET  /metrics                   -> the control plane's canary metrics (Prometheus text)
  * It has no authentication of its own: keep it on a socket only root can reach.
  */
 import { rm } from 'node:fs/promises';
@@ -92,6 +94,19 @@ export class AdminServer {
     }
     if (req.method === 'GET' && url.pathname === '/v1/status') {
       send(res, 200, { version: this.cp.snapshot?.version, clients: this.cp.ads.clients() });
+      return;
+    }
+    if (req.method === 'GET' && url.pathname === '/v1/canary') {
+      send(res, 200, { version: this.cp.snapshot?.version, guards: this.cp.canary.status() });
+      return;
+    }
+    if (req.method === 'GET' && url.pathname === '/metrics') {
+      const text = this.cp.canary.metrics();
+      res.writeHead(200, {
+        'content-type': 'text/plain; version=0.0.4',
+        'content-length': Buffer.byteLength(text),
+      });
+      res.end(text);
       return;
     }
     if (req.method === 'GET' && url.pathname === '/v1/config') {

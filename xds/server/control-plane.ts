@@ -14,12 +14,15 @@ import { SockmeshError } from '../../lib/errors.js';
 import { createLogger, type Logger } from '../../lib/log.js';
 import { buildModelPerObject } from '../model/accept.js';
 import { buildModel, type ModelOptions } from '../model/build.js';
-import { adsServiceDefinition } from '../protos.js';
+import { canaryWeights } from '../model/canary.js';
+import type { MeshModel } from '../model/types.js';
+import { adsServiceDefinition, lrsClientConstructor } from '../protos.js';
 import { DirectorySource } from '../sources/directory.js';
 import type { ConfigError, ConfigSource, SourceObject } from '../sources/source.js';
 import { formatConfigError } from '../sources/source.js';
 import { AdsServer } from './ads.js';
 import { type ApplyChange, applyManifests } from './apply.js';
+import { CanaryController } from './canary.js';
 import { Snapshot } from './snapshot.js';
 
 export interface TlsConfig {
@@ -56,6 +59,9 @@ export interface ControlPlaneEvents {
 
 export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
   readonly ads: AdsServer;
+  readonly canary: CanaryController;
+  /** The last model built from the source, before canary overrides. */
+  private baseModel: MeshModel | undefined;
   private readonly log: Logger;
   private readonly grpc = new Server({
     'grpc.max_send_message_length': -1,
@@ -76,6 +82,9 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     super();
     this.log = opts.logger ?? createLogger('xds');
     this.ads = new AdsServer(this.log);
+    this.canary = new CanaryController(this.log.child({ concern: 'canary' }), () =>
+      this.serveCanaryWeights(),
+    );
     this.ads.on('connect', (node) => {
       const ip = node.metadata.underlayIp;
       if (typeof ip === 'string' && isIP(ip) === 4 && this.learnedNodes.get(node.id) !== ip) {
@@ -111,6 +120,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
       StreamAggregatedResources: this.ads.handle,
       DeltaAggregatedResources: this.ads.handleDelta,
     });
+    // LRS on the same server and credentials: agents report the guarded clusters' outcomes.
+    this.grpc.addService(lrsClientConstructor().service, { StreamLoadStats: this.canary.handleLrs });
     for (const l of this.opts.listen) this.bound.push(await this.bind(l));
   }
 
@@ -218,7 +229,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
         result = { applied: true, version: this.snapshot!.version };
       } else {
         this.lastErrors = '';
-        const snap = new Snapshot(built.model, ++this.version, this.snapshot);
+        const snap = this.snapshotOf(built.model);
         this.ads.setSnapshot(snap);
         this.log.info('configuration applied', {
           version: snap.version,
@@ -257,7 +268,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     let version: string;
     if (this.unchanged(built.used)) version = this.snapshot!.version;
     else {
-      const snap = new Snapshot(built.model, ++this.version, this.snapshot);
+      const snap = this.snapshotOf(built.model);
       this.ads.setSnapshot(snap);
       this.log.info('configuration applied', {
         version: snap.version,
@@ -310,6 +321,25 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     return same;
   }
 
+  /** A snapshot of a newly built model, with the canary guards' weights in force. */
+  private snapshotOf(model: MeshModel): Snapshot {
+    this.baseModel = model;
+    this.canary.setModel(model);
+    return new Snapshot(canaryWeights(model, this.canary.weights()), ++this.version, this.snapshot);
+  }
+
+  /** A guard moved a weight: the same model, served with the new override. */
+  private serveCanaryWeights(): void {
+    if (!this.baseModel) return;
+    const snap = new Snapshot(
+      canaryWeights(this.baseModel, this.canary.weights()),
+      ++this.version,
+      this.snapshot,
+    );
+    this.ads.setSnapshot(snap);
+    this.log.info('configuration applied', { version: snap.version, ...snap.counts(), cause: 'canary' });
+  }
+
   private modelOptions(): ModelOptions {
     const nodes: Record<string, string> = Object.fromEntries(this.learnedNodes);
     Object.assign(nodes, this.opts.model?.nodes ?? {});
@@ -322,6 +352,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
 
   async close(): Promise<void> {
     clearTimeout(this.timer);
+    this.canary.close();
     await this.opts.source.close();
     this.ads.closeStreams();
     // Every call is a long-lived ADS stream (just ended): nothing to drain.
