@@ -45,7 +45,8 @@ export const commands: CommandEntry[] = [
   },
   {
     name: 'canary',
-    summary: 'live per-backend share, success rate and p50/p99 latency of an HTTPRoute',
+    summary:
+      "canary guards (state, weight, last decision), or an HTTPRoute's live per-backend share and latency",
     load: async () => (await import('./canary.js')).canaryCommand,
   },
   {
