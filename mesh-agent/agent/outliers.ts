@@ -7,6 +7,8 @@ export interface OutlierChannel {
   isEjected(cluster: string, endpoint: string): boolean;
   /** The cluster left this process's config (a worker drops what it was told about it). */
   forget?(cluster: string): void;
+  /** Keeps only what concerns the clusters of the current config (bounded by it). */
+  retain?(clusters: ReadonlySet<string>): void;
 }
 
 /**

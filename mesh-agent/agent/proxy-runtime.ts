@@ -87,11 +87,7 @@ export class ProxyRuntime {
       },
       events: {
         completed: (r) => reportTo(telemetry, r),
-        breakerOverflow: (cluster, kind) =>
-          telemetry.breakerOverflow(
-            cluster,
-            kind === 'connection' ? 'connections' : kind === 'request' ? 'requests' : 'retries',
-          ),
+        breakerOverflow: (cluster, kind) => telemetry.breakerOverflow(cluster, OVERFLOW_KIND[kind]),
       },
     });
   }
@@ -124,22 +120,34 @@ export class ProxyRuntime {
     // connections of pods that left the mesh, are closed.
     this.inbound.recheck();
     this.outbound.revalidate();
+    this.prune();
+    this.opts.cluster.outliers.retain?.(new Set(state.clusterNames()));
     return this.view;
   }
 
   /** Replaces the set of SVIDs this proxy presents; pools of a rotated identity reconnect with the new one. */
   setSvids(svids: readonly X509Svid[]): void {
-    const before = new Map([...this.svids].map(([id, s]) => [id, s.serial]));
     this.svids.clear();
     this.bySni.clear();
     for (const s of svids) {
       this.svids.set(s.spiffeId.uri, s);
       this.bySni.set(identitySni(s.spiffeId.uri), s.spiffeId.uri);
       this.trust = s.bundle;
-      const old = before.get(s.spiffeId.uri);
-      if (old !== undefined && old !== s.serial) this.outbound.dropPoolsOf(s.spiffeId.uri);
     }
     this.outbound.revalidate();
+    this.prune();
+  }
+
+  /**
+   * Per-peer state stays bounded by the config and the SVIDs held now: upstream pools of
+   * endpoints that left or of a rotated SVID, inbound pools of pods that left, tunnel
+   * sessions and TLS contexts of old serials.
+   */
+  private prune(): void {
+    this.outbound.prune((c) => this.planner.cluster(c)?.endpointKeys());
+    this.inbound.prune();
+    this.tunnels.prune((id) => this.svids.get(id)?.serial);
+    this.tunnelServer.prune();
   }
 
   get localView(): LocalView {
@@ -168,6 +176,13 @@ export class ProxyRuntime {
     return this.trust;
   }
 }
+
+const OVERFLOW_KIND = {
+  connection: 'connections',
+  pending: 'pending',
+  request: 'requests',
+  retry: 'retries',
+} as const;
 
 /** Turns the proxy's record of a request or connection into metrics and access log lines. */
 export function reportTo(t: MeshTelemetry, r: RequestRecord): void {

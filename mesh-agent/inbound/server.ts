@@ -324,6 +324,17 @@ export class InboundServer implements TunnelHandler {
     this.h2c.close();
   }
 
+  /** Pools and h2c sessions of pods no longer on this node close: they stay bounded by its pods. */
+  prune(): void {
+    const here = (key: string) => this.opts.workloads.byIp(key.slice(0, key.lastIndexOf(':'))) !== undefined;
+    for (const [key, p] of this.pools) {
+      if (here(key)) continue;
+      this.pools.delete(key);
+      p.close().catch(() => {});
+    }
+    this.h2c.prune(here);
+  }
+
   private pool(ip: string, port: number): Pool {
     const key = `${ip}:${port}`;
     let p = this.pools.get(key);

@@ -99,9 +99,27 @@ function responseHeaders(h: IncomingHttpHeaders): http2.OutgoingHttpHeaders {
 export class H2cSessions {
   private readonly sessions = new Map<string, Promise<ClientHttp2Session>>();
 
-  get(key: string, dial: () => Promise<Duplex>): Promise<ClientHttp2Session> {
+  /** `idleTimeoutMs`: a session without any frame for that long closes (it must not hold its connection forever). */
+  constructor(private readonly opts: { idleTimeoutMs?: number } = {}) {}
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  has(key: string): boolean {
+    return this.sessions.has(key);
+  }
+
+  /** `ended` runs once when a session this call dialed is over (its connection slot frees). */
+  get(key: string, dial: () => Promise<Duplex>, ended?: () => void): Promise<ClientHttp2Session> {
     const cached = this.sessions.get(key);
     if (cached) return cached;
+    let over = false;
+    const end = () => {
+      if (over) return;
+      over = true;
+      ended?.();
+    };
     const p = dial().then(
       (conn) =>
         new Promise<ClientHttp2Session>((resolve, reject) => {
@@ -109,17 +127,22 @@ export class H2cSessions {
           const drop = () => {
             if (this.sessions.get(key) === p) this.sessions.delete(key);
           };
+          if (this.opts.idleTimeoutMs) s.setTimeout(this.opts.idleTimeoutMs, () => s.close());
           s.once('connect', () => resolve(s));
           s.once('error', (err) => {
             drop();
             reject(err);
           });
-          s.once('close', drop);
+          s.once('close', () => {
+            drop();
+            end();
+          });
           s.once('goaway', drop);
         }),
     );
     p.catch(() => {
       if (this.sessions.get(key) === p) this.sessions.delete(key);
+      end();
     });
     this.sessions.set(key, p);
     return p;
@@ -127,11 +150,19 @@ export class H2cSessions {
 
   /** Drops sessions whose key starts with the prefix (e.g. a rotated source identity). */
   drop(prefix: string): void {
+    this.prune((k) => !k.startsWith(prefix));
+  }
+
+  /** Closes the sessions `keep` refuses; their streams in flight finish first. Returns how many went. */
+  prune(keep: (key: string) => boolean): number {
+    let dropped = 0;
     for (const [k, p] of this.sessions) {
-      if (!k.startsWith(prefix)) continue;
+      if (keep(k)) continue;
       this.sessions.delete(k);
+      dropped++;
       p.then((s) => s.close()).catch(() => {});
     }
+    return dropped;
   }
 
   close(): void {

@@ -2,7 +2,7 @@ import http from 'node:http';
 import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { type Dispatcher, Pool } from 'undici';
+import { Client, type Dispatcher } from 'undici';
 import type { X509Svid } from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
@@ -24,6 +24,7 @@ import { type AttemptResult, MAX_REPLAY_BODY, runAttempts } from './attempts.js'
 import { DETECT_TIMEOUT_MS, detectProtocol } from './detect.js';
 import { discardH2, h2cAttempt } from './h2c-upstream.js';
 import type {
+  BreakerKind,
   Endpoint,
   HttpPlan,
   HttpRequestView,
@@ -35,6 +36,7 @@ import type {
   UpstreamCluster,
 } from './plan.js';
 import { ReplayableBody } from './replay-body.js';
+import { type PoolOf, UpstreamConnections } from './upstream-connections.js';
 
 export interface OriginalDestinations {
   lookup(
@@ -89,7 +91,8 @@ export interface RequestTracer {
 
 export interface OutboundEvents {
   completed(rec: RequestRecord): void;
-  breakerOverflow(cluster: string, kind: string): void;
+  /** A breaker limit was hit: `connection` (cx_overflow), `pending`, `request`, `retry` (rq_*_overflow). */
+  breakerOverflow(cluster: string, kind: BreakerKind): void;
 }
 
 export interface OutboundOptions {
@@ -128,15 +131,21 @@ export class OutboundServer {
   private readonly contexts = new WeakMap<object, ConnContext>();
   /** Every accepted downstream connection and the source it was accepted for (see revalidate). */
   private readonly accepted = new Map<net.Socket, SourceWorkload>();
-  /** What a pool's next upstream connection carries: the latest request's context, not the first one's. */
-  private readonly dialContext = new WeakMap<Pool, { ctx: ConnContext; timeoutMs: number }>();
-  private readonly pools = new Map<string, Pool>();
-  private readonly h2c = new H2cSessions();
+  /** HTTP/1.1 upstream connections (one undici Client each), counted against their cluster's breaker. */
+  private readonly upstream: UpstreamConnections<Client>;
+  /** h2c upstream sessions, keyed by h2cKey. */
+  private readonly h2c = new H2cSessions({ idleTimeoutMs: UPSTREAM_IDLE_MS });
   private readonly drainer = new ConnectionDrain();
   private readonly log: Logger;
 
   constructor(private readonly opts: OutboundOptions) {
     this.log = opts.log ?? nullLogger;
+    this.upstream = new UpstreamConnections<Client>({
+      close: (c) => {
+        c.close().catch(() => {});
+      },
+      overflow: (cluster, kind) => this.opts.events?.breakerOverflow(cluster, kind),
+    });
     this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (sock) =>
       this.onConnection(sock),
     );
@@ -177,20 +186,29 @@ export class OutboundServer {
       this.server.listening ? this.server.close(() => resolve()) : resolve(),
     );
     this.http.close();
-    await Promise.all([...this.pools.values()].map((p) => p.destroy()));
-    this.pools.clear();
+    this.upstream.close();
     this.h2c.close();
   }
 
-  /** Drops pooled upstream connections of a source identity (e.g. after its SVID rotated). */
-  dropPoolsOf(spiffeId: string): void {
-    this.h2c.drop(`${spiffeId}|`);
-    for (const [key, pool] of this.pools) {
-      if (key.startsWith(`${spiffeId}|`)) {
-        this.pools.delete(key);
-        pool.close().catch(() => {});
-      }
-    }
+  /**
+   * After a config or SVID change: upstream pools and h2c sessions of endpoints that
+   * left their cluster, of clusters that are gone, or presenting an SVID that is no
+   * longer the source's current one, close (requests in flight on them finish).
+   * `endpointsOf` gives a cluster's endpoint keys now. Returns how many went.
+   */
+  prune(endpointsOf: (cluster: string) => ReadonlySet<string> | undefined): number {
+    const eps = new Map<string, ReadonlySet<string> | undefined>();
+    const keep = (of: PoolOf) => {
+      if (this.opts.svids.svidFor(of.source)?.serial !== of.serial) return false;
+      if (!eps.has(of.cluster)) eps.set(of.cluster, endpointsOf(of.cluster));
+      return eps.get(of.cluster)?.has(of.endpoint) ?? false;
+    };
+    return this.upstream.prune(keep) + this.h2c.prune((key) => keep(poolOfH2cKey(key)));
+  }
+
+  /** Open upstream state, for tests and the admin view. */
+  upstreamStats(): { pools: number; connections: number; pending: number; h2cSessions: number } {
+    return { ...this.upstream.stats(), h2cSessions: this.h2c.size };
   }
 
   /**
@@ -364,13 +382,43 @@ export class OutboundServer {
       done('UH', undefined);
       return;
     }
-    const release = cluster ? cluster.tryAcquire('connection') : () => {};
-    if (!release) {
-      this.opts.events?.breakerOverflow(cluster!.name, 'connection');
-      sock.destroy();
-      done('UO', ep);
+    if (!cluster) {
+      this.connectTcp(sock, source, svid, cluster, peer, ep, () => {}, done);
       return;
     }
+    // At max_connections the stream waits as pending (paused), for no longer than a connect may take.
+    const left = new AbortController();
+    const onClose = () => left.abort();
+    sock.once('close', onClose);
+    const slot = (s: Awaited<ReturnType<UpstreamConnections<Client>['slot']>>) => {
+      sock.off('close', onClose);
+      if (sock.destroyed) {
+        if (s.kind === 'slot') s.release();
+        done('DC', ep);
+        return;
+      }
+      if (s.kind === 'slot') {
+        this.connectTcp(sock, source, svid, cluster, peer, ep, s.release, done);
+        return;
+      }
+      sock.destroy();
+      done(s.flag, ep);
+    };
+    const got = this.upstream.slot(cluster, { budgetMs: cluster.connectTimeoutMs, signal: left.signal });
+    if ('then' in got) void got.then(slot);
+    else slot(got);
+  }
+
+  private connectTcp(
+    sock: net.Socket,
+    source: SourceWorkload,
+    svid: X509Svid,
+    cluster: UpstreamCluster | null,
+    peer: string,
+    ep: Endpoint,
+    release: () => void,
+    done: (flags: ResponseFlag, ep: Endpoint | undefined) => void,
+  ): void {
     const untrack = cluster?.track(ep) ?? (() => {});
     this.dial(source, svid, ep, ep.port, peer, cluster?.connectTimeoutMs ?? 5000, 'tcp').then(
       (up) => {
@@ -447,29 +495,26 @@ export class OutboundServer {
     });
   }
 
-  private pool(ctx: ConnContext, ep: Endpoint, timeoutMs: number): Pool {
-    const svid = this.svidOf(ctx);
-    const key = `${ctx.source.spiffeId}|${svid.serial}|${ep.ip}:${ep.port}`;
-    let p = this.pools.get(key);
-    if (!p) {
-      const port = ep.port;
-      const pool: Pool = new Pool(`http://${ep.ip}:${port}`, {
-        connections: 512,
-        pipelining: 1,
-        keepAliveTimeout: 30_000,
-        connect: (_o, cb) => {
-          const d = this.dialContext.get(pool) ?? { ctx, timeoutMs };
-          this.dial(d.ctx.source, svid, ep, port, d.ctx.peer, d.timeoutMs, 'http').then(
-            (s) => cb(null, s as net.Socket),
-            (err: Error) => cb(err, null),
-          );
-        },
-      });
-      p = pool;
-      this.pools.set(key, p);
-    }
-    this.dialContext.set(p, { ctx, timeoutMs });
-    return p;
+  /**
+   * One HTTP/1.1 connection to ep for the upstream pool: it presents the SVID and carries
+   * the context (forwarded for, baggage) of the request that opened it. It leaves the
+   * pool (and frees its breaker slot) when its socket closes or it fails to connect.
+   */
+  private client(ctx: ConnContext, svid: X509Svid, ep: Endpoint, timeoutMs: number): Client {
+    const client: Client = new Client(`http://${ep.ip}:${ep.port}`, {
+      pipelining: 1,
+      keepAliveTimeout: UPSTREAM_IDLE_MS,
+      connect: (_o, cb) => {
+        this.dial(ctx.source, svid, ep, ep.port, ctx.peer, timeoutMs, 'http').then(
+          (s) => cb(null, s as net.Socket),
+          (err: Error) => cb(err, null),
+        );
+      },
+    });
+    const gone = () => this.upstream.gone(client);
+    client.on('disconnect', gone);
+    client.on('connectionError', gone);
+    return client;
   }
 
   /** The client span and the completion record of one proxied request, for HTTP/1.1 and h2c alike. */
@@ -570,19 +615,18 @@ export class OutboundServer {
         admit: (ep) => this.admit(ctx, ep, headers, method, path),
         attempt: async (ep, budgetMs) => {
           let session: ClientHttp2Session;
+          const svid = this.svidOf(ctx);
+          const key = h2cKey({
+            cluster: cluster.name,
+            source: ctx.source.spiffeId,
+            serial: svid.serial,
+            endpoint: ep.key,
+          });
           try {
             session = await this.h2c.get(
-              `${ctx.source.spiffeId}|${this.svidOf(ctx).serial}|${ep.ip}:${ep.port}`,
-              () =>
-                this.dial(
-                  ctx.source,
-                  this.svidOf(ctx),
-                  ep,
-                  ep.port,
-                  ctx.peer,
-                  cluster.connectTimeoutMs,
-                  'http',
-                ),
+              key,
+              () => this.dial(ctx.source, svid, ep, ep.port, ctx.peer, cluster.connectTimeoutMs, 'http'),
+              this.h2c.has(key) ? undefined : this.h2cSlot(cluster),
             );
           } catch (err) {
             return failure(err);
@@ -610,6 +654,19 @@ export class OutboundServer {
     } finally {
       release();
     }
+  }
+
+  /**
+   * An h2c session multiplexes every stream to its endpoint on one connection: it
+   * holds a max_connections slot, and, as in Envoy, an endpoint without a
+   * connection gets one even at the limit (counted as cx_overflow), so h2c
+   * requests never wait for a connection.
+   */
+  private h2cSlot(cluster: UpstreamCluster): () => void {
+    const slot = cluster.tryAcquire('connection');
+    if (slot) return slot;
+    this.opts.events?.breakerOverflow(cluster.name, 'connection');
+    return () => {};
   }
 
   /**
@@ -680,14 +737,17 @@ export class OutboundServer {
     const deadline = decision.timeoutMs === undefined ? undefined : started + decision.timeoutMs;
     const { hashKey } = decision;
 
-    const pendingRelease = cluster.tryAcquire('request');
-    if (!pendingRelease) {
+    const requestRelease = cluster.tryAcquire('request');
+    if (!requestRelease) {
       this.opts.events?.breakerOverflow(cluster.name, 'request');
       res.writeHead(503, { 'content-type': 'text/plain', 'x-sockmesh-flags': 'UO' });
       res.end('upstream overflow: circuit breaker open (max requests)\n');
       record(503, 'UO', cluster);
       return;
     }
+    // A caller that leaves stops waiting for a connection.
+    const left = new AbortController();
+    res.once('close', () => left.abort());
     try {
       const end = await runAttempts<Dispatcher.ResponseData>({
         cluster,
@@ -697,20 +757,35 @@ export class OutboundServer {
         deadline,
         admit: (ep) => this.admit(ctx, ep, headers, view.method, view.path),
         attempt: async (ep, budget) => {
+          const until = budget === undefined ? undefined : performance.now() + budget;
+          const svid = this.svidOf(ctx);
+          const of = {
+            cluster: cluster.name,
+            source: ctx.source.spiffeId,
+            serial: svid.serial,
+            endpoint: ep.key,
+          };
+          const open = () => this.client(ctx, svid, ep, cluster.connectTimeoutMs);
+          const got = await this.upstream.lease(cluster, of, open, { budgetMs: budget, signal: left.signal });
+          if (got.kind === 'local') return got;
           try {
-            const up = await this.pool(ctx, ep, cluster.connectTimeoutMs).request({
+            const rest = until === undefined ? undefined : Math.max(1, Math.ceil(until - performance.now()));
+            const up = await got.conn.request({
               method: view.method as 'GET',
               path: view.path,
               headers,
               body,
-              ...(budget === undefined ? {} : { signal: new DeadlineSignal(Math.max(1, Math.ceil(budget))) }),
+              ...(rest === undefined ? {} : { signal: new DeadlineSignal(rest) }),
               // The route's stream idle timeout: no byte from upstream for that long ends the request.
               ...(decision.idleTimeoutMs
                 ? { headersTimeout: decision.idleTimeoutMs, bodyTimeout: decision.idleTimeoutMs }
                 : {}),
             });
+            // The connection serves the next request once this answer is read or dropped.
+            up.body.once('close', got.done);
             return { kind: 'response', status: up.statusCode, response: up };
           } catch (err) {
+            got.done();
             this.log.debug('upstream attempt failed', { cluster: cluster.name, endpoint: ep.key, err });
             return failure(err);
           }
@@ -728,6 +803,8 @@ export class OutboundServer {
         if (end.flag !== '-') out['x-sockmesh-flags'] = end.flag;
         res.writeHead(up.statusCode, out);
         up.body.on('error', () => res.destroy());
+        // A caller that leaves mid-answer must not keep the upstream connection busy.
+        res.once('close', () => up.body.destroy());
         up.body.pipe(res);
         await new Promise<void>((resolve) => res.once('close', resolve));
         end.untrack();
@@ -747,7 +824,7 @@ export class OutboundServer {
       } else res.destroy();
       record(status, end.flag, cluster, end.ep, end.attempts);
     } finally {
-      pendingRelease();
+      requestRelease();
     }
   }
 }
@@ -797,4 +874,17 @@ function readAll(req: http.IncomingMessage): Promise<Buffer> {
     req.on('end', () => resolve(Buffer.concat(chunks)));
     req.on('error', reject);
   });
+}
+
+/** How long an upstream connection (HTTP/1.1 or h2c) may stay idle before it closes. */
+const UPSTREAM_IDLE_MS = 30_000;
+
+/** Cluster names hold `|`, so the cluster goes last: the other parts have none. */
+function h2cKey(of: PoolOf): string {
+  return `${of.source}|${of.serial}|${of.endpoint}|${of.cluster}`;
+}
+
+function poolOfH2cKey(key: string): PoolOf {
+  const [source = '', serial = '', endpoint = '', ...cluster] = key.split('|');
+  return { source, serial, endpoint, cluster: cluster.join('|') };
 }

@@ -44,6 +44,7 @@ export class TunnelError extends Error {
 interface PooledSession {
   session: ClientHttp2Session;
   ready: Promise<ClientHttp2Session>;
+  source: string;
   sourceSerial: string;
 }
 
@@ -114,6 +115,25 @@ export class TunnelPool {
         );
       });
     });
+  }
+
+  /**
+   * Sessions presenting an SVID that is no longer the source's current one (rotated, or
+   * the identity is gone) close once their streams are done; new opens use a new session.
+   */
+  prune(currentSerial: (spiffeId: string) => string | undefined): number {
+    let dropped = 0;
+    for (const [key, s] of this.sessions) {
+      if (currentSerial(s.source) === s.sourceSerial) continue;
+      this.sessions.delete(key);
+      dropped++;
+      // One still in its handshake closes once the opens waiting for it have made their streams.
+      s.ready.then(
+        () => setImmediate(() => s.session.close()),
+        () => {},
+      );
+    }
+    return dropped;
   }
 
   close(): void {
@@ -200,7 +220,7 @@ export class TunnelPool {
     ready.catch(() => {});
     // Idle sessions must not keep the agent alive or hold sockets forever.
     session.unref();
-    return { session, ready, sourceSerial: t.source.serial };
+    return { session, ready, source: t.source.spiffeId.uri, sourceSerial: t.source.serial };
   }
 }
 

@@ -120,6 +120,22 @@ export class TunnelServer {
     await closed;
   }
 
+  /** Keeps only the TLS contexts of identities held now, with their current serial. */
+  prune(): number {
+    let dropped = 0;
+    for (const [sni, c] of this.contexts) {
+      if (this.opts.identities.svidBySni(sni)?.serial === c.serial) continue;
+      this.contexts.delete(sni);
+      dropped++;
+    }
+    return dropped;
+  }
+
+  /** TLS contexts cached (one per local identity). */
+  get contextCount(): number {
+    return this.contexts.size;
+  }
+
   private contextFor(sni: string): SecureContext | undefined {
     const svid = this.opts.identities.svidBySni(sni);
     if (!svid) return undefined;
