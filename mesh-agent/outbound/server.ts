@@ -387,11 +387,7 @@ export class OutboundServer {
       return;
     }
     // At max_connections the stream waits as pending (paused), for no longer than a connect may take.
-    const left = new AbortController();
-    const onClose = () => left.abort();
-    sock.once('close', onClose);
     const slot = (s: Awaited<ReturnType<UpstreamConnections<Client>['slot']>>) => {
-      sock.off('close', onClose);
       if (sock.destroyed) {
         if (s.kind === 'slot') s.release();
         done('DC', ep);
@@ -404,7 +400,7 @@ export class OutboundServer {
       sock.destroy();
       done(s.flag, ep);
     };
-    const got = this.upstream.slot(cluster, { budgetMs: cluster.connectTimeoutMs, signal: left.signal });
+    const got = this.upstream.slot(cluster, { budgetMs: cluster.connectTimeoutMs, gone: watchClose(sock) });
     if ('then' in got) void got.then(slot);
     else slot(got);
   }
@@ -746,8 +742,7 @@ export class OutboundServer {
       return;
     }
     // A caller that leaves stops waiting for a connection.
-    const left = new AbortController();
-    res.once('close', () => left.abort());
+    const gone = watchClose(res);
     try {
       const end = await runAttempts<Dispatcher.ResponseData>({
         cluster,
@@ -766,7 +761,7 @@ export class OutboundServer {
             endpoint: ep.key,
           };
           const open = () => this.client(ctx, svid, ep, cluster.connectTimeoutMs);
-          const got = await this.upstream.lease(cluster, of, open, { budgetMs: budget, signal: left.signal });
+          const got = await this.upstream.lease(cluster, of, open, { budgetMs: budget, gone });
           if (got.kind === 'local') return got;
           try {
             const rest = until === undefined ? undefined : Math.max(1, Math.ceil(until - performance.now()));
@@ -887,4 +882,12 @@ function h2cKey(of: PoolOf): string {
 function poolOfH2cKey(key: string): PoolOf {
   const [source = '', serial = '', endpoint = '', ...cluster] = key.split('|');
   return { source, serial, endpoint, cluster: cluster.join('|') };
+}
+
+/** `gone` for a pending wait: the caller's socket or response closing. */
+function watchClose(e: NodeJS.EventEmitter): (leave: () => void) => () => void {
+  return (leave) => {
+    e.once('close', leave);
+    return () => e.off('close', leave);
+  };
 }

@@ -42,8 +42,12 @@ export interface Slot {
 export interface WaitOptions {
   /** How long the request may wait for a connection; undefined = until it gets one or is aborted. */
   budgetMs?: number | undefined;
-  /** The caller went away: stop waiting (answered as UT). */
-  signal?: AbortSignal | undefined;
+  /**
+   * Registers `leave` to run when the caller goes away (it stops waiting, answered as UT);
+   * returns the unregistration. Asked only when the request has to wait, so that the
+   * requests served at once pay nothing for it.
+   */
+  gone?: ((leave: () => void) => () => void) | undefined;
 }
 
 export interface UpstreamConnectionsOptions<C> {
@@ -257,15 +261,16 @@ export class UpstreamConnections<C> {
       this.opts.overflow(cluster.name, 'pending');
       return { kind: 'local', flag: 'UO' };
     }
-    if (wait.signal?.aborted || (wait.budgetMs !== undefined && wait.budgetMs <= 0)) {
+    if (wait.budgetMs !== undefined && wait.budgetMs <= 0) {
       pending();
       return { kind: 'local', flag: 'UT' };
     }
     return new Promise((resolve) => {
       let timer: NodeJS.Timeout | undefined;
+      let unwatch: (() => void) | undefined;
       const stop = () => {
         if (timer) clearTimeout(timer);
-        wait.signal?.removeEventListener('abort', leave);
+        unwatch?.();
         pending();
       };
       const w: Waiter<C> = {
@@ -288,7 +293,7 @@ export class UpstreamConnections<C> {
         expire();
       };
       if (wait.budgetMs !== undefined) timer = setTimeout(leave, Math.max(1, Math.ceil(wait.budgetMs)));
-      wait.signal?.addEventListener('abort', leave, { once: true });
+      unwatch = wait.gone?.(leave);
       const q = this.waiting.get(cluster.name);
       if (q) q.push(w);
       else this.waiting.set(cluster.name, [w]);

@@ -6,6 +6,7 @@
  * test/integration/mesh-agent/outbound-breaker.test.ts.
  */
 import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
 import { describe, it } from 'node:test';
 import { type ClusterContext, ClusterRuntime } from '../../../mesh-agent/agent/clusters.js';
 import type { Endpoint as LbEndpoint } from '../../../mesh-agent/balancer/types.js';
@@ -70,8 +71,18 @@ function setup(rt: ClusterRuntime) {
     serial,
     endpoint,
   });
-  const lease = (endpoint = '10.1.1.1:1', budgetMs?: number, signal?: AbortSignal) =>
-    Promise.resolve(conns.lease(rt, of(endpoint), open, { budgetMs, signal }));
+  const lease = (endpoint = '10.1.1.1:1', budgetMs?: number, caller?: EventEmitter) =>
+    Promise.resolve(
+      conns.lease(rt, of(endpoint), open, {
+        budgetMs,
+        gone: caller
+          ? (leave) => {
+              caller.once('close', leave);
+              return () => caller.off('close', leave);
+            }
+          : undefined,
+      }),
+    );
   return { conns, overflows, lease, of, open, opened: () => n };
 }
 
@@ -191,11 +202,13 @@ describe('breaker: max_pending_requests bounds the requests waiting for a connec
     const rt = cluster({ maxConnections: 1 });
     const t = setup(rt);
     leased(await t.lease());
-    const ac = new AbortController();
-    const r = t.lease('10.1.1.1:1', undefined, ac.signal);
-    ac.abort();
+    const caller = new EventEmitter();
+    const r = t.lease('10.1.1.1:1', undefined, caller);
+    assert.equal(caller.listenerCount('close'), 1, 'watched only while it waits');
+    caller.emit('close');
     assert.deepEqual(await r, { kind: 'local', flag: 'UT' });
     assert.equal(rt.breaker.inUse('pending'), 0);
+    assert.equal(caller.listenerCount('close'), 0);
   });
 });
 
