@@ -115,6 +115,42 @@ const RANGES: Record<string, [number, number]> = {
 /** Fields that take several types (so a type change may be valid). */
 const MULTI_TYPED = new Set(['targetPort']);
 
+/**
+ * Fields that must be present, from the Kubernetes and Gateway API references and sockmesh's
+ * own kinds (GAMMA routes need a Service parent; a TrafficPolicy its target; a Node its address),
+ * as `Kind:path` with `*` for any list index.
+ */
+const REQUIRED = new Set([
+  '*:apiVersion',
+  '*:kind',
+  '*:metadata',
+  '*:metadata.name',
+  'Service:spec',
+  'Service:spec.ports',
+  'Service:spec.ports.*.port',
+  'Pod:spec.containers.*.ports.*.containerPort',
+  'Node:spec',
+  'Node:spec.address',
+  'HTTPRoute:spec',
+  'HTTPRoute:spec.parentRefs',
+  'HTTPRoute:spec.parentRefs.*.name',
+  'HTTPRoute:spec.rules.*.backendRefs.*.name',
+  'HTTPRoute:spec.rules.*.backendRefs.*.port',
+  'HTTPRoute:spec.rules.*.matches.*.headers.*.name',
+  'HTTPRoute:spec.rules.*.matches.*.headers.*.value',
+  'TrafficPolicy:spec',
+  'TrafficPolicy:spec.targetRef',
+  'TrafficPolicy:spec.targetRef.name',
+  'AuthorizationPolicy:spec.targetRef.name',
+]);
+
+function isRequired(doc: unknown, p: Path): boolean {
+  if (typeof p[p.length - 1] === 'number') return false; // a list element, not a field
+  const kind = (doc as { kind?: unknown }).kind;
+  const shape = p.map((k) => (typeof k === 'number' ? '*' : k)).join('.');
+  return REQUIRED.has(`*:${shape}`) || (typeof kind === 'string' && REQUIRED.has(`${kind}:${shape}`));
+}
+
 function formatPath(p: Path): string {
   return p.map((x) => (typeof x === 'number' ? `[${x}]` : `.${x}`)).join('');
 }
@@ -219,6 +255,7 @@ function mutateStructure(r: Rand, seed: Seed): Mutant | undefined {
       break;
     }
     case 'drop-field':
+      if (isRequired(doc, p)) expect = 'reject';
       deleteAt(doc, p);
       detail += ' dropped';
       break;
@@ -286,6 +323,7 @@ function mutateStructure(r: Rand, seed: Seed): Mutant | undefined {
       break;
     }
     case 'null-value':
+      if (isRequired(doc, p)) expect = 'reject'; // null is absent, as on an API server
       setAt(doc, p, null);
       detail += ' -> null';
       break;
