@@ -38,7 +38,7 @@ export interface KubernetesSourceOptions {
 }
 
 const ROUTE_KINDS = new Set(['HTTPRoute', 'TCPRoute']);
-const POLICY_KINDS = new Set(['TrafficPolicy', 'AuthorizationPolicy']);
+const POLICY_KINDS = new Set(['TrafficPolicy', 'AuthorizationPolicy', 'CanaryGuard']);
 /** Load order: what others refer to first; routes keep Gateway API's precedence order (oldest first). */
 const ORDER = WATCHED.map((w) => w.kind);
 

@@ -111,6 +111,7 @@ describe('charts/sockmesh: default render', () => {
       'ClusterRole/sockmesh-control-plane',
       'ClusterRoleBinding/sockmesh-control-plane',
       'CustomResourceDefinition/authorizationpolicies.sockmesh.io',
+      'CustomResourceDefinition/canaryguards.sockmesh.io',
       'CustomResourceDefinition/trafficpolicies.sockmesh.io',
       'DaemonSet/sockmesh-agent',
       'Deployment/sockmesh-control-plane',
@@ -129,7 +130,7 @@ describe('charts/sockmesh: default render', () => {
   it('templates the CRDs from files/crds unchanged, kept on uninstall', () => {
     const dir = join(CHART, 'files', 'crds');
     const files = readdirSync(dir).filter((f) => f.endsWith('.yaml'));
-    assert.equal(files.length, 2);
+    assert.equal(files.length, 3);
     for (const f of files) {
       const want = parse(readFileSync(join(dir, f), 'utf8')) as KubeObject;
       const got = find(objs, 'CustomResourceDefinition', want.metadata.name);

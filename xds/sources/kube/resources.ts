@@ -201,6 +201,16 @@ export const WATCHED: readonly WatchedResource[] = [
     crd: 'authorizationpolicies.sockmesh.io',
     project: projectPolicy,
   },
+  {
+    kind: 'CanaryGuard',
+    apiVersion: 'sockmesh.io/v1alpha1',
+    path: '/apis/sockmesh.io/v1alpha1/canaryguards',
+    namespaced: true,
+    crd: 'canaryguards.sockmesh.io',
+    // A cluster whose chart predates CanaryGuard runs without guards.
+    optional: true,
+    project: projectPolicy,
+  },
 ];
 
 /** Collection path of one object (`.../namespaces/<ns>/<plural>/<name>`). */
