@@ -93,6 +93,7 @@ export class LrsClient {
     const ms = Math.max(200, Number(iv?.seconds ?? 1) * 1000 + Math.round(Number(iv?.nanos ?? 0) / 1e6));
     clearInterval(this.reportTimer);
     await this.baseline();
+    this.log.info('load reporting', { clusters: [...this.wanted], intervalMs: ms });
     if (this.wanted.size === 0) return;
     this.reportTimer = setInterval(() => void this.report(), ms);
     this.reportTimer.unref();
