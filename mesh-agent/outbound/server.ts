@@ -449,7 +449,9 @@ export class OutboundServer {
         untrack();
         const denied = err instanceof TunnelError && err.status === 403;
         if (!denied) cluster?.report(ep, { kind: 'connect-failure' });
-        sock.destroy();
+        // A refusal is a reset, whichever node decided (a FIN would read as an empty answer).
+        if (denied) sock.resetAndDestroy();
+        else sock.destroy();
         done(denied ? 'UAEX' : 'UF', ep);
       },
     );

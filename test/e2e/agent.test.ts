@@ -393,10 +393,9 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
     );
     const allowed = await call(mesh, 'shop/frontend-1', REVIEWS);
     assert.equal(allowed.status, 200);
-    // Not a byte of the pod's answer; the close is a reset or, see the todo test below, a FIN.
+    // Not a byte of the pod's answer, and a reset: a refusal, not an empty answer.
     const tcpDenied = await rawTcp(mesh, 'shop/ratings-1');
-    assert.equal(tcpDenied.data, '', `ratings got through over TCP: ${JSON.stringify(tcpDenied)}`);
-    assert.ok([null, 'ECONNRESET'].includes(tcpDenied.error), JSON.stringify(tcpDenied));
+    assert.deepEqual(tcpDenied, { data: '', error: 'ECONNRESET' }, 'ratings is refused over TCP');
     assert.deepEqual(await rawTcp(mesh, 'shop/frontend-1'), { data: 'HTTP/1.1 200 OK', error: null });
     assert.equal(
       await grewBy('sockmesh_authz_denials_total', denialsBefore, 3),
@@ -405,11 +404,7 @@ describe('mesh agent end to end (2 nodes, real BPF, mTLS, xDS)', () => {
     );
   });
 
-  it('resets every denied TCP stream, whichever node decides', {
-    todo:
-      'mesh-agent/outbound/server.ts connectTcp closes a stream the policy denies with destroy(): a RST only when ' +
-      "the client's bytes arrived first (the tunnel round trip), a FIN on the same node; resetAndDestroy() would make it one answer",
-  }, async () => {
+  it('resets every denied TCP stream, whichever node decides', async () => {
     // reviews-tcp has a pod on each node: from node2, some streams are denied by node2's agent, some by node1's.
     const answers = [];
     for (let i = 0; i < 10; i++) answers.push(await rawTcp(mesh, 'shop/ratings-1'));
