@@ -240,6 +240,23 @@ export function buildModelDetailed(
     decodedUpTo.set(index, own.length);
   }
 
+  // A cluster IP is one Service's (the API server allocates it so): two would match one VIP.
+  const vips = new Map<string, Declared<Service>>();
+  for (const d of services.values()) {
+    const ip = d.value.clusterIP;
+    if (ip === undefined) continue;
+    const first = vips.get(ip);
+    if (!first) {
+      vips.set(ip, d);
+      continue;
+    }
+    const at = first.reader.locate([]);
+    d.reader.fail(
+      ['spec', 'clusterIP'],
+      `${ip} is already the cluster IP of Service ${objectKey(first.value.namespace, first.value.name)} (${at.file}:${at.line})`,
+    );
+  }
+
   // Cross-object references.
   const resolveService = (r: FieldReader, ref: WrittenRef): ServiceRef | undefined => {
     if (!services.has(objectKey(ref.namespace, ref.name))) {

@@ -44,7 +44,7 @@ apiVersion: v1
 kind: Service
 metadata: { name: ${name}, namespace: shop }
 spec:
-  clusterIP: 10.96.0.${name.length}
+  clusterIP: 10.96.${name.length}.${name.charCodeAt(name.length - 1)}
   selector: { ${selector} }
   ports: [{ name: grpc, port: 9080, appProtocol: grpc${target ? `, targetPort: ${target}` : ''} }]
 ---`;

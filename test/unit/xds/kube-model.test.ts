@@ -40,13 +40,15 @@ const node = obj({
     ],
   },
 });
+/** Each Service its own cluster IP, as the API server allocates them. */
+const vips = new Map<string, string>();
 const svc = (name: string) =>
   obj({
     apiVersion: 'v1',
     kind: 'Service',
     metadata: { name, namespace: 'shop' },
     spec: {
-      clusterIP: '10.96.0.10',
+      clusterIP: vips.get(name) ?? vips.set(name, `10.96.1.${vips.size + 1}`).get(name),
       selector: { app: name },
       ports: [{ name: 'http', port: 9080, targetPort: 'web', appProtocol: 'http' }],
     },

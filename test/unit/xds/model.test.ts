@@ -205,3 +205,11 @@ test('namespace mTLS mode label: strict by default, permissive on request, nothi
     ["m.yaml:6: metadata.labels.sockmesh.io/mtls: must be 'strict' or 'permissive', got 'open'"],
   );
 });
+
+test('two Services cannot share a cluster IP (found by the manifest fuzzer: both chains matched one VIP)', () => {
+  const other = SVC.replace('name: reviews\n', 'name: reviews-copy\n');
+  assert.deepEqual(errorsOf(`${SVC}---\n${other}`), [
+    'm.yaml:22: spec.clusterIP: 10.96.0.10 is already the cluster IP of Service shop/reviews (m.yaml:1)',
+  ]);
+  assert.deepEqual(errorsOf(`${SVC}---\n${other.replace('clusterIP: 10.96.0.10', 'clusterIP: None')}`), []);
+});
