@@ -325,6 +325,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
   private snapshotOf(model: MeshModel): Snapshot {
     this.baseModel = model;
     this.canary.setModel(model);
+    this.reportGuards();
     return new Snapshot(canaryWeights(model, this.canary.weights()), ++this.version, this.snapshot);
   }
 
@@ -338,6 +339,36 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     );
     this.ads.setSnapshot(snap);
     this.log.info('configuration applied', { version: snap.version, ...snap.counts(), cause: 'canary' });
+    this.reportGuards();
+  }
+
+  /** The source records each guard's state (on Kubernetes, in its status). */
+  private reportGuards(): void {
+    if (!this.opts.source.reportGuards) return;
+    try {
+      this.opts.source.reportGuards(
+        this.canary.status().map((g) => {
+          const [namespace = '', name = ''] = g.name.split('/');
+          return {
+            namespace,
+            name,
+            phase: g.phase,
+            weight: g.weight,
+            ...(g.lastTransition
+              ? {
+                  transition: {
+                    reason: g.lastTransition.reason,
+                    message: g.lastTransition.message,
+                    at: g.lastTransition.at,
+                  },
+                }
+              : {}),
+          };
+        }),
+      );
+    } catch (err) {
+      this.log.error('source could not take the canary report', { error: err });
+    }
   }
 
   private modelOptions(): ModelOptions {

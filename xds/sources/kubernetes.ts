@@ -27,7 +27,14 @@ import {
   routeParentStatuses,
   sameConditions,
 } from './kube/status.js';
-import type { ConfigSource, ObjectVerdict, SourceLocation, SourceObject, SourceState } from './source.js';
+import type {
+  ConfigSource,
+  GuardReport,
+  ObjectVerdict,
+  SourceLocation,
+  SourceObject,
+  SourceState,
+} from './source.js';
 
 export interface KubernetesSourceOptions {
   connection: KubeConnection;
@@ -38,6 +45,8 @@ export interface KubernetesSourceOptions {
 }
 
 const ROUTE_KINDS = new Set(['HTTPRoute', 'TCPRoute']);
+/** The canary guards' decisions are another controller's fields than Accepted/ResolvedRefs. */
+const CANARY_FIELD_MANAGER = 'sockmesh-canary';
 const POLICY_KINDS = new Set(['TrafficPolicy', 'AuthorizationPolicy', 'CanaryGuard']);
 /** Load order: what others refer to first; routes keep Gateway API's precedence order (oldest first). */
 const ORDER = WATCHED.map((w) => w.kind);
@@ -65,6 +74,7 @@ export class KubernetesSource implements ConfigSource {
   private readonly wanted = new Map<string, () => Promise<void>>();
   private readonly inFlight = new Set<string>();
   private readonly written = new Map<string, string>();
+  private readonly guardWritten = new Map<string, string>();
   private lastVerdicts: readonly ObjectVerdict[] = [];
   private retry: { timer: NodeJS.Timeout | undefined; delayMs: number } = { timer: undefined, delayMs: 1000 };
   private readonly writes = new Set<Promise<void>>();
@@ -277,6 +287,59 @@ export class KubernetesSource implements ConfigSource {
         this.written.set(id, fingerprint);
       });
       this.pump(id);
+    }
+  }
+
+  /**
+   * CanaryGuard status: phase, weight and a RolledBack condition, under a field manager of its
+   * own, so server-side apply keeps the Accepted/ResolvedRefs entries report() owns.
+   */
+  reportGuards(guards: readonly GuardReport[]): void {
+    if (this.opts.writeStatus === false || this.closed) return;
+    const r = this.reflectors.get('CanaryGuard');
+    if (!r) return;
+    for (const g of guards) {
+      const raw = r.store.get(`${g.namespace}/${g.name}`);
+      if (!raw) continue;
+      const rolled = g.phase === 'RolledBack';
+      const at = (g.transition?.at ?? new Date().toISOString()).replace(/\.\d+Z$/, 'Z');
+      const condition = {
+        type: 'RolledBack',
+        status: rolled ? 'True' : 'False',
+        reason: rolled ? (g.transition?.reason ?? 'RolledBack') : g.phase,
+        message: rolled
+          ? (g.transition?.message ?? 'rolled back')
+          : `canary at ${g.weight} %${g.transition ? ` (${g.transition.message})` : ''}`,
+        lastTransitionTime: at,
+        ...(raw.metadata?.generation === undefined ? {} : { observedGeneration: raw.metadata.generation }),
+      };
+      const status = { phase: g.phase, weight: g.weight, conditions: [condition] };
+      const id = `CanaryGuard/${g.namespace}/${g.name}`;
+      const fingerprint = JSON.stringify([raw.metadata?.generation, status]);
+      if (this.guardWritten.get(id) === fingerprint) continue;
+      this.guardWritten.set(id, fingerprint);
+      const path = `${objectPath(r.type, g.namespace, g.name)}/status`;
+      const body = {
+        apiVersion: raw.apiVersion,
+        kind: 'CanaryGuard',
+        metadata: { name: g.name, namespace: g.namespace },
+        status,
+      };
+      const p = this.client
+        .json('PATCH', path, {
+          query: { fieldManager: CANARY_FIELD_MANAGER, force: true },
+          body,
+          contentType: 'application/apply-patch+yaml',
+        })
+        .then(() => undefined)
+        .catch((err: unknown) => {
+          // Written again at the guard's next change; a deleted guard needs nothing.
+          this.guardWritten.delete(id);
+          if (!(err instanceof KubeApiError && err.status === 404))
+            this.log.warn('canary status write failed', { object: id, error: err });
+        })
+        .finally(() => this.writes.delete(p));
+      this.writes.add(p);
     }
   }
 

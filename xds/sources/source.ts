@@ -69,6 +69,17 @@ export interface ObjectVerdict {
   errors: ConfigError[];
 }
 
+/** A CanaryGuard's state as the control plane runs it (see docs/canary.md). */
+export interface GuardReport {
+  namespace: string;
+  name: string;
+  phase: 'Progressing' | 'Promoted' | 'RolledBack';
+  /** The canary weight served, percent. */
+  weight: number;
+  /** The last weight change: CamelCase reason, message, when. */
+  transition?: { reason: string; message: string; at: string };
+}
+
 export interface ConfigSource {
   /** A short description for logs, e.g. `dir:/etc/sockmesh/manifests`. */
   readonly description: string;
@@ -81,6 +92,8 @@ export interface ConfigSource {
   readonly endpointsFrom?: 'selector' | 'EndpointSlice';
   /** Told, after each applied reload under the `object` policy, what became of every object. */
   report?(verdicts: readonly ObjectVerdict[]): void;
+  /** Told each CanaryGuard's run-time state when it changes (Kubernetes: written to the object's status). */
+  reportGuards?(guards: readonly GuardReport[]): void;
   /** Reads the current state. */
   load(): Promise<SourceState>;
   /** Calls `onChange` (possibly many times for one edit: callers debounce) when the state may have changed. */
