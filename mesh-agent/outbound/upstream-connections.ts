@@ -218,6 +218,18 @@ export class UpstreamConnections<C> {
     }
     this.opts.close(e.conn);
     e.release();
+    if (e.pool.entries.size === 0) this.rescue(e.pool);
+  }
+
+  /** As in lease: a pool left without any connection while requests wait for it gets one, even at the limit. */
+  private rescue(pool: Pool<C>): void {
+    const q = this.waiting.get(pool.of.cluster);
+    const i = q?.findIndex((w) => w.pool === pool) ?? -1;
+    if (!q || i < 0) return;
+    const [w] = q.splice(i, 1);
+    if (q.length === 0) this.waiting.delete(pool.of.cluster);
+    this.opts.overflow(pool.of.cluster, 'connection');
+    w!.settle(this.hand(this.add(pool, w!.open!(), () => {})));
   }
 
   private hasWaiters(pool: Pool<C>): boolean {

@@ -156,6 +156,27 @@ describe('breaker: max_connections bounds the upstream connections of a cluster 
     assert.equal(rt.breaker.inUse('connections'), 1, 'the over-limit connection held no slot');
   });
 
+  it('an endpoint whose last connection went away while requests wait for it gets one (not starved by the others)', async () => {
+    const rt = cluster({ maxConnections: 2, maxPendingRequests: 5 });
+    const t = setup(rt);
+    const a1 = leased(await t.lease('10.1.1.1:1'));
+    const b1 = leased(await t.lease('10.1.1.1:2'));
+    const b2 = t.lease('10.1.1.1:2');
+    const a2 = t.lease('10.1.1.1:1');
+    assert.equal(t.conns.stats().pending, 2);
+    // a1's connection is reset under its request: its slot goes to the first in line (b2)...
+    t.conns.gone(a1.conn);
+    a1.done();
+    const gotB = leased(await b2);
+    assert.notEqual(gotB.conn, b1.conn);
+    // ...and endpoint 1, now without any connection, still gets one for a2.
+    const gotA = leased(await a2);
+    assert.notEqual(gotA.conn, a1.conn);
+    assert.equal(t.conns.stats().pending, 0);
+    assert.equal(rt.breaker.inUse('connections'), 2, 'the rescue connection holds no slot');
+    for (const l of [b1, gotB, gotA]) l.done();
+  });
+
   it('a worker holds its share of the limit: 3 connections over 2 workers is 1 for the second', async () => {
     const rt = cluster({ maxConnections: 3 }, { index: 1, count: 2 });
     assert.equal(rt.breaker.limit('connections'), 1);
