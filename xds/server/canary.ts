@@ -69,6 +69,7 @@ export class CanaryController {
   private readonly streams = new Set<LrsStream>();
   /** Decisions taken, by guard and action: the control plane's canary metric. */
   private readonly decisions = new Map<string, number>();
+  private announced = '';
 
   constructor(
     private readonly log: Logger,
@@ -240,9 +241,15 @@ export class CanaryController {
     };
   }
 
-  /** Tells every reporting agent the clusters now guarded (LRS: a new response replaces the list). */
+  /**
+   * Tells every reporting agent the clusters now guarded (LRS: a new response replaces the list),
+   * only when the list changed: an agent starts counting again from each response.
+   */
   private announce(): void {
     const res = this.response();
+    const text = JSON.stringify(res.clusters);
+    if (text === this.announced) return;
+    this.announced = text;
     for (const s of this.streams) s.write(res);
   }
 
