@@ -145,6 +145,7 @@ spec: {selector: {app: besteffort}, ports: [{port: 80, targetPort: 8080}]}
       // The workload runs in a container scope below the pod cgroup, as under a real runtime.
       const scope = lab.containerCgroups?.app;
       assert.ok(scope?.startsWith(`${want}/`) && scope.endsWith('.scope'), scope);
+      assert.ok(scope !== undefined);
       const procs = readFileSync(join(scope, 'cgroup.procs'), 'utf8').trim();
       assert.notEqual(procs, '', 'the container process is in its scope');
       assert.ok(
