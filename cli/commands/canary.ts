@@ -139,8 +139,8 @@ function render(route: string, windowS: number, stats: BackendStats[]): string {
 export function renderGuards(guards: readonly CanaryStatus[]): string {
   if (guards.length === 0) return 'no CanaryGuard declared\n';
   const pct = (v: number | null) => (v === null ? '-' : `${Math.round(v * 10) / 10}%`);
-  const ms = (v: number | null) =>
-    v === null ? '-' : v === Number.POSITIVE_INFINITY || v === null ? '>max' : `${v}ms`;
+  // Beyond the last bucket bound p99 is Infinity, which JSON (the admin endpoint) carries as null.
+  const ms = (v: number | null) => (v === null ? '-' : v === Number.POSITIVE_INFINITY ? '>max' : `${v}ms`);
   const state = { Progressing: 'progressing', Promoted: 'promoted', RolledBack: 'rolled back' } as const;
   const head = table(
     ['GUARD', 'ROUTE', 'CANARY', 'STATE', 'WEIGHT', 'STEP', 'LAST DECISION'],
