@@ -19,7 +19,7 @@ const json = {
   deserialize: (b: Buffer) => JSON.parse(b.toString()) as unknown,
 };
 
-async function backend(t: test.TestContext, name: string): Promise<number> {
+async function backend(t: test.TestContext, name: string, host: string): Promise<number> {
   const server = new grpc.Server();
   server.addService(
     {
@@ -36,7 +36,7 @@ async function backend(t: test.TestContext, name: string): Promise<number> {
     { Who: (_call: unknown, cb: grpc.sendUnaryData<{ backend: string }>) => cb(null, { backend: name }) },
   );
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+    server.bindAsync(`${host}:0`, grpc.ServerCredentials.createInsecure(), (e, p) =>
       e ? reject(e) : resolve(p),
     ),
   );
@@ -66,13 +66,13 @@ apiVersion: v1
 kind: Pod
 metadata: { name: reviews-v1, namespace: shop, labels: { app: reviews, version: v1 } }
 spec: { nodeName: node1 }
-status: { podIP: 127.0.0.1 }
+status: { podIP: 127.0.0.2 }
 ---
 apiVersion: v1
 kind: Pod
 metadata: { name: reviews-v2, namespace: shop, labels: { app: reviews, version: v2 } }
 spec: { nodeName: node1 }
-status: { podIP: 127.0.0.1 }
+status: { podIP: 127.0.0.3 }
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -111,7 +111,8 @@ function assertSplit(res: Calls, p: number, what: string): void {
 
 test('grpc-go xDS client follows HTTPRoute weights, header matches and a live weight change', async (t) => {
   const bin = await goPeersBin();
-  const [p1, p2] = await Promise.all([backend(t, 'v1'), backend(t, 'v2')]);
+  // Each backend on its own loopback address, as each pod has its own IP.
+  const [p1, p2] = await Promise.all([backend(t, 'v1', '127.0.0.2'), backend(t, 'v2', '127.0.0.3')]);
   const fx = await startControlPlane(t, { 'mesh.yaml': manifests(p1, p2, 80, 20) });
   // The bootstrap file grpc-go reads (gRFC A27): the ADS server is the control plane's unix socket.
   const bootstrap = join(fx.dir, '..', 'grpc-bootstrap.json');
