@@ -138,6 +138,12 @@ export class H2cSessions {
             end();
           });
           s.once('goaway', drop);
+          // Carried by a tunnel stream whose session goes away (the far agent drains for an
+          // upgrade): new requests go to a new session, the ones in flight finish on this one.
+          carrierGoaway(conn, () => {
+            drop();
+            s.close();
+          });
         }),
     );
     p.catch(() => {
@@ -295,4 +301,13 @@ export function forwardH2(
       }
     });
   });
+}
+
+/**
+ * Calls `fn` once when the HTTP/2 session carrying `conn` (a CONNECT stream of the mesh
+ * tunnel) receives GOAWAY; a plain socket has no such carrier.
+ */
+export function carrierGoaway(conn: Duplex, fn: () => void): void {
+  const session = (conn as { session?: { once?: unknown } }).session;
+  if (session && typeof session.once === 'function') (session as ClientHttp2Session).once('goaway', fn);
 }

@@ -16,7 +16,15 @@ import {
 } from '../inbound/policy.js';
 import type { InboundServer } from '../inbound/server.js';
 import { DeadlineSignal } from '../io/deadline.js';
-import { type H2Answer, H2cSessions, relayH2Answer, serveH2c, sniffH2c, upstreamHeaders } from '../io/h2c.js';
+import {
+  carrierGoaway,
+  type H2Answer,
+  H2cSessions,
+  relayH2Answer,
+  serveH2c,
+  sniffH2c,
+  upstreamHeaders,
+} from '../io/h2c.js';
 import { HOP_BY_HOP } from '../io/headers.js';
 import { connectTcp, splice } from '../io/streams.js';
 import { TunnelError, type TunnelPool } from '../tunnel/pool.js';
@@ -504,7 +512,12 @@ export class OutboundServer {
       keepAliveTimeout: UPSTREAM_IDLE_MS,
       connect: (_o, cb) => {
         this.dial(ctx.source, svid, ep, ep.port, ctx.peer, timeoutMs, 'http').then(
-          (s) => cb(null, s as net.Socket),
+          (s) => {
+            // The far agent drains (an upgrade): this connection takes no new request and closes
+            // once its request is done, so the next one goes through the agent that took over.
+            carrierGoaway(s, () => this.upstream.gone(client));
+            cb(null, s as net.Socket);
+          },
           (err: Error) => cb(err, null),
         );
       },

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +16,7 @@ import { eventually, load, startShop } from '../helpers/mesh.js';
 
 const OVERLAY = fileURLToPath(new URL('./manifests-upgrade/', import.meta.url));
 const REVIEWS = 'http://reviews.shop.svc.cluster.local:9080/';
+const REVIEWS_V2 = 'http://reviews-v2.shop.svc.cluster.local:9080/';
 /** The drain bound the agents run with here (the default is 30 s). */
 const DRAIN_S = 6;
 
@@ -56,6 +58,44 @@ describe('agent upgrade and crash (2 nodes, real BPF, mTLS, xDS)', { timeout: 30
     const now = await agentLifecycle(mesh, 'node1');
     assert.equal(now?.pid, r.newPid);
     assert.equal(now?.predecessor, r.oldPid);
+  });
+
+  it("keep-alive load outlasting the drain bound while the destination node's agent is upgraded: none fails", async () => {
+    // reviews-v2 runs on node2: every request crosses the tunnel, and node2 relays it to the pod
+    // as bytes (one L7 hop), so the old agent cannot say `Connection: close` on it. The caller's
+    // node retires connections whose tunnel session got the old agent's GOAWAY instead; without
+    // that they stay on the old agent until it exits at the drain bound, and their requests fail.
+    const seconds = DRAIN_S + 12;
+    const ready = join(mesh.paths.runDir, `flowing-${process.pid}-dst`);
+    const loading = mesh.exec(
+      'shop/frontend-1',
+      [
+        process.execPath,
+        join(FIXTURES, 'timeline.mjs'),
+        REVIEWS_V2,
+        String(seconds * 1000),
+        '8',
+        'keepalive',
+        '9091',
+        '{}',
+        ready,
+      ],
+      (seconds + 60) * 1000,
+    );
+    while (!existsSync(ready)) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 1000));
+    const r = await replaceAgent(mesh, 'node2');
+    const out = await loading;
+    assert.equal(out.code, 0, out.stderr);
+    const records = (JSON.parse(out.stdout) as { records: [number, string, number, string][] }).records;
+    const failed = records.filter((x) => x[2] !== 200);
+    const last = records.at(-1)![0] - records[0]![0];
+    console.log(
+      `destination upgrade under load: agent ${r.oldPid} -> ${r.newPid}, serving ${r.servingMs} ms after spawn;` +
+        ` ${records.length} requests over ${last} ms, ${failed.length} failed`,
+    );
+    assert.deepEqual(failed.slice(0, 5), [], `${failed.length} of ${records.length} requests failed`);
+    assert.ok(await waitExit(r.oldPid, (DRAIN_S + 10) * 1000), 'the old agent exited');
   });
 
   it('a long-lived TCP stream outlives the handoff and is closed no earlier than the drain bound', async () => {
