@@ -222,6 +222,28 @@ function mutateStructure(r: Rand, seed: Seed): Mutant | undefined {
   const docs = parseAllDocuments(seed.text).map((d) => d.toJS() as unknown);
   const di = Math.floor(r() * docs.length);
   const doc = docs[di];
+  if (r() < 0.08) {
+    // A copy of a Service under another name: its cluster IP is then claimed twice.
+    const copy = structuredClone(doc) as {
+      kind?: string;
+      metadata?: { name?: unknown };
+      spec?: { clusterIP?: unknown };
+    };
+    // Services only: two Pods on one IP are how the proxyless-gRPC tests put two servers on
+    // loopback, and the model takes them (see docs/reliability.md, "Not covered yet").
+    if (copy?.kind !== 'Service' || typeof copy.metadata?.name !== 'string') return undefined;
+    copy.metadata.name = `${copy.metadata.name}-copy`;
+    docs.push(copy);
+    const vip = typeof copy.spec?.clusterIP === 'string' && copy.spec.clusterIP !== 'None';
+    const text = docs.map((d) => stringify(d, { aliasDuplicateObjects: false })).join('---\n');
+    return {
+      seed,
+      mutation: 'clone-object',
+      detail: `doc ${di} copied as ${copy.metadata.name}`,
+      text,
+      expect: vip ? 'reject' : 'any',
+    };
+  }
   const all = paths(doc);
   if (all.length === 0) return undefined;
   const p = pick(r, all);

@@ -14,7 +14,13 @@ export interface ParsedFile {
 
 export function parseManifestText(file: string, text: string): ParsedFile {
   const lineCounter = new LineCounter();
-  const docs = parseAllDocuments(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  // logLevel error: what a manifest says is reported as its errors, never as process warnings on stderr.
+  const docs = parseAllDocuments(text, {
+    lineCounter,
+    prettyErrors: false,
+    uniqueKeys: true,
+    logLevel: 'error',
+  });
   const objects: SourceObject[] = [];
   const errors: ConfigError[] = [];
   const lineAt = (offset: number): number => lineCounter.linePos(offset).line;
@@ -24,7 +30,7 @@ export function parseManifestText(file: string, text: string): ParsedFile {
   }
   let trees: typeof list | undefined;
   const tree = (index: number) => {
-    trees ??= parseAllDocuments(text, { uniqueKeys: true }) as typeof list;
+    trees ??= parseAllDocuments(text, { uniqueKeys: true, logLevel: 'error' }) as typeof list;
     return trees[index]!;
   };
   for (const [index, doc] of list.entries()) {
