@@ -320,7 +320,7 @@ test('malformed and huge xDS responses are NACKed with a reason; the agent keeps
         bytes.subarray(at),
       ]);
     }
-    const before = JSON.stringify(client.config());
+    const configBefore: string = JSON.stringify(client.config());
     const stateBefore = store.current;
     const r = await server.send(
       response(
@@ -332,7 +332,11 @@ test('malformed and huge xDS responses are NACKed with a reason; the agent keeps
     if (r.error_detail) {
       nacked++;
       assert.ok(r.error_detail.message, `mutant ${i}: NACK without a reason`);
-      assert.equal(JSON.stringify(client.config()), before, `mutant ${i}: NACKed but the config changed`);
+      assert.equal(
+        JSON.stringify(client.config()),
+        configBefore,
+        `mutant ${i}: NACKed but the config changed`,
+      );
       assert.equal(store.current, stateBefore, `mutant ${i}: NACKed but the state changed`);
     } else {
       acked++;
