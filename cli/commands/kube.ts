@@ -47,11 +47,14 @@ in the foreground, until SIGTERM. Writes <run dir>/kube/ready.json once serving.
   async run({ argv, stderr }) {
     const { values } = parseCommandArgs(argv, { run: { type: 'string' } }, false);
     if (!values.run) throw new SockmeshError('SOCKMESH_E_USAGE', '--run <id> is required');
-    const lab = await runLabKube(values.run);
-    await new Promise<void>((resolve) => {
+    // Handlers first: a SIGTERM that arrives right after ready.json is written (a test tearing down
+    // at once) must stop the cluster, not kill this process and orphan the API server.
+    const stopped = new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);
       process.once('SIGTERM', resolve);
     });
+    const lab = await runLabKube(values.run);
+    await stopped;
     stderr.write('sockmesh lab-kube: stopping\n');
     await lab.stop();
     return EXIT.OK;
