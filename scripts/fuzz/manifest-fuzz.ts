@@ -544,7 +544,7 @@ export function invariantViolations(model: Parameters<typeof translateMesh>[0]):
 function encodeAll(model: Parameters<typeof translateMesh>[0]): void {
   const snap = new Snapshot(model, 1, undefined);
   for (const node of ['', ...model.nodes.keys()])
-    for (const t of [LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE]) snap.wildcard(t, node);
+    for (const t of [LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE] as const) snap.wildcard(t, node);
 }
 
 export interface Finding {
