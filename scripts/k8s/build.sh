@@ -40,59 +40,46 @@ if complete "$dir"; then
   exit 0
 fi
 
-mkdir -p "$cache_root"
-# One builder at a time; a second one waits, then finds the cache complete.
-exec 9> "$cache_root/.build.lock"
-flock 9
-if complete "$dir"; then
-  summary "cache hit"
-  exit 0
-fi
+build() {
+  local tmp="$1"
+  command -v go > /dev/null || { echo "build.sh: go is not on the PATH (Go >= 1.26 is needed)" >&2; exit 1; }
+  mkdir -p "$tmp/bin" "$tmp/crds/gateway-api"
+  export CGO_ENABLED=0
 
-# Leftovers of an interrupted build (never taken as done: only a complete directory is renamed into place).
-rm -rf "$cache_root"/.tmp-*
-command -v go > /dev/null || { echo "build.sh: go is not on the PATH (Go >= 1.26 is needed)" >&2; exit 1; }
+  # Same -X flags as kubernetes' hack/lib/version.sh, so `kubectl version` and /version tell the truth.
+  minor="${K8S_VERSION#v1.}"
+  minor="${minor%%.*}"
+  ldflags="-s -w"
+  for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+
+  echo "build.sh: building k8s.io/kubernetes $K8S_VERSION (kube-apiserver, kube-controller-manager, kubectl)" >&2
+  (
+    cd "$here/wrapper"
+    # -mod=readonly: go.mod/go.sum are the committed, generated ones (scripts/k8s/gen-wrapper.sh).
+    go build -mod=readonly -trimpath -ldflags "$ldflags" -o "$tmp/bin/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+  )
+  echo "build.sh: building kine $KINE_VERSION and helm $HELM_VERSION" >&2
+  # Run outside any module so `go install pkg@version` uses that module's own go.mod and go.sum.
+  (
+    cd "$tmp"
+    GOBIN="$tmp/bin" go install -trimpath -ldflags "-s -w -X github.com/k3s-io/kine/pkg/version.Version=$KINE_VERSION" \
+      "github.com/k3s-io/kine@$KINE_VERSION"
+    GOBIN="$tmp/bin" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+      "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
+  )
+
+  gw="$(cd "$tmp" && go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [ -d "$gw/config/crd/standard" ] || { echo "build.sh: no config/crd/standard in sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" >&2; exit 1; }
+  cp "$gw"/config/crd/standard/*.yaml "$tmp/crds/gateway-api/"
+  chmod -R u+w "$tmp/crds"
+}
+
+# shellcheck source=../lib/cached-build.sh
+. "$here/../lib/cached-build.sh"
 started=$SECONDS
-tmp="$(mktemp -d "$cache_root/.tmp-$key.XXXXXX")"
-chmod 755 "$tmp"
-trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/bin" "$tmp/crds/gateway-api"
-export CGO_ENABLED=0
-
-# Same -X flags as kubernetes' hack/lib/version.sh, so `kubectl version` and /version tell the truth.
-minor="${K8S_VERSION#v1.}"
-minor="${minor%%.*}"
-ldflags="-s -w"
-for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
-  ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-done
-
-echo "build.sh: building k8s.io/kubernetes $K8S_VERSION (kube-apiserver, kube-controller-manager, kubectl)" >&2
-(
-  cd "$here/wrapper"
-  # -mod=readonly: go.mod/go.sum are the committed, generated ones (scripts/k8s/gen-wrapper.sh).
-  go build -mod=readonly -trimpath -ldflags "$ldflags" -o "$tmp/bin/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
-)
-echo "build.sh: building kine $KINE_VERSION and helm $HELM_VERSION" >&2
-# Run outside any module so `go install pkg@version` uses that module's own go.mod and go.sum.
-(
-  cd "$tmp"
-  GOBIN="$tmp/bin" go install -trimpath -ldflags "-s -w -X github.com/k3s-io/kine/pkg/version.Version=$KINE_VERSION" \
-    "github.com/k3s-io/kine@$KINE_VERSION"
-  GOBIN="$tmp/bin" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
-    "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
-)
-
-gw="$(cd "$tmp" && go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-[ -d "$gw/config/crd/standard" ] || { echo "build.sh: no config/crd/standard in sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" >&2; exit 1; }
-cp "$gw"/config/crd/standard/*.yaml "$tmp/crds/gateway-api/"
-chmod -R u+w "$tmp/crds"
-
-complete "$tmp" || { echo "build.sh: build finished but something is missing in $tmp" >&2; exit 1; }
-# A leftover incomplete directory (from before builds were atomic, or a hand edit) is replaced.
-rm -rf "$dir"
-mv "$tmp" "$dir"
-trap - EXIT
-summary "built in $((SECONDS - started)) s"
+cached_build "$cache_root" "$key" "$dir" complete build build.sh
+if [ "$CACHED_BUILD_DID" = 1 ]; then summary "built in $((SECONDS - started)) s"; else summary "cache hit"; fi

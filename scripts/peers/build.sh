@@ -27,26 +27,14 @@ complete() {
   for b in "${bins[@]}"; do [ -x "$1/bin/$b" ] || return 1; done
 }
 
-if complete "$dir"; then
-  echo "$dir/bin"
-  exit 0
-fi
-mkdir -p "$cache_root"
-exec 9> "$cache_root/.build.lock"
-flock 9
-if complete "$dir"; then
-  echo "$dir/bin"
-  exit 0
-fi
-rm -rf "$cache_root"/.tmp-*
+build() {
+  # -mod=readonly: go.mod and go.sum are the committed ones.
+  (cd "$src" && CGO_ENABLED=0 go build -mod=readonly -trimpath -o "$1/bin/" ./spiffe-peer ./xds-peer)
+}
+
+# shellcheck source=../lib/cached-build.sh
+. "$(dirname "$0")/../lib/cached-build.sh"
 started=$SECONDS
-tmp="$(mktemp -d "$cache_root/.tmp-$key.XXXXXX")"
-chmod 755 "$tmp"
-trap 'rm -rf "$tmp"' EXIT
-# -mod=readonly: go.mod and go.sum are the committed ones.
-(cd "$src" && CGO_ENABLED=0 go build -mod=readonly -trimpath -o "$tmp/bin/" ./spiffe-peer ./xds-peer)
-complete "$tmp" || { echo "peers/build.sh: the build left no ${bins[*]}" >&2; exit 1; }
-rm -rf "$dir"
-mv "$tmp" "$dir"
-echo "peers/build.sh: built ${bins[*]} in $((SECONDS - started))s" >&2
+cached_build "$cache_root" "$key" "$dir" complete build peers/build.sh
+[ "$CACHED_BUILD_DID" = 1 ] && echo "peers/build.sh: built ${bins[*]} in $((SECONDS - started))s" >&2
 echo "$dir/bin"
