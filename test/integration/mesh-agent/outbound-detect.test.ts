@@ -164,12 +164,16 @@ describe('outbound: protocol detection on a port that does not declare its proto
       assert.equal(del.headers['x-sockmesh-flags'], 'UAEX');
       assert.match(await del.body.text(), /^RBAC: access denied \(no-delete\)\n$/);
       const c = net.connect(harness.port, '127.0.0.1');
-      c.on('error', () => {});
+      let error: string | undefined;
+      c.on('error', (e: NodeJS.ErrnoException) => {
+        error = e.code;
+      });
       c.write(Buffer.from([0x00, 0x01, 0x02]));
       const got: Buffer[] = [];
       c.on('data', (d: Buffer) => got.push(d));
-      await once(c, 'close');
-      assert.equal(Buffer.concat(got).length, 0, 'refused');
+      await new Promise((r) => c.once('close', r));
+      assert.equal(Buffer.concat(got).length, 0, 'not a byte through');
+      assert.equal(error, 'ECONNRESET', 'refused with a reset');
       assert.equal(harness.records.at(-1)?.flags, 'UAEX');
     } finally {
       harness.apply(mesh());
