@@ -9,86 +9,11 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import * as grpc from '@grpc/grpc-js';
+import { grpcBackend, grpcMeshManifests } from '../xds/grpc-mesh.js';
 import { startControlPlane } from '../xds/helpers.js';
 import { goPeersBin, type PeerLine, startPeer } from './go-peers.js';
 
 const N = 4000;
-const json = {
-  serialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
-  deserialize: (b: Buffer) => JSON.parse(b.toString()) as unknown,
-};
-
-async function backend(t: test.TestContext, name: string, host: string): Promise<number> {
-  const server = new grpc.Server();
-  server.addService(
-    {
-      Who: {
-        path: '/echo.Echo/Who',
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: json.serialize,
-        requestDeserialize: json.deserialize,
-        responseSerialize: json.serialize,
-        responseDeserialize: json.deserialize,
-      },
-    },
-    { Who: (_call: unknown, cb: grpc.sendUnaryData<{ backend: string }>) => cb(null, { backend: name }) },
-  );
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${host}:0`, grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
-  );
-  t.after(() => server.forceShutdown());
-  return port;
-}
-
-function manifests(p1: number, p2: number, w1: number, w2: number): string {
-  const svc = (name: string, selector: string, target: number | undefined) => `
-apiVersion: v1
-kind: Service
-metadata: { name: ${name}, namespace: shop }
-spec:
-  clusterIP: 10.96.${name.length}.${name.charCodeAt(name.length - 1)}
-  selector: { ${selector} }
-  ports: [{ name: grpc, port: 9080, appProtocol: grpc${target ? `, targetPort: ${target}` : ''} }]
----`;
-  return `
-apiVersion: v1
-kind: Namespace
-metadata: { name: shop, labels: { sockmesh.io/mesh: enabled } }
----
-${svc('reviews', 'app: reviews', undefined)}
-${svc('reviews-v1', 'app: reviews, version: v1', p1)}
-${svc('reviews-v2', 'app: reviews, version: v2', p2)}
-apiVersion: v1
-kind: Pod
-metadata: { name: reviews-v1, namespace: shop, labels: { app: reviews, version: v1 } }
-spec: { nodeName: node1 }
-status: { podIP: 127.0.0.2 }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: reviews-v2, namespace: shop, labels: { app: reviews, version: v2 } }
-spec: { nodeName: node1 }
-status: { podIP: 127.0.0.3 }
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: { name: reviews, namespace: shop }
-spec:
-  parentRefs: [{ kind: Service, name: reviews, port: 9080 }]
-  rules:
-    - matches: [{ path: { type: PathPrefix, value: /echo.Echo }, headers: [{ name: x-canary, value: "yes" }] }]
-      backendRefs: [{ name: reviews-v2, port: 9080 }]
-    - matches: [{ path: { type: PathPrefix, value: /echo.Echo } }]
-      backendRefs:
-        - { name: reviews-v1, port: 9080, weight: ${w1} }
-        - { name: reviews-v2, port: 9080, weight: ${w2} }
-`;
-}
-
 interface Calls {
   n: number;
   counts: Record<string, number>;
@@ -112,8 +37,8 @@ function assertSplit(res: Calls, p: number, what: string): void {
 test('grpc-go xDS client follows HTTPRoute weights, header matches and a live weight change', async (t) => {
   const bin = await goPeersBin();
   // Each backend on its own loopback address, as each pod has its own IP.
-  const [p1, p2] = await Promise.all([backend(t, 'v1', '127.0.0.2'), backend(t, 'v2', '127.0.0.3')]);
-  const fx = await startControlPlane(t, { 'mesh.yaml': manifests(p1, p2, 80, 20) });
+  const [p1, p2] = await Promise.all([grpcBackend(t, 'v1', '127.0.0.2'), grpcBackend(t, 'v2', '127.0.0.3')]);
+  const fx = await startControlPlane(t, { 'mesh.yaml': grpcMeshManifests(p1, p2, 80, 20) });
   // The bootstrap file grpc-go reads (gRFC A27): the ADS server is the control plane's unix socket.
   const bootstrap = join(fx.dir, '..', 'grpc-bootstrap.json');
   await writeFile(
@@ -148,7 +73,7 @@ test('grpc-go xDS client follows HTTPRoute weights, header matches and a live we
   assert.equal(other.code, 'Unavailable', JSON.stringify(other));
   assert.match(String(other.message), /no matched route was found/);
 
-  await fx.write('mesh.yaml', manifests(p1, p2, 10, 90));
+  await fx.write('mesh.yaml', grpcMeshManifests(p1, p2, 10, 90));
   // The same channel picks the new weights up (bounded wait), with no failed RPC meanwhile.
   const changed = Date.now();
   const deadline = changed + 15_000;

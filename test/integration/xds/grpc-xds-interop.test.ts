@@ -5,87 +5,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import { ECHO_PATH, echoJson, grpcBackend, grpcMeshManifests } from './grpc-mesh.js';
 import { startControlPlane } from './helpers.js';
 
-const PATH = '/echo.Echo/Who';
-const json = {
-  serialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
-  deserialize: (b: Buffer) => JSON.parse(b.toString()) as { backend: string },
-};
-
-async function backend(t: test.TestContext, name: string): Promise<number> {
-  const server = new grpc.Server();
-  server.addService(
-    {
-      Who: {
-        path: PATH,
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: json.serialize,
-        requestDeserialize: json.deserialize,
-        responseSerialize: json.serialize,
-        responseDeserialize: json.deserialize,
-      },
-    },
-    { Who: (_call: unknown, cb: grpc.sendUnaryData<{ backend: string }>) => cb(null, { backend: name }) },
-  );
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
-  );
-  t.after(() => server.forceShutdown());
-  return port;
-}
-
-function manifests(p1: number, p2: number, w1: number, w2: number): string {
-  const svc = (name: string, selector: string, target: number | undefined) => `
-apiVersion: v1
-kind: Service
-metadata: { name: ${name}, namespace: shop }
-spec:
-  clusterIP: 10.96.${name.length}.${name.charCodeAt(name.length - 1)}
-  selector: { ${selector} }
-  ports: [{ name: grpc, port: 9080, appProtocol: grpc${target ? `, targetPort: ${target}` : ''} }]
----`;
-  return `
-apiVersion: v1
-kind: Namespace
-metadata: { name: shop, labels: { sockmesh.io/mesh: enabled } }
----
-${svc('reviews', 'app: reviews', undefined)}
-${svc('reviews-v1', 'app: reviews, version: v1', p1)}
-${svc('reviews-v2', 'app: reviews, version: v2', p2)}
-apiVersion: v1
-kind: Pod
-metadata: { name: reviews-v1, namespace: shop, labels: { app: reviews, version: v1 } }
-spec: { nodeName: node1 }
-status: { podIP: 127.0.0.1 }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: reviews-v2, namespace: shop, labels: { app: reviews, version: v2 } }
-spec: { nodeName: node1 }
-status: { podIP: 127.0.0.1 }
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: { name: reviews, namespace: shop }
-spec:
-  parentRefs: [{ kind: Service, name: reviews, port: 9080 }]
-  rules:
-    - matches: [{ path: { type: PathPrefix, value: /echo.Echo }, headers: [{ name: x-canary, value: "yes" }] }]
-      backendRefs: [{ name: reviews-v2, port: 9080 }]
-    - matches: [{ path: { type: PathPrefix, value: /echo.Echo } }]
-      backendRefs:
-        - { name: reviews-v1, port: 9080, weight: ${w1} }
-        - { name: reviews-v2, port: 9080, weight: ${w2} }
-`;
-}
-
 test('grpc-js-xds follows HTTPRoute weights, header matches and live weight changes', async (t) => {
-  const [p1, p2] = await Promise.all([backend(t, 'v1'), backend(t, 'v2')]);
-  const fx = await startControlPlane(t, { 'mesh.yaml': manifests(p1, p2, 80, 20) });
+  const [p1, p2] = await Promise.all([grpcBackend(t, 'v1', '127.0.0.2'), grpcBackend(t, 'v2', '127.0.0.3')]);
+  const fx = await startControlPlane(t, { 'mesh.yaml': grpcMeshManifests(p1, p2, 80, 20) });
   process.env.GRPC_XDS_BOOTSTRAP_CONFIG = JSON.stringify({
     xds_servers: [{ server_uri: fx.tcp, channel_creds: [{ type: 'insecure' }], server_features: ['xds_v3'] }],
     node: { id: 'interop-client', locality: { zone: 'node1' } },
@@ -112,9 +37,9 @@ async function exercise(
       const md = new grpc.Metadata();
       for (const [k, v] of Object.entries(meta ?? {})) md.set(k, v);
       client.makeUnaryRequest(
-        PATH,
-        json.serialize,
-        json.deserialize,
+        ECHO_PATH,
+        echoJson.serialize,
+        echoJson.deserialize,
         {},
         md,
         { deadline: Date.now() + 5000 },
@@ -137,8 +62,8 @@ async function exercise(
   const unmatched = await new Promise<grpc.ServiceError | null>((resolve) =>
     client.makeUnaryRequest(
       '/other.Other/Who',
-      json.serialize,
-      json.deserialize,
+      echoJson.serialize,
+      echoJson.deserialize,
       {},
       new grpc.Metadata(),
       { deadline: Date.now() + 5000 },
@@ -148,7 +73,7 @@ async function exercise(
   assert.equal(unmatched?.code, grpc.status.UNAVAILABLE);
   assert.match(unmatched?.details ?? '', /Failed to route call/);
 
-  await fx.write('mesh.yaml', manifests(p1, p2, 10, 90));
+  await fx.write('mesh.yaml', grpcMeshManifests(p1, p2, 10, 90));
   // Wait (bounded) for the client to pick the new weights up, then measure.
   const deadline = Date.now() + 10_000;
   let after = await split(100);
