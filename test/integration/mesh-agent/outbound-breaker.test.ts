@@ -306,13 +306,19 @@ describe('outbound breaker: HTTP/1.1 limits on real connections', () => {
     proxy.plan = httpPlan(rt);
     upstream.hold = true;
     const before = count(proxy, 'request');
-    const first = get(proxy.port, agent);
-    await until('the first request upstream', () => upstream.waiting === 1);
-    assert.deepEqual(await get(proxy.port, agent), { status: 503, flags: 'UO' });
-    assert.equal(count(proxy, 'request') - before, 1);
-    upstream.releaseAll();
-    assert.equal((await first).status, 200);
-    assert.equal(rt.breaker.inUse('requests'), 0);
+    // Fresh connections: a keep-alive one the previous test's 504 left may be closing (socket hang up).
+    const own = new http.Agent({ keepAlive: true, maxSockets: 2 });
+    try {
+      const first = get(proxy.port, own);
+      await until('the first request upstream', () => upstream.waiting === 1);
+      assert.deepEqual(await get(proxy.port, own), { status: 503, flags: 'UO' });
+      assert.equal(count(proxy, 'request') - before, 1);
+      upstream.releaseAll();
+      assert.equal((await first).status, 200);
+      assert.equal(rt.breaker.inUse('requests'), 0);
+    } finally {
+      own.destroy();
+    }
   });
 
   it('max_retries 0: a retriable 503 is relayed flagged UO, counted as rq_retry_overflow', async () => {
