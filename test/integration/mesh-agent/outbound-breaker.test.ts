@@ -22,6 +22,7 @@ import type { BreakerKind, OutboundPlan, RetryPlan } from '../../../mesh-agent/o
 import { OutboundServer, type RequestRecord } from '../../../mesh-agent/outbound/server.js';
 import type { ClusterSettings } from '../../../mesh-agent/state/cluster.js';
 import { TunnelPool } from '../../../mesh-agent/tunnel/pool.js';
+import { loopbackWorkloads } from './fixtures/outbound-harness.js';
 
 const TD = 'breaker.test';
 const SOURCE_ID = `spiffe://${TD}/ns/shop/sa/frontend`;
@@ -129,23 +130,7 @@ interface Proxy {
 async function startProxy(): Promise<Proxy> {
   const ca = await CertificateAuthority.createRoot({ trustDomain: TD });
   let svid: X509Svid = await ca.issueSvid(SOURCE_ID);
-  const destination = {
-    ip: '127.0.0.1',
-    namespace: 'shop',
-    name: 'reviews-v1',
-    serviceAccount: 'reviews',
-    spiffeId: DEST_ID,
-    version: 'v1',
-    protocolOf: () => 'http' as const,
-  };
-  const source = {
-    ip: '127.0.0.1',
-    namespace: 'shop',
-    name: 'frontend-1',
-    serviceAccount: 'frontend',
-    spiffeId: SOURCE_ID,
-    version: 'v1',
-  };
+  const { destination, source } = loopbackWorkloads(SOURCE_ID, DEST_ID);
   const allowAll: AuthorizationCheck = { check: () => ({ allowed: true }), needsHttp: () => false };
   const inbound = new InboundServer({ workloads: { byIp: () => destination }, authz: allowAll });
   const tunnels = new TunnelPool();
