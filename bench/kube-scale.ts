@@ -29,22 +29,16 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { type ClientDuplexStream, credentials } from '@grpc/grpc-js';
 import { type KubeCluster, startKubeCluster } from '../lab/kube/cluster.js';
 import { applySockmeshCrds } from '../lab/kube/mesh.js';
 import { nullLogger } from '../lib/log.js';
 import { decodeResource } from '../xds/codec.js';
-import {
-  adsClientConstructor,
-  CLUSTER_TYPE,
-  ENDPOINT_TYPE,
-  LISTENER_TYPE,
-  ROUTE_TYPE,
-} from '../xds/protos.js';
+import { ENDPOINT_TYPE, ROUTE_TYPE } from '../xds/protos.js';
 import { ControlPlane } from '../xds/server/control-plane.js';
 import { KubeClient } from '../xds/sources/kube/client.js';
 import { loadKubeconfig } from '../xds/sources/kube/config.js';
 import { KubernetesSource } from '../xds/sources/kubernetes.js';
+import { RawAdsStream, responseHeader } from './lib/raw-ads.js';
 
 const { values } = parseArgs({
   options: {
@@ -203,77 +197,25 @@ async function populate(kubeconfig: string): Promise<Record<string, number>> {
 
 // ---- ADS clients (child process) ----------------------------------------------------------------
 
-/** version_info (1), type_url (4) and nonce (5) of a serialized DiscoveryResponse, resources skipped. */
-function header(buf: Buffer): { version: string; type: string; nonce: string } {
-  const out = { version: '', type: '', nonce: '' };
-  let i = 0;
-  while (i < buf.length) {
-    let tag = 0;
-    let shift = 0;
-    let b: number;
-    do {
-      b = buf[i++]!;
-      tag |= (b & 0x7f) << shift;
-      shift += 7;
-    } while (b & 0x80);
-    const field = tag >>> 3;
-    const wire = tag & 7;
-    if (wire === 2) {
-      let len = 0;
-      shift = 0;
-      do {
-        b = buf[i++]!;
-        len += (b & 0x7f) * 2 ** shift;
-        shift += 7;
-      } while (b & 0x80);
-      if (field === 1) out.version = buf.toString('utf8', i, i + len);
-      else if (field === 4) out.type = buf.toString('utf8', i, i + len);
-      else if (field === 5) out.nonce = buf.toString('utf8', i, i + len);
-      i += len;
-    } else if (wire === 0) {
-      while (buf[i++]! & 0x80);
-    } else break;
-  }
-  return out;
-}
-
 /** A wildcard SotW ADS client that ACKs every response (as an agent does once it applied it). */
 class AckingClient {
-  private readonly client;
-  private readonly stream: ClientDuplexStream<object, Buffer>;
+  private readonly ads: RawAdsStream;
   readonly types = new Set<string>();
 
   constructor(target: string, id: number) {
-    const Ctor = adsClientConstructor();
-    this.client = new Ctor(target, credentials.createInsecure(), { 'grpc.max_receive_message_length': -1 });
-    const ser = (Ctor.service.StreamAggregatedResources as { requestSerialize: (v: object) => Buffer })
-      .requestSerialize;
-    this.stream = this.client.makeBidiStreamRequest(
-      '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources',
-      ser,
-      (b: Buffer) => b,
+    this.ads = new RawAdsStream(
+      target,
+      { id: `node${id % NODES}`, cluster: `bench-client-${id}` },
+      (raw, ads) => {
+        const h = responseHeader(raw);
+        this.types.add(h.type);
+        ads.ack(h);
+      },
     );
-    const node = { id: `node${id % NODES}`, cluster: `bench-client-${id}` };
-    this.stream.on('data', (b: Buffer) => {
-      const h = header(b);
-      this.types.add(h.type);
-      this.stream.write({
-        node,
-        type_url: h.type,
-        version_info: h.version,
-        response_nonce: h.nonce,
-        resource_names: [],
-      });
-    });
-    this.stream.on('error', () => {});
-    for (const type of [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE]) {
-      this.stream.write({ node, type_url: type, resource_names: [] });
-    }
   }
 
   close(): void {
-    this.stream.cancel();
-    this.client.close();
+    this.ads.close();
   }
 }
 

@@ -22,17 +22,11 @@ import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type ClientDuplexStream, credentials } from '@grpc/grpc-js';
 import { nullLogger } from '../lib/log.js';
-import {
-  adsClientConstructor,
-  CLUSTER_TYPE,
-  ENDPOINT_TYPE,
-  LISTENER_TYPE,
-  ROUTE_TYPE,
-} from '../xds/protos.js';
+import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE } from '../xds/protos.js';
 import { ControlPlane, type ReloadResult } from '../xds/server/control-plane.js';
 import { DirectorySource } from '../xds/sources/directory.js';
+import { RawAdsStream, responseHeader } from './lib/raw-ads.js';
 
 const { values } = parseArgs({
   options: {
@@ -111,64 +105,19 @@ spec:
   return files;
 }
 
-/** Reads type_url (field 4) from a serialized DiscoveryResponse without decoding its resources. */
-function typeUrlOf(buf: Buffer): string {
-  let i = 0;
-  while (i < buf.length) {
-    let tag = 0;
-    let shift = 0;
-    let b: number;
-    do {
-      b = buf[i++]!;
-      tag |= (b & 0x7f) << shift;
-      shift += 7;
-    } while (b & 0x80);
-    const field = tag >>> 3;
-    const wire = tag & 7;
-    if (wire === 2) {
-      let len = 0;
-      shift = 0;
-      do {
-        b = buf[i++]!;
-        len += (b & 0x7f) * 2 ** shift;
-        shift += 7;
-      } while (b & 0x80);
-      if (field === 4) return buf.toString('utf8', i, i + len);
-      i += len;
-    } else if (wire === 0) {
-      while (buf[i++]! & 0x80);
-    } else return '';
-  }
-  return '';
-}
-
 class RawClient {
-  private readonly client;
-  private readonly stream: ClientDuplexStream<object, Buffer>;
+  private readonly ads: RawAdsStream;
   private waiters: { type: string; resolve: () => void }[] = [];
   readonly received = new Map<string, number>();
 
   constructor(target: string, id: number) {
-    const Ctor = adsClientConstructor();
-    this.client = new Ctor(target, credentials.createInsecure(), { 'grpc.max_receive_message_length': -1 });
-    const req = (Ctor.service.StreamAggregatedResources as { requestSerialize: (v: object) => Buffer })
-      .requestSerialize;
-    this.stream = this.client.makeBidiStreamRequest(
-      '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources',
-      req,
-      (b: Buffer) => b,
-    );
-    this.stream.on('data', (b: Buffer) => {
-      const type = typeUrlOf(b);
+    this.ads = new RawAdsStream(target, { id: `node${id % NODES}` }, (raw) => {
+      const { type } = responseHeader(raw);
       this.received.set(type, (this.received.get(type) ?? 0) + 1);
       const hit = this.waiters.filter((w) => w.type === type);
       this.waiters = this.waiters.filter((w) => w.type !== type);
       for (const w of hit) w.resolve();
     });
-    this.stream.on('error', () => {});
-    for (const type of [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE]) {
-      this.stream.write({ node: { id: `node${id % NODES}` }, type_url: type, resource_names: [] });
-    }
   }
 
   next(type: string): Promise<void> {
@@ -176,8 +125,7 @@ class RawClient {
   }
 
   close(): void {
-    this.stream.cancel();
-    this.client.close();
+    this.ads.close();
   }
 }
 
