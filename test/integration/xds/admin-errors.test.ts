@@ -3,34 +3,12 @@
 // (400 when the body is not readable YAML, 422 when it is invalid, 413 when too big), never
 // a 500, and the served version and resources stay what they were.
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
 import path from 'node:path';
 import { test } from 'node:test';
 import { AdminClient } from '../../../xds/client/admin.js';
 import { AdminServer } from '../../../xds/server/admin.js';
 import { formatConfigError } from '../../../xds/sources/source.js';
-import { startControlPlane } from './helpers.js';
-
-function call(
-  socket: string,
-  urlPath: string,
-  body?: string | Buffer,
-): Promise<{ status: number; json: Record<string, unknown> }> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { socketPath: socket, path: urlPath, method: body === undefined ? 'GET' : 'POST' },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString()) }),
-        );
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
+import { adminCall, startControlPlane } from './helpers.js';
 
 const ROUTE = `apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -48,24 +26,24 @@ test('admin apply: YAML errors are 400, invalid manifests 422, a too-big body 41
   t.after(() => admin.close());
   const sock = path.join(path.dirname(fx.dir), 'admin.sock');
   await admin.listen(`unix:${sock}`);
-  const before = await call(sock, '/v1/config?node=node1');
+  const before = await adminCall(sock, '/v1/config?node=node1');
   assert.equal(before.status, 200);
 
-  const alias = await call(sock, '/v1/apply', ROUTE.replace('name: r,', 'name: *r,'));
+  const alias = await adminCall(sock, '/v1/apply', ROUTE.replace('name: r,', 'name: *r,'));
   assert.equal(alias.status, 400);
   assert.deepEqual(alias.json.messages, [
     '<apply>:3: YAML syntax: Unresolved alias (the anchor must be set before the alias): r',
   ]);
-  const syntax = await call(sock, '/v1/apply', 'kind: [\n');
+  const syntax = await adminCall(sock, '/v1/apply', 'kind: [\n');
   assert.equal(syntax.status, 400);
   assert.match((syntax.json.messages as string[])[0]!, /^<apply>:\d+: YAML syntax: /);
 
-  const typo = await call(sock, '/v1/apply', `weigth: 5\n${ROUTE}`);
+  const typo = await adminCall(sock, '/v1/apply', `weigth: 5\n${ROUTE}`);
   assert.equal(typo.status, 422);
   assert.deepEqual(typo.json.messages, [
     '<apply>:1: weigth: unknown field (expected one of: apiVersion, kind, metadata, spec, status)',
   ]);
-  const minus = await call(
+  const minus = await adminCall(
     sock,
     '/v1/apply',
     ROUTE.replace('path: { type: PathPrefix, value: /api }', 'path: -1'),
@@ -75,10 +53,10 @@ test('admin apply: YAML errors are 400, invalid manifests 422, a too-big body 41
     '<apply>:7: spec.rules[0].matches[0].path: must be a map, got number -1',
   ]);
 
-  const big = await call(sock, '/v1/apply', Buffer.alloc(9 * 1024 * 1024, 0x61));
+  const big = await adminCall(sock, '/v1/apply', Buffer.alloc(9 * 1024 * 1024, 0x61));
   assert.equal(big.status, 413);
 
-  const after = await call(sock, '/v1/config?node=node1');
+  const after = await adminCall(sock, '/v1/config?node=node1');
   assert.equal(after.json.version, before.json.version);
   assert.deepEqual(after.json, before.json);
 

@@ -1,5 +1,6 @@
 // Shared fixtures for the xDS integration tests: a temp manifests dir and a running control plane.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
@@ -217,4 +218,26 @@ export class RawAds {
     this.stream.cancel();
     this.client.close();
   }
+}
+
+/** A request to the admin endpoint on its unix socket (GET without a body, POST with one); the answer parsed. */
+export function adminCall(
+  socket: string,
+  urlPath: string,
+  body?: string | Buffer,
+): Promise<{ status: number; json: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { socketPath: socket, path: urlPath, method: body === undefined ? 'GET' : 'POST' },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString()) }),
+        );
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
 }

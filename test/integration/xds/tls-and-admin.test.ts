@@ -4,7 +4,6 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -15,7 +14,7 @@ import { AdsClient } from '../../../xds/client/ads-client.js';
 import { AdminServer } from '../../../xds/server/admin.js';
 import { ControlPlane } from '../../../xds/server/control-plane.js';
 import { DirectorySource } from '../../../xds/sources/directory.js';
-import { MESH, startControlPlane } from './helpers.js';
+import { adminCall, MESH, startControlPlane } from './helpers.js';
 
 async function makePki(
   dir: string,
@@ -130,27 +129,6 @@ test('plaintext TCP on a non-loopback address is refused before binding', async 
   await assert.rejects(cp.start(), (err) => isSockmeshError(err, 'SOCKMESH_E_CONFIG'));
 });
 
-function post(
-  socket: string,
-  urlPath: string,
-  body?: string,
-): Promise<{ status: number; json: Record<string, unknown> }> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { socketPath: socket, path: urlPath, method: body === undefined ? 'GET' : 'POST' },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString()) }),
-        );
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
 test('admin apply: validates against the whole mesh, writes in place or to applied/, and pushes', async (t) => {
   const fx = await startControlPlane(t);
   const admin = new AdminServer(fx.cp);
@@ -158,7 +136,7 @@ test('admin apply: validates against the whole mesh, writes in place or to appli
   const sock = path.join(path.dirname(fx.dir), 'admin.sock');
   await admin.listen(`unix:${sock}`);
 
-  const bad = await post(
+  const bad = await adminCall(
     sock,
     '/v1/apply',
     'apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: r, namespace: shop }\nspec:\n  parentRefs: [{ kind: Service, name: ratings }]\n',
@@ -171,10 +149,10 @@ test('admin apply: validates against the whole mesh, writes in place or to appli
 
   const policy =
     'apiVersion: sockmesh.io/v1alpha1\nkind: TrafficPolicy\nmetadata: { name: reviews, namespace: shop }\nspec:\n  targetRef: { kind: Service, name: reviews }\n  loadBalancer: { type: LEAST_REQUEST }\n';
-  const dry = await post(sock, '/v1/apply?dryRun=true', policy);
+  const dry = await adminCall(sock, '/v1/apply?dryRun=true', policy);
   assert.equal(dry.status, 200);
   assert.deepEqual(await readdir(fx.dir), ['mesh.yaml']);
-  const ok = await post(sock, '/v1/apply', policy);
+  const ok = await adminCall(sock, '/v1/apply', policy);
   assert.equal(ok.status, 200);
   assert.deepEqual(ok.json.changes, [
     {
@@ -188,7 +166,7 @@ test('admin apply: validates against the whole mesh, writes in place or to appli
   const moved = MESH.split('---')
     .find((d) => d.includes('name: reviews-1'))!
     .replace('10.1.1.10', '10.1.1.42');
-  const edit = await post(sock, '/v1/apply', moved);
+  const edit = await adminCall(sock, '/v1/apply', moved);
   assert.deepEqual(edit.json.changes, [
     { object: 'Pod/shop/reviews-1', action: 'configured', file: 'mesh.yaml' },
   ]);
@@ -196,12 +174,12 @@ test('admin apply: validates against the whole mesh, writes in place or to appli
   assert.ok(
     text.includes('10.1.1.42') && text.includes('kind: Namespace') && text.includes('name: reviews-2'),
   );
-  const again = await post(sock, '/v1/apply', moved);
+  const again = await adminCall(sock, '/v1/apply', moved);
   assert.deepEqual(again.json.changes, [
     { object: 'Pod/shop/reviews-1', action: 'unchanged', file: 'mesh.yaml' },
   ]);
 
-  const dump = await post(sock, '/v1/config?node=node1');
+  const dump = await adminCall(sock, '/v1/config?node=node1');
   assert.ok(JSON.stringify(dump.json.endpoints).includes('10.1.1.42'));
   assert.ok(JSON.stringify(dump.json.clusters).includes('LEAST_REQUEST'));
 });
