@@ -5,7 +5,7 @@
  * does not grant, and keeps the last SVIDs through a server restart.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
@@ -14,7 +14,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import tls from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import { CertificateAuthority } from '../../../certs/ca/authority.js';
 import { saveAuthority } from '../../../certs/ca/store.js';
 import { WorkloadApiClient } from '../../../certs/workload-api/client.js';
@@ -24,8 +23,8 @@ import { NodeIdentities, WorkloadApiSupply } from '../../../mesh-agent/agent/ide
 import { identitySni } from '../../../mesh-agent/tunnel/peer.js';
 import { TunnelPool } from '../../../mesh-agent/tunnel/pool.js';
 import { type TunnelRequest, TunnelServer } from '../../../mesh-agent/tunnel/server.js';
+import { startIdentityServe } from '../../helpers/identity-serve.js';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const TD = 'wlapi.test';
 const FRONTEND = `spiffe://${TD}/ns/shop/sa/frontend`;
 const REVIEWS = `spiffe://${TD}/ns/shop/sa/reviews`;
@@ -66,36 +65,10 @@ describe('node identities from a Workload API (identity serve as a separate proc
   const seen: Array<{ principal: string; clientSerial: string }> = [];
 
   async function startServer(): Promise<void> {
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        join(ROOT, 'cli', 'main.ts'),
-        'identity',
-        'serve',
-        '--socket',
-        socket,
-        '--registrations',
-        regFile,
-        '--ca',
-        caDir,
-      ],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SOCKMESH_LOG_LEVEL: 'warn' } },
-    );
-    server = child;
-    let err = '';
-    child.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-    });
-    const [line] = (await Promise.race([
-      once(child.stdout!, 'data'),
-      once(child, 'exit').then(() => {
-        throw new Error(`identity serve exited: ${err}`);
-      }),
-    ])) as [Buffer];
+    const served = await startIdentityServe({ socket, registrations: regFile, caDir });
+    server = served.child;
     assert.match(
-      line.toString(),
+      served.banner,
       /serving the SPIFFE Workload API on .*: 1 registration entries, 2 SPIFFE IDs/,
     );
   }

@@ -6,7 +6,7 @@
  * mTLS server, verifies the SPIFFE IDs issued by the embedded CA.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -14,15 +14,14 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { CertificateAuthority } from '../../../certs/ca/authority.js';
 import { saveAuthority } from '../../../certs/ca/store.js';
 import { createMtlsServer, SvidRotator } from '../../../certs/index.js';
 import { cgroupV2PathOf } from '../../../certs/workload-api/resolver.js';
 import { nullLogger } from '../../../lib/log.js';
+import { startIdentityServe } from '../../helpers/identity-serve.js';
 import { goPeersBin, runPeer, startPeer } from './go-peers.js';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const TD = 'gospiffe.test';
 const FRONTEND = `spiffe://${TD}/ns/shop/sa/frontend`;
 const REVIEWS = `spiffe://${TD}/ns/shop/sa/reviews`;
@@ -51,35 +50,9 @@ describe('go-spiffe v2 against sockmesh identity serve', () => {
       `entries:\n  - selectors: {cgroup: ${JSON.stringify(cgroup)}, uid: ${process.getuid?.() ?? 0}}\n` +
         `    spiffeIds: [${FRONTEND}, ${REVIEWS}]\n`,
     );
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        join(ROOT, 'cli', 'main.ts'),
-        'identity',
-        'serve',
-        '--socket',
-        socket,
-        '--registrations',
-        regFile,
-        '--ca',
-        caDir,
-      ],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SOCKMESH_LOG_LEVEL: 'warn' } },
-    );
-    server = child;
-    let err = '';
-    child.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-    });
-    const [line] = (await Promise.race([
-      once(child.stdout!, 'data'),
-      once(child, 'exit').then(() => {
-        throw new Error(`identity serve exited: ${err}`);
-      }),
-    ])) as [Buffer];
-    assert.match(line.toString(), /serving the SPIFFE Workload API on /);
+    const served = await startIdentityServe({ socket, registrations: regFile, caDir });
+    server = served.child;
+    assert.match(served.banner, /serving the SPIFFE Workload API on /);
   });
 
   after(async () => {
