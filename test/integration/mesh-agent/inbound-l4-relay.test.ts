@@ -16,12 +16,7 @@ import type { X509Svid } from '../../../certs/svid.js';
 import { Authorizer } from '../../../mesh-agent/authz/index.js';
 import { parseRbac, type RbacConfig } from '../../../mesh-agent/authz/rbac.js';
 import { rbacNeedsHttp } from '../../../mesh-agent/inbound/l7-need.js';
-import {
-  type AuthorizationCheck,
-  type AuthzRequest,
-  type LocalWorkload,
-  protocolBaggage,
-} from '../../../mesh-agent/inbound/policy.js';
+import type { AuthorizationCheck, AuthzRequest, LocalWorkload } from '../../../mesh-agent/inbound/policy.js';
 import { InboundServer } from '../../../mesh-agent/inbound/server.js';
 import type {
   Endpoint,
@@ -30,9 +25,13 @@ import type {
   UpstreamCluster,
 } from '../../../mesh-agent/outbound/plan.js';
 import { OutboundServer } from '../../../mesh-agent/outbound/server.js';
-import { identitySni } from '../../../mesh-agent/tunnel/peer.js';
 import { TunnelPool } from '../../../mesh-agent/tunnel/pool.js';
-import { TunnelServer } from '../../../mesh-agent/tunnel/server.js';
+import {
+  type InboundTunnel,
+  openAsSender,
+  startInboundTunnel,
+  throughTunnel,
+} from './fixtures/inbound-tunnel.js';
 
 const TD = 'l4-relay.test';
 const id = (sa: string) => `spiffe://${TD}/ns/shop/sa/${sa}`;
@@ -90,9 +89,9 @@ describe('inbound: HTTP relayed as L4 when no policy needs the request (one L7 h
   let h2app: http2.Http2Server;
   let raw: net.Server;
   const rawBytes: Buffer[] = [];
-  let tunnel: TunnelServer;
   let inbound: InboundServer;
   let tunnelAddr = '';
+  let dest: InboundTunnel;
   const rbac = new Rbac();
   let appPort = 0;
   let h2Port = 0;
@@ -142,23 +141,17 @@ describe('inbound: HTTP relayed as L4 when no policy needs the request (one L7 h
     appPort = (app.address() as net.AddressInfo).port;
     h2Port = (h2app.address() as net.AddressInfo).port;
     rawPort = (raw.address() as net.AddressInfo).port;
-    inbound = new InboundServer({
+    dest = await startInboundTunnel({
+      ca,
+      svids: [reviewsSvid],
       workloads: { byIp: (ip) => (ip === reviews.ip ? reviews : undefined) },
       authz: rbac,
     });
-    tunnel = new TunnelServer({
-      identities: {
-        svidBySni: (sni) => (sni === identitySni(id('reviews')) ? reviewsSvid : undefined),
-        bundle: () => ca.bundle,
-      },
-      handler: inbound,
-    });
-    tunnelAddr = `127.0.0.1:${(await tunnel.listen(0, '127.0.0.1')).port}`;
+    ({ inbound, address: tunnelAddr } = dest);
   });
 
   after(async () => {
-    await tunnel.close();
-    await inbound.close();
+    await dest.close();
     app.closeAllConnections();
     app.close();
     h2app.close();
@@ -169,36 +162,25 @@ describe('inbound: HTTP relayed as L4 when no policy needs the request (one L7 h
     rbac.configs = [];
   });
 
+  const sender = (port: number, protocol: 'http' | 'unsaid' = 'http') => ({
+    source: frontend,
+    nodeAddress: tunnelAddr,
+    expectedServerId: id('reviews'),
+    authority: `127.0.0.1:${port}`,
+    ...(protocol === 'http' ? { protocol } : {}),
+  });
   /** What the sending node proxy opens for an HTTP connection it has routed (see OutboundServer.dial). */
-  function openAsSender(tp: TunnelPool, port: number) {
-    return tp.open({
-      source: frontend,
-      nodeAddress: tunnelAddr,
-      expectedServerId: id('reviews'),
-      authority: `127.0.0.1:${port}`,
-      baggage: `k8s.namespace.name=shop,${protocolBaggage('http')}`,
-    });
-  }
-
+  const openHttpAsSender = (tp: TunnelPool, port: number) => openAsSender(tp, sender(port));
   /** A keep-alive HTTP/1.1 client whose connections are tunnel streams opened the way the sender opens them. */
-  function senderPool(tp: TunnelPool, port: number) {
-    return new Pool(`http://127.0.0.1:${port}`, {
-      connections: 1,
-      connect: (_o, cb) => {
-        openAsSender(tp, port).then(
-          (s) => cb(null, s as unknown as net.Socket),
-          (err: Error) => cb(err, null),
-        );
-      },
-    });
-  }
+  const senderPool = (tp: TunnelPool, port: number, protocol: 'http' | 'unsaid' = 'http') =>
+    throughTunnel(tp, sender(port, protocol), { origin: `http://127.0.0.1:${port}`, connections: 1 });
 
   it('relays the request bytes unparsed to the pod (byte-identical) and counts the relayed stream', async () => {
     const tp = new TunnelPool();
     try {
       const before = inbound.relayedHttpStreams;
       rawBytes.length = 0;
-      const s = await openAsSender(tp, rawPort);
+      const s = await openHttpAsSender(tp, rawPort);
       const got: Buffer[] = [];
       s.on('data', (d: Buffer) => got.push(d));
       s.end(ODD_REQUEST);
@@ -213,19 +195,7 @@ describe('inbound: HTTP relayed as L4 when no policy needs the request (one L7 h
 
   it('parses (and so replaces XFCC) when the sender does not say it wrote the caller identity', async () => {
     const tp = new TunnelPool();
-    const client = new Pool(`http://127.0.0.1:${appPort}`, {
-      connect: (_o, cb) => {
-        tp.open({
-          source: frontend,
-          nodeAddress: tunnelAddr,
-          expectedServerId: id('reviews'),
-          authority: `127.0.0.1:${appPort}`,
-        }).then(
-          (s) => cb(null, s as unknown as net.Socket),
-          (err: Error) => cb(err, null),
-        );
-      },
-    });
+    const client = senderPool(tp, appPort, 'unsaid');
     try {
       const before = inbound.relayedHttpStreams;
       const res = await client.request({
@@ -295,7 +265,7 @@ describe('inbound: HTTP relayed as L4 when no policy needs the request (one L7 h
   it('closes a relayed stream whose caller a new connection-level rule denies', async () => {
     const tp = new TunnelPool();
     try {
-      const s = await openAsSender(tp, rawPort);
+      const s = await openHttpAsSender(tp, rawPort);
       rbac.configs = [
         parseRbac({
           action: 'DENY',

@@ -3,20 +3,17 @@ import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { Pool } from 'undici';
 import { CertificateAuthority } from '../../../certs/ca/authority.js';
 import type { X509Svid } from '../../../certs/svid.js';
 import { Authorizer } from '../../../mesh-agent/authz/index.js';
-import {
-  type AuthorizationCheck,
-  type AuthzRequest,
-  type LocalWorkload,
-  protocolBaggage,
-} from '../../../mesh-agent/inbound/policy.js';
-import { InboundServer } from '../../../mesh-agent/inbound/server.js';
-import { identitySni } from '../../../mesh-agent/tunnel/peer.js';
+import type { AuthorizationCheck, AuthzRequest, LocalWorkload } from '../../../mesh-agent/inbound/policy.js';
 import { TunnelError, TunnelPool } from '../../../mesh-agent/tunnel/pool.js';
-import { TunnelServer } from '../../../mesh-agent/tunnel/server.js';
+import {
+  type InboundTunnel,
+  openAsSender,
+  startInboundTunnel,
+  throughTunnel,
+} from './fixtures/inbound-tunnel.js';
 
 const TD = 'inbound-protocol.test';
 const id = (sa: string) => `spiffe://${TD}/ns/shop/sa/${sa}`;
@@ -58,9 +55,8 @@ describe('inbound: the sender chooses TCP or HTTP, authorization cannot be bypas
   let legacy: X509Svid;
   let echo: net.Server;
   let app: http.Server;
-  let tunnel: TunnelServer;
-  let inbound: InboundServer;
   let tunnelAddr = '';
+  let dest: InboundTunnel | undefined;
   let echoPort = 0;
   let appPort = 0;
   const rbac = new Rbac();
@@ -91,45 +87,33 @@ describe('inbound: the sender chooses TCP or HTTP, authorization cannot be bypas
       // The echo port is declared HTTP by some Service; the app port only TCP.
       protocolOf: (port) => (port === echoPort ? 'http' : 'tcp'),
     };
-    inbound = new InboundServer({
+    dest = await startInboundTunnel({
+      ca,
+      svids: [reviewsSvid],
       workloads: { byIp: (ip) => (ip === pod.ip ? pod : undefined) },
       authz: rbac,
     });
-    tunnel = new TunnelServer({
-      identities: {
-        svidBySni: (sni) => (sni === identitySni(id('reviews')) ? reviewsSvid : undefined),
-        bundle: () => ca.bundle,
-      },
-      handler: inbound,
-    });
-    tunnelAddr = `127.0.0.1:${(await tunnel.listen(0, '127.0.0.1')).port}`;
+    tunnelAddr = dest.address;
   });
 
   after(async () => {
-    await tunnel?.close();
-    await inbound?.close();
+    await dest?.close();
     echo?.close();
     app?.close();
   });
 
+  const sender = (source: X509Svid, port: number, protocol?: 'http' | 'tcp') => ({
+    source,
+    nodeAddress: tunnelAddr,
+    expectedServerId: id('reviews'),
+    authority: `127.0.0.1:${port}`,
+    ...(protocol ? { protocol } : {}),
+  });
   const open = (tp: TunnelPool, source: X509Svid, port: number, protocol?: 'http' | 'tcp') =>
-    tp.open({
-      source,
-      nodeAddress: tunnelAddr,
-      expectedServerId: id('reviews'),
-      authority: `127.0.0.1:${port}`,
-      ...(protocol ? { baggage: `k8s.namespace.name=shop,${protocolBaggage(protocol)}` } : {}),
-    });
+    openAsSender(tp, sender(source, port, protocol));
   /** An undici Pool whose connections are tunnel streams the sender marked HTTP. */
   const httpThroughTunnel = (tp: TunnelPool, source: X509Svid, port: number) =>
-    new Pool('http://reviews.shop:9080', {
-      connect: (_o, cb) => {
-        open(tp, source, port, 'http').then(
-          (s) => cb(null, s as unknown as net.Socket),
-          (err: Error) => cb(err, null),
-        );
-      },
-    });
+    throughTunnel(tp, sender(source, port, 'http'));
 
   async function roundTrip(s: NodeJS.ReadWriteStream & { end(b: string): void }, payload: string) {
     const got: Buffer[] = [];

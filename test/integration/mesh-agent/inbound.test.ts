@@ -3,15 +3,12 @@ import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { Pool } from 'undici';
 import { CertificateAuthority } from '../../../certs/ca/authority.js';
 import type { X509Svid } from '../../../certs/svid.js';
 import type { LocalWorkload } from '../../../mesh-agent/inbound/policy.js';
-import { InboundServer } from '../../../mesh-agent/inbound/server.js';
-import { identitySni } from '../../../mesh-agent/tunnel/peer.js';
 import { TunnelError, TunnelPool } from '../../../mesh-agent/tunnel/pool.js';
-import { TunnelServer } from '../../../mesh-agent/tunnel/server.js';
 import { InboundPolicy } from './fixtures/inbound-policy.js';
+import { type InboundTunnel, startInboundTunnel, throughTunnel } from './fixtures/inbound-tunnel.js';
 
 const TD = 'inbound.test';
 const id = (sa: string) => `spiffe://${TD}/ns/shop/sa/${sa}`;
@@ -24,9 +21,8 @@ describe('inbound: authorization and identity delivery behind the tunnel', () =>
   let raw: net.Server;
   const appPort = 18080;
   const rawPort = 18081;
-  let tunnel: TunnelServer;
-  let inbound: InboundServer;
   let tunnelAddr = '';
+  let dest: InboundTunnel;
   const policy = new InboundPolicy('127.0.0.1');
   const denials: string[] = [];
   const reviews: LocalWorkload = {
@@ -51,45 +47,29 @@ describe('inbound: authorization and identity delivery behind the tunnel', () =>
     app.listen(appPort, '127.0.0.1');
     raw = net.createServer((s) => s.pipe(s)).listen(rawPort, '127.0.0.1');
     await Promise.all([once(app, 'listening'), once(raw, 'listening')]);
-    inbound = new InboundServer({
+    dest = await startInboundTunnel({
+      ca,
+      svids: [reviewsSvid],
       workloads: { byIp: (ip) => (ip === reviews.ip ? reviews : undefined) },
       authz: policy.authz,
       events: { denied: (ev) => denials.push(`${ev.source} ${ev.path ?? ''}`) },
     });
-    tunnel = new TunnelServer({
-      identities: {
-        svidBySni: (sni) => (sni === identitySni(id('reviews')) ? reviewsSvid : undefined),
-        bundle: () => ca.bundle,
-      },
-      handler: inbound,
-    });
-    tunnelAddr = `127.0.0.1:${(await tunnel.listen(0, '127.0.0.1')).port}`;
+    tunnelAddr = dest.address;
   });
 
   after(async () => {
-    await tunnel.close();
-    await inbound.close();
+    await dest.close();
     app.close();
     raw.close();
   });
 
-  function httpThroughTunnel(pool: TunnelPool, source: X509Svid) {
-    return new Pool('http://reviews.shop:9080', {
-      connect: (_opts, cb) => {
-        pool
-          .open({
-            source,
-            nodeAddress: tunnelAddr,
-            expectedServerId: id('reviews'),
-            authority: `127.0.0.1:${appPort}`,
-          })
-          .then(
-            (s) => cb(null, s as unknown as net.Socket),
-            (err: Error) => cb(err, null),
-          );
-      },
+  const httpThroughTunnel = (pool: TunnelPool, source: X509Svid) =>
+    throughTunnel(pool, {
+      source,
+      nodeAddress: tunnelAddr,
+      expectedServerId: id('reviews'),
+      authority: `127.0.0.1:${appPort}`,
     });
-  }
 
   it('delivers HTTP with the caller SPIFFE ID in x-forwarded-client-cert, replacing any forged one', async () => {
     const tp = new TunnelPool();

@@ -9,19 +9,19 @@ import { once } from 'node:events';
 import http from 'node:http';
 import type net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { Client } from 'undici';
 import { CertificateAuthority } from '../../../certs/ca/authority.js';
 import type { X509Svid } from '../../../certs/svid.js';
 import { nullLogger } from '../../../lib/log.js';
 import { RemoteOutliers } from '../../../mesh-agent/agent/outliers.js';
 import { ProxyRuntime } from '../../../mesh-agent/agent/proxy-runtime.js';
 import type { AuthorizationCheck, LocalWorkload } from '../../../mesh-agent/inbound/policy.js';
-import { InboundServer } from '../../../mesh-agent/inbound/server.js';
+import type { InboundServer } from '../../../mesh-agent/inbound/server.js';
 import { MeshTelemetry } from '../../../mesh-agent/telemetry/mesh-telemetry.js';
 import { identitySni } from '../../../mesh-agent/tunnel/peer.js';
 import { TunnelPool } from '../../../mesh-agent/tunnel/pool.js';
-import { TunnelServer } from '../../../mesh-agent/tunnel/server.js';
+import type { TunnelServer } from '../../../mesh-agent/tunnel/server.js';
 import * as envoy from '../../unit/mesh-agent/fixtures/envoy.js';
+import { type InboundTunnel, startInboundTunnel, throughTunnel } from './fixtures/inbound-tunnel.js';
 
 const TD = 'pruning.test';
 const id = (sa: string) => `spiffe://${TD}/ns/shop/sa/${sa}`;
@@ -43,6 +43,7 @@ describe('pruning: inbound pools and the tunnel', () => {
   let tunnel: TunnelServer;
   let inbound: InboundServer;
   let tunnelAddr = '';
+  let dest: InboundTunnel | undefined;
   const served = new Map<string, X509Svid>();
   let podHere = true;
   const reviews: LocalWorkload = {
@@ -70,40 +71,27 @@ describe('pruning: inbound pools and the tunnel', () => {
     app.listen(0, '127.0.0.1');
     await once(app, 'listening');
     appPort = (app.address() as net.AddressInfo).port;
-    inbound = new InboundServer({
+    dest = await startInboundTunnel({
+      ca,
+      svids: (sni) => served.get(sni),
       workloads: { byIp: (ip) => (podHere && ip === reviews.ip ? reviews : undefined) },
       authz,
     });
-    tunnel = new TunnelServer({
-      identities: { svidBySni: (sni) => served.get(sni), bundle: () => ca.bundle },
-      handler: inbound,
-    });
-    tunnelAddr = `127.0.0.1:${(await tunnel.listen(0, '127.0.0.1')).port}`;
+    ({ inbound, tunnel, address: tunnelAddr } = dest);
   });
 
   after(async () => {
-    await tunnel?.close();
-    await inbound?.close();
+    await dest?.close();
     app?.closeAllConnections();
     app?.close();
   });
 
   const through = (pool: TunnelPool, source: X509Svid, serverId: string) =>
-    new Client('http://reviews.shop:9080', {
-      connect: (_o, cb) => {
-        pool
-          .open({
-            source,
-            nodeAddress: tunnelAddr,
-            expectedServerId: serverId,
-            authority: `127.0.0.1:${appPort}`,
-          })
-          .then(
-            (s) => cb(null, s as unknown as net.Socket),
-            (err: Error) => cb(err, null),
-          );
-      },
-    });
+    throughTunnel(
+      pool,
+      { source, nodeAddress: tunnelAddr, expectedServerId: serverId, authority: `127.0.0.1:${appPort}` },
+      { client: true },
+    );
 
   it('a pod that left the node: its inbound pool closes its connections', async () => {
     const tp = new TunnelPool();
