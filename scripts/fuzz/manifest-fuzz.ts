@@ -30,6 +30,7 @@ import type { ConfigError, SourceObject } from '../../xds/sources/source.js';
 import { parseManifestText } from '../../xds/sources/yaml.js';
 import type { Json } from '../../xds/translate/envoy.js';
 import { translateInbound, translateMesh } from '../../xds/translate/index.js';
+import { mulberry32 } from './rng.js';
 
 export const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const SHOP = path.join(ROOT, 'examples', 'shop');
@@ -62,16 +63,7 @@ export function seeds(): { shop: Record<string, string>; seeds: Seed[] } {
   return { shop, seeds: out };
 }
 
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
 
 type Rand = () => number;
 const pick = <T>(r: Rand, list: readonly T[]): T => list[Math.floor(r() * list.length)]!;
