@@ -526,6 +526,25 @@ export class LocalMesh {
     return JSON.parse(res.stdout) as { status: number; body: string };
   }
 
+  /**
+   * Several GETs on agents' admin ports in one process inside `from` (the underlay reaches every
+   * node): one exec instead of one per request. Each answer is its status and body, or its error.
+   */
+  async agentGetMany(
+    gets: ReadonlyArray<{ node: string; path: string }>,
+    from: string = this.bed.nodes[0]?.name ?? '',
+  ): Promise<Array<{ status: number; body: string } | { error: string }>> {
+    if (gets.length === 0) return [];
+    const urls = gets.map((g) => `http://${this.bed.node(g.node).underlayIp}:15020${g.path}`);
+    const script = `Promise.all(${JSON.stringify(urls)}.map(u=>fetch(u,{signal:AbortSignal.timeout(8000)}).then(async r=>({status:r.status,body:await r.text()}),e=>({error:String(e.cause??e)})))).then(a=>process.stdout.write(JSON.stringify(a)))`;
+    const res = await this.bed.exec(this.bed.node(from), [process.execPath, '-e', script], {
+      timeoutMs: 10_000,
+    });
+    if (res.code !== 0)
+      throw new SockmeshError('SOCKMESH_E_LAB', `cannot reach the agents from ${from}: ${res.stderr.trim()}`);
+    return JSON.parse(res.stdout) as Array<{ status: number; body: string } | { error: string }>;
+  }
+
   /** The example app in every pod that declares a container port, told who it is by environment. */
   private startWorkloads(): void {
     const declared = this.exampleUpstreams();

@@ -50,6 +50,12 @@ export const commands: CommandEntry[] = [
     load: async () => (await import('./canary.js')).canaryCommand,
   },
   {
+    name: 'explain',
+    summary:
+      'what happens to a connection from a pod to a Service or pod, end to end, from the live state (route, split, endpoints, mTLS, authorization)',
+    load: async () => (await import('./explain.js')).explainCommand,
+  },
+  {
     name: 'kubectl',
     summary: "kubectl against the local mesh's Kubernetes API server (a mesh started with up --kube)",
     load: async () => (await import('./kube.js')).kubectlCommand,

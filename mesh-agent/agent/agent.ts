@@ -12,6 +12,7 @@ import { AgentHandoff, type HandedOver, type HandoffOptions } from '../handoff/u
 import { MeshStateStore } from '../state/mesh-state.js';
 import { clusterOutcomes } from '../telemetry/cluster-load.js';
 import { MeshTelemetry } from '../telemetry/mesh-telemetry.js';
+import { explainViews } from './explain-views.js';
 import { EmbeddedCaSupply, NodeIdentities, type SvidSupply, WorkloadApiSupply } from './identities.js';
 import { INBOUND_LISTENER, LocalView } from './local-view.js';
 import { OutlierRegistry } from './outliers.js';
@@ -229,6 +230,27 @@ export class MeshAgent {
     );
     telemetry.observeBpfCounters(() => dataplane.counters());
     telemetry.setConfigDump(() => this.status());
+    for (const [path, view] of Object.entries(
+      explainViews({
+        node: o.nodeName,
+        xds: () => this.versions,
+        state: () => this.store.current,
+        view: () => this.view,
+        podCgroups: this.podCgroups,
+        dataplane: () => this.dataplane,
+        svid: (id) => {
+          const s = this.identities?.list().find((x) => x.spiffeId.uri === id);
+          return s && { spiffeId: id, serial: s.serial, notAfter: s.notAfter.toISOString() };
+        },
+        runtime: {
+          ejected: (cluster, eps) => this.outliers?.ejected(cluster, eps) ?? [],
+          // With proxy workers each holds its own share of the breaker: not one number to show.
+          breakerInUse: (cluster) => this.runtime?.breakerInUse(cluster),
+        },
+        plaintextPods: () => this.permissive?.pods() ?? [],
+      }),
+    ))
+      telemetry.setView(path, view);
 
     this.ads = new AdsClient({
       target: o.controlPlane,

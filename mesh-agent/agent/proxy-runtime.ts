@@ -1,6 +1,7 @@
 import type { TrustBundle, X509Svid } from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
 import type { XdsConfig } from '../../xds/client/ads-client.js';
+import { BREAKER_RESOURCES, type BreakerResource } from '../breaker/circuit-breaker.js';
 import type { InboundServer } from '../inbound/server.js';
 import { type OriginalDestinations, OutboundServer, type RequestRecord } from '../outbound/server.js';
 import { MeshStateStore, type XdsSnapshot } from '../state/mesh-state.js';
@@ -152,6 +153,16 @@ export class ProxyRuntime {
 
   get localView(): LocalView {
     return this.view;
+  }
+
+  /** In-use counts of a cluster's circuit breaker in this process (sockmesh explain). */
+  breakerInUse(cluster: string): Record<BreakerResource, number> | undefined {
+    const b = this.planner.cluster(cluster)?.breaker;
+    if (!b) return undefined;
+    return Object.fromEntries(BREAKER_RESOURCES.map((r) => [r, b.inUse(r)])) as Record<
+      BreakerResource,
+      number
+    >;
   }
 
   get tunnelSessions(): number {

@@ -5,7 +5,7 @@
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { SockmeshError } from '../../lib/errors.js';
+import { isSockmeshError, SockmeshError } from '../../lib/errors.js';
 import type { Logger } from '../../lib/log.js';
 
 export const METRICS_PORT = 15020;
@@ -18,6 +18,8 @@ export interface AdminHandlers {
   metrics(): Promise<string>;
   readiness(): { ready: boolean; reason: string };
   configDump(): unknown;
+  /** Extra read-only JSON views by path (e.g. `/explain/outbound`); undefined when none serves it. */
+  view?(path: string): ((query: URLSearchParams) => unknown) | undefined;
 }
 
 export class AdminServer {
@@ -115,11 +117,27 @@ export class AdminServer {
         sendJson(res, 200, body ?? {});
         return;
       }
-      default:
+      default: {
+        const view = this.handlers.view?.(path);
+        if (view) {
+          let body: unknown;
+          try {
+            body = view(new URLSearchParams(q >= 0 ? req.url!.slice(q + 1) : ''));
+          } catch (err) {
+            // A bad query names what is wrong (400); anything else is the agent's fault (500).
+            const usage = isSockmeshError(err) && err.code === 'SOCKMESH_E_USAGE';
+            if (!usage) this.log.warn('admin view failed', { path, err });
+            sendJson(res, usage ? 400 : 500, { error: isSockmeshError(err) ? err.describe() : String(err) });
+            return;
+          }
+          sendJson(res, 200, body ?? {});
+          return;
+        }
         sendJson(res, 404, {
           error: 'not found',
-          paths: ['/metrics', '/healthz', '/ready', '/stats/config'],
+          paths: ['/metrics', '/healthz', '/ready', '/stats/config', '/explain/outbound', '/explain/inbound'],
         });
+      }
     }
   }
 }

@@ -103,6 +103,7 @@ export class MeshTelemetry {
   private readonly host: string;
   private ready = { ready: false, reason: 'starting' };
   private configDumpSource: (() => unknown) | null = null;
+  private readonly views = new Map<string, (query: URLSearchParams) => unknown>();
   private boundPort: number | null = null;
   private closed = false;
   private readonly closeTimeoutMs: number;
@@ -147,6 +148,7 @@ export class MeshTelemetry {
         metrics: () => this.render(),
         readiness: () => this.ready,
         configDump: () => this.configDumpSource?.() ?? {},
+        view: (path) => this.views.get(path),
       },
       this.log,
     );
@@ -177,6 +179,12 @@ export class MeshTelemetry {
   /** JSON served on /stats/config (e.g. xDS versions and resource names). */
   setConfigDump(source: (() => unknown) | null): void {
     this.configDumpSource = source;
+  }
+
+  /** A read-only JSON view on the admin port at `path` (query string in, JSON out; SOCKMESH_E_USAGE -> 400). */
+  setView(path: string, view: ((query: URLSearchParams) => unknown) | null): void {
+    if (view) this.views.set(path, view);
+    else this.views.delete(path);
   }
 
   // ---- hot path ----

@@ -1,0 +1,145 @@
+/**
+ * `sockmesh explain --json`: one pair, end to end, joined from the source
+ * agent's `/explain/outbound`, each destination agent's `/explain/inbound`,
+ * the source agent's metrics and the control plane (written routes, canary
+ * guards, namespace labels). The verdict is derived here, from those answers
+ * only.
+ */
+import type {
+  EndpointView,
+  ExplainRequest,
+  InboundExplanation,
+  OutboundExplanation,
+  WeightedTarget,
+} from '../../mesh-agent/explain/types.js';
+import type { CanaryStatus } from '../../xds/server/canary.js';
+
+export interface ExplainSource {
+  pod: string;
+  ip: string;
+  node: string;
+  /** The namespace's labels as the control plane holds them. */
+  namespace: { name: string; meshed: boolean; mtls: 'strict' | 'permissive' };
+}
+
+export interface ExplainDestination {
+  kind: 'service' | 'pod';
+  /** `name.namespace` (service) or `namespace/pod`. */
+  name: string;
+  ip: string;
+  port: number;
+}
+
+export interface ExplainSplit {
+  /** The HTTPRoute (`namespace/name`) and rule the matched route comes from. */
+  httpRoute: string;
+  rule: number;
+  /** Weights as the HTTPRoute is written (control plane). */
+  written: Array<{ service: string; weight: number }>;
+  /** Weights the source's agent serves now (a canary guard's override included). */
+  served: WeightedTarget[];
+  /** The CanaryGuard of that route, as the control plane runs it. */
+  guard: CanaryStatus | null;
+}
+
+export interface InboundAnswer {
+  /** The endpoint (`ip:port`) and the node whose agent answered. */
+  endpoint: string;
+  node: string;
+  answer: InboundExplanation | { error: string };
+}
+
+export type VerdictOutcome =
+  | 'allowed'
+  | 'denied'
+  | 'partly-denied'
+  | 'dropped'
+  | 'unreachable'
+  | 'no-route'
+  | 'passthrough';
+
+export interface Explanation {
+  source: ExplainSource;
+  destination: ExplainDestination;
+  request: ExplainRequest;
+  /** The source node agent's answer. */
+  outbound: OutboundExplanation;
+  split: ExplainSplit | null;
+  /** Requests the source node's agent counted from the source's identity, per cluster, since it started. */
+  observed: Array<{ cluster: string; requests: number }>;
+  inbound: InboundAnswer[];
+  verdict: { outcome: VerdictOutcome; summary: string };
+}
+
+/** The endpoints a request may reach: every endpoint of a target with weight > 0, or the pod itself. */
+export function reachableEndpoints(o: OutboundExplanation): EndpointView[] {
+  if (o.meshedPodAt) return [o.meshedPodAt];
+  const live = new Set<string>();
+  if (o.http?.outcome.kind === 'forward')
+    for (const t of o.http.outcome.targets) if (t.weight > 0) live.add(t.cluster);
+  if (!o.http) for (const t of o.tcp?.targets ?? []) if (t.weight > 0) live.add(t.cluster);
+  return o.clusters.filter((c) => live.has(c.name)).flatMap((c) => c.endpoints);
+}
+
+function authzOf(a: InboundAnswer): InboundExplanation['authorization'] | undefined {
+  return 'error' in a.answer ? undefined : a.answer.authorization;
+}
+
+/** What happens, in one word and one sentence, from the answers alone. */
+export function verdictOf(e: Omit<Explanation, 'verdict'>): Explanation['verdict'] {
+  const o = e.outbound;
+  const dst = `${e.destination.ip}:${e.destination.port}`;
+  const denialText = (protocolHttp: boolean, policy: string | null) =>
+    `${protocolHttp ? '403 RBAC: access denied' : 'connection reset'}${policy ? ` (${policy})` : ' (no ALLOW rule matches the caller)'}`;
+  if (!o.capture.captured) {
+    if (e.destination.kind === 'service')
+      return {
+        outcome: 'unreachable',
+        summary: `not captured, so ${dst} is dialled as is: a Service VIP is answered only through the mesh`,
+      };
+    const a = e.inbound[0];
+    const inb = a && !('error' in a.answer) ? a.answer : undefined;
+    if (!inb) return { outcome: 'unreachable', summary: `no answer from the destination's agent` };
+    if (inb.plaintext?.verdict === 'dropped-in-kernel')
+      return { outcome: 'dropped', summary: `plaintext to ${e.destination.name}: ${inb.plaintext.reason}` };
+    if (inb.plaintext?.verdict === 'delivered')
+      return { outcome: 'passthrough', summary: `plaintext, outside the mesh: ${inb.plaintext.reason}` };
+    return inb.authorization.allowed
+      ? { outcome: 'allowed', summary: `through the agent as an unauthenticated caller, allowed` }
+      : {
+          outcome: 'denied',
+          summary: `through the agent as an unauthenticated caller: ${denialText(inb.destination.protocol === 'http', inb.authorization.policy)}`,
+        };
+  }
+  if (o.source.svid === null)
+    return {
+      outcome: 'denied',
+      summary: `the agent holds no SVID for ${o.source.spiffeId ?? 'the source'}: its connections are closed`,
+    };
+  if (o.http?.outcome.kind === 'respond' && (o.listener.kind === 'http' || o.listener.kind === 'detect'))
+    return {
+      outcome: 'no-route',
+      summary: `answered ${o.http.outcome.status} by the source's proxy (${o.http.outcome.reason})`,
+    };
+  if (o.listener.kind === 'passthrough' && !o.meshedPodAt)
+    return { outcome: 'passthrough', summary: `no Service owns ${dst}: the proxy connects to it as is` };
+  if (e.inbound.length === 0) return { outcome: 'unreachable', summary: 'no endpoint to reach' };
+  const denied = e.inbound.filter((a) => authzOf(a)?.allowed === false);
+  const allowed = e.inbound.filter((a) => authzOf(a)?.allowed === true);
+  if (denied.length === 0 && allowed.length === e.inbound.length) {
+    const via = [...new Set(reachableEndpoints(o).map((x) => x.path))].join(' and ');
+    return { outcome: 'allowed', summary: `allowed at every endpoint (${via})` };
+  }
+  const first = denied[0] ? authzOf(denied[0]) : undefined;
+  const firstAnswer = denied[0]?.answer;
+  const http = firstAnswer && !('error' in firstAnswer) && firstAnswer.destination.protocol === 'http';
+  if (denied.length === e.inbound.length)
+    return {
+      outcome: 'denied',
+      summary: `denied by the destination: ${denialText(!!http, first?.policy ?? null)}`,
+    };
+  return {
+    outcome: 'partly-denied',
+    summary: `denied at ${denied.map((d) => d.endpoint).join(', ')}: ${denialText(!!http, first?.policy ?? null)}`,
+  };
+}
