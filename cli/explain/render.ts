@@ -109,7 +109,7 @@ export function renderExplanation(e: Explanation): string {
       out.push(`split:    served ${served} (written ${written})`);
       if (s.guard)
         out.push(
-          `guard:    ${s.guard.name}: ${s.guard.phase}, canary ${s.guard.canary} at ${s.guard.weight}%${s.guard.lastTransition ? `; ${s.guard.lastTransition.message}` : ''}`,
+          `guard:    ${s.guard.name}: ${{ Progressing: 'progressing', Promoted: 'promoted', RolledBack: 'rolled back' }[s.guard.phase]}, canary ${s.guard.canary} at ${s.guard.weight}%${s.guard.lastTransition ? `; ${s.guard.lastTransition.message}` : ''}`,
         );
     } else if (o.http?.outcome.kind === 'forward') {
       out.push(`target:   ${o.http.outcome.targets.map((t) => t.service).join(', ')}`);
