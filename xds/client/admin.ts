@@ -47,6 +47,17 @@ export class AdminClient {
     };
   }
 
+  /** The xDS resources the control plane serves a node (`/v1/config`), decoded; routes are what `sockmesh dashboard` reads. */
+  async config(node: string): Promise<{ version?: string; routes?: unknown[] }> {
+    const res = await this.call('GET', `/v1/config?node=${encodeURIComponent(node)}`);
+    if (res.status !== 200)
+      throw new SockmeshError(
+        'SOCKMESH_E_XDS',
+        `control plane answered ${res.status} to /v1/config: ${res.text}`,
+      );
+    return JSON.parse(res.text) as { version?: string; routes?: unknown[] };
+  }
+
   async close(): Promise<void> {
     await this.dispatcher.close();
   }
