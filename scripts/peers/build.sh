@@ -10,30 +10,21 @@ src="$(cd "$(dirname "$0")/../../test/peers/go" && pwd)"
 bins=(spiffe-peer xds-peer)
 command -v go > /dev/null || { echo "peers/build.sh: go is not on the PATH (Go >= 1.26 is needed)" >&2; exit 1; }
 
-key="$( (cd "$src" && go env GOVERSION && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16)"
+# shellcheck source=../lib/cached-build.sh
+. "$(dirname "$0")/../lib/cached-build.sh"
+key="$(go_module_key "$src")"
 cache_root="${SOCKMESH_CACHE:-/var/cache/sockmesh}/peers"
 dir="$cache_root/$key"
 
-if [ "${1:-}" = "--print-dir" ]; then
-  echo "$dir/bin"
-  exit 0
-elif [ -n "${1:-}" ]; then
-  echo "usage: $0 [--print-dir]" >&2
-  exit 2
-fi
+cached_build_args "$dir/bin" "$0" "$@"
 
-complete() {
-  local b
-  for b in "${bins[@]}"; do [ -x "$1/bin/$b" ] || return 1; done
-}
+complete() { has_bins "$1" "${bins[@]}"; }
 
 build() {
   # -mod=readonly: go.mod and go.sum are the committed ones.
   (cd "$src" && CGO_ENABLED=0 go build -mod=readonly -trimpath -o "$1/bin/" ./spiffe-peer ./xds-peer)
 }
 
-# shellcheck source=../lib/cached-build.sh
-. "$(dirname "$0")/../lib/cached-build.sh"
 started=$SECONDS
 cached_build "$cache_root" "$key" "$dir" complete build peers/build.sh
 [ "$CACHED_BUILD_DID" = 1 ] && echo "peers/build.sh: built ${bins[*]} in $((SECONDS - started))s" >&2
