@@ -56,6 +56,12 @@ export const commands: CommandEntry[] = [
     load: async () => (await import('./explain.js')).explainCommand,
   },
   {
+    name: 'dashboard',
+    summary:
+      'a live view of the mesh in the browser: service graph with rates, success, p99 (and TCP health), canary splits, denials',
+    load: async () => (await import('./dashboard.js')).dashboardCommand,
+  },
+  {
     name: 'kubectl',
     summary: "kubectl against the local mesh's Kubernetes API server (a mesh started with up --kube)",
     load: async () => (await import('./kube.js')).kubectlCommand,

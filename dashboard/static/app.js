@@ -1,0 +1,265 @@
+// sockmesh dashboard: renders each DashboardSnapshot (dashboard/model.ts) pushed on /api/events.
+// Plain DOM and SVG, no framework, nothing loaded from elsewhere.
+
+const SVG = 'http://www.w3.org/2000/svg';
+const W = 900;
+const BOX = { w: 190, h: 44 };
+
+function el(name, attrs, text) {
+  const e = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function health(success, e) {
+  if (success === null) return 'idle-c';
+  if (e && e.denied * 2 > e.requests) return 'bad';
+  if (success >= 0.99) return 'ok';
+  if (success >= 0.95) return 'warn';
+  return 'bad';
+}
+
+function fmtRate(r) {
+  return r >= 10 ? r.toFixed(0) : r.toFixed(1);
+}
+
+function fmtMs(v) {
+  if (v === null) return '-';
+  if (v === Infinity || v > 1e12) return '>max';
+  return `${v}ms`;
+}
+
+function edgeLabel(e) {
+  if (e.requests === 0) return 'idle';
+  // Success is non-5xx (Istio's reading); a denial is a 403, shown as such rather than as a success.
+  const outcome =
+    e.denied > 0
+      ? `${Math.round((100 * e.denied) / e.requests)}% denied`
+      : `${(100 * e.success).toFixed(1)}% ok`;
+  const parts = [`${fmtRate(e.rps)}/s`, outcome, `p99 ${fmtMs(e.p99Ms)}`];
+  if (e.tcp)
+    parts.push(
+      `rtt ${(e.tcp.srttUs / 1000).toFixed(2)}ms ±${(e.tcp.rttvarUs / 1000).toFixed(2)} retx ${e.tcp.retransmits}`,
+    );
+  return parts.join(' · ');
+}
+
+/** Columns: one per node, then the workloads outside the mesh. */
+function layout(snapshot) {
+  const nodes = [...new Set(snapshot.agents.map((a) => a.node))].sort();
+  const columns = nodes.map((n) => ({ label: n, items: snapshot.workloads.filter((w) => w.node === n) }));
+  const outside = snapshot.workloads.filter((w) => w.node === null || !nodes.includes(w.node));
+  if (outside.length) columns.push({ label: 'outside the mesh', items: outside });
+  const pos = new Map();
+  const colW = W / columns.length;
+  let height = 0;
+  columns.forEach((c, i) => {
+    c.x = colW * i + colW / 2;
+    c.items.forEach((w, j) => {
+      const y = 50 + j * 130 + (i % 2) * 65;
+      pos.set(w.id, { x: c.x, y });
+      height = Math.max(height, y + BOX.h);
+    });
+  });
+  return { columns, pos, height: Math.max(height + 30, 240) };
+}
+
+function renderGraph(snapshot) {
+  const svg = document.getElementById('graph');
+  const { columns, pos, height } = layout(snapshot);
+  svg.setAttribute('viewBox', `0 0 ${W} ${height}`);
+  svg.replaceChildren();
+  const defs = el('defs');
+  for (const c of ['ok', 'warn', 'bad', 'idle-c']) {
+    const m = el('marker', {
+      id: `arrow-${c}`,
+      viewBox: '0 0 10 10',
+      refX: 9,
+      refY: 5,
+      markerWidth: 7,
+      markerHeight: 7,
+      orient: 'auto-start-reverse',
+    });
+    m.append(el('path', { d: 'M0,0 L10,5 L0,10 z', class: c }));
+    defs.append(m);
+  }
+  svg.append(defs);
+  for (const c of columns)
+    svg.append(el('text', { x: c.x, y: 24, 'text-anchor': 'middle', class: 'column-label' }, c.label));
+
+  const edges = el('g');
+  for (const e of snapshot.edges) {
+    const a = pos.get(e.source);
+    const b = pos.get(e.destination);
+    if (!a || !b) continue;
+    const cls = e.requests === 0 ? 'idle-c' : health(e.success, e);
+    const g = el('g', {
+      class: `edge${e.requests === 0 ? ' idle' : ''}`,
+      'data-source': e.source,
+      'data-destination': e.destination,
+    });
+    // From the facing sides of the two boxes; a bend keeps A->B and B->A apart.
+    const dir = b.x === a.x ? 1 : Math.sign(b.x - a.x);
+    const x1 = a.x + (dir * BOX.w) / 2;
+    const x2 = b.x - (dir * BOX.w) / 2;
+    const y1 = a.y + BOX.h / 2;
+    const y2 = b.y + BOX.h / 2;
+    const sameColumn = a.x === b.x;
+    const cx = sameColumn ? a.x + BOX.w * 0.9 : (x1 + x2) / 2;
+    const cy = (y1 + y2) / 2 - (sameColumn ? 0 : 40 * dir);
+    const path = sameColumn
+      ? `M${a.x + BOX.w / 2},${y1} Q${cx},${cy} ${b.x + BOX.w / 2},${y2}`
+      : `M${x1},${y1} Q${cx},${cy} ${x2},${y2}`;
+    g.append(el('path', { d: path, class: cls, 'marker-end': `url(#arrow-${cls})` }));
+    const lx = sameColumn ? cx - 6 : cx;
+    const ly = sameColumn ? cy : (y1 + y2) / 2 - 13 * dir - 4;
+    g.append(
+      el('text', { x: lx, y: ly, 'text-anchor': sameColumn ? 'end' : 'middle', class: cls }, edgeLabel(e)),
+    );
+    const title = el('title', {}, `${e.source} -> ${e.destination}: ${e.requests} requests in the window`);
+    g.append(title);
+    edges.append(g);
+  }
+  for (const w of snapshot.workloads) {
+    const p = pos.get(w.id);
+    const g = el('g', {
+      class: `node${w.meshed ? '' : ' outside'}`,
+      'data-workload': w.id,
+      transform: `translate(${p.x - BOX.w / 2},${p.y})`,
+    });
+    g.append(el('rect', { width: BOX.w, height: BOX.h }));
+    g.append(el('text', { x: 10, y: 17 }, w.id));
+    g.append(
+      el(
+        'text',
+        { x: 10, y: 33, class: 'sub' },
+        w.meshed
+          ? `mTLS ${w.mtls || 'strict'} · ${w.spiffeId ? w.spiffeId.replace(/^spiffe:\/\/[^/]+\//, '') : ''}`
+          : 'no identity',
+      ),
+    );
+    svg.append(g);
+  }
+  svg.append(edges);
+}
+
+function renderSplits(snapshot) {
+  const box = document.getElementById('splits');
+  if (!snapshot.splits.length) {
+    box.innerHTML = '<p class="muted">no weighted route</p>';
+    return;
+  }
+  box.replaceChildren();
+  for (const s of snapshot.splits) {
+    const div = document.createElement('div');
+    div.className = 'split';
+    div.dataset.route = `${s.httpRoute}#${s.rule}`;
+    const title = document.createElement('div');
+    title.className = 'title';
+    title.innerHTML = `<strong></strong>`;
+    title.firstChild.textContent = `${s.httpRoute} rule ${s.rule}`;
+    if (s.guard) {
+      const b = document.createElement('span');
+      b.className = `badge ${s.guard.phase}`;
+      b.dataset.guard = s.guard.phase;
+      const phase =
+        { Progressing: 'progressing', Promoted: 'promoted', RolledBack: 'rolled back' }[s.guard.phase] ||
+        s.guard.phase;
+      b.textContent = `guard: ${phase} · canary ${s.guard.weight}% (written ${s.guard.writtenWeight}%)`;
+      title.append(b);
+    }
+    div.append(title);
+    const bars = [
+      ['served weight', (b) => b.weight],
+      ['live share', (b) => b.share ?? 0],
+    ];
+    for (const [label, get] of bars) {
+      const row = document.createElement('div');
+      row.className = 'barrow';
+      const caption = document.createElement('span');
+      caption.textContent = label;
+      const bar = document.createElement('div');
+      bar.className = 'bar';
+      bar.title = label;
+      row.append(caption, bar);
+      for (const b of s.backends) {
+        const span = document.createElement('span');
+        span.style.width = `${get(b)}%`;
+        bar.append(span);
+      }
+      div.append(row);
+    }
+    const t = document.createElement('table');
+    t.innerHTML =
+      '<tr class="muted"><td>backend</td><td>weight</td><td>live share</td><td>requests</td></tr>';
+    for (const b of s.backends) {
+      const tr = document.createElement('tr');
+      tr.dataset.backend = b.service;
+      for (const [cls, v] of [
+        ['service', b.service],
+        ['weight', `${b.weight}%`],
+        ['share', b.share === null ? '-' : `${b.share}%`],
+        ['requests', String(b.requests)],
+      ]) {
+        const td = document.createElement('td');
+        td.className = cls;
+        td.textContent = v;
+        tr.append(td);
+      }
+      t.append(tr);
+    }
+    div.append(t);
+    if (s.guard?.message) {
+      const p = document.createElement('div');
+      p.className = 'guard-msg';
+      p.textContent = s.guard.message;
+      div.append(p);
+    }
+    box.append(div);
+  }
+}
+
+function renderDenials(snapshot) {
+  const body = document.querySelector('#denials tbody');
+  if (!snapshot.denials.length) {
+    body.innerHTML = '<tr><td colspan="5" class="muted">none seen</td></tr>';
+    return;
+  }
+  body.replaceChildren();
+  for (const d of snapshot.denials) {
+    const tr = document.createElement('tr');
+    for (const v of [
+      d.at.slice(11, 19),
+      d.source.replace(/^spiffe:\/\/[^/]+\/ns\/([^/]+)\/sa\//, '$1/'),
+      d.destination,
+      d.policy,
+      String(d.count),
+    ]) {
+      const td = document.createElement('td');
+      td.textContent = v;
+      tr.append(td);
+    }
+    body.append(tr);
+  }
+}
+
+function render(snapshot) {
+  const up = snapshot.agents.filter((a) => a.up).length;
+  document.getElementById('status').textContent =
+    `config version ${snapshot.version ?? '?'} · ${up}/${snapshot.agents.length} agents answering · updated ${snapshot.at.slice(11, 19)} UTC`;
+  document.getElementById('window').textContent = `(last ${snapshot.windowSeconds}s)`;
+  document.getElementById('tcp-legend').textContent = snapshot.edges.some((e) => e.tcp)
+    ? '; kernel TCP: smoothed RTT ± jitter, retransmits in the window'
+    : '';
+  renderGraph(snapshot);
+  renderSplits(snapshot);
+  renderDenials(snapshot);
+  document.body.dataset.updated = snapshot.at;
+}
+
+const events = new EventSource('/api/events');
+events.onmessage = (m) => render(JSON.parse(m.data));
+events.onerror = () => {
+  document.getElementById('status').textContent = 'disconnected; retrying…';
+};
