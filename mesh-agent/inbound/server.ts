@@ -1,4 +1,4 @@
-import http from 'node:http';
+import type http from 'node:http';
 import { constants as h2constants, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -7,7 +7,8 @@ import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
 import { ConnectionDrain } from '../handoff/drain.js';
 import { forwardH2, H2cSessions, serveH2c, sniffH2c, upstreamHeaders } from '../io/h2c.js';
-import { HOP_BY_HOP } from '../io/headers.js';
+import { endToEnd } from '../io/headers.js';
+import { type HttpLimits, http1Server, httpLimits } from '../io/http-limits.js';
 import { asPlainDuplex, connectTcp, splice } from '../io/streams.js';
 import type { TunnelHandler, TunnelRequest } from '../tunnel/server.js';
 import {
@@ -49,6 +50,8 @@ export interface InboundOptions {
   log?: Logger;
   /** How long connecting to the local pod may take. */
   connectTimeoutMs?: number;
+  /** Header size, count and timeouts of the HTTP parsed here (defaults: DEFAULT_HTTP_LIMITS). */
+  limits?: Partial<HttpLimits>;
 }
 
 interface Caller {
@@ -79,6 +82,7 @@ export class InboundServer implements TunnelHandler {
   private readonly pools = new Map<string, Pool>();
   private readonly h2c = new H2cSessions();
   private readonly drainer = new ConnectionDrain();
+  private readonly limits: HttpLimits;
   /** Open TCP streams admitted by policy, re-checked when it changes (ztunnel does the same). */
   private readonly admitted = new Map<object, { caller: Caller; close: () => void; http: boolean }>();
   /** HTTP streams relayed to a pod as bytes since start (not parsed on this node). */
@@ -86,8 +90,8 @@ export class InboundServer implements TunnelHandler {
 
   constructor(private readonly opts: InboundOptions) {
     this.log = opts.log ?? nullLogger;
-    this.http = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => this.onRequest(req, res));
-    this.http.on('clientError', (_err, socket) => socket.destroy());
+    this.limits = httpLimits(opts.limits);
+    this.http = http1Server(this.limits, (req, res) => this.onRequest(req, res));
     this.drainer.http1(this.http);
   }
 
@@ -217,18 +221,23 @@ export class InboundServer implements TunnelHandler {
 
   /** An admitted HTTP port: h2c (prior knowledge) or HTTP/1.1, told apart by the first bytes. */
   private serveHttpOrH2c(conn: Duplex, caller: Caller): void {
-    sniffH2c(conn, (h2c) => {
-      if (h2c)
-        serveH2c(
-          conn,
-          (s, h) => this.onH2Stream(caller, s, h),
-          (session) => this.drainer.h2(session),
-        );
-      else {
-        this.serveHttp(conn, caller);
-        conn.resume();
-      }
-    });
+    sniffH2c(
+      conn,
+      (h2c) => {
+        if (h2c)
+          serveH2c(
+            conn,
+            (s, h) => this.onH2Stream(caller, s, h),
+            (session) => this.drainer.h2(session),
+            this.limits,
+          );
+        else {
+          this.serveHttp(conn, caller);
+          conn.resume();
+        }
+      },
+      this.limits.headersTimeoutMs,
+    );
   }
 
   /** Parses HTTP/1.1 on an already-admitted byte stream (a tunnel stream or a same-node socket). */
@@ -418,10 +427,7 @@ export class InboundServer implements TunnelHandler {
       });
       return;
     }
-    const headers: Record<string, string | string[]> = {};
-    for (const [k, v] of Object.entries(req.headers)) {
-      if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
-    }
+    const headers = endToEnd(req.headers);
     headers.host = req.headers.host ?? `${caller.destination.ip}:${caller.port}`;
     if (caller.principal)
       headers['x-forwarded-client-cert'] = forwardedClientCert(caller.destination.spiffeId, caller.principal);
@@ -431,9 +437,7 @@ export class InboundServer implements TunnelHandler {
       .request({ method: method as 'GET', path, headers, body: hasBody ? req : null })
       .then(
         (up) => {
-          const out: Record<string, string | string[]> = {};
-          for (const [k, v] of Object.entries(up.headers))
-            if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+          const out = endToEnd(up.headers);
           res.writeHead(up.statusCode, out);
           up.body.pipe(res);
           up.body.once('end', () =>

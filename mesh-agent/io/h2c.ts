@@ -6,6 +6,7 @@ import http2, {
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Duplex } from 'node:stream';
+import { DEFAULT_HTTP_LIMITS, type HttpLimits } from './http-limits.js';
 
 /** The HTTP/2 connection preface: how an h2c client (prior knowledge, e.g. gRPC) announces itself. */
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
@@ -20,15 +21,20 @@ export function matchH2Preface(buf: Buffer): 'yes' | 'no' | 'partial' {
 /**
  * Waits for the first bytes of a connection and tells whether it speaks h2c.
  * The bytes are put back, so whichever parser takes the connection sees them.
+ * A connection silent for `timeoutMs` is closed (it would hold a socket for nothing).
  */
-export function sniffH2c(conn: Duplex, decide: (h2c: boolean) => void): void {
+export function sniffH2c(conn: Duplex, decide: (h2c: boolean) => void, timeoutMs?: number): void {
+  const timer = timeoutMs === undefined ? undefined : setTimeout(() => conn.destroy(), timeoutMs);
+  timer?.unref();
   const onData = (chunk: Buffer) => {
+    clearTimeout(timer);
     conn.off('data', onData);
     conn.pause();
     conn.unshift(chunk);
     decide(matchH2Preface(chunk) !== 'no');
   };
   conn.on('data', onData);
+  conn.once('close', () => clearTimeout(timer));
   conn.resume();
 }
 
@@ -39,15 +45,55 @@ export function serveH2c(
   conn: Duplex,
   onStream: H2StreamHandler,
   onSession?: (session: ServerHttp2Session) => void,
+  limits: HttpLimits = DEFAULT_HTTP_LIMITS,
 ): void {
-  const server = http2.createServer({ settings: { maxConcurrentStreams: 1000 } });
-  if (onSession) server.on('session', onSession);
+  const server = http2.createServer({
+    settings: { maxConcurrentStreams: 1000, maxHeaderListSize: limits.maxHeaderBytes },
+    // Node counts a header list's pseudo headers too, and refuses the stream (431) beyond this.
+    maxHeaderListPairs: limits.maxHeaderCount + 4,
+  });
+  server.on('session', (session) => {
+    closeWhenIdle(session, limits);
+    onSession?.(session);
+  });
   server.on('stream', (stream, headers) => {
     stream.on('error', () => {});
+    // A request body that stops coming (Envoy's stream_idle_timeout); a silent answer (a gRPC watch) is the route's business.
+    if (!stream.endAfterHeaders) {
+      stream.setTimeout(limits.streamIdleTimeoutMs, () => stream.close(http2.constants.NGHTTP2_CANCEL));
+      stream.once('end', () => stream.setTimeout(0));
+    }
     onStream(stream, headers);
   });
   server.on('sessionError', () => conn.destroy());
   server.emit('connection', conn);
+}
+
+/**
+ * A session without a stream open closes: after `headersTimeoutMs` until its first stream
+ * (a preface cut short, headers that never end), after `idleTimeoutMs` between streams
+ * (Envoy's idle_timeout). A silent stream (a gRPC watch) keeps its session.
+ */
+export function closeWhenIdle(
+  session: ServerHttp2Session,
+  limits: Pick<HttpLimits, 'headersTimeoutMs' | 'idleTimeoutMs'>,
+): void {
+  let open = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = (ms: number) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => session.destroy(), ms);
+    timer.unref();
+  };
+  arm(limits.headersTimeoutMs);
+  session.on('stream', (stream: ServerHttp2Stream) => {
+    open++;
+    clearTimeout(timer);
+    stream.once('close', () => {
+      if (--open === 0 && !session.destroyed) arm(limits.idleTimeoutMs);
+    });
+  });
+  session.once('close', () => clearTimeout(timer));
 }
 
 /**

@@ -1,4 +1,4 @@
-import http from 'node:http';
+import type http from 'node:http';
 import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -25,7 +25,8 @@ import {
   sniffH2c,
   upstreamHeaders,
 } from '../io/h2c.js';
-import { HOP_BY_HOP } from '../io/headers.js';
+import { endToEnd } from '../io/headers.js';
+import { type HttpLimits, http1Server, httpLimits } from '../io/http-limits.js';
 import { connectTcp, splice } from '../io/streams.js';
 import { TunnelError, type TunnelPool } from '../tunnel/pool.js';
 import { type AttemptResult, MAX_REPLAY_BODY, runAttempts } from './attempts.js';
@@ -115,6 +116,8 @@ export interface OutboundOptions {
   events?: OutboundEvents;
   /** Starts a client span per proxied request; its traceparent replaces the caller's upstream (W3C). */
   tracer?: RequestTracer;
+  /** Header size, count and timeouts of the HTTP/1.1 and h2c the pods send (defaults: DEFAULT_HTTP_LIMITS). */
+  limits?: Partial<HttpLimits>;
   log?: Logger;
 }
 
@@ -144,6 +147,7 @@ export class OutboundServer {
   /** h2c upstream sessions, keyed by h2cKey. */
   private readonly h2c = new H2cSessions({ idleTimeoutMs: UPSTREAM_IDLE_MS });
   private readonly drainer = new ConnectionDrain();
+  private readonly limits: HttpLimits;
   private readonly log: Logger;
 
   constructor(private readonly opts: OutboundOptions) {
@@ -157,14 +161,14 @@ export class OutboundServer {
     this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (sock) =>
       this.onConnection(sock),
     );
-    this.http = http.createServer({ keepAliveTimeout: 60_000, requestTimeout: 0 }, (req, res) => {
+    this.limits = httpLimits(opts.limits);
+    this.http = http1Server(this.limits, (req, res) => {
       this.onRequest(req, res).catch((err: Error) => {
         this.log.warn('outbound request failed unexpectedly', { err });
         if (!res.headersSent) res.writeHead(500);
         res.end();
       });
     });
-    this.http.on('clientError', (_err, socket) => socket.destroy());
     this.drainer.http1(this.http);
   }
 
@@ -275,7 +279,11 @@ export class OutboundServer {
     const peer = `${peerIp}:${peerPort}`;
     if (plan.kind === 'http') {
       // HTTP/1.1 or h2c (prior knowledge, e.g. gRPC): both are routed per request.
-      sniffH2c(sock, (h2c) => this.serveHttp(sock, plan, source, svid, peer, h2c));
+      sniffH2c(
+        sock,
+        (h2c) => this.serveHttp(sock, plan, source, svid, peer, h2c),
+        this.limits.headersTimeoutMs,
+      );
       return;
     }
     if (plan.kind === 'detect') {
@@ -339,10 +347,10 @@ export class OutboundServer {
             if (!stream.headersSent) stream.respond({ ':status': 500 }, { endStream: true });
           }),
         (session) => this.drainer.h2(session),
+        this.limits,
       );
       return;
     }
-    this.contexts.set(sock, ctx);
     this.http.emit('connection', sock);
     sock.resume();
   }
@@ -735,7 +743,8 @@ export class OutboundServer {
     }
     const { cluster } = decision;
     const headers = decision.headers;
-    for (const name of HOP_BY_HOP) delete headers[name];
+    const passed = endToEnd(headers);
+    for (const name of Object.keys(headers)) if (!(name in passed)) delete headers[name];
     if (span) headers.traceparent = span.traceparent;
     const hasBody =
       req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
@@ -807,9 +816,7 @@ export class OutboundServer {
       });
       if (end.kind === 'response') {
         const up = end.response;
-        const out: Record<string, string | string[]> = {};
-        for (const [k, v] of Object.entries(up.headers))
-          if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+        const out = endToEnd(up.headers);
         if (end.flag !== '-') out['x-sockmesh-flags'] = end.flag;
         res.writeHead(up.statusCode, out);
         up.body.on('error', () => res.destroy());

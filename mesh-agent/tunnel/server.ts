@@ -45,8 +45,13 @@ export interface LocalIdentities {
 export interface TunnelServerOptions {
   identities: LocalIdentities;
   handler: TunnelHandler;
+  /** How long a TLS handshake may take before the connection closes (default TUNNEL_HANDSHAKE_TIMEOUT_MS). */
+  handshakeTimeoutMs?: number;
   log?: Logger;
 }
+
+/** Node's default is 120 s: a peer sending nothing, or a handshake byte now and then, would hold a socket that long. */
+export const TUNNEL_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /**
  * HBONE-style inbound tunnel: HTTP/2 CONNECT over mutual TLS 1.3. The client
@@ -77,6 +82,7 @@ export class TunnelServer {
       },
       settings: { maxConcurrentStreams: 16384, initialWindowSize: 4 << 20 },
       maxSessionMemory: 64,
+      handshakeTimeout: opts.handshakeTimeoutMs ?? TUNNEL_HANDSHAKE_TIMEOUT_MS,
     });
     this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
     this.server.on('secureConnection', (socket) => socket.setNoDelay(true));

@@ -162,9 +162,11 @@ describe('inbound: the sender chooses TCP or HTTP, authorization cannot be bypas
       // Declared TCP: spliced, so the app's own HTTP parser answers the junk.
       const toApp = await open(tp, frontend, appPort);
       assert.match(await roundTrip(toApp, 'raw bytes\r\n\r\n'), /^HTTP\/1\.1 400 /);
-      // Declared HTTP: parsed by the inbound side, which drops what is not HTTP (no echo).
+      // Declared HTTP: parsed by the inbound side, which answers what is not HTTP itself (no echo).
       const toEcho = await open(tp, frontend, echoPort);
-      assert.equal(await roundTrip(toEcho, 'raw bytes\r\n\r\n'), '');
+      const answer = await roundTrip(toEcho, 'raw bytes\r\n\r\n');
+      assert.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n/);
+      assert.ok(!answer.includes('raw bytes'), answer);
     } finally {
       tp.close();
     }
