@@ -10,11 +10,24 @@ import {
   type Explanation,
   type InboundAnswer,
   reachableEndpoints,
+  tcpHealthOf,
   verdictOf,
 } from '../explain/model.js';
 import { renderExplanation } from '../explain/render.js';
 import { parseExposition } from './canary.js';
 import { currentBed } from './lab.js';
+
+/** What the agents export as kernel TCP health per workload pair (docs/observability.md). */
+const TCP_HEALTH_METRICS = new Set(
+  [
+    'connections_total',
+    'failures_total',
+    'retransmits_total',
+    'rtos_total',
+    'srtt_microseconds',
+    'rttvar_microseconds',
+  ].map((m) => `sockmesh_tcp_health_${m}`),
+);
 
 const POD = /^([a-z0-9-]+)\/([a-z0-9.-]+)(?::(\d+))?(\/.*)?$/;
 const SERVICE = /^([a-z0-9-]+)\.([a-z0-9-]+)(?:\.svc(?:\.[a-z0-9.-]+)?)?(?::(\d+))?(\/.*)?$/;
@@ -278,6 +291,18 @@ Exit codes: 0 explained, 2 usage, 3 no mesh; 1 unknown pod or Service, or an age
             )
           : [],
       inbound,
+      tcp:
+        metricsAnswer && !('error' in metricsAnswer)
+          ? tcpHealthOf(
+              [...parseExposition(metricsAnswer.body, TCP_HEALTH_METRICS)].flatMap(([name, list]) =>
+                list.map((x) => ({ name, ...x })),
+              ),
+              `${src.namespace}/${src.name}`,
+              inbound.flatMap((a) =>
+                'error' in a.answer || !a.answer.destination.pod ? [] : [a.answer.destination.pod],
+              ),
+            )
+          : null,
     };
     const explanation: Explanation = { ...partial, verdict: verdictOf(partial) };
     stdout.write(values.json ? `${JSON.stringify(explanation, null, 2)}\n` : renderExplanation(explanation));

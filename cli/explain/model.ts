@@ -49,6 +49,65 @@ export interface InboundAnswer {
   answer: InboundExplanation | { error: string };
 }
 
+/** Kernel TCP health of the source pod's connections to one destination pod, on one leg (cumulative). */
+export interface PairTcpHealth {
+  /** `namespace/pod`. */
+  destination: string;
+  /** `tunnel` (node -> node), `pod_proxy`, `proxy_pod`, as the agent labels it. */
+  leg: string;
+  connections: number;
+  failures: number;
+  retransmits: number;
+  rtos: number;
+  /** Smoothed RTT and its variance now, µs; null when not exported. */
+  srttUs: number | null;
+  rttvarUs: number | null;
+}
+
+const TCP_HEALTH = 'sockmesh_tcp_health_';
+
+/**
+ * The source node agent's `sockmesh_tcp_health_*` samples for source -> each destination pod;
+ * null when the agent exports no TCP health at all (an agent without it).
+ */
+export function tcpHealthOf(
+  samples: ReadonlyArray<{ name: string; labels: Record<string, string>; value: number }>,
+  source: string,
+  destinations: readonly string[],
+): PairTcpHealth[] | null {
+  const health = samples.filter((s) => s.name.startsWith(TCP_HEALTH));
+  if (health.length === 0) return null;
+  const out = new Map<string, PairTcpHealth>();
+  for (const s of health) {
+    const l = s.labels;
+    if (`${l.source_namespace}/${l.source_workload}` !== source) continue;
+    const destination = `${l.destination_namespace}/${l.destination_workload}`;
+    if (!destinations.includes(destination)) continue;
+    const key = `${destination} ${l.leg}`;
+    const h = out.get(key) ?? {
+      destination,
+      leg: l.leg ?? 'unknown',
+      connections: 0,
+      failures: 0,
+      retransmits: 0,
+      rtos: 0,
+      srttUs: null,
+      rttvarUs: null,
+    };
+    out.set(key, h);
+    const metric = s.name.slice(TCP_HEALTH.length);
+    if (metric === 'connections_total') h.connections += s.value;
+    else if (metric === 'failures_total') h.failures += s.value;
+    else if (metric === 'retransmits_total') h.retransmits += s.value;
+    else if (metric === 'rtos_total') h.rtos += s.value;
+    else if (metric === 'srtt_microseconds') h.srttUs = s.value;
+    else if (metric === 'rttvar_microseconds') h.rttvarUs = s.value;
+  }
+  return [...out.values()].sort((a, b) =>
+    `${a.destination} ${a.leg}`.localeCompare(`${b.destination} ${b.leg}`),
+  );
+}
+
 export type VerdictOutcome =
   | 'allowed'
   | 'denied'
@@ -68,6 +127,8 @@ export interface Explanation {
   /** Requests the source node's agent counted from the source's identity, per cluster, since it started. */
   observed: Array<{ cluster: string; requests: number }>;
   inbound: InboundAnswer[];
+  /** Kernel TCP health source -> each destination pod, from the source node's agent; null when it exports none. */
+  tcp: PairTcpHealth[] | null;
   verdict: { outcome: VerdictOutcome; summary: string };
 }
 

@@ -120,6 +120,10 @@ export function renderExplanation(e: Explanation): string {
       );
     for (const c of o.clusters) out.push(clusterText(c));
   }
+  for (const h of e.tcp ?? [])
+    out.push(
+      `tcp:      ${e.source.pod} -> ${h.destination} (${h.leg}, kernel): srtt ${h.srttUs === null ? '-' : `${(h.srttUs / 1000).toFixed(2)}ms`}, rttvar ${h.rttvarUs === null ? '-' : `${(h.rttvarUs / 1000).toFixed(2)}ms`}, connections=${h.connections} retransmits=${h.retransmits} rtos=${h.rtos} failures=${h.failures}`,
+    );
   for (const a of e.inbound) out.push(`authz:    ${inboundText(a)}`);
   out.push(`verdict:  ${e.verdict.outcome}: ${e.verdict.summary}`);
   return `${out.join('\n')}\n`;
