@@ -123,6 +123,7 @@ describe('sockmesh dashboard in headless Chromium (2 nodes, live agents)', {
       `${CELL('reviews-v2.shop', 'weight')}?.textContent === '50%' && (v => v > 35 && v < 65)(parseFloat(${CELL('reviews-v2.shop', 'share')}?.textContent))`,
       30_000,
     );
+    assert.ok(Number(await cell('reviews-v2.shop', 'requests').textContent()) > 0, 'the share is counted');
   });
 
   it('lists a denial with the policy that made it', async () => {

@@ -108,6 +108,15 @@ describe('MeshView', () => {
       ],
     );
     assert.equal(split?.guard?.phase, 'Progressing');
+    // The live share is what was counted, not the weight.
+    const skewed = view.add(scrape(4000, metrics(1250, 150, 3), [90, 10]));
+    assert.deepEqual(
+      skewed.splits[0]?.backends.map((b) => [b.weight, b.share]),
+      [
+        [90, 100 * (250 / 300)],
+        [10, 100 * (50 / 300)],
+      ].map(([w, sh]) => [w, Math.round(10 * sh!) / 10]),
+    );
   });
 
   it('follows a weight change and keeps the window sliding', () => {
