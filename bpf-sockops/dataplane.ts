@@ -68,6 +68,13 @@ import {
   objectPath,
   readMounts,
 } from './preflight.js';
+import {
+  TCP_CFG_SIZE,
+  TCP_PAIR_SIZE,
+  TCP_STATS_SIZE,
+  TCP_WORKLOAD_NAME_SIZE,
+  TcpHealthMaps,
+} from './tcp-health.js';
 
 export interface DataplaneOptions {
   /** cgroup v2 directory covering the node's pods and its system cgroup. */
@@ -148,6 +155,7 @@ export class SockopsDataplane {
   private readonly cpus: number;
   private closed = false;
   private origDst: OriginalDestinationMap | undefined;
+  private tcp: TcpHealthMaps | undefined;
 
   private constructor(init: {
     addon: BpfAddon;
@@ -367,6 +375,17 @@ export class SockopsDataplane {
     return this.origDst.lookup(peerIp, peerPort, localIp, localPort);
   }
 
+  /** TCP health per workload pair: tagging, the on/off switch and the aggregate (tcp-health.ts). */
+  get tcpHealth(): TcpHealthMaps {
+    this.tcp ??= TcpHealthMaps.fromFds(this.addon, {
+      sm_tcp_tags: this.map('sm_tcp_tags'),
+      sm_tcp_pairs: this.map('sm_tcp_pairs'),
+      sm_tcp_cfg: this.map('sm_tcp_cfg'),
+      sm_tcp_workloads: this.map('sm_tcp_workloads'),
+    });
+    return this.tcp;
+  }
+
   counters(): Counters {
     const fd = this.map('sm_counters');
     const out = {} as Counters;
@@ -499,6 +518,7 @@ export class SockopsDataplane {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.tcp?.close();
     for (const fd of [...this.maps.values(), ...this.progs.values()]) this.addon.close(fd);
   }
 
@@ -643,6 +663,10 @@ const MAP_LAYOUT: Record<MapName, [number, number]> = {
   sm_counters: [4, 8],
   sm_inbound_pods: [4, 4],
   sm_inbound_listeners: [4, 8],
+  sm_tcp_tags: [TUPLE4_SIZE, TCP_PAIR_SIZE],
+  sm_tcp_pairs: [TCP_PAIR_SIZE, TCP_STATS_SIZE],
+  sm_tcp_cfg: [4, TCP_CFG_SIZE],
+  sm_tcp_workloads: [4, TCP_WORKLOAD_NAME_SIZE],
 };
 
 /**

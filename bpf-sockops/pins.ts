@@ -20,6 +20,10 @@ export const MAP_NAMES = [
   'sm_counters',
   'sm_inbound_pods',
   'sm_inbound_listeners',
+  'sm_tcp_tags',
+  'sm_tcp_pairs',
+  'sm_tcp_cfg',
+  'sm_tcp_workloads',
 ] as const;
 export type MapName = (typeof MAP_NAMES)[number];
 

@@ -3,8 +3,10 @@
  * sockops: when a connection is established, move its original destination
  * from the cookie map to the 4-tuple map the proxy reads, and put sockets with
  * a local peer into the sockhash for sk_msg. On close, delete what it made.
+ * With TCP health on, it also feeds the per-workload-pair TCP statistics.
  */
 #include "maps.bpf.h"
+#include "tcp-health.bpf.h"
 #include <bpf/bpf_core_read.h>
 
 #define SM_AF_INET6 10
@@ -180,6 +182,10 @@ int sm_sockops(struct bpf_sock_ops *skops)
 
 	if (skops->family != SM_AF_INET && skops->family != SM_AF_INET6)
 		return 1;
+	if (op == BPF_SOCK_OPS_RTT_CB || op == BPF_SOCK_OPS_RETRANS_CB || op == BPF_SOCK_OPS_RTO_CB) {
+		sm_tcp_health_event(skops, op);
+		return 1;
+	}
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_STATE_CB)
 		return 1;
@@ -189,8 +195,11 @@ int sm_sockops(struct bpf_sock_ops *skops)
 		if (bpf_map_lookup_elem(&sm_orig_by_cookie, &cookie) ||
 		    bpf_map_lookup_elem(&sm_orig6_by_cookie, &cookie))
 			sm_track_cb(skops);
+		sm_tcp_health_connecting(skops);
 		return 1;
 	}
+	if (op == BPF_SOCK_OPS_STATE_CB)
+		sm_tcp_health_state(skops);
 	/* args[1] of a state change is the new state. The sockhash entry goes with the socket. */
 	if (op == BPF_SOCK_OPS_STATE_CB && skops->args[1] != BPF_TCP_CLOSE)
 		return 1;
@@ -220,6 +229,7 @@ int sm_sockops(struct bpf_sock_ops *skops)
 		sm_maybe_accelerate(skops, &t);
 	else
 		sm_maybe_accelerate6(skops, &t6);
+	sm_tcp_health_established(skops);
 	return 1;
 }
 
