@@ -7,5 +7,5 @@ export { detachPinned, INBOUND_PLAINTEXT_PORT, mapLayoutFingerprint, SockopsData
 export { OriginalDestinationMap } from './orig-dst.js';
 export { PER_CONNECTION_MAPS, pinLayout } from './pins.js';
 export { assertPreflight, evaluatePreflight, gatherPreflight } from './preflight.js';
-export type { TcpConnection, TcpLeg, TcpPair, TcpPairHealth, WorkloadRef } from './tcp-health.js';
+export type { TcpConnection, TcpLeg, TcpPair, TcpPairHealth, TcpTagger, WorkloadRef } from './tcp-health.js';
 export { TCP_LEGS, TcpHealthMaps, workloadId } from './tcp-health.js';

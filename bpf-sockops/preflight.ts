@@ -3,6 +3,7 @@
  * code and what to do. Parsing is pure (tested on fixtures); probing is I/O.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { release } from 'node:os';
 import { join } from 'node:path';
 import { SockmeshError } from '../lib/errors.js';
 import { type BpfAddon, loadAddon, OBJ_DIR } from './addon.js';
@@ -55,6 +56,21 @@ export interface PreflightInput {
   objectsBuilt: boolean;
   addonBuilt: boolean;
   probe?: BpfAddon['probe'] extends () => infer R ? R : never;
+  /** `uname -r`; judged for the sockops callbacks TCP health needs. */
+  kernelRelease?: string;
+}
+
+/**
+ * TCP health (include/tcp-health.bpf.h) needs the sockops RTT callback (5.3),
+ * socket storage from sockops and bpf_skc_to_tcp_sock (5.9); the sockops
+ * object carries it, so without them the dataplane cannot load at all.
+ */
+export const TCP_HEALTH_MIN_KERNEL: [number, number] = [5, 10];
+
+/** [major, minor] of a kernel release string, undefined if it does not start with one. */
+export function parseKernelRelease(text: string): [number, number] | undefined {
+  const m = /^(\d+)\.(\d+)/.exec(text);
+  return m ? [Number(m[1]), Number(m[2])] : undefined;
 }
 
 /** Every problem found, most fundamental first; empty means ready. */
@@ -111,6 +127,17 @@ export function evaluatePreflight(input: PreflightInput): SockmeshError[] {
       }),
     );
   }
+  const kernel = input.kernelRelease === undefined ? undefined : parseKernelRelease(input.kernelRelease);
+  const [minMajor, minMinor] = TCP_HEALTH_MIN_KERNEL;
+  if (kernel && (kernel[0] < minMajor || (kernel[0] === minMajor && kernel[1] < minMinor))) {
+    errs.push(
+      new SockmeshError(
+        'SOCKMESH_E_KERNEL_FEATURE',
+        `kernel ${input.kernelRelease} lacks the sockops callbacks TCP health needs (BPF_SOCK_OPS_RTT_CB, RETRANS_CB, RTO_CB, STATE_CB with socket storage)`,
+        { hint: `use Linux >= ${minMajor}.${minMinor} (sockmesh is tested on >= 6.1)` },
+      ),
+    );
+  }
   if (input.probe) {
     const missing = [
       ...Object.entries(input.probe.progTypes)
@@ -164,6 +191,7 @@ export function gatherPreflight(opts: {
     ...(opts.bpffsDir === undefined ? {} : { bpffsDir: opts.bpffsDir }),
     objectsBuilt,
     addonBuilt: addon !== undefined,
+    kernelRelease: release(),
     ...(addon && uid === 0 ? { probe: addon.probe() } : {}),
   };
 }

@@ -157,6 +157,21 @@ export interface TcpConnection {
   remotePort: number | undefined;
 }
 
+/** What the proxy needs to attribute its connections (TcpHealthMaps, or nothing when TCP health is off). */
+export interface TcpTagger {
+  tag(conn: TcpConnection, pair: TcpPair): (() => void) | undefined;
+  untag(conn: TcpConnection): void;
+  dial(localIp: string, remote: { ip: string; port: number }, pair: TcpPair): void;
+}
+
+/** The tuple key of a connection as `conn`'s end sees it; undefined if it cannot be measured (IPv6, closed). */
+function tupleKey(conn: TcpConnection): Buffer | undefined {
+  const localIp = ipv4(conn.localIp);
+  const remoteIp = ipv4(conn.remoteIp);
+  if (!localIp || !remoteIp || !conn.localPort || !conn.remotePort) return undefined;
+  return encodeTuple4({ ip: localIp, port: conn.localPort }, { ip: remoteIp, port: conn.remotePort });
+}
+
 const TCP_HEALTH_MAPS = ['sm_tcp_tags', 'sm_tcp_pairs', 'sm_tcp_cfg', 'sm_tcp_workloads'] as const;
 type TcpHealthMap = (typeof TCP_HEALTH_MAPS)[number];
 
@@ -165,10 +180,12 @@ type TcpHealthMap = (typeof TCP_HEALTH_MAPS)[number];
  * switch the callbacks on or off, read the aggregate. Synchronous map calls,
  * a few per connection (not per request).
  */
-export class TcpHealthMaps {
+export class TcpHealthMaps implements TcpTagger {
   private readonly fds: Map<TcpHealthMap, number>;
   private readonly named = new Set<number>();
   private closed = false;
+  /** Tags that could not be written (map full): those connections are not measured. */
+  tagFailures = 0;
 
   private constructor(
     private readonly addon: BpfAddon,
@@ -230,20 +247,37 @@ export class TcpHealthMaps {
   }
 
   /**
-   * Attributes an open connection (as this end sees it) to a pair; the other
-   * end, when it is on this node too, finds it under the reversed tuple.
-   * Returns an untag function, or undefined if the connection cannot be
-   * measured (IPv6, or already closed: no addresses).
+   * Attributes an open connection of this process (as its socket sees it) to
+   * a pair; this end is the one measured. Returns an untag function, or
+   * undefined if the connection cannot be measured (IPv6, closed, map full).
    */
   tag(conn: TcpConnection, pair: TcpPair): (() => void) | undefined {
-    const localIp = ipv4(conn.localIp);
-    const remoteIp = ipv4(conn.remoteIp);
-    if (!localIp || !remoteIp || !conn.localPort || !conn.remotePort) return undefined;
-    const key = encodeTuple4({ ip: localIp, port: conn.localPort }, { ip: remoteIp, port: conn.remotePort });
-    this.addon.mapUpdate(this.fd('sm_tcp_tags'), key, this.pairKey(pair), BPF_ANY);
-    return () => {
-      if (!this.closed) this.addon.mapDelete(this.fd('sm_tcp_tags'), key);
-    };
+    const key = tupleKey(conn);
+    if (!key || !this.tryUpdate(key, pair)) return undefined;
+    return () => this.untag(conn);
+  }
+
+  /** Measurement must never break the data path: a full tag map or a closed handle leaves the connection unmeasured. */
+  private tryUpdate(key: Buffer, pair: TcpPair): boolean {
+    if (this.closed) return false;
+    try {
+      this.addon.mapUpdate(this.fd('sm_tcp_tags'), key, this.pairKey(pair), BPF_ANY);
+      return true;
+    } catch {
+      this.tagFailures++;
+      return false;
+    }
+  }
+
+  /** Drops a connection's tag (a connection that was never tagged is fine). */
+  untag(conn: TcpConnection): void {
+    const key = tupleKey(conn);
+    if (!key || this.closed) return;
+    try {
+      this.addon.mapDelete(this.fd('sm_tcp_tags'), key);
+    } catch {
+      // the handle was closed under us: the tag map is bounded anyway
+    }
   }
 
   /**
@@ -260,7 +294,7 @@ export class TcpHealthMaps {
     parseIpv4(r).copy(key, 4);
     key.writeUInt16LE(0, 8);
     key.writeUInt16LE(checkPort(remote.port), 10);
-    this.addon.mapUpdate(this.fd('sm_tcp_tags'), key, this.pairKey(pair), BPF_ANY);
+    this.tryUpdate(key, pair);
   }
 
   /** Tags currently held (connections open or not yet untagged, and dial tags). */

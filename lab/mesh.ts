@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { saveAuthority } from '../certs/ca/store.js';
 import { CertificateAuthority, cgroup2MountPoint, workloadSpiffeId } from '../certs/index.js';
 import { SockmeshError } from '../lib/errors.js';
+import type { TcpHealthReport } from '../mesh-agent/telemetry/tcp-health.js';
 import { AdminClient } from '../xds/client/admin.js';
 import { buildModel } from '../xds/model/build.js';
 import type { MeshModel } from '../xds/model/types.js';
@@ -134,6 +135,8 @@ export interface AgentStatus {
   identities: { spiffeId: string; serial: string; notAfter: string }[];
   bpf: Record<string, number>;
   tunnels: number;
+  /** Kernel TCP health per workload pair (absent from agents older than it). */
+  tcpHealth?: TcpHealthReport;
 }
 
 export interface MeshPaths {

@@ -97,23 +97,15 @@ static __always_inline void sm_tcp_tuple_of(struct bpf_sock_ops *skops, struct s
 	t->dst_port = sm_port_from_be(skops->remote_port);
 }
 
-/* The tag of this connection: its own tuple, or the peer's (both ends on this
- * node, tagged by the proxy's end). */
+/* The tag of this connection, by its own tuple. Only the end the agent tagged
+ * (its own socket) is measured: a node-local connection counts once, not once
+ * per end. */
 static __always_inline struct sm_tcp_pair *sm_tcp_find_tag(struct bpf_sock_ops *skops)
 {
 	struct sm_tuple4 t = {};
-	struct sm_tuple4 r = {};
-	struct sm_tcp_pair *tag;
 
 	sm_tcp_tuple_of(skops, &t);
-	tag = bpf_map_lookup_elem(&sm_tcp_tags, &t);
-	if (tag)
-		return tag;
-	r.src_ip4 = t.dst_ip4;
-	r.dst_ip4 = t.src_ip4;
-	r.src_port = t.dst_port;
-	r.dst_port = t.src_port;
-	return bpf_map_lookup_elem(&sm_tcp_tags, &r);
+	return bpf_map_lookup_elem(&sm_tcp_tags, &t);
 }
 
 /* The dial tag of a connect() from this address to this destination. */

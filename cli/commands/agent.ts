@@ -71,6 +71,7 @@ export function agentOptions(argv: string[]): AgentCommandOptions {
       'admin-host': { type: 'string' },
       'access-log': { type: 'boolean' },
       accelerate: { type: 'boolean' },
+      'no-tcp-health': { type: 'boolean' },
       otlp: { type: 'string' },
       'handoff-socket': { type: 'string' },
       'drain-timeout': { type: 'string' },
@@ -149,6 +150,7 @@ export function agentOptions(argv: string[]): AgentCommandOptions {
     ...(v['admin-host'] ? { adminHost: v['admin-host'] } : {}),
     accessLog: v['access-log'] === true,
     accelerate: v.accelerate === true,
+    tcpHealth: v['no-tcp-health'] !== true,
     ...(v.otlp ? { otlpEndpoint: v.otlp } : {}),
     handoff: {
       socketPath: v['handoff-socket'] ?? `/run/sockmesh/agent-${v.node}.sock`,
@@ -211,6 +213,8 @@ pinned so established connections survive a restart.
   --access-log             write one JSON access log line per request/connection to stdout
   --accelerate             splice same-node hops with sk_msg (off by default: see
                            docs/kernel-dataplane.md, "Backpressure on the sk_msg path")
+  --no-tcp-health          do not measure kernel TCP health per workload pair (RTT,
+                           jitter, retransmits, RTOs, failures; docs/observability.md)
   --otlp <url>             export spans to this OTLP/HTTP endpoint
   --handoff-socket <path>  unix socket of the hitless upgrade (default
                            /run/sockmesh/agent-<node>.sock); see below

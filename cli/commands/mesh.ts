@@ -6,6 +6,7 @@ import { MESH_LABEL, MTLS_LABEL } from '../../xds/model/kinds.js';
 import { parseCommandArgs } from '../args.js';
 import { type Command, EXIT } from '../command.js';
 import { table } from '../table.js';
+import { tcpHealthTable } from '../tcp-health-table.js';
 import { currentBed } from './lab.js';
 import { describeMesh, statusesOf } from './up.js';
 
@@ -18,7 +19,8 @@ export const statusCommand: Command = {
 
 Asks every node agent (admin port 15020) and the control plane what they are
 doing: config version and xDS connection, meshed pods and their SPIFFE IDs,
-SVID serials and expiry, tunnels, and the kernel's counters.
+SVID serials and expiry, tunnels, the kernel's counters and the kernel's TCP
+health per workload pair (RTT, jitter, retransmits, RTOs, failures).
 
 Exit codes: 0 all agents answered, 1 an agent is down, 2 usage, 3 no mesh / not root.`,
   async run({ argv, stdout }) {
@@ -54,6 +56,11 @@ Exit codes: 0 all agents answered, 1 an agent is down, 2 usage, 3 no mesh / not 
     }
     stdout.write(table(['NODE', 'SVID', 'SERIAL', 'NOT AFTER'], ids));
     stdout.write(`\n${table(['NODE', 'BPF COUNTERS'], counters)}`);
+    stdout.write(
+      `\nTCP health from the kernel, per workload pair (SRTT, JITTER: mean since first seen):\n${tcpHealthTable(
+        [...statuses].map(([node, s]) => [node, 'error' in s ? undefined : s.tcpHealth]),
+      )}`,
+    );
     return down ? EXIT.FAILURE : EXIT.OK;
   },
 };

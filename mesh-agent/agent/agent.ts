@@ -12,6 +12,7 @@ import { AgentHandoff, type HandedOver, type HandoffOptions } from '../handoff/u
 import { MeshStateStore } from '../state/mesh-state.js';
 import { clusterOutcomes } from '../telemetry/cluster-load.js';
 import { MeshTelemetry } from '../telemetry/mesh-telemetry.js';
+import { tcpHealthReport } from '../telemetry/tcp-health.js';
 import { explainViews } from './explain-views.js';
 import { EmbeddedCaSupply, NodeIdentities, type SvidSupply, WorkloadApiSupply } from './identities.js';
 import { INBOUND_LISTENER, LocalView } from './local-view.js';
@@ -56,6 +57,8 @@ export interface AgentOptions {
    * hand a blocking reader EAGAIN (README, "Backpressure on the sk_msg path").
    */
   accelerate?: boolean;
+  /** Kernel TCP health per workload pair (sockops callbacks); default on. */
+  tcpHealth?: boolean;
   /** Proxy worker processes; 1 runs the proxy inside the agent process. Default: `defaultWorkers`. */
   workers?: number;
   svidTtlMs?: number;
@@ -91,6 +94,7 @@ export class MeshAgent {
   private readonly store = new MeshStateStore();
   private view = LocalView.empty();
   private dataplane: SockopsDataplane | undefined;
+  private tcpHealth = false;
   private identities: NodeIdentities | undefined;
   private telemetry: MeshTelemetry | undefined;
   private ads: AdsClient | undefined;
@@ -172,6 +176,9 @@ export class MeshAgent {
     this.dataplane = dataplane;
     dataplane.setProxy({ ip: o.proxyIp, port: this.ports.outbound });
     dataplane.setAcceleration(o.accelerate === true);
+    const tcpHealth = o.tcpHealth !== false;
+    dataplane.tcpHealth.setEnabled(tcpHealth);
+    this.tcpHealth = tcpHealth;
     for (const cg of dataplane.pods())
       this.enrolled.set(`adopted:${cg}`, { cg, mode: dataplane.podMode(cg) ?? 'strict' });
     this.permissive = new PermissiveInbound({
@@ -201,7 +208,12 @@ export class MeshAgent {
     if (workers > 1) {
       this.workers = new ProxyWorkers(
         workers,
-        { ...proxy, bpffsDir: o.bpffsDir, ...(o.otlpEndpoint ? { otlpEndpoint: o.otlpEndpoint } : {}) },
+        {
+          ...proxy,
+          bpffsDir: o.bpffsDir,
+          tcpHealth,
+          ...(o.otlpEndpoint ? { otlpEndpoint: o.otlpEndpoint } : {}),
+        },
         telemetry,
         this.outliers,
         this.log,
@@ -210,6 +222,7 @@ export class MeshAgent {
       this.runtime = new ProxyRuntime({
         ...proxy,
         origDst: dataplane,
+        ...(tcpHealth ? { tcp: dataplane.tcpHealth } : {}),
         telemetry,
         cluster: { outliers: this.outliers, worker: { index: 0, count: 1 } },
         log: this.log,
@@ -229,6 +242,7 @@ export class MeshAgent {
       identities.list().map((s) => ({ spiffeId: s.spiffeId.uri, notAfter: s.notAfter })),
     );
     telemetry.observeBpfCounters(() => dataplane.counters());
+    if (tcpHealth) telemetry.observeTcpHealth(() => dataplane.tcpHealth.read());
     telemetry.setConfigDump(() => this.status());
     for (const [path, view] of Object.entries(
       explainViews({
@@ -519,6 +533,9 @@ export class MeshAgent {
         : {},
       workers: { pids: this.workerPids, restarts: this.workers?.restarts.length ?? 0 },
       tunnels: this.runtime?.tunnelSessions ?? null,
+      tcpHealth: tcpHealthReport(
+        this.dataplane && this.tcpHealth ? () => this.dataplane!.tcpHealth.read() : null,
+      ),
       handoff: this.handoff?.status ?? null,
     };
   }

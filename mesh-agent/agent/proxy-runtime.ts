@@ -1,3 +1,4 @@
+import type { TcpTagger } from '../../bpf-sockops/index.js';
 import type { TrustBundle, X509Svid } from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
 import type { XdsConfig } from '../../xds/client/ads-client.js';
@@ -25,6 +26,8 @@ export interface ProxyRuntimeOptions {
   tunnelIp: string;
   ports: ProxyPorts;
   origDst: OriginalDestinations;
+  /** Attributes the proxy's connections to workload pairs for kernel TCP health; none = not measured. */
+  tcp?: TcpTagger;
   telemetry: MeshTelemetry;
   /** Outlier detection and breaker shares, agent-wide. */
   cluster: ClusterContext;
@@ -61,7 +64,11 @@ export class ProxyRuntime {
   constructor(private readonly opts: ProxyRuntimeOptions) {
     const { telemetry, log } = opts;
     this.planner = new MeshPlanner(opts.nodeName, opts.cluster);
-    this.tunnels = new TunnelPool({ log });
+    this.tunnels = new TunnelPool({
+      log,
+      localIp: opts.tunnelIp,
+      ...(opts.tcp ? { tcp: opts.tcp } : {}),
+    });
     const view = { byIp: (ip: string) => this.view.byIp(ip) };
     this.inbound = meshInboundServer({
       view: () => this.view,
@@ -82,6 +89,7 @@ export class ProxyRuntime {
       tunnels: this.tunnels,
       inbound: this.inbound,
       localWorkloads: view,
+      ...(opts.tcp ? { tcp: opts.tcp } : {}),
       log,
       tracer: {
         startSpan: (name, parent, attrs, kind) => telemetry.startSpan(name, parent ?? null, attrs, kind),

@@ -1,5 +1,5 @@
 /** Entry point of one proxy worker process, forked by ProxyWorkers. */
-import { OriginalDestinationMap } from '../../bpf-sockops/index.js';
+import { OriginalDestinationMap, TcpHealthMaps } from '../../bpf-sockops/index.js';
 import { svidFromWire } from '../../certs/index.js';
 import { createLogger } from '../../lib/log.js';
 import { MeshTelemetry } from '../telemetry/mesh-telemetry.js';
@@ -26,6 +26,7 @@ const runtime = new ProxyRuntime({
   tunnelIp: settings.tunnelIp,
   ports: settings.ports,
   origDst: OriginalDestinationMap.open(settings.bpffsDir),
+  ...(settings.tcpHealth ? { tcp: TcpHealthMaps.open(settings.bpffsDir) } : {}),
   telemetry,
   cluster: { outliers, worker: { index: settings.index, count: settings.count } },
   log,

@@ -16,6 +16,8 @@ export interface WorkerSettings {
   tunnelIp: string;
   ports: ProxyPorts;
   bpffsDir: string;
+  /** Workers tag their connections for kernel TCP health. */
+  tcpHealth?: boolean;
   /** Where workers export their spans (OTLP/HTTP), if anywhere. */
   otlpEndpoint?: string;
   /** Which of the workers this is: breaker limits are split by it. */

@@ -3,6 +3,7 @@ import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type ServerHt
 import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Client, type Dispatcher } from 'undici';
+import type { TcpConnection, TcpTagger, WorkloadRef } from '../../bpf-sockops/index.js';
 import type { X509Svid } from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
@@ -113,6 +114,8 @@ export interface OutboundOptions {
   /** Same-node destinations are authorized in-process, by the same rules the tunnel applies. */
   inbound: InboundServer;
   localWorkloads: LocalWorkloads;
+  /** Attributes connections to workload pairs for kernel TCP health (pod -> proxy, proxy -> pod, tunnel). */
+  tcp?: TcpTagger;
   events?: OutboundEvents;
   /** Starts a client span per proxied request; its traceparent replaces the caller's upstream (W3C). */
   tracer?: RequestTracer;
@@ -142,6 +145,8 @@ export class OutboundServer {
   private readonly contexts = new WeakMap<object, ConnContext>();
   /** Every accepted downstream connection and the source it was accepted for (see revalidate). */
   private readonly accepted = new Map<net.Socket, SourceWorkload>();
+  /** Captured connections by peer `ip:port`, until their pod -> proxy leg is attributed (first dial). */
+  private readonly untagged = new Map<string, TcpConnection>();
   /** HTTP/1.1 upstream connections (one undici Client each), counted against their cluster's breaker. */
   private readonly upstream: UpstreamConnections<Client>;
   /** h2c upstream sessions, keyed by h2cKey. */
@@ -277,6 +282,15 @@ export class OutboundServer {
     sock.once('close', () => this.accepted.delete(sock));
     const plan = this.opts.planner.plan(orig.ip, orig.port);
     const peer = `${peerIp}:${peerPort}`;
+    if (this.opts.tcp) {
+      const tcp = this.opts.tcp;
+      const conn = { localIp, localPort, remoteIp: peerIp, remotePort: peerPort };
+      this.untagged.set(peer, conn);
+      sock.once('close', () => {
+        this.untagged.delete(peer);
+        tcp.untag(conn);
+      });
+    }
     if (plan.kind === 'http') {
       // HTTP/1.1 or h2c (prior knowledge, e.g. gRPC): both are routed per request.
       sniffH2c(
@@ -484,6 +498,12 @@ export class OutboundServer {
     /** How this proxy carries the connection; the receiving node follows it. */
     protocol: PortProtocol,
   ): Promise<Duplex> {
+    const pair = {
+      source: { namespace: source.namespace, workload: source.name },
+      destination:
+        ep.namespace && ep.workload ? { namespace: ep.namespace, workload: ep.workload } : undefined,
+    };
+    this.tagDownstream(peer, pair);
     if (ep.local) {
       const destination = this.opts.localWorkloads.byIp(ep.ip);
       if (!destination) return Promise.reject(new Error(`no local workload at ${ep.ip}`));
@@ -493,7 +513,21 @@ export class OutboundServer {
         if (!verdict.allowed)
           return Promise.reject(new TunnelError('denied by authorization policy', 'refused', 403));
       }
-      return connectTcp(ep.ip, port, timeoutMs);
+      const up = connectTcp(ep.ip, port, timeoutMs);
+      const tcp = this.opts.tcp;
+      if (!tcp) return up;
+      const local = { namespace: destination.namespace, workload: destination.name };
+      return up.then((s) => {
+        const conn = {
+          localIp: s.localAddress,
+          localPort: s.localPort,
+          remoteIp: s.remoteAddress,
+          remotePort: s.remotePort,
+        };
+        if (tcp.tag(conn, { source: pair.source, destination: local, leg: 'proxy_pod' }))
+          s.once('close', () => tcp.untag(conn));
+        return s;
+      });
     }
     if (!ep.tunnelAddress || !ep.spiffeId) {
       return Promise.reject(new Error(`endpoint ${ep.ip} has no tunnel address or identity in its metadata`));
@@ -506,7 +540,23 @@ export class OutboundServer {
       forwardedFor: peer,
       baggage: `k8s.namespace.name=${source.namespace},k8s.workload.name=${source.name},app.version=${source.version ?? 'unknown'},${protocolBaggage(protocol)}`,
       connectTimeoutMs: timeoutMs,
+      pair,
     });
+  }
+
+  /**
+   * A captured connection's pod -> proxy leg belongs to the source and the
+   * destination of its first dial (later requests on a keep-alive connection
+   * may go elsewhere; the leg is attributed once).
+   */
+  private tagDownstream(
+    peer: string,
+    pair: { source: WorkloadRef; destination: WorkloadRef | undefined },
+  ): void {
+    const conn = this.opts.tcp && this.untagged.get(peer);
+    if (!conn) return;
+    this.untagged.delete(peer);
+    this.opts.tcp!.tag(conn, { ...pair, leg: 'pod_proxy' });
   }
 
   /**

@@ -20,6 +20,8 @@ export interface AdminHandlers {
   configDump(): unknown;
   /** Extra read-only JSON views by path (e.g. `/explain/outbound`); undefined when none serves it. */
   view?(path: string): ((query: URLSearchParams) => unknown) | undefined;
+  /** Kernel TCP health per workload pair (/stats/tcp). */
+  tcpHealth(): unknown;
 }
 
 export class AdminServer {
@@ -105,12 +107,13 @@ export class AdminServer {
         sendJson(res, r.ready ? 200 : 503, r);
         return;
       }
+      case '/stats/tcp':
       case '/stats/config': {
         let body: unknown;
         try {
-          body = this.handlers.configDump();
+          body = path === '/stats/tcp' ? this.handlers.tcpHealth() : this.handlers.configDump();
         } catch (err) {
-          this.log.warn('config dump failed', { err });
+          this.log.warn(`${path} failed`, { err });
           sendJson(res, 500, { error: String(err) });
           return;
         }
@@ -135,7 +138,15 @@ export class AdminServer {
         }
         sendJson(res, 404, {
           error: 'not found',
-          paths: ['/metrics', '/healthz', '/ready', '/stats/config', '/explain/outbound', '/explain/inbound'],
+          paths: [
+            '/metrics',
+            '/healthz',
+            '/ready',
+            '/stats/config',
+            '/stats/tcp',
+            '/explain/outbound',
+            '/explain/inbound',
+          ],
         });
       }
     }

@@ -15,6 +15,7 @@ import { toPrometheusText } from './exposition.js';
 import { MeshMetrics } from './metrics.js';
 import { DURATION_BUCKETS_MS, RequestMetrics } from './request-metrics.js';
 import { fromSnapshot, type MetricsSnapshot, mergeSnapshots, toSnapshot } from './snapshot.js';
+import { tcpHealthReport } from './tcp-health.js';
 import { TcpMetrics } from './tcp-metrics.js';
 import { type MeshSpanKind, MeshTracer, type SpanHandle } from './tracer.js';
 import type {
@@ -26,6 +27,7 @@ import type {
   SvidInfo,
   TcpCloseEvent,
   TcpEvent,
+  TcpHealthPair,
   XdsState,
 } from './types.js';
 import { type SnapshotSource, WorkerMetrics } from './workers.js';
@@ -104,6 +106,7 @@ export class MeshTelemetry {
   private ready = { ready: false, reason: 'starting' };
   private configDumpSource: (() => unknown) | null = null;
   private readonly views = new Map<string, (query: URLSearchParams) => unknown>();
+  private tcpHealthSource: (() => readonly TcpHealthPair[]) | null = null;
   private boundPort: number | null = null;
   private closed = false;
   private readonly closeTimeoutMs: number;
@@ -149,6 +152,7 @@ export class MeshTelemetry {
         readiness: () => this.ready,
         configDump: () => this.configDumpSource?.() ?? {},
         view: (path) => this.views.get(path),
+        tcpHealth: () => tcpHealthReport(this.tcpHealthSource),
       },
       this.log,
     );
@@ -310,6 +314,12 @@ export class MeshTelemetry {
 
   observeBpfCounters(source: (() => BpfCounters) | null): void {
     this.metrics.observeBpfCounters(source);
+  }
+
+  /** Kernel TCP health per workload pair: metrics at scrape time and JSON on /stats/tcp. */
+  observeTcpHealth(source: (() => readonly TcpHealthPair[]) | null): void {
+    this.tcpHealthSource = source;
+    this.metrics.observeTcpHealth(source);
   }
 
   /** Exports pending spans and hands pending access log lines to the sink. */

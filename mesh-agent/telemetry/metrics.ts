@@ -19,6 +19,7 @@ import type {
   SvidInfo,
   TcpCloseEvent,
   TcpEvent,
+  TcpHealthPair,
   XdsState,
 } from './types.js';
 
@@ -38,6 +39,15 @@ export const METRIC = {
   xdsConfigVersion: 'sockmesh_xds_config_version_info',
   svidExpiry: 'sockmesh_svid_expiry_seconds',
   bpfCounter: 'sockmesh_bpf_counter_total',
+  tcpHealthConnections: 'sockmesh_tcp_health_connections_total',
+  tcpHealthFailures: 'sockmesh_tcp_health_failures_total',
+  tcpHealthRetransmits: 'sockmesh_tcp_health_retransmits_total',
+  tcpHealthRtos: 'sockmesh_tcp_health_rtos_total',
+  tcpHealthRttSamples: 'sockmesh_tcp_health_rtt_samples_total',
+  tcpHealthSrttSum: 'sockmesh_tcp_health_srtt_microseconds_total',
+  tcpHealthRttvarSum: 'sockmesh_tcp_health_rttvar_microseconds_total',
+  tcpHealthSrtt: 'sockmesh_tcp_health_srtt_microseconds',
+  tcpHealthRttvar: 'sockmesh_tcp_health_rttvar_microseconds',
   accessLogDropped: 'sockmesh_access_log_dropped_total',
 } as const;
 
@@ -55,6 +65,7 @@ export class MeshMetrics {
   private xdsSource: Source<XdsState> | null = null;
   private svidSource: Source<readonly SvidInfo[]> | null = null;
   private bpfSource: Source<BpfCounters> | null = null;
+  private tcpHealthSource: Source<readonly TcpHealthPair[]> | null = null;
   private logDropSource: Source<number> | null = null;
 
   /**
@@ -114,6 +125,69 @@ export class MeshMetrics {
         description: 'Counters read from the kernel programs, by counter name',
       })
       .addCallback((r) => this.collectBpf(r));
+    this.registerTcpHealth(meter);
+  }
+
+  /** Kernel TCP health per workload pair: one map read per scrape for all nine series. */
+  private registerTcpHealth(meter: Meter): void {
+    const counter = (name: string, description: string, unit?: string) =>
+      meter.createObservableCounter(name, { description, ...(unit ? { unit } : {}) });
+    const counters = [
+      [
+        counter(METRIC.tcpHealthConnections, 'Connections the kernel measured, by workload pair and leg'),
+        'connections',
+      ],
+      [
+        counter(
+          METRIC.tcpHealthFailures,
+          'Connections that failed to connect or ended by a reset or a timeout',
+        ),
+        'failures',
+      ],
+      [counter(METRIC.tcpHealthRetransmits, 'TCP segments retransmitted'), 'retransmits'],
+      [counter(METRIC.tcpHealthRtos, 'TCP retransmission timeouts'), 'rtos'],
+      [counter(METRIC.tcpHealthRttSamples, 'RTT samples taken (one per ACK of new data)'), 'rttSamples'],
+      [
+        counter(
+          METRIC.tcpHealthSrttSum,
+          'Sum of the smoothed RTT at each sample (divide by the samples)',
+          'us',
+        ),
+        'srttSumUs',
+      ],
+      [
+        counter(METRIC.tcpHealthRttvarSum, 'Sum of the RTT mean deviation (jitter) at each sample', 'us'),
+        'rttvarSumUs',
+      ],
+    ] as const;
+    const gauges = [
+      [
+        meter.createObservableGauge(METRIC.tcpHealthSrtt, {
+          description: 'Smoothed RTT at the latest sample',
+          unit: 'us',
+        }),
+        'srttUs',
+      ],
+      [
+        meter.createObservableGauge(METRIC.tcpHealthRttvar, {
+          description: 'RTT mean deviation (jitter) at the latest sample',
+          unit: 'us',
+        }),
+        'rttvarUs',
+      ],
+    ] as const;
+    const all = [...counters, ...gauges];
+    meter.addBatchObservableCallback(
+      (r) => {
+        const pairs = this.tcpHealthSource?.();
+        if (!pairs) return;
+        for (const p of pairs) {
+          const labels = tcpHealthLabels(p);
+          for (const [instrument, field] of all) r.observe(instrument, p[field], labels);
+        }
+      },
+      all.map(([instrument]) => instrument),
+    );
   }
 
   requestCompleted(ev: RequestEvent): void {
@@ -188,6 +262,11 @@ export class MeshMetrics {
     this.bpfSource = source;
   }
 
+  /** The kernel's TCP health per workload pair, read at scrape time. */
+  observeTcpHealth(source: Source<readonly TcpHealthPair[]> | null): void {
+    this.tcpHealthSource = source;
+  }
+
   private collectXdsConnected(r: ObservableResult<Attributes>): void {
     const s = this.xdsSource?.();
     if (s) r.observe(s.connected ? 1 : 0);
@@ -211,4 +290,15 @@ export class MeshMetrics {
     if (!counters) return;
     for (const [name, value] of Object.entries(counters)) r.observe(Number(value), { counter: name });
   }
+}
+
+/** The mesh's peer labels for a kernel pair; `leg` says which hop was measured. */
+export function tcpHealthLabels(p: TcpHealthPair): Attributes {
+  return {
+    leg: p.leg,
+    source_workload: p.source?.workload || UNKNOWN,
+    source_namespace: p.source?.namespace || UNKNOWN,
+    destination_workload: p.destination?.workload || UNKNOWN,
+    destination_namespace: p.destination?.namespace || UNKNOWN,
+  };
 }

@@ -1,5 +1,6 @@
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import tls from 'node:tls';
+import type { TcpTagger, WorkloadRef } from '../../bpf-sockops/index.js';
 import {
   chainFromPeerCertificate,
   svidSecureContextOptions,
@@ -25,6 +26,8 @@ export interface TunnelTarget {
   baggage?: string;
   /** How long the TLS + h2 handshake and the CONNECT answer may take. */
   connectTimeoutMs?: number;
+  /** The workloads this stream is for: a new session's TCP health is attributed to them (kernel TCP health). */
+  pair?: { source: WorkloadRef; destination: WorkloadRef | undefined };
 }
 
 export class TunnelError extends Error {
@@ -56,9 +59,19 @@ interface PooledSession {
 export class TunnelPool {
   private readonly sessions = new Map<string, PooledSession>();
   private readonly log: Logger;
+  private readonly tcp: TcpTagger | undefined;
+  private readonly localIp: string | undefined;
 
-  constructor(opts: { log?: Logger } = {}) {
+  /**
+   * `tcp` attributes each session's TCP connection to the workload pair that
+   * opened it (sessions are per identity pair, so its streams are that pair's
+   * or another workload's of the same identities); `localIp` is the address
+   * sessions leave from, for the dial tag that attributes a failed connect.
+   */
+  constructor(opts: { log?: Logger; tcp?: TcpTagger; localIp?: string } = {}) {
     this.log = opts.log ?? nullLogger;
+    this.tcp = opts.tcp;
+    this.localIp = opts.localIp;
   }
 
   get size(): number {
@@ -193,6 +206,7 @@ export class TunnelPool {
         });
         // Small request/response frames must not wait for Nagle and delayed ACKs (~40-200 ms stalls).
         socket.setNoDelay(true);
+        if (this.tcp && t.pair) tagSession(this.tcp, this.localIp, socket, host, Number(portStr), t.pair);
         return socket;
       },
     });
@@ -222,6 +236,28 @@ export class TunnelPool {
     session.unref();
     return { session, ready, source: t.source.spiffeId.uri, sourceSerial: t.source.serial };
   }
+}
+
+/** The TLS connect has not reached the kernel yet (it is issued on the next tick): dial tag now, exact tag once connected. */
+function tagSession(
+  tcp: TcpTagger,
+  localIp: string | undefined,
+  socket: tls.TLSSocket,
+  host: string,
+  port: number,
+  pair: { source: WorkloadRef; destination: WorkloadRef | undefined },
+): void {
+  const tcpPair = { source: pair.source, destination: pair.destination, leg: 'tunnel' as const };
+  if (localIp) tcp.dial(localIp, { ip: host, port }, tcpPair);
+  socket.once('connect', () => {
+    const conn = {
+      localIp: socket.localAddress,
+      localPort: socket.localPort,
+      remoteIp: socket.remoteAddress,
+      remotePort: socket.remotePort,
+    };
+    if (tcp.tag(conn, tcpPair)) socket.once('close', () => tcp.untag(conn));
+  });
 }
 
 function splitHostPort(addr: string): [string, string] {

@@ -7,36 +7,25 @@
  * may rise.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { BPF_ANY, loadAddon, OBJ_DIR } from '../../../bpf-sockops/addon.js';
 import type { SockopsDataplane, TcpPairHealth } from '../../../bpf-sockops/index.js';
 import { TestBed } from '../../../lab/testbed.js';
 import type { LabNode } from '../../../lab/types.js';
+import { LossInjector } from '../../helpers/loss.js';
 import { Fixtures, openDataplane, runToEnd } from './helpers.js';
 
 const LOSSY_PORT = 7101;
 const CLEAN_PORT = 7102;
 const REFUSED_PORT = 7103;
 
-/** The loss injector's one config entry: port, drop share in per mille, then counters. */
-function lossConfig(port: number, perMille: number): Buffer {
-  const b = Buffer.alloc(24);
-  b.writeUInt16LE(port, 0);
-  b.writeUInt16LE(perMille, 2);
-  return b;
-}
-
 describe('TCP health per workload pair', { timeout: 120_000 }, () => {
   let bed: TestBed;
   let node1: LabNode;
   let node2: LabNode;
   let dp: SockopsDataplane | undefined;
-  let lossMap = -1;
+  let loss: LossInjector | undefined;
   const fixtures = new Fixtures();
-  const addon = loadAddon();
 
   const pair = (dst: string): TcpPairHealth | undefined =>
     dp!.tcpHealth
@@ -78,43 +67,17 @@ describe('TCP health per workload pair', { timeout: 120_000 }, () => {
     ]);
     await server.waitFor((e) => e.event === 'listening', 20_000, 'listening');
 
-    // The injector: loaded and pinned under this bed's bpffs root (removed with the bed).
-    const pinDir = join(bed.bpffsRoot, 'loss');
-    mkdirSync(pinDir, { recursive: true });
-    const loaded = addon.loadObject(join(OBJ_DIR, 'test', 'loss.bpf.o'), pinDir);
-    const prog = loaded.progs.find((p) => p.name === 'sm_test_drop');
-    assert.ok(prog, 'loss injector not built (npm run build:bpf)');
-    addon.objPin(prog.fd, join(pinDir, 'prog'));
-    for (const p of loaded.progs) addon.close(p.fd);
-    for (const m of loaded.maps) {
-      if (m.name === 'sm_test_loss') lossMap = m.fd;
-      else addon.close(m.fd);
-    }
-    for (const argv of [
-      ['qdisc', 'add', 'dev', 'eth0', 'clsact'],
-      [
-        'filter',
-        'add',
-        'dev',
-        'eth0',
-        'ingress',
-        'bpf',
-        'direct-action',
-        'object-pinned',
-        join(pinDir, 'prog'),
-      ],
-    ]) {
-      // nsenter, not `ip netns exec`: that remounts /sys and would hide the pinned program.
-      const r = spawnSync('nsenter', [`--net=/run/netns/${node2.netns}`, 'tc', ...argv], {
-        encoding: 'utf8',
-      });
-      assert.equal(r.status, 0, `tc ${argv.join(' ')}: ${r.stderr}`);
-    }
+    loss = LossInjector.attach({
+      pinDir: join(bed.bpffsRoot, 'loss'),
+      netns: node2.netns,
+      dev: 'eth0',
+      direction: 'ingress',
+    });
   });
 
   after(async () => {
     await fixtures.stopAll();
-    if (lossMap >= 0) addon.close(lossMap);
+    loss?.close();
     try {
       dp?.detach();
     } finally {
@@ -139,18 +102,17 @@ describe('TCP health per workload pair', { timeout: 120_000 }, () => {
   test('loss on the link for one pair raises its retransmits only', async () => {
     const before = { lossy: pair('reviews-v2')!, clean: pair('ratings')! };
     // 5% of the lossy connection's segments from node1 never reach node2: node1 retransmits.
-    addon.mapUpdate(lossMap, Buffer.alloc(4), lossConfig(LOSSY_PORT, 50), BPF_ANY);
-    let counters: Buffer | null;
+    loss!.set(LOSSY_PORT, 50);
+    let counters: { seen: bigint; dropped: bigint };
     try {
       await traffic(3000);
     } finally {
-      counters = addon.mapLookup(lossMap, Buffer.alloc(4), 24);
-      addon.mapUpdate(lossMap, Buffer.alloc(4), lossConfig(0, 0), BPF_ANY);
+      counters = loss!.counters();
+      loss!.set(0, 0);
     }
     const lossy = pair('reviews-v2')!;
     const clean = pair('ratings')!;
-    const dropped = counters!.readBigUInt64LE(8);
-    const seen = counters!.readBigUInt64LE(16);
+    const { dropped, seen } = counters;
     assert.ok(dropped > 0n, `the injector dropped nothing (saw ${seen} packets of the port)`);
     assert.ok(
       lossy.retransmits - before.lossy.retransmits >= 5,

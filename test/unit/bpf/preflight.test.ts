@@ -91,6 +91,15 @@ describe('preflight', () => {
     assert.equal(e?.code, 'SOCKMESH_E_KERNEL_FEATURE');
     assert.match(e?.message ?? '', /program type sk_msg, map type sockhash/);
   });
+  test('a kernel without the TCP health callbacks is named with the version it needs', () => {
+    const [e, ...rest] = evaluatePreflight({ ...ok, kernelRelease: '5.4.0-150-generic' });
+    assert.equal(e?.code, 'SOCKMESH_E_KERNEL_FEATURE');
+    assert.match(e?.message ?? '', /kernel 5\.4\.0-150-generic lacks the sockops callbacks TCP health needs/);
+    assert.match(e?.hint ?? '', /Linux >= 5\.10/);
+    assert.equal(rest.length, 0);
+    for (const fine of ['5.10.0', '6.1.0-28-amd64', '6.18.44-fc-v1300', 'unparseable'])
+      assert.deepEqual(codes({ ...ok, kernelRelease: fine }), [], fine);
+  });
   test('findings come most fundamental first', () => {
     assert.deepEqual(codes({ ...ok, uid: 1, btfPresent: false, addonBuilt: false }), [
       'SOCKMESH_E_NOT_ROOT',

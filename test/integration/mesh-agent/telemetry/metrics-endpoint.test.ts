@@ -241,6 +241,74 @@ test('scrape-time gauges: xDS state and versions, SVID expiry, BPF counters', as
   assert.equal(sample(text, 'sockmesh_bpf_counter_total', { counter: 'redirected' }), 9);
 });
 
+test('kernel TCP health per workload pair: metrics with the mesh labels, JSON on /stats/tcp', async (t) => {
+  const { tel, scrape, get } = await start(t);
+  assert.deepEqual(JSON.parse((await get('/stats/tcp')).body), { measured: false, pairs: [] });
+  const frontend = { namespace: 'shop', workload: 'frontend-1' };
+  const pair = (destination: typeof frontend | undefined, leg: string, retransmits: number) => ({
+    source: frontend,
+    destination,
+    leg,
+    connections: 3,
+    failures: 1,
+    retransmits,
+    rtos: 2,
+    rttSamples: 10,
+    srttMeanUs: 150,
+    srttUs: 180,
+    rttvarMeanUs: 40,
+    rttvarUs: 55,
+    srttSumUs: 1500,
+    rttvarSumUs: 400,
+  });
+  const pairs = [
+    pair({ namespace: 'shop', workload: 'reviews-v2-1' }, 'tunnel', 42),
+    pair(undefined, 'pod_proxy', 0),
+  ];
+  tel.observeTcpHealth(() => pairs);
+  const text = await scrape();
+  const lossy = {
+    leg: 'tunnel',
+    source_workload: 'frontend-1',
+    source_namespace: 'shop',
+    destination_workload: 'reviews-v2-1',
+    destination_namespace: 'shop',
+  };
+  assert.match(text, /# TYPE sockmesh_tcp_health_retransmits_total counter/);
+  assert.match(text, /# TYPE sockmesh_tcp_health_srtt_microseconds gauge/);
+  assert.equal(sample(text, 'sockmesh_tcp_health_retransmits_total', lossy), 42);
+  assert.equal(sample(text, 'sockmesh_tcp_health_connections_total', lossy), 3);
+  assert.equal(sample(text, 'sockmesh_tcp_health_failures_total', lossy), 1);
+  assert.equal(sample(text, 'sockmesh_tcp_health_rtos_total', lossy), 2);
+  assert.equal(sample(text, 'sockmesh_tcp_health_rtt_samples_total', lossy), 10);
+  assert.equal(sample(text, 'sockmesh_tcp_health_srtt_microseconds_total', lossy), 1500);
+  assert.equal(sample(text, 'sockmesh_tcp_health_rttvar_microseconds_total', lossy), 400);
+  assert.equal(sample(text, 'sockmesh_tcp_health_srtt_microseconds', lossy), 180);
+  assert.equal(sample(text, 'sockmesh_tcp_health_rttvar_microseconds', lossy), 55);
+  assert.equal(
+    sample(text, 'sockmesh_tcp_health_retransmits_total', {
+      leg: 'pod_proxy',
+      destination_workload: 'unknown',
+      destination_namespace: 'unknown',
+    }),
+    0,
+  );
+  const json = JSON.parse((await get('/stats/tcp')).body);
+  assert.equal(json.measured, true);
+  assert.deepEqual(
+    json.pairs.map((p: { leg: string; retransmits: number }) => [p.leg, p.retransmits]),
+    [
+      ['tunnel', 42],
+      ['pod_proxy', 0],
+    ],
+  );
+  tel.observeTcpHealth(() => {
+    throw new Error('map gone');
+  });
+  assert.equal((await get('/stats/tcp')).status, 500);
+  await scrape(); // a failing kernel read does not break the scrape
+});
+
 test('a throwing scrape-time source does not break the scrape', async (t) => {
   const { tel, scrape } = await start(t);
   tel.observeBpfCounters(() => {
