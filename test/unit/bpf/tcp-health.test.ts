@@ -43,7 +43,7 @@ describe('TCP health codec', () => {
 
   test('statistics decode at the C layout offsets and means come from the sums', () => {
     const v = Buffer.alloc(TCP_STATS_SIZE);
-    [3n, 1n, 40n, 2n, 4n, 400n, 80n].forEach((n, i) => v.writeBigUInt64LE(n, i * 8));
+    for (const [i, n] of [3n, 1n, 40n, 2n, 4n, 400n, 80n].entries()) v.writeBigUInt64LE(n, i * 8);
     v.writeUInt32LE(120, 56);
     v.writeUInt32LE(30, 60);
     const raw = decodeTcpStats(v);
