@@ -68,7 +68,7 @@ describe('kernel TCP health per workload pair (2 nodes, loss on the underlay)', 
     await mesh?.stop();
   });
 
-  it('raises the retransmits of the lossy pair only, with the workload labels', async () => {
+  it('raises the retransmits of the lossy pair only, with the workload labels', async (t) => {
     // The clean pair's tunnel session first, then the lossy pair's: the new port is the lossy one.
     assert.equal((await call(mesh, 'shop/frontend-1', RATINGS)).status, 200);
     const clean = await tunnelPorts();
@@ -76,7 +76,8 @@ describe('kernel TCP health per workload pair (2 nodes, loss on the underlay)', 
     const lossy = [...(await tunnelPorts())].filter((p) => !clean.has(p));
     assert.equal(lossy.length, 1, `one new tunnel session expected, got ${JSON.stringify(lossy)}`);
 
-    loss!.set(lossy[0]!, 50);
+    // 10% of the session's packets: HTTP/2 packs many requests per segment, so there are few.
+    loss!.set(lossy[0]!, 100);
     let counters: { seen: bigint; dropped: bigint };
     try {
       const [v2, ratings] = await Promise.all([
@@ -94,11 +95,20 @@ describe('kernel TCP health per workload pair (2 nodes, loss on the underlay)', 
     const text = (await mesh.agentGet('node1', '/metrics')).body;
     const retrans = (dst: string) =>
       metric(text, 'sockmesh_tcp_health_retransmits_total', labels('tunnel', dst));
-    assert.ok(
-      retrans('reviews-v2-1') >= 3,
-      `lossy pair retransmitted ${retrans('reviews-v2-1')} segments (${counters.dropped} packets dropped)`,
+    const lossyRetrans = retrans('reviews-v2-1');
+    const cleanRetrans = retrans('ratings-1');
+    t.diagnostic(
+      `retransmits: lossy ${lossyRetrans}, clean ${cleanRetrans}; ${counters.dropped} of ${counters.seen} dropped`,
     );
-    assert.equal(retrans('ratings-1'), 0, 'the clean pair on the same link retransmitted');
+    assert.ok(
+      lossyRetrans >= 10,
+      `lossy pair retransmitted ${lossyRetrans} segments (${counters.dropped} dropped)`,
+    );
+    // ~0, not 0: on a loaded machine a tail loss probe can fire before a late ACK (a spurious retransmit).
+    assert.ok(
+      cleanRetrans <= 2 && cleanRetrans * 4 <= lossyRetrans,
+      `the clean pair on the same link retransmitted ${cleanRetrans} segments (lossy: ${lossyRetrans})`,
+    );
     for (const dst of ['reviews-v2-1', 'ratings-1']) {
       assert.ok(
         metric(text, 'sockmesh_tcp_health_connections_total', labels('tunnel', dst)) >= 1,
