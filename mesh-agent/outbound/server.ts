@@ -546,7 +546,7 @@ export class OutboundServer {
 
   /**
    * A captured connection's pod -> proxy leg belongs to the source and the
-   * destination of its first dial (later requests on a keep-alive connection
+   * destination of its first routed request or connection (later requests on a keep-alive connection
    * may go elsewhere; the leg is attributed once).
    */
   private tagDownstream(
@@ -749,6 +749,8 @@ export class OutboundServer {
     method: string,
     path: string,
   ): { denied: string } | undefined {
+    // A pooled upstream connection needs no dial: the routed request attributes the pod's leg.
+    this.tagDownstream(ctx.peer, workloadPair(ctx.source, ep));
     delete headers['x-forwarded-client-cert'];
     if (!ep.local) {
       // The destination node relays HTTP as bytes unless a policy there reads requests, so the
@@ -961,5 +963,16 @@ function watchClose(e: NodeJS.EventEmitter): (leave: () => void) => () => void {
   return (leave) => {
     e.once('close', leave);
     return () => e.off('close', leave);
+  };
+}
+
+/** The workloads a connection serves, as kernel TCP health labels them. */
+function workloadPair(
+  source: SourceWorkload,
+  ep: Endpoint,
+): { source: WorkloadRef; destination: WorkloadRef | undefined } {
+  return {
+    source: { namespace: source.namespace, workload: source.name },
+    destination: ep.namespace && ep.workload ? { namespace: ep.namespace, workload: ep.workload } : undefined,
   };
 }

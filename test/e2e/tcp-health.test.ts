@@ -120,7 +120,8 @@ describe('kernel TCP health per workload pair (2 nodes, loss on the underlay)', 
   });
 
   it('measures the node-local legs and serves the pairs as JSON', async () => {
-    assert.equal((await call(mesh, 'shop/frontend-1', REVIEWS_V1)).status, 200);
+    // Three callers' connections, one pooled upstream connection: each captured connection is counted.
+    for (let i = 0; i < 3; i++) assert.equal((await call(mesh, 'shop/frontend-1', REVIEWS_V1)).status, 200);
     const report = JSON.parse((await mesh.agentGet('node1', '/stats/tcp')).body) as TcpHealthReport;
     assert.equal(report.measured, true);
     const find = (leg: string, dst: string) =>
@@ -129,7 +130,7 @@ describe('kernel TCP health per workload pair (2 nodes, loss on the underlay)', 
       );
     // proxy -> reviews-v1-1 on node1, and frontend-1's captured connection to the proxy.
     assert.ok(find('proxy_pod', 'reviews-v1-1')?.connections, JSON.stringify(report.pairs));
-    assert.ok(find('pod_proxy', 'reviews-v1-1')?.connections, JSON.stringify(report.pairs));
+    assert.equal(find('pod_proxy', 'reviews-v1-1')?.connections, 3, JSON.stringify(report.pairs));
     assert.ok(find('tunnel', 'reviews-v2-1'), JSON.stringify(report.pairs));
     const status = JSON.parse((await mesh.agentGet('node1', '/stats/config')).body) as {
       tcpHealth: TcpHealthReport;
