@@ -119,6 +119,11 @@ export interface LocalMeshOptions {
    */
   workloadApi?: boolean;
   /**
+   * The flags that choose where each node's agent takes its SVIDs from, instead of `--ca-dir` (or
+   * the `workloadApi` stand-in): e.g. a real SPIRE agent's `--workload-api <socket>`.
+   */
+  agentIdentityArgs?: (node: string) => string[];
+  /**
    * On Kubernetes: a real API server, controller-manager and storage on loopback (scripts/k8s/build.sh
    * builds them), the lab kubelet realizing the Pods, the control plane reading the API, and the
    * manifests applied with kubectl (README, "The lab on Kubernetes").
@@ -165,7 +170,8 @@ export function meshPaths(bed: TestBed): MeshPaths {
   };
 }
 
-async function loadModel(dir: string, trustDomain: string): Promise<MeshModel> {
+/** The mesh model of a manifests directory, as `LocalMesh.start` builds it. */
+export async function loadModel(dir: string, trustDomain: string): Promise<MeshModel> {
   if (!existsSync(dir)) {
     throw new SockmeshError('SOCKMESH_E_NOT_FOUND', `manifest directory ${dir} does not exist`);
   }
@@ -392,9 +398,11 @@ export class LocalMesh {
         node.cgroupPath,
         '--bpffs',
         node.bpffsDir,
-        ...(opts.workloadApi
-          ? ['--workload-api', this.workloadApiSocket(node.name)]
-          : ['--ca-dir', paths.ca]),
+        ...(opts.agentIdentityArgs
+          ? opts.agentIdentityArgs(node.name)
+          : opts.workloadApi
+            ? ['--workload-api', this.workloadApiSocket(node.name)]
+            : ['--ca-dir', paths.ca]),
         ...(opts.svidTtlSeconds ? ['--svid-ttl', String(opts.svidTtlSeconds)] : []),
         ...(opts.accessLog ? ['--access-log'] : []),
         ...(opts.agentWorkers ? ['--workers', String(opts.agentWorkers)] : []),
