@@ -19,10 +19,12 @@ RUN npm run build \
  && npm prune --omit=dev --no-fund --no-audit \
  && mkdir -p /out \
  && cp -a package.json bin dist node_modules /out/ \
- && mkdir -p /out/bpf-sockops /out/certs/workload-api/peercred /out/mesh-agent/handoff/fdpass \
+ && mkdir -p /out/bpf-sockops /out/certs/workload-api/peercred /out/certs/delegated-identity /out/mesh-agent/handoff/fdpass \
  && cp -a bpf-sockops/obj /out/bpf-sockops/ \
  && mkdir -p /out/bpf-sockops/addon && cp -a bpf-sockops/addon/build /out/bpf-sockops/addon/ \
  && cp -a certs/workload-api/peercred/build /out/certs/workload-api/peercred/ \
+ && cp -a certs/workload-api/workload.proto /out/certs/workload-api/ \
+ && cp -a certs/delegated-identity/proto /out/certs/delegated-identity/ \
  && cp -a mesh-agent/handoff/fdpass/build /out/mesh-agent/handoff/fdpass/
 
 FROM ${NODE_IMAGE}-slim

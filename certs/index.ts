@@ -11,6 +11,12 @@ export {
 export { DEFAULT_CA_DIR, loadAuthority, resolveCaDir } from './ca/store.js';
 export { type ConformanceRule, svidViolations, type Violation } from './conformance.js';
 export {
+  DelegatedIdentityClient,
+  formatSelectors,
+  kubernetesSelectors,
+  type Selector,
+} from './delegated-identity/client.js';
+export {
   backoffDelayMs,
   caRotator,
   type RotatorOptions,
@@ -49,7 +55,7 @@ export {
   verifyTlsPeer,
 } from './tls.js';
 export { type VerifyFailureCode, type VerifyOptions, type VerifyResult, verifyPeer } from './verify.js';
-export { WorkloadApiClient, type X509Context } from './workload-api/client.js';
+export { WorkloadApiClient, type X509Context, type X509ContextWatcher } from './workload-api/client.js';
 export { ENDPOINT_ENV, endpointTarget, resolveEndpoint } from './workload-api/endpoint.js';
 export {
   type CallerEntitlements,

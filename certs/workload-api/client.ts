@@ -53,7 +53,14 @@ export interface WatchHandle {
   cancel(): void;
 }
 
-export class WorkloadApiClient {
+/** A stream of complete X.509 contexts: the Workload API's FetchX509SVID, or SPIRE's Delegated Identity API. */
+export interface X509ContextWatcher {
+  /** Where it reads from, for logs and status. */
+  readonly address: string;
+  watchX509Context(onUpdate: (ctx: X509Context) => void, onError: (err: Error) => void): WatchHandle;
+}
+
+export class WorkloadApiClient implements X509ContextWatcher {
   readonly address: string;
   private readonly client: grpc.Client;
 

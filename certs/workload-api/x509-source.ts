@@ -10,7 +10,7 @@ import { createLogger, type Logger } from '../../lib/log.js';
 import { backoffDelayMs } from '../rotator.js';
 import type { SvidListener, SvidSource } from '../source.js';
 import { isExpired, type TrustBundle, type X509Svid } from '../svid.js';
-import type { WatchHandle, WorkloadApiClient, X509Context } from './client.js';
+import type { WatchHandle, WorkloadApiClient, X509Context, X509ContextWatcher } from './client.js';
 
 export interface X509SourceStatus {
   /** The stream is open and has delivered a response since it last broke. */
@@ -38,7 +38,7 @@ export class WorkloadApiX509Source {
   private firstWaiters: Array<{ resolve: (c: X509Context) => void; reject: (e: Error) => void }> = [];
 
   constructor(
-    private readonly client: WorkloadApiClient,
+    private readonly client: X509ContextWatcher,
     private readonly opts: { logger?: Logger; backoff?: { initialMs?: number; maxMs?: number } } = {},
   ) {
     this.log = (opts.logger ?? createLogger('certs')).child({

@@ -66,6 +66,7 @@ export function agentOptions(argv: string[]): AgentCommandOptions {
       bpffs: { type: 'string' },
       'ca-dir': { type: 'string' },
       'workload-api': { type: 'string' },
+      'spire-admin-socket': { type: 'string' },
       'svid-ttl': { type: 'string' },
       workers: { type: 'string' },
       'admin-host': { type: 'string' },
@@ -85,16 +86,23 @@ export function agentOptions(argv: string[]): AgentCommandOptions {
         hint: 'see sockmesh agent --help',
       });
   }
-  const workloadApi = v['workload-api'] ?? (v['ca-dir'] ? undefined : process.env[ENDPOINT_ENV]);
-  if (v['workload-api'] && v['ca-dir']) {
-    throw new SockmeshError('SOCKMESH_E_USAGE', '--ca-dir and --workload-api exclude each other', {
-      hint: 'SVIDs come either from the embedded CA or from a Workload API',
+  const spireAdmin = v['spire-admin-socket'];
+  const chosen = (['ca-dir', 'workload-api', 'spire-admin-socket'] as const).filter((k) => v[k]);
+  if (chosen.length > 1) {
+    throw new SockmeshError('SOCKMESH_E_USAGE', `--${chosen.join(' and --')} exclude each other`, {
+      hint: "SVIDs come from one of: the embedded CA, a Workload API, SPIRE's Delegated Identity API",
     });
   }
-  if (!workloadApi && !v['ca-dir']) {
-    throw new SockmeshError('SOCKMESH_E_USAGE', '--ca-dir or --workload-api is required', {
-      hint: `pass the embedded CA directory, or a Workload API socket (or set ${ENDPOINT_ENV})`,
-    });
+  const workloadApi =
+    v['workload-api'] ?? (v['ca-dir'] || spireAdmin ? undefined : process.env[ENDPOINT_ENV]);
+  if (!workloadApi && !v['ca-dir'] && !spireAdmin) {
+    throw new SockmeshError(
+      'SOCKMESH_E_USAGE',
+      '--ca-dir, --workload-api or --spire-admin-socket is required',
+      {
+        hint: `pass the embedded CA directory, a Workload API socket (or set ${ENDPOINT_ENV}), or a SPIRE agent's admin socket`,
+      },
+    );
   }
   for (const k of ['proxy-ip', 'tunnel-ip'] as const) {
     if (!IPV4.test(v[k]!))
@@ -144,7 +152,11 @@ export function agentOptions(argv: string[]): AgentCommandOptions {
     ...(v['kubelet-cgroup-root'] ? { kubeletCgroupRoot: kubeletRootDir(v['kubelet-cgroup-root']) } : {}),
     cgroupDriver: parseCgroupDriver(v['cgroup-driver']),
     bpffsDir: v.bpffs!,
-    ...(workloadApi ? { workloadApi } : { caDir: v['ca-dir']! }),
+    ...(spireAdmin
+      ? { spireAdminSocket: spireAdmin }
+      : workloadApi
+        ? { workloadApi }
+        : { caDir: v['ca-dir']! }),
     ...(ttl === undefined ? {} : { svidTtlMs: ttl * 1000 }),
     ...(workers === undefined ? {} : { workers }),
     ...(v['admin-host'] ? { adminHost: v['admin-host'] } : {}),
@@ -173,7 +185,8 @@ function readPem(file: string, flag: string): Buffer {
 
 export const agentCommand: Command = {
   usage: `Usage: sockmesh agent --node <name> --control-plane <addr> --proxy-ip <ip> --tunnel-ip <ip>
-                      --cgroup <dir> --bpffs <dir> (--ca-dir <dir> | --workload-api <socket>)
+                      --cgroup <dir> --bpffs <dir>
+                      (--ca-dir <dir> | --workload-api <socket> | --spire-admin-socket <socket>)
                       [options]
 
 Runs one node's agent: loads (or adopts) the BPF programs on the node's cgroup,
@@ -206,6 +219,12 @@ pinned so established connections survive a restart.
                            /path/agent.sock or unix:///path/agent.sock; the agent's
                            process must be registered for every local workload's
                            SPIFFE ID (default: $${ENDPOINT_ENV} when --ca-dir is absent)
+  --spire-admin-socket <socket>
+                           take them from SPIRE's Delegated Identity API on the SPIRE
+                           agent's admin socket (its admin_socket_path): the agent asks
+                           for each local identity by its pods' selectors (k8s:ns:<ns>,
+                           k8s:sa:<sa>); SPIRE must list the agent's own SPIFFE ID in
+                           authorized_delegates, and needs no entry per pod for it
   --svid-ttl <seconds>     SVID lifetime with --ca-dir (default 3600)
   --workers <n>            proxy worker processes sharing the listeners (default: one
                            per core with 4+ cores, else 1: the proxy in the agent process)

@@ -14,7 +14,13 @@ import { clusterOutcomes } from '../telemetry/cluster-load.js';
 import { MeshTelemetry } from '../telemetry/mesh-telemetry.js';
 import { tcpHealthReport } from '../telemetry/tcp-health.js';
 import { explainViews } from './explain-views.js';
-import { EmbeddedCaSupply, NodeIdentities, type SvidSupply, WorkloadApiSupply } from './identities.js';
+import {
+  DelegatedIdentitySupply,
+  EmbeddedCaSupply,
+  NodeIdentities,
+  type SvidSupply,
+  WorkloadApiSupply,
+} from './identities.js';
 import { INBOUND_LISTENER, LocalView } from './local-view.js';
 import { OutlierRegistry } from './outliers.js';
 import { meshInboundServer, PermissiveInbound } from './permissive.js';
@@ -52,6 +58,8 @@ export interface AgentOptions {
   caDir?: string;
   /** Take SVIDs and trust bundle from this SPIFFE Workload API (a SPIRE agent) instead of the CA. */
   workloadApi?: string;
+  /** Take them from SPIRE's Delegated Identity API on this SPIRE agent admin socket instead. */
+  spireAdminSocket?: string;
   /**
    * sk_msg splicing of same-node hops. Off by default: the kernel's sockmap receive path can
    * hand a blocking reader EAGAIN (README, "Backpressure on the sk_msg path").
@@ -317,9 +325,10 @@ export class MeshAgent {
     });
   }
 
-  /** The Workload API when given (the CA key is never read then), else the embedded CA. */
+  /** SPIRE's Delegated Identity API or a Workload API when given (the CA key is never read then), else the embedded CA. */
   private async svidSupply(): Promise<SvidSupply> {
-    const { workloadApi, caDir, svidTtlMs } = this.opts;
+    const { workloadApi, spireAdminSocket, caDir, svidTtlMs } = this.opts;
+    if (spireAdminSocket) return new DelegatedIdentitySupply(spireAdminSocket, this.log);
     if (workloadApi) return new WorkloadApiSupply(workloadApi, this.log);
     if (!caDir) {
       throw new SockmeshError('SOCKMESH_E_USAGE', 'the agent needs a CA directory or a Workload API', {

@@ -1,6 +1,9 @@
 import {
   type CertificateAuthority,
   caRotator,
+  DelegatedIdentityClient,
+  formatSelectors,
+  kubernetesSelectors,
   type SvidListener,
   type SvidSource,
   type TrustBundle,
@@ -20,7 +23,7 @@ export interface SuppliedIdentity extends SvidSource {
 
 /** Where the node's SVIDs come from. The agent never needs to know which. */
 export interface SvidSupply {
-  readonly kind: 'embedded-ca' | 'workload-api';
+  readonly kind: 'embedded-ca' | 'workload-api' | 'spire-delegated';
   open(spiffeId: string): SuppliedIdentity;
   /** The trust bundle of the node's trust domain, once known. */
   bundle(): TrustBundle | undefined;
@@ -151,6 +154,119 @@ export class WorkloadApiSupply implements SvidSupply {
 
   stop(): void {
     this.source.stop();
+    this.client.close();
+  }
+}
+
+/**
+ * SVIDs from SPIRE's Delegated Identity API on the SPIRE agent's admin socket: the agent, listed in
+ * SPIRE's `authorized_delegates`, subscribes for each local identity with the selectors of its
+ * pods (`k8s:ns:<ns>`, `k8s:sa:<sa>`), so SPIRE needs entries for the pods only, none per pod
+ * for the agent. An identity no entry matches has no SVID, and nothing is substituted for it.
+ */
+export class DelegatedIdentitySupply implements SvidSupply {
+  readonly kind = 'spire-delegated';
+  private readonly client: DelegatedIdentityClient;
+  private readonly opened = new Map<string, { source: WorkloadApiX509Source; selectors: string }>();
+
+  constructor(
+    adminSocket: string,
+    private readonly log: Logger,
+    private readonly opts: {
+      firstAnswerTimeoutMs?: number;
+      backoff?: { initialMs?: number; maxMs?: number };
+    } = {},
+  ) {
+    this.client = new DelegatedIdentityClient({ socketPath: adminSocket });
+  }
+
+  open(spiffeId: string): SuppliedIdentity {
+    const selectors = kubernetesSelectors(spiffeId);
+    if (!selectors) {
+      this.log.error('no selectors for an identity outside /ns/<ns>/sa/<sa>: it fails closed', { spiffeId });
+      return { ready: Promise.resolve(), current: () => null, subscribe: () => () => {}, stop: () => {} };
+    }
+    const source = new WorkloadApiX509Source(this.client.watcherFor(selectors), {
+      logger: this.log,
+      backoff: this.opts.backoff ?? { initialMs: 250, maxMs: 5000 },
+    });
+    const entry = { source, selectors: formatSelectors(selectors) };
+    this.opened.set(spiffeId, entry);
+    const timeoutMs = this.opts.firstAnswerTimeoutMs ?? 15_000;
+    let timer: NodeJS.Timeout | undefined;
+    const ready = Promise.race([
+      source.start().then(() => {}),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          this.log.error('SPIRE has not answered for a local identity; it fails closed until it does', {
+            address: this.client.address,
+            spiffeId,
+            waitedMs: timeoutMs,
+            lastError: source.status().lastError,
+          });
+          resolve();
+        }, timeoutMs);
+      }),
+    ])
+      .catch(() => {})
+      .finally(() => clearTimeout(timer));
+    const view = source.sourceFor(spiffeId);
+    return {
+      ready,
+      current: view.current,
+      subscribe: view.subscribe,
+      stop: () => {
+        source.stop();
+        if (this.opened.get(spiffeId) === entry) this.opened.delete(spiffeId);
+      },
+    };
+  }
+
+  bundle(): TrustBundle | undefined {
+    for (const { source } of this.opened.values()) {
+      const b = source.context().svids[0]?.bundle;
+      if (b && b.certs.length > 0) return b;
+    }
+    return undefined;
+  }
+
+  whyMissing(spiffeId: string): string {
+    const o = this.opened.get(spiffeId);
+    if (!o) return `${spiffeId} does not name a namespace and service account, so it has no selectors`;
+    const st = o.source.status();
+    const where = `SPIRE's Delegated Identity API at ${this.client.address}`;
+    if (st.connected) {
+      const other = st.spiffeIds.length > 0 ? ` (it issues ${st.spiffeIds.join(', ')} for them)` : '';
+      return `no SPIRE entry for selectors ${o.selectors} issues ${spiffeId} under this node's SPIRE agent${other}: register the pods' identity there`;
+    }
+    if (st.lastError === null) return `${where} has not answered yet`;
+    return `${where} refuses this agent or is unreachable, and no valid SVID is left (${st.lastError})`;
+  }
+
+  status(): Record<string, unknown> {
+    const subs = [...this.opened].map(([spiffeId, { source, selectors }]) => {
+      const st = source.status();
+      return {
+        spiffeId,
+        selectors,
+        connected: st.connected,
+        lastUpdate: st.lastUpdate?.toISOString() ?? null,
+        lastError: st.lastError,
+        issued: st.spiffeIds,
+      };
+    });
+    return {
+      kind: this.kind,
+      address: this.client.address,
+      connected: subs.length > 0 && subs.every((s) => s.connected),
+      subscriptions: subs,
+      trustDomains: this.client.trustBundles().map((b) => b.trustDomain),
+    };
+  }
+
+  stop(): void {
+    for (const { source } of this.opened.values()) source.stop();
+    this.opened.clear();
     this.client.close();
   }
 }

@@ -171,3 +171,65 @@ describe('SPIRE (server + an agent per node) serves the mesh through the Workloa
     assert.ok(serials.node2.size >= 3, `reviews' SVID rotated on node2: ${[...serials.node2]}`);
   });
 });
+
+describe("SPIRE's Delegated Identity API serves the mesh (--spire-admin-socket)", {
+  timeout: 300_000,
+}, () => {
+  const DELEGATE = `spiffe://${TD}/sockmesh/agent`;
+  let spire: Spire;
+  let mesh: LocalMesh;
+
+  before(async () => {
+    const model = await loadModel(SHOP, TD);
+    const nodes = [...model.nodes.keys()].sort();
+    spire = await Spire.start({ trustDomain: TD, nodes, authorizedDelegates: [DELEGATE] });
+    try {
+      for (const node of nodes) {
+        // The sockmesh agent once per node; the pods by their own selectors, never for the agent.
+        await spire.createEntry({
+          parentId: spire.nodeId(node),
+          spiffeId: DELEGATE,
+          selectors: ['unix:uid:0'],
+        });
+        const accounts = new Set(
+          [...model.workloads.values()]
+            .filter((w) => w.node === node)
+            .map((w) => `${w.namespace}/${w.serviceAccount}`),
+        );
+        for (const account of accounts) {
+          const [ns, sa] = account.split('/') as [string, string];
+          await spire.createEntry({
+            parentId: spire.nodeId(node),
+            spiffeId: `spiffe://${TD}/ns/${ns}/sa/${sa}`,
+            selectors: [`k8s:ns:${ns}`, `k8s:sa:${sa}`],
+          });
+        }
+      }
+      mesh = await startShop([], {
+        agentWorkers: 1,
+        agentIdentityArgs: (node) => ['--spire-admin-socket', spire.adminSocket(node)],
+      });
+    } catch (err) {
+      await spire.stop();
+      throw err;
+    }
+  });
+  after(async () => {
+    await mesh?.stop();
+    await spire?.stop();
+  });
+
+  it('mTLS across nodes with delegated SVIDs: the destination sees the pod identity', async () => {
+    const res = await call(mesh, 'shop/frontend-1', REVIEWS_URL, { headers: { 'x-canary': 'true' } });
+    assert.equal(res.status, 200, res.error ?? res.body);
+    const body = JSON.parse(res.body) as { node: string; caller: string };
+    assert.equal(body.node, 'node2');
+    assert.equal(body.caller, FRONTEND_ID);
+    for (const node of ['node1', 'node2']) {
+      const s = (await mesh.agentStatus(node)) as Status;
+      assert.equal(s.identitySupply.kind, 'spire-delegated');
+      assert.deepEqual(s.identitySupply.missing, [], `${node}: every local identity has an SVID`);
+      assert.ok(s.identities.length > 0);
+    }
+  });
+});

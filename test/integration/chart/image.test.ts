@@ -31,6 +31,11 @@ describe('Dockerfile (image contract)', () => {
       assert.ok(dockerfile.includes(`cp -a ${d}/build /out/${d}/`), `${d}/build is not copied`);
   });
 
+  it('copies the .proto files the certs module loads at run time (tsc does not copy them)', () => {
+    assert.ok(dockerfile.includes('cp -a certs/workload-api/workload.proto /out/certs/workload-api/'));
+    assert.ok(dockerfile.includes('cp -a certs/delegated-identity/proto /out/certs/delegated-identity/'));
+  });
+
   it('copies the BPF objects where the loader looks, the compiled CLI and the production modules', () => {
     const obj = relative(ROOT, OBJ_DIR);
     assert.equal(obj, 'bpf-sockops/obj');

@@ -116,3 +116,35 @@ describe('ReadyFile', () => {
     assert.equal(existsSync(path), false);
   });
 });
+
+describe('agentOptions: where the SVIDs come from', () => {
+  const NO_CA = BASE.filter((a) => !a.startsWith('--ca-dir'));
+
+  it("takes SPIRE's admin socket for the Delegated Identity API, and no CA directory", () => {
+    const o = agentOptions([...NO_CA, '--spire-admin-socket=/run/spire/admin/admin.sock']).agent;
+    assert.equal(o.spireAdminSocket, '/run/spire/admin/admin.sock');
+    assert.equal(o.caDir, undefined);
+    assert.equal(o.workloadApi, undefined);
+  });
+
+  it('refuses two sources at once, naming both flags', () => {
+    const e = code(() => agentOptions([...BASE, '--spire-admin-socket=/run/spire/admin.sock']));
+    assert.equal(e.code, 'SOCKMESH_E_USAGE');
+    assert.match(e.message, /--ca-dir and --spire-admin-socket exclude each other/);
+    const w = code(() =>
+      agentOptions([...NO_CA, '--workload-api=/run/spire/agent.sock', '--spire-admin-socket=/run/a.sock']),
+    );
+    assert.match(w.message, /--workload-api and --spire-admin-socket exclude each other/);
+  });
+
+  it('needs one of the three', () => {
+    const saved = process.env.SPIFFE_ENDPOINT_SOCKET;
+    delete process.env.SPIFFE_ENDPOINT_SOCKET;
+    try {
+      const e = code(() => agentOptions(NO_CA));
+      assert.match(e.message, /--ca-dir, --workload-api or --spire-admin-socket is required/);
+    } finally {
+      if (saved !== undefined) process.env.SPIFFE_ENDPOINT_SOCKET = saved;
+    }
+  });
+});
