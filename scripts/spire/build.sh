@@ -15,18 +15,11 @@ key="$( (cd "$src" && go env GOVERSION && sha256sum go.mod go.sum) | sha256sum |
 cache_root="${SOCKMESH_CACHE:-/var/cache/sockmesh}/spire"
 dir="$cache_root/$key"
 
-if [ "${1:-}" = "--print-dir" ]; then
-  echo "$dir/bin"
-  exit 0
-elif [ -n "${1:-}" ]; then
-  echo "usage: $0 [--print-dir]" >&2
-  exit 2
-fi
+# shellcheck source=../lib/cached-build.sh
+. "$(dirname "$0")/../lib/cached-build.sh"
+cached_build_args "$dir/bin" "$0" "$@"
 
-complete() {
-  local b
-  for b in "${bins[@]}"; do [ -x "$1/bin/$b" ] || return 1; done
-}
+complete() { has_bins "$1" "${bins[@]}"; }
 
 build() {
   command -v "${CC:-gcc}" > /dev/null || {
@@ -38,8 +31,6 @@ build() {
   (cd "$src" && CGO_ENABLED=1 go build -mod=readonly -trimpath -o "$1/bin/" github.com/spiffe/spire/cmd/spire-server)
 }
 
-# shellcheck source=../lib/cached-build.sh
-. "$(dirname "$0")/../lib/cached-build.sh"
 started=$SECONDS
 cached_build "$cache_root" "$key" "$dir" complete build spire/build.sh
 [ "$CACHED_BUILD_DID" = 1 ] && echo "spire/build.sh: built ${bins[*]} in $((SECONDS - started))s" >&2
