@@ -34,12 +34,21 @@ export interface LoadSpec {
   connections?: number;
 }
 
+export interface ModeResult {
+  ok: number;
+  failed: number;
+  /** First to last failure of this mode, ms since the load started. */
+  failureWindow: { fromMs: number; toMs: number } | null;
+  /** Answers after this mode's last failure: the mode recovered when it is above 0. */
+  okAfterLastFailure: number;
+}
+
 /** What test/fixtures/chaos-load.mjs prints. */
 export interface LoadResult {
   requests: number;
   ok: number;
   failed: number;
-  byMode: Record<string, { ok: number; failed: number }>;
+  byMode: Record<string, ModeResult>;
   errors: Record<string, number>;
   /** [ms since start, mode, status, version | error] */
   firstFailures: [number, string, number, string][];
@@ -224,6 +233,7 @@ export interface ScenarioResult {
   /** First to last failed request, ms (null: none failed). */
   failureWindowMs: number | null;
   versions: Record<string, number>;
+  byMode: Record<string, ModeResult>;
   grpcReconnects: number;
   durationMs: number;
   memory: MemoryFigures;
@@ -263,6 +273,7 @@ async function scenario(
     firstFailures: r.firstFailures,
     failureWindowMs: r.failureWindow ? r.failureWindow.toMs - r.failureWindow.fromMs : null,
     versions: r.versions,
+    byMode: r.byMode,
     grpcReconnects: r.grpcReconnects,
     durationMs: r.durationMs,
     memory: figures,

@@ -134,6 +134,48 @@ function gitCommit(): string {
   }
 }
 
+const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+
+/** The scenario's details in words. */
+function what(r: ScenarioResult): string {
+  const d = r.details as {
+    cycles?: { servedWhileDown: boolean; reconnectMs: number }[];
+    restartMs?: number[];
+    rotations?: number;
+    changes?: number;
+    connections?: { peakOpen: number; openAtEnd: number; openMs: number };
+    newAgentServingMs?: number;
+  };
+  const parts: string[] = [];
+  if (d.cycles) {
+    parts.push(
+      `${d.cycles.length} kills; agents served while it was down: ${d.cycles.every((c) => c.servedWhileDown) ? 'yes' : 'no'}; all agents back on ADS ${d.cycles.map((c) => secs(c.reconnectMs)).join(', ')} after each start`,
+    );
+  }
+  if (d.restartMs) parts.push(`${d.restartMs.length} restarts of ${d.restartMs.map(secs).join(', ')}`);
+  if (d.rotations !== undefined) parts.push(`the caller's SVID rotated ${d.rotations} times`);
+  if (d.changes !== undefined) parts.push(`${d.changes} weight changes applied`);
+  if (d.connections) {
+    parts.push(
+      `${d.connections.peakOpen} open at once (opened in ${secs(d.connections.openMs)}), ${d.connections.openAtEnd} still open at the end`,
+    );
+  }
+  if (d.newAgentServingMs !== undefined)
+    parts.push(`the new agent served ${secs(d.newAgentServingMs)} after its spawn`);
+  return parts.join('; ');
+}
+
+/** Per mode: first to last failure, and whether it answered again after. */
+function windows(r: ScenarioResult): string {
+  const parts = Object.entries(r.byMode)
+    .filter(([, m]) => m.failureWindow)
+    .map(
+      ([mode, m]) =>
+        `${mode} ${secs(m.failureWindow!.toMs - m.failureWindow!.fromMs)}${m.okAfterLastFailure > 0 ? `, then ${m.okAfterLastFailure} ok` : ', not recovered before the load ended'}`,
+    );
+  return parts.length ? parts.join('; ') : '-';
+}
+
 function markdown(out: {
   startedAt: string;
   finishedAt: string;
@@ -157,7 +199,7 @@ function markdown(out: {
       .map(([k, v]) => `${v} ${k}`)
       .join(', ');
     lines.push(
-      `| ${r.mesh} | ${r.name} | ${r.promisedToSurvive ? 'yes' : 'no'} | ${r.requests} | ${r.failed}${errors ? ` (${errors})` : ''} | ${r.failureWindowMs === null ? '-' : `${(r.failureWindowMs / 1000).toFixed(1)} s`} | ${r.memory.agentsPeakMiB.node1 ?? '?'} / ${r.memory.agentsPeakMiB.node2 ?? '?'} | ${r.memory.controlPlanePeakMiB} | ${JSON.stringify(r.details).replaceAll('|', '/')}; gRPC reconnects ${r.grpcReconnects}; ${(r.durationMs / 1000).toFixed(1)} s |`,
+      `| ${r.mesh} | ${r.name} | ${r.promisedToSurvive ? 'yes' : 'no'} | ${r.requests} | ${r.failed}${errors ? ` (${errors})` : ''} | ${windows(r)} | ${r.memory.agentsPeakMiB.node1 ?? '?'} / ${r.memory.agentsPeakMiB.node2 ?? '?'} | ${r.memory.controlPlanePeakMiB} | ${what(r)}; gRPC channel reconnects ${r.grpcReconnects}; load ran ${secs(r.durationMs)} |`,
     );
   }
   return `${lines.join('\n')}\n`;
