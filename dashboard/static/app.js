@@ -30,19 +30,19 @@ function fmtMs(v) {
   return `${v}ms`;
 }
 
+/** The edge's label: traffic, and on a second line the kernel's TCP view of the pair when exported. */
 function edgeLabel(e) {
-  if (e.requests === 0) return 'idle';
+  if (e.requests === 0) return ['idle', null];
   // Success is non-5xx (Istio's reading); a denial is a 403, shown as such rather than as a success.
   const outcome =
     e.denied > 0
       ? `${Math.round((100 * e.denied) / e.requests)}% denied`
       : `${(100 * e.success).toFixed(1)}% ok`;
-  const parts = [`${fmtRate(e.rps)}/s`, outcome, `p99 ${fmtMs(e.p99Ms)}`];
-  if (e.tcp)
-    parts.push(
-      `rtt ${(e.tcp.srttUs / 1000).toFixed(2)}ms ±${(e.tcp.rttvarUs / 1000).toFixed(2)} retx ${e.tcp.retransmits}`,
-    );
-  return parts.join(' · ');
+  const traffic = [`${fmtRate(e.rps)}/s`, outcome, `p99 ${fmtMs(e.p99Ms)}`].join(' · ');
+  const tcp = e.tcp
+    ? `rtt ${(e.tcp.srttUs / 1000).toFixed(2)}ms ±${(e.tcp.rttvarUs / 1000).toFixed(2)} · retransmits ${e.tcp.retransmits} · rtos ${e.tcp.rtos}`
+    : null;
+  return [traffic, tcp];
 }
 
 /** Columns: one per node, then the workloads outside the mesh. */
@@ -89,6 +89,7 @@ function renderGraph(snapshot) {
     svg.append(el('text', { x: c.x, y: 24, 'text-anchor': 'middle', class: 'column-label' }, c.label));
 
   const edges = el('g');
+  const fanOut = new Map();
   for (const e of snapshot.edges) {
     const a = pos.get(e.source);
     const b = pos.get(e.destination);
@@ -99,24 +100,34 @@ function renderGraph(snapshot) {
       'data-source': e.source,
       'data-destination': e.destination,
     });
-    // From the facing sides of the two boxes; a bend keeps A->B and B->A apart.
-    const dir = b.x === a.x ? 1 : Math.sign(b.x - a.x);
-    const x1 = a.x + (dir * BOX.w) / 2;
-    const x2 = b.x - (dir * BOX.w) / 2;
+    // From the facing sides of the two boxes; a bend keeps A->B and B->A apart. Within a column
+    // the curve bulges towards the middle of the picture.
+    const sameColumn = a.x === b.x;
+    const dir = sameColumn ? 1 : Math.sign(b.x - a.x);
+    const inward = a.x < W / 2 ? 1 : -1;
+    const x1 = sameColumn ? a.x + (inward * BOX.w) / 2 : a.x + (dir * BOX.w) / 2;
+    const x2 = sameColumn ? b.x + (inward * BOX.w) / 2 : b.x - (dir * BOX.w) / 2;
     const y1 = a.y + BOX.h / 2;
     const y2 = b.y + BOX.h / 2;
-    const sameColumn = a.x === b.x;
-    const cx = sameColumn ? a.x + BOX.w * 0.9 : (x1 + x2) / 2;
+    const cx = sameColumn ? a.x + inward * BOX.w * 0.95 : (x1 + x2) / 2;
     const cy = (y1 + y2) / 2 - (sameColumn ? 0 : 40 * dir);
-    const path = sameColumn
-      ? `M${a.x + BOX.w / 2},${y1} Q${cx},${cy} ${b.x + BOX.w / 2},${y2}`
-      : `M${x1},${y1} Q${cx},${cy} ${x2},${y2}`;
-    g.append(el('path', { d: path, class: cls, 'marker-end': `url(#arrow-${cls})` }));
-    const lx = sameColumn ? cx - 6 : cx;
-    const ly = sameColumn ? cy : (y1 + y2) / 2 - 13 * dir - 4;
     g.append(
-      el('text', { x: lx, y: ly, 'text-anchor': sameColumn ? 'end' : 'middle', class: cls }, edgeLabel(e)),
+      el('path', {
+        d: `M${x1},${y1} Q${cx},${cy} ${x2},${y2}`,
+        class: cls,
+        'marker-end': `url(#arrow-${cls})`,
+      }),
     );
+    // Labels of one caller's edges sit at different points along their curves, so they do not pile up.
+    const k = fanOut.get(e.source) ?? 0;
+    fanOut.set(e.source, k + 1);
+    const t = sameColumn ? 0.5 : [0.5, 0.3, 0.7][k % 3];
+    const mx = (1 - t) ** 2 * x1 + 2 * (1 - t) * t * cx + t ** 2 * x2;
+    const my = (1 - t) ** 2 * y1 + 2 * (1 - t) * t * cy + t ** 2 * y2;
+    // A numbered badge on the curve; the figures are in the table under the graph (no labels piling up).
+    const n = snapshot.edges.indexOf(e) + 1;
+    g.append(el('circle', { cx: mx, cy: my, r: 9, class: `badge-dot ${cls}` }));
+    g.append(el('text', { x: mx, y: my + 4, 'text-anchor': 'middle', class: 'badge-num' }, String(n)));
     const title = el('title', {}, `${e.source} -> ${e.destination}: ${e.requests} requests in the window`);
     g.append(title);
     edges.append(g);
@@ -142,6 +153,30 @@ function renderGraph(snapshot) {
     svg.append(g);
   }
   svg.append(edges);
+}
+
+function renderEdgeTable(snapshot) {
+  const body = document.querySelector('#edges tbody');
+  body.replaceChildren();
+  snapshot.edges.forEach((e, i) => {
+    const [traffic, tcp] = edgeLabel(e);
+    const tr = document.createElement('tr');
+    tr.className = `edge-row ${e.requests === 0 ? 'idle-c' : health(e.success, e)}`;
+    tr.dataset.source = e.source;
+    tr.dataset.destination = e.destination;
+    for (const [cls, v] of [
+      ['num', String(i + 1)],
+      ['pair', `${e.source} → ${e.destination}`],
+      ['traffic', traffic],
+      ['tcp', tcp ?? (e.requests === 0 ? '' : '-')],
+    ]) {
+      const td = document.createElement('td');
+      td.className = cls;
+      td.textContent = v;
+      tr.append(td);
+    }
+    body.append(tr);
+  });
 }
 
 function renderSplits(snapshot) {
@@ -249,10 +284,8 @@ function render(snapshot) {
   document.getElementById('status').textContent =
     `config version ${snapshot.version ?? '?'} · ${up}/${snapshot.agents.length} agents answering · updated ${snapshot.at.slice(11, 19)} UTC`;
   document.getElementById('window').textContent = `(last ${snapshot.windowSeconds}s)`;
-  document.getElementById('tcp-legend').textContent = snapshot.edges.some((e) => e.tcp)
-    ? '; kernel TCP: smoothed RTT ± jitter, retransmits in the window'
-    : '';
   renderGraph(snapshot);
+  renderEdgeTable(snapshot);
   renderSplits(snapshot);
   renderDenials(snapshot);
   document.body.dataset.updated = snapshot.at;
