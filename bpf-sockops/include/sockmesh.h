@@ -13,53 +13,6 @@
 
 #ifndef __VMLINUX_H__
 #include <linux/types.h>
-/* TCP health (include/tcp-health.bpf.h): kernel TCP statistics per workload
- * pair, for the connections the agent tags. */
-#define SM_MAX_TCP_PAIRS 4096
-#define SM_MAX_TCP_TAGS 65536
-#define SM_TCP_WORKLOAD_NAME 128
-
-/* Which hop of a meshed call a connection is. */
-enum sm_tcp_leg {
-	SM_LEG_UNKNOWN = 0,
-	SM_LEG_TUNNEL = 1,    /* node agent -> node agent, mTLS on 15008 */
-	SM_LEG_POD_PROXY = 2, /* captured pod -> its node proxy */
-	SM_LEG_PROXY_POD = 3, /* node proxy -> destination pod on the same node */
-};
-
-/* Key of sm_tcp_pairs and value of sm_tcp_tags: workloads by the agent's ids
- * (0 = unknown). */
-struct sm_tcp_pair {
-	__u32 src_workload;
-	__u32 dst_workload;
-	__u32 leg; /* enum sm_tcp_leg */
-	__u32 reserved;
-};
-
-/* Value of sm_tcp_pairs: counters since the pair was first seen (an LRU
- * eviction starts it again), RTTs in microseconds. */
-struct sm_tcp_stats {
-	__u64 connections; /* connections attributed to the pair */
-	__u64 failures;    /* connect failed, or ended by a reset or a timeout */
-	__u64 retransmits; /* segments retransmitted */
-	__u64 rtos;        /* retransmission timeouts */
-	__u64 rtt_samples;
-	__u64 srtt_sum_us;   /* sum of the smoothed RTT at each sample */
-	__u64 rttvar_sum_us; /* sum of the mean deviation (jitter) at each sample */
-	__u32 srtt_us;       /* at the latest sample */
-	__u32 rttvar_us;     /* at the latest sample */
-};
-
-/* Single entry (index 0) of sm_tcp_cfg. */
-struct sm_tcp_cfg {
-	__u32 enabled; /* 1 = connections get the RTT/retransmit/RTO/state callbacks */
-	__u32 reserved;
-};
-
-/* Value of sm_tcp_workloads: "namespace/workload" of an id, NUL-padded. */
-struct sm_tcp_workload {
-	char name[SM_TCP_WORKLOAD_NAME];
-};
 
 #endif
 
