@@ -3,7 +3,8 @@
 # the module beside this script) into a cache directory keyed by a hash of go.mod, go.sum and the Go
 # version. A complete cache directory is reused; a build happens in a temporary directory renamed into
 # place only when complete. spire-server links SQLite (github.com/mattn/go-sqlite3) and so needs cgo
-# and a C compiler; spire-agent is built without cgo.
+# and a C compiler; spire-agent is built with cgo too, so that it reuses the packages compiled for the
+# server (a different CGO_ENABLED compiles every package that imports net again).
 #   bash scripts/spire/build.sh              build if needed, print the bin directory
 #   bash scripts/spire/build.sh --print-dir  print the bin directory only (does not build)
 set -euo pipefail
@@ -27,8 +28,8 @@ build() {
     exit 1
   }
   # -mod=readonly: go.mod and go.sum are the committed ones.
-  (cd "$src" && CGO_ENABLED=0 go build -mod=readonly -trimpath -o "$1/bin/" github.com/spiffe/spire/cmd/spire-agent)
-  (cd "$src" && CGO_ENABLED=1 go build -mod=readonly -trimpath -o "$1/bin/" github.com/spiffe/spire/cmd/spire-server)
+  (cd "$src" && CGO_ENABLED=1 go build -mod=readonly -trimpath -o "$1/bin/" \
+    github.com/spiffe/spire/cmd/spire-server github.com/spiffe/spire/cmd/spire-agent)
 }
 
 started=$SECONDS
