@@ -355,5 +355,9 @@ export function forwardH2(
  */
 export function carrierGoaway(conn: Duplex, fn: () => void): void {
   const session = (conn as { session?: { once?: unknown } }).session;
-  if (session && typeof session.once === 'function') (session as ClientHttp2Session).once('goaway', fn);
+  if (!session || typeof session.once !== 'function') return;
+  const s = session as ClientHttp2Session;
+  s.once('goaway', fn);
+  // One listener per stream on a session that outlives thousands of them: it goes with its stream.
+  conn.once('close', () => s.off('goaway', fn));
 }

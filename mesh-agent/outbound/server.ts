@@ -2,7 +2,6 @@ import type http from 'node:http';
 import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Client, type Dispatcher } from 'undici';
 import type { TcpConnection, TcpTagger, WorkloadRef } from '../../bpf-sockops/index.js';
 import type { X509Svid } from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
@@ -16,7 +15,6 @@ import {
   protocolBaggage,
 } from '../inbound/policy.js';
 import type { InboundServer } from '../inbound/server.js';
-import { DeadlineSignal } from '../io/deadline.js';
 import {
   carrierGoaway,
   type H2Answer,
@@ -33,6 +31,7 @@ import { TunnelError, type TunnelPool } from '../tunnel/pool.js';
 import { type AttemptResult, MAX_REPLAY_BODY, runAttempts } from './attempts.js';
 import { DETECT_TIMEOUT_MS, detectProtocol } from './detect.js';
 import { discardH2, h2cAttempt } from './h2c-upstream.js';
+import { type Http1Response, Http1Upstream } from './http1-upstream.js';
 import type {
   BreakerKind,
   Endpoint,
@@ -147,8 +146,8 @@ export class OutboundServer {
   private readonly accepted = new Map<net.Socket, SourceWorkload>();
   /** Captured connections by peer `ip:port`, until their pod -> proxy leg is attributed (first dial). */
   private readonly untagged = new Map<string, TcpConnection>();
-  /** HTTP/1.1 upstream connections (one undici Client each), counted against their cluster's breaker. */
-  private readonly upstream: UpstreamConnections<Client>;
+  /** HTTP/1.1 upstream connections, counted against their cluster's breaker. */
+  private readonly upstream: UpstreamConnections<Http1Upstream>;
   /** h2c upstream sessions, keyed by h2cKey. */
   private readonly h2c = new H2cSessions({ idleTimeoutMs: UPSTREAM_IDLE_MS });
   private readonly drainer = new ConnectionDrain();
@@ -157,10 +156,8 @@ export class OutboundServer {
 
   constructor(private readonly opts: OutboundOptions) {
     this.log = opts.log ?? nullLogger;
-    this.upstream = new UpstreamConnections<Client>({
-      close: (c) => {
-        c.close().catch(() => {});
-      },
+    this.upstream = new UpstreamConnections<Http1Upstream>({
+      close: (c) => c.close(),
       overflow: (cluster, kind) => this.opts.events?.breakerOverflow(cluster, kind),
     });
     this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (sock) =>
@@ -417,7 +414,7 @@ export class OutboundServer {
       return;
     }
     // At max_connections the stream waits as pending (paused), for no longer than a connect may take.
-    const slot = (s: Awaited<ReturnType<UpstreamConnections<Client>['slot']>>) => {
+    const slot = (s: Awaited<ReturnType<UpstreamConnections<Http1Upstream>['slot']>>) => {
       if (sock.destroyed) {
         if (s.kind === 'slot') s.release();
         done('DC', ep);
@@ -564,26 +561,20 @@ export class OutboundServer {
    * the context (forwarded for, baggage) of the request that opened it. It leaves the
    * pool (and frees its breaker slot) when its socket closes or it fails to connect.
    */
-  private client(ctx: ConnContext, svid: X509Svid, ep: Endpoint, timeoutMs: number): Client {
-    const client: Client = new Client(`http://${ep.ip}:${ep.port}`, {
-      pipelining: 1,
-      keepAliveTimeout: UPSTREAM_IDLE_MS,
-      connect: (_o, cb) => {
-        this.dial(ctx.source, svid, ep, ep.port, ctx.peer, timeoutMs, 'http').then(
-          (s) => {
-            // The far agent drains (an upgrade): this connection takes no new request and closes
-            // once its request is done, so the next one goes through the agent that took over.
-            carrierGoaway(s, () => this.upstream.gone(client));
-            cb(null, s as net.Socket);
-          },
-          (err: Error) => cb(err, null),
-        );
-      },
-    });
-    const gone = () => this.upstream.gone(client);
-    client.on('disconnect', gone);
-    client.on('connectionError', gone);
-    return client;
+  private client(ctx: ConnContext, svid: X509Svid, ep: Endpoint, timeoutMs: number): Http1Upstream {
+    const gone = (c: Http1Upstream) => this.upstream.gone(c);
+    const conn: Http1Upstream = new Http1Upstream(
+      () =>
+        this.dial(ctx.source, svid, ep, ep.port, ctx.peer, timeoutMs, 'http').then((s) => {
+          // The far agent drains (an upgrade): this connection takes no new request and closes
+          // once its request is done, so the next one goes through the agent that took over.
+          carrierGoaway(s, () => conn.retire());
+          return s;
+        }),
+      gone,
+      `${ep.ip}:${ep.port}`,
+    );
+    return conn;
   }
 
   /** The client span and the completion record of one proxied request, for HTTP/1.1 and h2c alike. */
@@ -820,7 +811,7 @@ export class OutboundServer {
     // A caller that leaves stops waiting for a connection.
     const gone = watchClose(res);
     try {
-      const end = await runAttempts<Dispatcher.ResponseData>({
+      const end = await runAttempts<Http1Response>({
         cluster,
         hashKey,
         retry,
@@ -842,15 +833,13 @@ export class OutboundServer {
           try {
             const rest = until === undefined ? undefined : Math.max(1, Math.ceil(until - performance.now()));
             const up = await got.conn.request({
-              method: view.method as 'GET',
+              method: view.method,
               path: view.path,
               headers,
               body,
-              ...(rest === undefined ? {} : { signal: new DeadlineSignal(rest) }),
+              timeoutMs: rest,
               // The route's stream idle timeout: no byte from upstream for that long ends the request.
-              ...(decision.idleTimeoutMs
-                ? { headersTimeout: decision.idleTimeoutMs, bodyTimeout: decision.idleTimeoutMs }
-                : {}),
+              idleTimeoutMs: decision.idleTimeoutMs,
             });
             // The connection serves the next request once this answer is read or dropped.
             up.body.once('close', got.done);
@@ -862,13 +851,15 @@ export class OutboundServer {
           }
         },
         discard: (up) => {
-          up.body.dump().catch(() => {});
+          up.body.on('error', () => {});
+          up.body.resume();
         },
         retryOverflow: () => this.opts.events?.breakerOverflow(cluster.name, 'retry'),
       });
       if (end.kind === 'response') {
         const up = end.response;
-        const out = endToEnd(up.headers);
+        // Hop-by-hop headers and those the upstream's Connection names are already left out (Http1Upstream).
+        const out = up.headers;
         if (end.flag !== '-') out['x-sockmesh-flags'] = end.flag;
         res.writeHead(up.statusCode, out);
         up.body.on('error', () => res.destroy());
