@@ -32,3 +32,19 @@ export function endToEnd(headers: Readonly<Headers>): Record<string, string | st
     if (v !== undefined && !HOP_BY_HOP.has(k) && !listed.has(k)) out[k] = v;
   return out;
 }
+
+/**
+ * endToEnd in place, for a header object this hop owns already (the route's copy): no second
+ * copy per request, and nothing deleted that is not there (a delete turns the object into a slow
+ * dictionary).
+ */
+export function dropHopByHop(headers: Headers): void {
+  const connection = headers.connection;
+  if (connection !== undefined)
+    for (const v of typeof connection === 'string' ? [connection] : connection)
+      for (const name of v.split(',')) {
+        const n = name.trim().toLowerCase();
+        if (n !== '' && headers[n] !== undefined) delete headers[n];
+      }
+  for (const name of HOP_BY_HOP) if (headers[name] !== undefined) delete headers[name];
+}

@@ -24,7 +24,7 @@ import {
   sniffH2c,
   upstreamHeaders,
 } from '../io/h2c.js';
-import { endToEnd } from '../io/headers.js';
+import { dropHopByHop } from '../io/headers.js';
 import { type HttpLimits, http1Server, httpLimits } from '../io/http-limits.js';
 import { connectTcp, splice } from '../io/streams.js';
 import { TunnelError, type TunnelPool } from '../tunnel/pool.js';
@@ -786,8 +786,7 @@ export class OutboundServer {
     }
     const { cluster } = decision;
     const headers = decision.headers;
-    const passed = endToEnd(headers);
-    for (const name of Object.keys(headers)) if (!(name in passed)) delete headers[name];
+    dropHopByHop(headers);
     if (span) headers.traceparent = span.traceparent;
     const hasBody =
       req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
