@@ -769,6 +769,13 @@ export class OutboundServer {
       res.writeHead(500).end();
       return;
     }
+    if (req.headers['transfer-encoding'] !== undefined) {
+      // llhttp refuses an obfuscated Transfer-Encoding (`xchunked`) only after node:http has
+      // emitted the request, in the same read: the refusal (400, close) is known a turn later.
+      // Nothing may go upstream before it; the upstream connection writes at once.
+      await new Promise((resolve) => setImmediate(resolve));
+      if (req.socket.destroyed || req.socket.writableEnded) return;
+    }
     const view: HttpRequestView = {
       sourceIp: ctx.source.ip,
       authority: req.headers.host ?? '',
