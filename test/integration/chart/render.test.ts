@@ -307,6 +307,30 @@ describe('charts/sockmesh: non-default values', () => {
     assert.equal(flag(cp.args, 'trust-domain'), 'prod.example.org');
   });
 
+  it("spire-delegated: the agent on SPIRE's admin socket (Delegated Identity API), neither CA nor Workload API", async () => {
+    const objs = await helm.template('sockmesh', 'sockmesh-system', [
+      'identity.mode=spire-delegated',
+      'identity.spire.adminSocketDir=/run/spire/admin',
+    ]);
+    const ds = find(objs, 'DaemonSet');
+    const c = container(ds, 'agent');
+    const { agent } = agentOptions(
+      c.args
+        .slice(1)
+        .map((a) => a.replace('$(NODE_NAME)', 'n1').replace('$(HOST_IP)', '10.1.0.9'))
+        .filter((a) => !a.startsWith('--control-plane-tls') && !a.startsWith('--kubelet-cgroup-root')),
+    );
+    assert.equal(agent.spireAdminSocket, '/run/spire/admin/admin.sock');
+    assert.equal(agent.workloadApi, undefined);
+    assert.equal(agent.caDir, undefined);
+    assert.equal(mountOf(ds, c, '/run/spire/admin').hostPath?.path, '/run/spire/admin');
+    assert.equal(podSpec(ds).initContainers, undefined);
+    assert.ok(
+      !c.volumeMounts?.some((m) => m.mountPath === '/run/spire/agent-sockets'),
+      'no Workload API mount',
+    );
+  });
+
   it('privileged instead of capabilities; user-provided xDS Secrets', async () => {
     const objs = await helm.template('sockmesh', 'sockmesh-system', [
       'agent.privileged=true',
