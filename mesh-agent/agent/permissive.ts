@@ -11,7 +11,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import type { SockopsDataplane } from '../../bpf-sockops/index.js';
+import type { SockopsDataplane, TcpTagger } from '../../bpf-sockops/index.js';
 import type { Logger } from '../../lib/log.js';
 import { InboundServer } from '../inbound/server.js';
 import type { MeshState } from '../state/mesh-state.js';
@@ -24,11 +24,13 @@ export function meshInboundServer(o: {
   state: () => MeshState;
   telemetry: MeshTelemetry;
   log: Logger;
+  tcp?: TcpTagger;
 }): InboundServer {
   return new InboundServer({
     workloads: { byIp: (ip: string) => o.view().byIp(ip) },
     authz: new MeshAuthorization(o.state),
     log: o.log,
+    ...(o.tcp ? { tcp: o.tcp } : {}),
     events: {
       denied: (ev) =>
         o.telemetry.authzDenied({

@@ -75,6 +75,7 @@ export class ProxyRuntime {
       state: () => this.store.current,
       telemetry,
       log,
+      ...(opts.tcp ? { tcp: opts.tcp } : {}),
     });
     this.tunnelServer = new TunnelServer({
       identities: { svidBySni: (sni) => this.svidBySni(sni), bundle: () => this.bundle() },

@@ -79,6 +79,38 @@ export function senderWroteIdentity(baggage: string | undefined): boolean {
 }
 
 /** The sender's protocol from a `baggage` header value; undefined when absent or unknown. */
+/** One member of a W3C baggage header (`key=value;props`), undefined when absent. */
+function baggageMember(baggage: string, key: string): string | undefined {
+  for (const member of baggage.split(',')) {
+    const eq = member.indexOf('=');
+    if (eq < 0 || member.slice(0, eq).trim() !== key) continue;
+    const raw = member
+      .slice(eq + 1)
+      .split(';')[0]!
+      .trim();
+    try {
+      return decodeURIComponent(raw);
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The calling workload as the sending agent wrote it in the tunnel's baggage
+ * (`k8s.namespace.name`, `k8s.workload.name`): only for labels such as kernel
+ * TCP health, never for a decision (authorization reads the client certificate).
+ */
+export function callerFromBaggage(
+  baggage: string | undefined,
+): { namespace: string; workload: string } | undefined {
+  if (!baggage) return undefined;
+  const namespace = baggageMember(baggage, 'k8s.namespace.name');
+  const workload = baggageMember(baggage, 'k8s.workload.name');
+  return namespace && workload ? { namespace, workload } : undefined;
+}
+
 export function protocolFromBaggage(baggage: string | undefined): PortProtocol | undefined {
   if (!baggage) return undefined;
   for (const member of baggage.split(',')) {

@@ -3,6 +3,7 @@ import { constants as h2constants, type IncomingHttpHeaders, type ServerHttp2Str
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Pool } from 'undici';
+import type { TcpTagger } from '../../bpf-sockops/index.js';
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
 import { ConnectionDrain } from '../handoff/drain.js';
@@ -14,6 +15,7 @@ import type { TunnelHandler, TunnelRequest } from '../tunnel/server.js';
 import {
   type AuthorizationCheck,
   type AuthzDecision,
+  callerFromBaggage,
   forwardedClientCert,
   type LocalWorkload,
   type LocalWorkloads,
@@ -50,6 +52,8 @@ export interface InboundOptions {
   log?: Logger;
   /** How long connecting to the local pod may take. */
   connectTimeoutMs?: number;
+  /** Attributes tunnelled TCP deliveries to workload pairs for kernel TCP health. */
+  tcp?: TcpTagger;
   /** Header size, count and timeouts of the HTTP parsed here (defaults: DEFAULT_HTTP_LIMITS). */
   limits?: Partial<HttpLimits>;
 }
@@ -100,6 +104,24 @@ export class InboundServer implements TunnelHandler {
     this.drainer.start();
   }
 
+  /** The tunnel -> pod leg of a TCP (or relayed HTTP) connection, for kernel TCP health. */
+  private tagDelivery(upstream: net.Socket, baggage: string | undefined, destination: LocalWorkload): void {
+    const tcp = this.opts.tcp;
+    if (!tcp) return;
+    const conn = {
+      localIp: upstream.localAddress,
+      localPort: upstream.localPort,
+      remoteIp: upstream.remoteAddress,
+      remotePort: upstream.remotePort,
+    };
+    const pair = {
+      source: callerFromBaggage(baggage),
+      destination: { namespace: destination.namespace, workload: destination.name },
+      leg: 'proxy_pod' as const,
+    };
+    if (tcp.tag(conn, pair)) upstream.once('close', () => tcp.untag(conn));
+  }
+
   handle(req: TunnelRequest): void {
     const { stream } = req;
     const destination = this.opts.workloads.byIp(req.destIp);
@@ -139,6 +161,7 @@ export class InboundServer implements TunnelHandler {
     connectTcp(req.destIp, req.destPort, this.opts.connectTimeoutMs ?? 5000).then(
       (upstream) => {
         stream.respond({ ':status': 200 });
+        this.tagDelivery(upstream, req.baggage, destination);
         splice(stream, upstream);
         if (relayed) this.relayedHttpStreams++;
         // Denied later (or, relayed HTTP, a policy now reads requests): RST_STREAM with
