@@ -132,6 +132,16 @@ describe('kernel TCP health per workload pair (2 nodes, loss on the underlay)', 
     assert.ok(find('proxy_pod', 'reviews-v1-1')?.connections, JSON.stringify(report.pairs));
     assert.equal(find('pod_proxy', 'reviews-v1-1')?.connections, 3, JSON.stringify(report.pairs));
     assert.ok(find('tunnel', 'reviews-v2-1'), JSON.stringify(report.pairs));
+    // node2 measures its own delivery of the tunnelled connections, with the caller from the tunnel's baggage.
+    const node2Report = JSON.parse((await mesh.agentGet('node2', '/stats/tcp')).body) as TcpHealthReport;
+    const delivered = node2Report.pairs.filter(
+      (p) => p.leg === 'proxy_pod' && p.source?.namespace === 'shop' && p.source.workload === 'frontend-1',
+    );
+    assert.deepEqual(
+      delivered.map((p) => p.destination?.workload).sort(),
+      ['ratings-1', 'reviews-v2-1'],
+      JSON.stringify(node2Report.pairs),
+    );
     const status = JSON.parse((await mesh.agentGet('node1', '/stats/config')).body) as {
       tcpHealth: TcpHealthReport;
     };
