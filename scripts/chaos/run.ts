@@ -128,7 +128,7 @@ async function onMesh(kind: 'lab' | 'kube', rows: Row[]): Promise<void> {
 
 function gitCommit(): string {
   try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO, encoding: 'utf8' }).trim();
+    return execFileSync('git', ['describe', '--always', '--dirty'], { cwd: REPO, encoding: 'utf8' }).trim();
   } catch {
     return 'unknown';
   }
@@ -189,7 +189,7 @@ function markdown(out: {
     '',
     `\`npm run chaos\` at ${out.commit}, ${out.startedAt} to ${out.finishedAt}; ${m.cpus} cores, Node ${m.node}.`,
     `The machine was shared with other engineers' builds and tests: load average ${m.loadavgStart.map((x) => x.toFixed(1)).join(' / ')} at the start, ${m.loadavgEnd.map((x) => x.toFixed(1)).join(' / ')} at the end, so durations and RSS are of a busy machine.`,
-    `Each scenario: ${REQUESTS} requests (keep-alive HTTP/1.1 over a pool of 4 connections and unary calls on one gRPC channel, half each; the connections scenario: ${CONNECTIONS} raw keep-alive connections opened first and held) from shop/frontend-1 to reviews (v1 on the same node, v2 across nodes through the mTLS tunnel), SVIDs of ${SVID_TTL_S} s (renewed every ${SVID_TTL_S / 2} s) all along. RSS peaks are sampled every 250 ms (agent: main process and its proxy worker).`,
+    `Each scenario: ${REQUESTS} requests (keep-alive HTTP/1.1 over a pool of 4 connections and unary calls on one gRPC channel, half each; the connections scenario: ${CONNECTIONS} raw keep-alive connections, each sending its first request as it opens, all held, the rest of the requests going round them) from shop/frontend-1 to reviews (v1 on the same node, v2 across nodes through the mTLS tunnel), SVIDs of ${SVID_TTL_S} s (renewed every ${SVID_TTL_S / 2} s) all along. RSS peaks are sampled every 250 ms (agent: main process and its proxy worker).`,
     '',
     '| mesh | scenario | promised to survive | requests | failed | failure window | agent RSS peak node1 / node2 (MiB) | control plane RSS peak (MiB) | what happened |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
