@@ -148,3 +148,10 @@ describe('agentOptions: where the SVIDs come from', () => {
     }
   });
 });
+
+describe('agentOptions: kernel TCP health', () => {
+  it('is on by default and off with --no-tcp-health', () => {
+    assert.equal(agentOptions(BASE).agent.tcpHealth, true);
+    assert.equal(agentOptions([...BASE, '--no-tcp-health']).agent.tcpHealth, false);
+  });
+});
