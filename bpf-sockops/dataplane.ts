@@ -61,6 +61,14 @@ import {
   visible,
 } from './pins.js';
 import {
+  KernelPolicyMaps,
+  POLICY_COUNT_SIZE,
+  POLICY_DEST_KEY_SIZE,
+  POLICY_KEY_SIZE,
+  POLICY_SOURCE_SIZE,
+  POLICY_VERDICT_SIZE,
+} from './policy.js';
+import {
   assertPreflight,
   findBpffsFor,
   gatherPreflight,
@@ -156,6 +164,7 @@ export class SockopsDataplane {
   private closed = false;
   private origDst: OriginalDestinationMap | undefined;
   private tcp: TcpHealthMaps | undefined;
+  private kernelPolicy: KernelPolicyMaps | undefined;
 
   private constructor(init: {
     addon: BpfAddon;
@@ -450,6 +459,24 @@ export class SockopsDataplane {
     }
   }
 
+  // ---- L4 policy ----------------------------------------------------------
+
+  /** The kernel's L4 authorization maps (policy.ts): verdicts at connect4 and sk_lookup. */
+  get policy(): KernelPolicyMaps {
+    this.kernelPolicy ??= new KernelPolicyMaps(
+      this.addon,
+      {
+        state: this.map('sm_pol_state'),
+        sources: this.map('sm_pol_sources'),
+        destinations: this.map('sm_pol_dests'),
+        rules: this.map('sm_pol_rules'),
+        counters: this.map('sm_pol_counters'),
+      },
+      this.cpus,
+    );
+    return this.kernelPolicy;
+  }
+
   // ---- inbound plaintext (permissive pods) --------------------------------
 
   /**
@@ -667,6 +694,11 @@ const MAP_LAYOUT: Record<MapName, [number, number]> = {
   sm_tcp_pairs: [TCP_PAIR_SIZE, TCP_STATS_SIZE],
   sm_tcp_cfg: [4, TCP_CFG_SIZE],
   sm_tcp_workloads: [4, TCP_WORKLOAD_NAME_SIZE],
+  sm_pol_state: [4, 4],
+  sm_pol_sources: [8, POLICY_SOURCE_SIZE],
+  sm_pol_dests: [POLICY_DEST_KEY_SIZE, 4],
+  sm_pol_rules: [POLICY_KEY_SIZE, POLICY_VERDICT_SIZE],
+  sm_pol_counters: [4, POLICY_COUNT_SIZE],
 };
 
 /**

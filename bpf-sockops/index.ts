@@ -6,6 +6,15 @@ export type { DataplaneOptions, DataplaneStatus, EnrolOptions, Exclusions } from
 export { detachPinned, INBOUND_PLAINTEXT_PORT, mapLayoutFingerprint, SockopsDataplane } from './dataplane.js';
 export { OriginalDestinationMap } from './orig-dst.js';
 export { PER_CONNECTION_MAPS, pinLayout } from './pins.js';
+export type {
+  KernelDecision,
+  KernelPolicyStatus,
+  KernelPolicyTable,
+  KernelRule,
+  KernelVerdict,
+  PolicyCount,
+} from './policy.js';
+export { ANY_PORT, KernelPolicyMaps, PLAINTEXT_IDENTITY, POLICY_LIMITS } from './policy.js';
 export { assertPreflight, evaluatePreflight, gatherPreflight } from './preflight.js';
 export type { TcpConnection, TcpLeg, TcpPair, TcpPairHealth, TcpTagger, WorkloadRef } from './tcp-health.js';
 export { TCP_LEGS, TcpHealthMaps, workloadId } from './tcp-health.js';

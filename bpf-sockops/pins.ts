@@ -24,6 +24,11 @@ export const MAP_NAMES = [
   'sm_tcp_pairs',
   'sm_tcp_cfg',
   'sm_tcp_workloads',
+  'sm_pol_state',
+  'sm_pol_sources',
+  'sm_pol_dests',
+  'sm_pol_rules',
+  'sm_pol_counters',
 ] as const;
 export type MapName = (typeof MAP_NAMES)[number];
 

@@ -21,7 +21,8 @@ export type ErrorCode =
   | 'SOCKMESH_E_XDS'
   | 'SOCKMESH_E_USAGE'
   | 'SOCKMESH_E_CONFIG'
-  | 'SOCKMESH_E_HANDOFF';
+  | 'SOCKMESH_E_HANDOFF'
+  | 'SOCKMESH_E_POLICY_TOO_LARGE';
 
 export class SockmeshError extends Error {
   readonly code: ErrorCode;

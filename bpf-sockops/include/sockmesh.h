@@ -146,4 +146,58 @@ struct sm_tcp_workload {
 	char name[SM_TCP_WORKLOAD_NAME];
 };
 
+/*
+ * Kernel L4 authorization (include/policy.bpf.h). Two generations of rules
+ * live side by side; a verdict reads one generation only, checked by that
+ * generation's epoch (odd = being written), so a rule set is never seen half
+ * loaded. Identity ids are the control plane's, 0 = an unauthenticated
+ * (plaintext) caller.
+ */
+#define SM_MAX_POLICY_RULES 100000  /* per generation; the map holds two */
+#define SM_MAX_POLICY_DESTS 65536   /* destination pod addresses, per generation */
+#define SM_MAX_POLICY_COUNTERS 4096 /* policies with their own allowed/denied counters */
+#define SM_POLICY_PLAINTEXT 0
+#define SM_POLICY_ANY_PORT 0        /* a rule for every port the destination's policies do not name */
+
+enum sm_policy_state_slot {
+	SM_POLICY_ACTIVE = 0, /* which generation (0 or 1) verdicts read */
+	SM_POLICY_EPOCH0 = 1, /* epoch of generation 0 */
+	SM_POLICY_EPOCH1 = 2,
+	SM_POLICY_STATE_SLOTS = 3,
+};
+
+enum sm_verdict {
+	SM_VERDICT_PASS = 0, /* the kernel cannot decide: the proxy does */
+	SM_VERDICT_ALLOW = 1,
+	SM_VERDICT_DENY = 2,
+};
+
+struct sm_policy_key {
+	__u32 gen;
+	__u32 source; /* caller identity id */
+	__u32 dest;   /* destination policy set id */
+	__u16 port;   /* destination (pod) port, or SM_POLICY_ANY_PORT */
+	__u16 pad;
+};
+
+struct sm_policy_verdict {
+	__u32 verdict; /* enum sm_verdict */
+	__u32 policy;  /* counter index */
+};
+
+struct sm_policy_dest_key {
+	__u32 gen;
+	__u32 ip4;
+};
+
+/* Value of sm_pol_sources (keyed by pod cgroup id): the pod's identity id in each generation. */
+struct sm_policy_source {
+	__u32 id[2];
+};
+
+struct sm_policy_count {
+	__u64 allowed;
+	__u64 denied;
+};
+
 #endif

@@ -4,6 +4,7 @@
  * to the node proxy's outbound listener, remembering where it was going.
  */
 #include "capture.bpf.h"
+#include "policy.bpf.h"
 
 SEC("cgroup/connect4")
 int sm_connect4(struct bpf_sock_addr *ctx)
@@ -24,6 +25,8 @@ int sm_connect4(struct bpf_sock_addr *ctx)
 	dport = sm_port_from_be(ctx->user_port);
 	if (sm_is_excluded4(cfg, dip, dport))
 		return 1;
+	if (sm_policy_verdict(1, dip, dport) == SM_VERDICT_DENY)
+		return 0;
 	if (sm_remember4(ctx, dip, dport))
 		return 1;
 	ctx->user_ip4 = cfg->proxy_ip4;

@@ -6,6 +6,7 @@
  * IPv6 address when one is configured.
  */
 #include "capture.bpf.h"
+#include "policy.bpf.h"
 
 SEC("cgroup/connect6")
 int sm_connect6(struct bpf_sock_addr *ctx)
@@ -30,6 +31,8 @@ int sm_connect6(struct bpf_sock_addr *ctx)
 	if (sm_is_v4mapped(dip)) {
 		if (!cfg->proxy_ip4 || !sm_is_meshed() || sm_is_excluded4(cfg, dip[3], dport))
 			return 1;
+		if (sm_policy_verdict(1, dip[3], dport) == SM_VERDICT_DENY)
+			return 0;
 		if (sm_remember4(ctx, dip[3], dport))
 			return 1;
 		ctx->user_ip6[3] = cfg->proxy_ip4;

@@ -6,8 +6,10 @@
  * authorization to the plaintext and relays what it allows to the pod. The
  * accepted socket keeps the pod's address and port as its local end, so the
  * original destination needs no map. No address is rewritten, no iptables.
+ * Plaintext that L4 policy denies to an unauthenticated caller is dropped
+ * here (the client gets a reset), before the proxy accepts it.
  */
-#include "maps.bpf.h"
+#include "policy.bpf.h"
 
 SEC("sk_lookup")
 int sm_inbound(struct bpf_sk_lookup *ctx)
@@ -25,6 +27,8 @@ int sm_inbound(struct bpf_sk_lookup *ctx)
 	cfg = sm_get_config();
 	if (sm_allowed4(cfg, ctx->remote_ip4, pod))
 		return SK_PASS;
+	if (sm_policy_verdict(0, pod, (__u16)ctx->local_port) == SM_VERDICT_DENY)
+		return SK_DROP;
 	sk = bpf_map_lookup_elem(&sm_inbound_listeners, &pod);
 	if (!sk) {
 		/* Fail closed: without the proxy, policy would not apply. */
