@@ -156,6 +156,11 @@ export class KernelPolicyMaps {
     // The old slot: mark it in flux, then empty it; verdicts that read it before the flip pass.
     this.write(epochSlot(live), this.read(epochSlot(live)) | 1);
     this.clear(live);
+    // Pods the live table no longer knows (gone from the node) leave the map.
+    const keep = new Set([...table.sources.keys()].map((cg) => encodeU64(cg).toString('hex')));
+    for (const key of this.addon.mapKeys(this.fds.sources, 8, POLICY_LIMITS.sources * 2)) {
+      if (!keep.has(key.toString('hex'))) this.addon.mapDelete(this.fds.sources, key);
+    }
     this.swaps++;
     this.ruleCount = table.rules.length;
     return this.status();

@@ -21,7 +21,8 @@ import {
   type SvidSupply,
   WorkloadApiSupply,
 } from './identities.js';
-import { INBOUND_LISTENER, LocalView } from './local-view.js';
+import { KernelPolicyAgent, OUTBOUND_LISTENER } from './kernel-policy.js';
+import { INBOUND_LISTENER, type LocalPod, LocalView } from './local-view.js';
 import { OutlierRegistry } from './outliers.js';
 import { meshInboundServer, PermissiveInbound } from './permissive.js';
 import { type CgroupDriver, PodCgroupLayout } from './pod-cgroups.js';
@@ -103,6 +104,7 @@ export class MeshAgent {
   private view = LocalView.empty();
   private dataplane: SockopsDataplane | undefined;
   private tcpHealth = false;
+  private kernelPolicy: KernelPolicyAgent | undefined;
   private identities: NodeIdentities | undefined;
   private telemetry: MeshTelemetry | undefined;
   private ads: AdsClient | undefined;
@@ -189,6 +191,8 @@ export class MeshAgent {
     this.tcpHealth = tcpHealth;
     for (const cg of dataplane.pods())
       this.enrolled.set(`adopted:${cg}`, { cg, mode: dataplane.podMode(cg) ?? 'strict' });
+    const kernelPolicy = new KernelPolicyAgent(dataplane, this.log);
+    this.kernelPolicy = kernelPolicy;
     this.permissive = new PermissiveInbound({
       dataplane,
       inbound: meshInboundServer({
@@ -251,6 +255,18 @@ export class MeshAgent {
     );
     telemetry.observeBpfCounters(() => dataplane.counters());
     if (tcpHealth) telemetry.observeTcpHealth(() => dataplane.tcpHealth.read());
+    telemetry.observeKernelPolicy(() => kernelPolicy.counters());
+    // Without a pair: the rule set in force and its counters; with one: the kernel's verdict for it.
+    telemetry.setView('/kernel/policy', (q) => {
+      const destination = q.get('destination');
+      if (destination === null) return kernelPolicy.report();
+      return kernelPolicy.verdict(
+        q.get('source') ?? 'plaintext',
+        destination,
+        Number(q.get('port') ?? ''),
+        this.localPodCgroups(),
+      );
+    });
     telemetry.setConfigDump(() => this.status());
     for (const [path, view] of Object.entries(
       explainViews({
@@ -402,7 +418,10 @@ export class MeshAgent {
     }
     // Membership comes from LDS: before it arrives, the pods adopted from the pins stay enrolled
     // (a restarted or upgraded agent must not un-capture them on a partial first config).
-    if (config.versions.LDS !== undefined) this.reconcileMembership();
+    if (config.versions.LDS !== undefined) {
+      this.reconcileMembership();
+      this.kernelPolicy?.update(config.listeners.get(OUTBOUND_LISTENER), this.localPodCgroups());
+    }
     const complete = Object.values(config.versions).every((v) => v !== undefined);
     if (complete && this.handoff?.deferListening && !this.tookOver) {
       this.tookOver = true;
@@ -522,6 +541,16 @@ export class MeshAgent {
     );
   }
 
+  /** This node's meshed pods with the cgroup they are enrolled by. */
+  private localPodCgroups(): { pod: LocalPod; cgroupId: bigint }[] {
+    const out: { pod: LocalPod; cgroupId: bigint }[] = [];
+    for (const pod of this.view.all()) {
+      const e = this.enrolled.get(`${pod.namespace}/${pod.name}`);
+      if (e) out.push({ pod, cgroupId: e.cg });
+    }
+    return out;
+  }
+
   status(): Record<string, unknown> {
     return {
       node: this.opts.nodeName,
@@ -540,6 +569,7 @@ export class MeshAgent {
       bpf: this.dataplane
         ? Object.fromEntries(Object.entries(this.dataplane.counters()).map(([k, v]) => [k, Number(v)]))
         : {},
+      kernelPolicy: this.kernelPolicy?.report().status ?? null,
       workers: { pids: this.workerPids, restarts: this.workers?.restarts.length ?? 0 },
       tunnels: this.runtime?.tunnelSessions ?? null,
       tcpHealth: tcpHealthReport(

@@ -3,12 +3,15 @@
  * policy.ts): a verdict per (caller identity id, destination policy set, port),
  * so connect4 and sk_lookup decide with hash lookups. Every verdict is the
  * proxy's own Authorizer evaluated on that triple, so the kernel cannot
- * disagree with the proxy on what it decides; what it cannot decide exactly
- * (a policy set that reads method, path or headers, wide port ranges) it
- * leaves out, and the proxy decides as before.
+ * disagree with the proxy on what it decides. Where it cannot decide exactly
+ * it leaves the destination out and the proxy decides as before: an ALLOW
+ * policy that reads method, path or headers (some requests may pass), a wide
+ * port range. A DENY policy that reads HTTP is left out of the kernel's
+ * evaluation: it can only deny more, so the kernel then denies less than the
+ * proxy, never more, and the proxy still applies it to each request.
  */
 import { Authorizer } from './authorizer.js';
-import type { Permission, Principal, RbacConfig } from './rbac.js';
+import type { Permission, Principal, RbacConfig, RbacPolicy } from './rbac.js';
 
 /** The identity id of an unauthenticated (plaintext) caller (bpf-sockops PLAINTEXT_IDENTITY). */
 export const PLAINTEXT_IDENTITY = 0;
@@ -53,6 +56,10 @@ export interface CompiledKernelPolicy {
 /** `shop/reviews-callers/rule-0` (the RBAC policy name the translator writes) -> `shop/reviews-callers`. */
 export function policyOfRule(rbacPolicyName: string): string {
   return rbacPolicyName.replace(/\/rule-\d+$/, '');
+}
+
+function policyReadsHttp(p: RbacPolicy): boolean {
+  return p.permissions.some(readsHttp) || p.principals.some(readsHttp);
 }
 
 function readsHttp(p: Permission | Principal): boolean {
@@ -152,15 +159,21 @@ function compileSet(
   indexOf: (policy: string) => number,
   rules: CompiledRule[],
 ): number | 'l7-conditions' | 'wide-port-range' | 'open' {
-  if (configs.every((c) => c.action !== 'ALLOW' && c.policies.length === 0)) return 'open';
-  const named = new Set<number>();
+  // A DENY policy that reads HTTP can only deny more: without it the kernel denies less, never
+  // more, than the proxy. An ALLOW policy that reads HTTP may allow some requests: the proxy decides.
+  const l4: RbacConfig[] = [];
   for (const c of configs) {
+    if (c.action === 'ALLOW' && c.policies.some((p) => policyReadsHttp(p))) return 'l7-conditions';
+    l4.push(c.action === 'DENY' ? { ...c, policies: c.policies.filter((p) => !policyReadsHttp(p)) } : c);
+  }
+  if (l4.every((c) => c.action !== 'ALLOW' && c.policies.length === 0)) return 'open';
+  const named = new Set<number>();
+  for (const c of l4) {
     for (const p of c.policies) {
-      if (p.permissions.some(readsHttp) || p.principals.some(readsHttp)) return 'l7-conditions';
       if (!p.permissions.every((x) => namedPorts(x, named))) return 'wide-port-range';
     }
   }
-  const authz = new Authorizer(configs);
+  const authz = new Authorizer(l4);
   if (authz.isEmpty) return 'open';
   const other = otherPort(named);
   for (const caller of callers) {

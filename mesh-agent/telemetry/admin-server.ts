@@ -146,6 +146,7 @@ export class AdminServer {
             '/stats/tcp',
             '/explain/outbound',
             '/explain/inbound',
+            '/kernel/policy',
           ],
         });
       }

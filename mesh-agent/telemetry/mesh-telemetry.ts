@@ -22,6 +22,7 @@ import type {
   AuthzDenial,
   BpfCounters,
   BreakerKind,
+  KernelPolicyCount,
   OutlierEventLike,
   RequestEvent,
   SvidInfo,
@@ -320,6 +321,10 @@ export class MeshTelemetry {
   observeTcpHealth(source: (() => readonly TcpHealthPair[]) | null): void {
     this.tcpHealthSource = source;
     this.metrics.observeTcpHealth(source);
+  }
+
+  observeKernelPolicy(source: (() => readonly KernelPolicyCount[]) | null): void {
+    this.metrics.observeKernelPolicy(source);
   }
 
   /** Exports pending spans and hands pending access log lines to the sink. */

@@ -15,6 +15,7 @@ import type {
   AuthzDenial,
   BpfCounters,
   BreakerKind,
+  KernelPolicyCount,
   RequestEvent,
   SvidInfo,
   TcpCloseEvent,
@@ -48,6 +49,7 @@ export const METRIC = {
   tcpHealthRttvarSum: 'sockmesh_tcp_health_rttvar_microseconds_total',
   tcpHealthSrtt: 'sockmesh_tcp_health_srtt_microseconds',
   tcpHealthRttvar: 'sockmesh_tcp_health_rttvar_microseconds',
+  kernelPolicy: 'sockmesh_kernel_policy_connections_total',
   accessLogDropped: 'sockmesh_access_log_dropped_total',
 } as const;
 
@@ -66,6 +68,7 @@ export class MeshMetrics {
   private svidSource: Source<readonly SvidInfo[]> | null = null;
   private bpfSource: Source<BpfCounters> | null = null;
   private tcpHealthSource: Source<readonly TcpHealthPair[]> | null = null;
+  private kernelPolicySource: Source<readonly KernelPolicyCount[]> | null = null;
   private logDropSource: Source<number> | null = null;
 
   /**
@@ -125,6 +128,17 @@ export class MeshMetrics {
         description: 'Counters read from the kernel programs, by counter name',
       })
       .addCallback((r) => this.collectBpf(r));
+    meter
+      .createObservableCounter(METRIC.kernelPolicy, {
+        description:
+          'Connections the kernel allowed or denied by L4 authorization policy (connect4, sk_lookup)',
+      })
+      .addCallback((r) => {
+        for (const c of this.kernelPolicySource?.() ?? []) {
+          r.observe(Number(c.allowed), { policy: c.policy, verdict: 'allowed' });
+          r.observe(Number(c.denied), { policy: c.policy, verdict: 'denied' });
+        }
+      });
     this.registerTcpHealth(meter);
   }
 
@@ -188,6 +202,10 @@ export class MeshMetrics {
       },
       all.map(([instrument]) => instrument),
     );
+  }
+
+  observeKernelPolicy(source: Source<readonly KernelPolicyCount[]> | null): void {
+    this.kernelPolicySource = source;
   }
 
   requestCompleted(ev: RequestEvent): void {

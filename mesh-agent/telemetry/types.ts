@@ -174,3 +174,10 @@ export interface TcpHealthPair {
   srttSumUs: number;
   rttvarSumUs: number;
 }
+
+/** One policy's kernel verdict counters (bpf-sockops KernelPolicyMaps.counters). */
+export interface KernelPolicyCount {
+  policy: string;
+  allowed: bigint;
+  denied: bigint;
+}

@@ -2,8 +2,10 @@
  * Permissive mode end to end: a meshed namespace labelled `sockmesh.io/mtls:
  * permissive` still takes plaintext from outside the mesh, but the node agent
  * takes it first (sk_lookup in the pod's netns, port 15006) and applies
- * AuthorizationPolicy to it as an unauthenticated caller: a denied request on
- * an HTTP port is answered 403, a denied connection to a TCP port is reset.
+ * AuthorizationPolicy to it as an unauthenticated caller. What L4 policy
+ * denies is refused in the kernel before the proxy sees it (sk_lookup for
+ * plaintext, connect4 for a meshed caller dialing the pod), counted per policy;
+ * the kernel's verdict for a pair is on the agent's admin port.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -72,55 +74,67 @@ describe('permissive mode: plaintext into the mesh goes through the agent (2 nod
     assert.ok((after.bpf.inboundCaptured ?? 0) >= 2, `captured: ${JSON.stringify(after.bpf)}`);
   });
 
-  it('applies AuthorizationPolicy to plaintext: denied (403) and counted, while the mesh caller passes', async () => {
-    const denialsBefore = metric(
-      (await mesh.agentGet('node2', '/metrics')).body,
-      'sockmesh_authz_denials_total',
+  /** Kernel denials by policy on a node (sockmesh_kernel_policy_connections_total). */
+  const kernelDenied = async (node: string, policy: string) =>
+    metric((await mesh.agentGet(node, '/metrics')).body, 'sockmesh_kernel_policy_connections_total', {
+      policy,
+      verdict: 'denied',
+    });
+  const proxyDenials = async (node: string) =>
+    metric((await mesh.agentGet(node, '/metrics')).body, 'sockmesh_authz_denials_total');
+  const raw = async (from: string, host: string) =>
+    JSON.parse(
+      (await mesh.exec(from, [process.execPath, '-e', RAW(host, 8080, 'GET / HTTP/1.0\r\n\r\n')], 20_000))
+        .stdout,
+    ) as RawResult;
+
+  it('refuses plaintext the policy denies in the kernel (sk_lookup), before the proxy, counted per policy', async () => {
+    // The ALLOW policy names the frontend only: an unauthenticated caller matches no rule.
+    await eventually(
+      'node2 loaded the kernel policy',
+      async () => (await status('node2')) as Status & { kernelPolicy: { rules: number } | null },
+      (st) => (st.kernelPolicy?.rules ?? 0) > 0,
     );
+    const k0 = await kernelDenied('node2', 'default-deny');
+    const d0 = await proxyDenials('node2');
     const res = await call(mesh, 'legacy/client', LOCKED);
-    assert.equal(res.status, 403, res.error ?? res.body);
-    assert.match(res.body, /RBAC: access denied/);
-    const denialsAfter = metric(
-      (await mesh.agentGet('node2', '/metrics')).body,
-      'sockmesh_authz_denials_total',
-    );
-    assert.ok(denialsAfter > denialsBefore, 'the denial is counted');
+    assert.deepEqual({ status: res.status, error: res.error }, { status: 0, error: 'ECONNREFUSED' });
+    const tcp = await raw('legacy/client', LOCKED_TCP);
+    assert.deepEqual(tcp, { connected: false, data: '', error: 'ECONNREFUSED' });
+    assert.equal(await kernelDenied('node2', 'default-deny'), k0 + 2, 'both refusals counted in the kernel');
+    assert.equal(await proxyDenials('node2'), d0, 'the proxy never saw them');
     // The frontend goes through the mesh (mTLS tunnel) and is allowed by name.
     const meshed = await call(mesh, 'shop/frontend-1', 'http://locked.open.svc.cluster.local:8080/');
     assert.equal(meshed.status, 200, meshed.error ?? meshed.body);
     assert.equal((JSON.parse(meshed.body) as { caller: string }).caller, FRONTEND_ID);
   });
 
-  it('applies AuthorizationPolicy to plaintext TCP: reset and counted, while the mesh caller passes', async () => {
-    const get = 'GET / HTTP/1.0\r\n\r\n';
-    const raw = async (from: string, host: string) =>
+  it('refuses a meshed caller the policy denies at connect() with EPERM on its own node; the verdict is on the admin port', async () => {
+    const k0 = await kernelDenied('node2', 'default-deny');
+    const d0 = await proxyDenials('node2');
+    // ratings-1 (node2) dials the locked pod directly: its connect() fails, no packet leaves it.
+    const denied = await raw('shop/ratings-1', LOCKED_TCP);
+    assert.deepEqual(denied, { connected: false, data: '', error: 'EPERM' });
+    assert.equal(await kernelDenied('node2', 'default-deny'), k0 + 1);
+    assert.equal(await proxyDenials('node2'), d0, 'the proxy never saw it');
+    const verdict = async (node: string, source: string) =>
       JSON.parse(
-        (await mesh.exec(from, [process.execPath, '-e', RAW(host, 8080, get)], 20_000)).stdout,
-      ) as RawResult;
-    const denials = async () =>
-      metric((await mesh.agentGet('node2', '/metrics')).body, 'sockmesh_authz_denials_total', {
-        source_principal: '-',
-        destination_workload: 'locked-tcp-1',
-      });
-    const denialsBefore = await denials();
-    // The agent's listener takes the handshake (sk_lookup), denies on accept and resets: the request it was
-    // sent is never answered, and the pod never sees the connection. A reset, not a refusal (ECONNREFUSED),
-    // is what says the handshake completed; whether node reported 'connect' before the RST came is a race.
-    const denied = await raw('legacy/client', LOCKED_TCP);
-    assert.deepEqual({ data: denied.data, error: denied.error }, { data: '', error: 'ECONNRESET' });
-    assert.equal(await denials(), denialsBefore + 1, 'one denial counted for the one connection');
-    // The frontend goes through the mesh (mTLS tunnel, as TCP) and is allowed by name.
-    const meshed = await raw('shop/frontend-1', 'locked-tcp.open.svc.cluster.local');
+        (await mesh.agentGet(node, `/kernel/policy?source=${source}&destination=${LOCKED_TCP}&port=8080`))
+          .body,
+      ) as { hook: string; source: { spiffeId: string }; kernel: { verdict: string; policy?: string } };
+    const v = await verdict('node2', 'shop/ratings-1');
+    assert.equal(v.hook, 'connect4');
+    assert.equal(v.source.spiffeId, 'spiffe://cluster.local/ns/shop/sa/ratings');
+    assert.deepEqual([v.kernel.verdict, v.kernel.policy], ['deny', 'default-deny']);
+    // The frontend (node1) is allowed by the policy: its kernel lets it through to the mesh, mTLS all the way.
+    const f = await verdict('node1', 'shop/frontend-1');
+    assert.deepEqual([f.kernel.verdict, f.kernel.policy], ['allow', 'open/locked-callers']);
+    const meshed = await raw('shop/frontend-1', LOCKED_TCP);
     assert.equal(meshed.error, undefined, JSON.stringify(meshed));
     assert.match(meshed.data, /^HTTP\/1\.1 200 /, JSON.stringify(meshed));
-    const body = JSON.parse(meshed.data.slice(meshed.data.indexOf('\r\n\r\n') + 4)) as {
-      pod: string;
-      caller: string | null;
-    };
-    assert.equal(body.pod, 'locked-tcp-1');
-    // Carried as bytes: the mesh did not parse it as HTTP, so it injected no identity header.
-    assert.equal(body.caller, null);
-    assert.equal(await denials(), denialsBefore + 1, 'the allowed caller added no denial');
+    const bad = await mesh.agentGet('node2', '/kernel/policy?source=shop/ratings-1&destination=nope&port=1');
+    assert.equal(bad.status, 400);
+    assert.match(bad.body, /SOCKMESH_E_USAGE/);
   });
 
   it('switches the namespace to strict and back, live', async () => {

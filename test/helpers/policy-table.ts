@@ -33,6 +33,8 @@ export interface GeneratedTable {
   sets: Map<string, RbacConfig[]>;
   /** Sets some policy of which reads method or path. */
   l7: Set<string>;
+  /** Sets some ALLOW policy of which reads method or path: the kernel must never deny there. */
+  l7Allow: Set<string>;
   policies: AuthorizationPolicy[];
 }
 
@@ -67,6 +69,7 @@ export function generateTable(
     };
   };
   const l7 = new Set<string>();
+  const l7Allow = new Set<string>();
   for (let s = 0; s < setCount; s++) {
     const app = `d${s}`;
     const count = Math.floor(rand() * 4);
@@ -86,12 +89,14 @@ export function generateTable(
                 },
               ],
       }));
+      const action = rand() < 0.35 ? 'DENY' : 'ALLOW';
+      if (readsHttp && action === 'ALLOW') l7Allow.add(app);
       policies.push({
         namespace: POLICY_NAMESPACE,
         name: `${app}-p${p}`,
         selector: { app },
         targetRef: undefined,
-        action: rand() < 0.35 ? 'DENY' : 'ALLOW',
+        action,
         rules,
       });
     }
@@ -110,5 +115,32 @@ export function generateTable(
       .filter((c): c is RbacConfig => c !== undefined);
     sets.set(app, configs);
   }
-  return { sets, l7, policies };
+  return { sets, l7, l7Allow, policies };
+}
+
+/** Requests an HTTP caller could send on a connection: the proxy must deny every one for the kernel to deny. */
+export const HTTP_PROBES = ['GET /', 'GET /admin/x', 'POST /', 'DELETE /admin/y'].map((r) => {
+  const [method, path] = r.split(' ') as [string, string];
+  return { method, path, headers: { ':method': method, ':path': path } };
+});
+
+/** True when the proxy denies this caller on this port whatever it sends: TCP, or any probe request. */
+export function proxyDeniesAll(
+  authz: { evaluate(r: object): { allowed: boolean } },
+  caller: { principal: string | undefined; namespace: string | undefined },
+  port: number,
+): boolean {
+  const base = {
+    sourcePrincipal: caller.principal,
+    sourceNamespace: caller.namespace,
+    destinationPort: port,
+  };
+  if (authz.evaluate(base).allowed) return false;
+  return HTTP_PROBES.every((p) => !authz.evaluate({ ...base, ...p }).allowed);
+}
+
+/** The RBAC without its DENY policies that read HTTP: what the kernel decides by. */
+export function withoutHttpDenies(rbac: readonly RbacConfig[]): RbacConfig[] {
+  const http = (p: unknown) => /"kind":"(header|url-path)"/.test(JSON.stringify(p));
+  return rbac.map((c) => (c.action === 'DENY' ? { ...c, policies: c.policies.filter((p) => !http(p)) } : c));
 }

@@ -14,6 +14,7 @@ import { objectKey, portMode } from '../model/types.js';
 import { HCM_TYPE, LISTENER_TYPE, ROUTER_TYPE, TCP_PROXY_TYPE } from '../protos.js';
 import { isMeshed, workloadMetadata } from './endpoints.js';
 import { adsConfigSource, cidr, duration, type Json, socketAddress, sockmeshMetadata } from './envoy.js';
+import { KERNEL_POLICY_KEY, kernelPolicyMetadata } from './kernel-policy.js';
 import {
   clusterName,
   INBOUND_LISTENER,
@@ -140,6 +141,8 @@ export function outboundListener(model: MeshModel, tcpRoutes: ReadonlyMap<string
       name: 'passthrough',
       filters: [tcpProxy('outbound_passthrough', { cluster: PASSTHROUGH_CLUSTER }, undefined)],
     },
+    // The L4 authorization each caller's kernel enforces at connect (kernel-policy.ts).
+    metadata: sockmeshMetadata({ [KERNEL_POLICY_KEY]: kernelPolicyMetadata(model) }),
   };
 }
 

@@ -10,7 +10,13 @@ import {
   policyOfRule,
 } from '../../../mesh-agent/authz/kernel-policy.js';
 import { mulberry32 } from '../../../scripts/fuzz/manifest-fuzz.js';
-import { generateTable, identity, NAMED_PORTS, OTHER_PORT } from '../../helpers/policy-table.js';
+import {
+  generateTable,
+  identity,
+  NAMED_PORTS,
+  OTHER_PORT,
+  proxyDeniesAll,
+} from '../../helpers/policy-table.js';
 
 const IDENTITIES = [
   identity('a', 'x'),
@@ -40,12 +46,8 @@ test('the compiled table gives the Authorizer answer for every caller, destinati
     for (const [app, rbac] of gen.sets) {
       const ip = `10.99.0.${app.slice(1)}`;
       const authz = new Authorizer(rbac);
-      if (gen.l7.has(app)) {
-        assert.equal(
-          c.destinations.has(ip),
-          false,
-          `${app} reads HTTP: the kernel must leave it to the proxy`,
-        );
+      if (gen.l7Allow.has(app)) {
+        assert.equal(c.destinations.has(ip), false, `${app} allows by HTTP: the proxy decides`);
         continue;
       }
       for (const caller of [undefined, ...IDENTITIES]) {
@@ -62,6 +64,21 @@ test('the compiled table gives the Authorizer answer for every caller, destinati
           }
           decided++;
           const at = `seed ${seed} ${caller?.spiffeId ?? 'plaintext'} -> ${app}:${port}`;
+          if (gen.l7.has(app)) {
+            // Only DENY policies read HTTP here: the kernel may deny less than the proxy, never more.
+            const who = { principal: caller?.spiffeId, namespace: caller?.namespace };
+            if (got?.verdict === 'deny') assert.ok(proxyDeniesAll(authz, who, port), at);
+            continue;
+          }
+          if (gen.l7.has(app)) {
+            // HTTP DENY rules: the kernel may deny less than the proxy, never more.
+            if (got?.verdict === 'deny')
+              assert.ok(
+                proxyDeniesAll(authz, { principal: caller?.spiffeId, namespace: caller?.namespace }, port),
+                at,
+              );
+            continue;
+          }
           assert.equal(got?.verdict, want.allowed ? 'allow' : 'deny', at);
           if (!want.allowed)
             assert.equal(
