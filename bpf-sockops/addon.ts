@@ -42,6 +42,10 @@ export interface BpfAddon {
   mapUpdate(fd: number, key: Buffer, value: Buffer, flags: number): void;
   mapDelete(fd: number, key: Buffer): boolean;
   mapKeys(fd: number, keySize: number, limit: number): Buffer[];
+  /** Writes every entry of `keys`/`values` (concatenated, fixed sizes) in one syscall; returns the count. */
+  mapUpdateBatch(fd: number, keys: Buffer, keySize: number, values: Buffer, valueSize: number): number;
+  /** Deletes every key of `keys` (concatenated); each must exist. */
+  mapDeleteBatch(fd: number, keys: Buffer, keySize: number): number;
   linkCreate(progFd: number, targetFd: number, attachType: number): number;
   netnsListen(netnsPath: string, ip: string, port: number, backlog: number): number;
   possibleCpus(): number;

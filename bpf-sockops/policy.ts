@@ -56,6 +56,8 @@ export interface KernelPolicyStatus {
   /** The live generation slot (0 or 1) and how many table swaps this process made. */
   generation: number;
   swaps: number;
+  /** The last swap: ms until the new rule set was live (written, flipped), and until the old one was gone. */
+  lastSwapMs: { live: number; total: number } | null;
   rules: number;
   destinations: number;
   sources: number;
@@ -93,11 +95,12 @@ export class KernelPolicyMaps {
   private swaps = 0;
   private names: readonly string[] = [];
   /** Keys written per generation slot; undefined until learned (an adopted map is scanned once). */
-  private readonly written: Record<'rules' | 'destinations', (Buffer[] | undefined)[]> = {
+  private readonly written: Record<'rules' | 'destinations', (Buffer | undefined)[]> = {
     rules: [undefined, undefined],
     destinations: [undefined, undefined],
   };
   private ruleCount = 0;
+  private lastSwapMs: KernelPolicyStatus['lastSwapMs'] = null;
 
   constructor(
     private readonly addon: BpfAddon,
@@ -111,25 +114,37 @@ export class KernelPolicyMaps {
    * the previous rule set stays live.
    */
   replace(table: KernelPolicyTable): KernelPolicyStatus {
+    const started = performance.now();
     checkBounds(table);
-    const encoded = encodeTable(table);
-    const live = this.active();
-    const next = 1 - live;
+    const current = this.active();
+    const next = 1 - current;
+    const encoded = encodeTable(table, next);
     // Odd epoch: a verdict that still reads this slot (from before the last flip) passes.
     const epoch = this.read(epochSlot(next));
     if (epoch % 2 === 0) this.write(epochSlot(next), epoch + 1);
     this.clear(next);
     try {
-      for (const [ip, set] of encoded.destinations) {
-        const k = destKey(next, ip);
-        this.addon.mapUpdate(this.fds.destinations, k, encodeU32(set), BPF_ANY);
-      }
-      for (const r of encoded.rules) {
-        r.key.writeUInt32LE(next, 0);
-        this.addon.mapUpdate(this.fds.rules, r.key, r.value, BPF_ANY);
-      }
+      this.addon.mapUpdateBatch(
+        this.fds.destinations,
+        encoded.destKeys,
+        POLICY_DEST_KEY_SIZE,
+        encoded.destValues,
+        4,
+      );
+      this.setWritten(next, 'destinations', encoded.destKeys);
+      this.addon.mapUpdateBatch(
+        this.fds.rules,
+        encoded.ruleKeys,
+        POLICY_KEY_SIZE,
+        encoded.ruleValues,
+        POLICY_VERDICT_SIZE,
+      );
+      this.setWritten(next, 'rules', encoded.ruleKeys);
       this.writeSources(next, table.sources);
     } catch (err) {
+      // Some entries may be in: forget what we think is there, the next clear scans the map.
+      this.written.rules[next] = undefined;
+      this.written.destinations[next] = undefined;
       this.clear(next);
       throw new SockmeshError(
         'SOCKMESH_E_BPF',
@@ -137,31 +152,23 @@ export class KernelPolicyMaps {
         { hint: 'check the memory cgroup limit of the agent', cause: err },
       );
     }
-    this.setWritten(
-      next,
-      'rules',
-      encoded.rules.map((r) => Buffer.from(r.key)),
-    );
-    this.setWritten(
-      next,
-      'destinations',
-      encoded.destinations.map(([ip]) => destKey(next, ip)),
-    );
     if (this.names.length === 0 || this.names.join('\0') !== table.policies.join('\0')) {
       this.resetCounters(table.policies, this.names);
     }
     this.names = [...table.policies];
     this.write(epochSlot(next), this.read(epochSlot(next)) + 1);
     this.write(ACTIVE, next);
+    const live = performance.now() - started;
     // The old slot: mark it in flux, then empty it; verdicts that read it before the flip pass.
-    this.write(epochSlot(live), this.read(epochSlot(live)) | 1);
-    this.clear(live);
+    this.write(epochSlot(current), this.read(epochSlot(current)) | 1);
+    this.clear(current);
     // Pods the live table no longer knows (gone from the node) leave the map.
     const keep = new Set([...table.sources.keys()].map((cg) => encodeU64(cg).toString('hex')));
     for (const key of this.addon.mapKeys(this.fds.sources, 8, POLICY_LIMITS.sources * 2)) {
       if (!keep.has(key.toString('hex'))) this.addon.mapDelete(this.fds.sources, key);
     }
     this.swaps++;
+    this.lastSwapMs = { live, total: performance.now() - started };
     this.ruleCount = table.rules.length;
     return this.status();
   }
@@ -234,8 +241,9 @@ export class KernelPolicyMaps {
     return {
       generation: this.active(),
       swaps: this.swaps,
+      lastSwapMs: this.lastSwapMs,
       rules: this.ruleCount,
-      destinations: this.keysOf(this.active(), 'destinations').length,
+      destinations: this.keysOf(this.active(), 'destinations').length / POLICY_DEST_KEY_SIZE,
       sources: this.addon.mapKeys(this.fds.sources, 8, POLICY_LIMITS.sources * 2).length,
       limits: POLICY_LIMITS,
     };
@@ -278,27 +286,37 @@ export class KernelPolicyMaps {
     }
   }
 
-  private keysOf(gen: number, what: 'rules' | 'destinations'): Buffer[] {
+  /** The keys a generation holds, concatenated; an adopted map is scanned once. */
+  private keysOf(gen: number, what: 'rules' | 'destinations'): Buffer {
     let keys = this.written[what][gen];
     if (keys === undefined) {
       const fd = what === 'rules' ? this.fds.rules : this.fds.destinations;
       const size = what === 'rules' ? POLICY_KEY_SIZE : POLICY_DEST_KEY_SIZE;
       const limit = what === 'rules' ? 2 * POLICY_LIMITS.rules : 2 * POLICY_LIMITS.destinations;
-      keys = this.addon.mapKeys(fd, size, limit).filter((k) => k.readUInt32LE(0) === gen);
+      keys = Buffer.concat(this.addon.mapKeys(fd, size, limit).filter((k) => k.readUInt32LE(0) === gen));
       this.written[what][gen] = keys;
     }
     return keys;
   }
 
-  private setWritten(gen: number, what: 'rules' | 'destinations', keys: Buffer[]): void {
+  private setWritten(gen: number, what: 'rules' | 'destinations', keys: Buffer): void {
     this.written[what][gen] = keys;
   }
 
   private clear(gen: number): void {
-    for (const k of this.keysOf(gen, 'rules')) this.addon.mapDelete(this.fds.rules, k);
-    for (const k of this.keysOf(gen, 'destinations')) this.addon.mapDelete(this.fds.destinations, k);
-    this.setWritten(gen, 'rules', []);
-    this.setWritten(gen, 'destinations', []);
+    for (const what of ['rules', 'destinations'] as const) {
+      const fd = what === 'rules' ? this.fds.rules : this.fds.destinations;
+      const size = what === 'rules' ? POLICY_KEY_SIZE : POLICY_DEST_KEY_SIZE;
+      const keys = this.keysOf(gen, what);
+      try {
+        this.addon.mapDeleteBatch(fd, keys, size);
+      } catch {
+        // A key already gone stops the batch: delete one by one, missing ones are fine.
+        for (let off = 0; off < keys.length; off += size)
+          this.addon.mapDelete(fd, keys.subarray(off, off + size));
+      }
+      this.setWritten(gen, what, Buffer.alloc(0));
+    }
   }
 
   /** Counters of indices whose policy changed start from zero (a new process starts them all from zero). */
@@ -336,18 +354,32 @@ function checkBounds(t: KernelPolicyTable): void {
   }
 }
 
-function encodeTable(t: KernelPolicyTable): {
-  destinations: [Buffer, number][];
-  rules: { key: Buffer; value: Buffer }[];
-} {
-  const destinations: [Buffer, number][] = [...t.destinations].map(([ip, set]) => [parseIpv4(ip), set]);
-  const rules = t.rules.map((r) => {
-    const value = Buffer.alloc(POLICY_VERDICT_SIZE);
-    value.writeUInt32LE(VERDICT_CODE[r.verdict], 0);
-    value.writeUInt32LE(r.policy, 4);
-    return { key: ruleKey(0, r.source, r.destination, checkPort(r.port, true)), value };
+/** Keys and values of one generation, concatenated for the batch syscalls. */
+function encodeTable(
+  t: KernelPolicyTable,
+  gen: number,
+): { destKeys: Buffer; destValues: Buffer; ruleKeys: Buffer; ruleValues: Buffer } {
+  const destKeys = Buffer.alloc(t.destinations.size * POLICY_DEST_KEY_SIZE);
+  const destValues = Buffer.alloc(t.destinations.size * 4);
+  let i = 0;
+  for (const [ip, set] of t.destinations) {
+    destKeys.writeUInt32LE(gen, i * POLICY_DEST_KEY_SIZE);
+    parseIpv4(ip).copy(destKeys, i * POLICY_DEST_KEY_SIZE + 4);
+    destValues.writeUInt32LE(set, i * 4);
+    i++;
+  }
+  const ruleKeys = Buffer.alloc(t.rules.length * POLICY_KEY_SIZE);
+  const ruleValues = Buffer.alloc(t.rules.length * POLICY_VERDICT_SIZE);
+  t.rules.forEach((r, n) => {
+    const k = n * POLICY_KEY_SIZE;
+    ruleKeys.writeUInt32LE(gen, k);
+    ruleKeys.writeUInt32LE(r.source, k + 4);
+    ruleKeys.writeUInt32LE(r.destination, k + 8);
+    ruleKeys.writeUInt16LE(checkPort(r.port, true), k + 12);
+    ruleValues.writeUInt32LE(VERDICT_CODE[r.verdict], n * POLICY_VERDICT_SIZE);
+    ruleValues.writeUInt32LE(r.policy, n * POLICY_VERDICT_SIZE + 4);
   });
-  return { destinations, rules };
+  return { destKeys, destValues, ruleKeys, ruleValues };
 }
 
 function ruleKey(gen: number, source: number, dest: number, port: number): Buffer {
