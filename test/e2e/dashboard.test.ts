@@ -101,6 +101,11 @@ describe('sockmesh dashboard in headless Chromium (2 nodes, live agents)', {
         `/\\d\\/s · 100\\.0% ok · p99 /.test(document.querySelector('tr.edge-row[data-source="shop/frontend-1"][data-destination="${dst}"] td.traffic')?.textContent ?? '')`,
         30_000,
       );
+    // The agents export kernel TCP health per pair: the row shows it (RTT, jitter, retransmits).
+    await waitFor(
+      `/^rtt \\d+\\.\\d\\dms ±\\d+\\.\\d\\d · retransmits \\d+ · rtos \\d+$/.test(document.querySelector('tr.edge-row[data-source="shop/frontend-1"][data-destination="shop/reviews-v2-1"] td.tcp')?.textContent ?? '')`,
+      30_000,
+    );
     // Each edge is drawn in the graph too, with its number.
     assert.equal(await edge('shop/frontend-1', 'shop/reviews-v1-1').count(), 1);
     assert.equal(await edge('shop/frontend-1', 'shop/ratings-1').count(), 1);
