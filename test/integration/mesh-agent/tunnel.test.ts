@@ -5,6 +5,7 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { CertificateAuthority } from '../../../certs/ca/authority.js';
 import type { X509Svid } from '../../../certs/svid.js';
+import { carrierGoaway } from '../../../mesh-agent/io/h2c.js';
 import { identitySni } from '../../../mesh-agent/tunnel/peer.js';
 import { TunnelError, TunnelPool } from '../../../mesh-agent/tunnel/pool.js';
 import { type TunnelRequest, TunnelServer } from '../../../mesh-agent/tunnel/server.js';
@@ -96,6 +97,35 @@ describe('mTLS HTTP/2 CONNECT tunnel', () => {
       assert.equal(last.destPort, echoPort);
       assert.equal(last.traceparent, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01');
       assert.equal(last.baggage, 'source.namespace=shop');
+    } finally {
+      pool.close();
+    }
+  });
+
+  it('a stream watched for GOAWAY leaves no listener on its session once closed (sessions outlive thousands of streams)', async () => {
+    const pool = new TunnelPool();
+    try {
+      const target = {
+        source: frontend,
+        nodeAddress: tunnelAddr,
+        expectedServerId: REVIEWS,
+        authority: `127.0.0.1:${echoPort}`,
+      };
+      const first = await pool.open(target);
+      const session = first.session!;
+      const baseline = session.listenerCount('goaway');
+      let fired = 0;
+      for (let i = 0; i < 20; i++) {
+        const s = i === 0 ? first : await pool.open(target);
+        carrierGoaway(s, () => fired++);
+        await roundTrip(s, Buffer.from('x'));
+        if (!s.closed) await once(s, 'close');
+      }
+      assert.equal(session.listenerCount('goaway'), baseline);
+      const open = await pool.open(target);
+      carrierGoaway(open, () => fired++);
+      assert.equal(session.listenerCount('goaway'), baseline + 1, 'an open stream is watched');
+      open.destroy();
     } finally {
       pool.close();
     }
