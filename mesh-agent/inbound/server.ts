@@ -192,6 +192,8 @@ export class InboundServer implements TunnelHandler {
    * plaintext let it through; a denied TCP connection is reset.
    */
   handlePlaintext(socket: net.Socket): void {
+    // A client's reset is this connection's end, not the agent's: unheard, 'error' would throw.
+    socket.on('error', () => {});
     const ip = (socket.localAddress ?? '').replace(/^::ffff:/, '');
     const destination = this.opts.workloads.byIp(ip);
     if (!destination || socket.localPort === undefined) {
@@ -244,6 +246,7 @@ export class InboundServer implements TunnelHandler {
 
   /** An admitted HTTP port: h2c (prior knowledge) or HTTP/1.1, told apart by the first bytes. */
   private serveHttpOrH2c(conn: Duplex, caller: Caller): void {
+    conn.on('error', () => {});
     sniffH2c(
       conn,
       (h2c) => {

@@ -1,6 +1,7 @@
 import http2, {
   type ClientHttp2Session,
   type ClientHttp2Stream,
+  type Http2Session,
   type IncomingHttpHeaders,
   type ServerHttp2Session,
   type ServerHttp2Stream,
@@ -24,9 +25,15 @@ export function matchH2Preface(buf: Buffer): 'yes' | 'no' | 'partial' {
  * A connection silent for `timeoutMs` is closed (it would hold a socket for nothing).
  */
 export function sniffH2c(conn: Duplex, decide: (h2c: boolean) => void, timeoutMs?: number): void {
-  const timer = timeoutMs === undefined ? undefined : setTimeout(() => conn.destroy(), timeoutMs);
+  // After a stalled event loop timers run before the reads that were waiting: those go first.
+  let spoke = false;
+  const timer =
+    timeoutMs === undefined
+      ? undefined
+      : setTimeout(() => setImmediate(() => spoke || conn.destroy()), timeoutMs);
   timer?.unref();
   const onData = (chunk: Buffer) => {
+    spoke = true;
     clearTimeout(timer);
     conn.off('data', onData);
     conn.pause();
@@ -54,6 +61,7 @@ export function serveH2c(
   });
   server.on('session', (session) => {
     closeWhenIdle(session, limits);
+    closeOnPrematureResets(session);
     onSession?.(session);
   });
   server.on('stream', (stream, headers) => {
@@ -66,8 +74,40 @@ export function serveH2c(
     onStream(stream, headers);
   });
   server.on('sessionError', () => conn.destroy());
+  // A session that fails destroys its connection with the error: the session's end, not the agent's.
+  conn.on('error', () => {});
   server.emit('connection', conn);
 }
+
+/**
+ * HTTP/2 rapid reset (CVE-2023-44487): a client that opens streams and resets them at once
+ * makes the proxy start upstream work (a request, a CONNECT's dial) for nothing, as fast as it
+ * can send frames, and fills the cluster's max_requests for everyone. Envoy's rule: a
+ * connection on which more than half the streams were reset within a second of their start is
+ * closed once it has had PREMATURE_RESET_MIN_STREAMS of them. Envoy counts 500; one proxy per
+ * node shares each cluster's breaker among all of the node's pods, so 100 here.
+ */
+export function closeOnPrematureResets(session: Http2Session): void {
+  let streams = 0;
+  let premature = 0;
+  session.on('stream', (stream: ServerHttp2Stream) => {
+    streams++;
+    const started = performance.now();
+    stream.once('close', () => {
+      if (stream.rstCode === http2.constants.NGHTTP2_NO_ERROR) return;
+      if (performance.now() - started > PREMATURE_RESET_MS) return;
+      premature++;
+      if (premature >= PREMATURE_RESET_MIN_STREAMS && premature * 2 > streams && !session.destroyed) {
+        session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+        session.destroy();
+      }
+    });
+  });
+}
+
+/** Envoy's premature_reset_min_stream_lifetime_seconds. */
+const PREMATURE_RESET_MS = 1000;
+export const PREMATURE_RESET_MIN_STREAMS = 100;
 
 /**
  * A session without a stream open closes: after `headersTimeoutMs` until its first stream
@@ -82,7 +122,8 @@ export function closeWhenIdle(
   let timer: NodeJS.Timeout | undefined;
   const arm = (ms: number) => {
     clearTimeout(timer);
-    timer = setTimeout(() => session.destroy(), ms);
+    // setImmediate: frames that arrived while the event loop was busy are read before deciding.
+    timer = setTimeout(() => setImmediate(() => open === 0 && session.destroy()), ms);
     timer.unref();
   };
   arm(limits.headersTimeoutMs);

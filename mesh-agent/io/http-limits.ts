@@ -66,7 +66,10 @@ export function http1Server(limits: HttpLimits, onRequest: http.RequestListener)
         req.resume();
         return;
       }
-      if (!req.complete) bodyIdle(req, res, limits.streamIdleTimeoutMs);
+      const bodied =
+        req.headers['transfer-encoding'] !== undefined ||
+        (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+      if (bodied && !req.complete) bodyIdle(req, res, limits.streamIdleTimeoutMs);
       onRequest(req, res);
     },
   );
@@ -86,6 +89,8 @@ export function http1Server(limits: HttpLimits, onRequest: http.RequestListener)
 function bodyIdle(req: http.IncomingMessage, res: http.ServerResponse, ms: number): void {
   const socket = req.socket as Duplex;
   const timer = setTimeout(() => {
+    // The body is all in (the handler may never read it to its 'end'): nothing stalled.
+    if (req.complete) return stop();
     if (res.headersSent) socket.destroy();
     else answerAndClose(socket, 408, `request timeout: no request body byte for ${ms} ms\n`);
   }, ms);

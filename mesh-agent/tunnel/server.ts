@@ -15,6 +15,7 @@ import {
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
 import { ConnectionDrain } from '../handoff/drain.js';
+import { closeOnPrematureResets, closeWhenIdle } from '../io/h2c.js';
 import { identitySni } from './peer.js';
 
 /** What the tunnel learned about one CONNECT before handing it to the inbound side. */
@@ -47,11 +48,16 @@ export interface TunnelServerOptions {
   handler: TunnelHandler;
   /** How long a TLS handshake may take before the connection closes (default TUNNEL_HANDSHAKE_TIMEOUT_MS). */
   handshakeTimeoutMs?: number;
+  /** How long a session may stay without a CONNECT stream open before it closes (default TUNNEL_IDLE_TIMEOUT_MS). */
+  idleTimeoutMs?: number;
   log?: Logger;
 }
 
 /** Node's default is 120 s: a peer sending nothing, or a handshake byte now and then, would hold a socket that long. */
 export const TUNNEL_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** Envoy's idle_timeout default: a peer's idle session is not worth keeping longer (its pool dials again). */
+export const TUNNEL_IDLE_TIMEOUT_MS = 3_600_000;
 
 /**
  * HBONE-style inbound tunnel: HTTP/2 CONNECT over mutual TLS 1.3. The client
@@ -90,6 +96,9 @@ export class TunnelServer {
       this.sessions.add(session);
       session.once('close', () => this.sessions.delete(session));
       this.drainer.h2(session);
+      const idle = opts.idleTimeoutMs ?? TUNNEL_IDLE_TIMEOUT_MS;
+      closeWhenIdle(session, { headersTimeoutMs: idle, idleTimeoutMs: idle });
+      closeOnPrematureResets(session);
       session.setLocalWindowSize(16 << 20);
       session.on('error', () => {});
     });

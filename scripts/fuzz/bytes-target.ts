@@ -65,6 +65,7 @@ const tunnel = new TunnelServer({
   },
   handler: harness.inbound,
   ...(limits.headersTimeoutMs ? { handshakeTimeoutMs: limits.headersTimeoutMs } : {}),
+  ...(limits.idleTimeoutMs ? { idleTimeoutMs: limits.idleTimeoutMs } : {}),
 });
 const tunnelAddr = await tunnel.listen(0, '127.0.0.1');
 

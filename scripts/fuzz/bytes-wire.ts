@@ -32,7 +32,8 @@ export interface Received {
 
 /**
  * The mesh's destination pod: HTTP/1.1 or h2c (prior knowledge) on one port, `200 ok` to
- * anything, and a log of every byte received (what a proxy passed on, whatever it parsed).
+ * anything (after 2.5 s for `/slow...`), and a log of every byte received (what a proxy
+ * passed on, whatever it parsed).
  */
 export class RecordingUpstream {
   private readonly server: net.Server;
@@ -113,7 +114,9 @@ export class RecordingUpstream {
         headers: req.rawHeaders,
         body: Buffer.concat(body).toString('latin1'),
       });
-      (res as http.ServerResponse).end('ok');
+      // `/slow`: an answer that takes a while, as a busy pod's does.
+      const delay = req.url?.startsWith('/slow') ? 2500 : 0;
+      setTimeout(() => (res as http.ServerResponse).end('ok'), delay);
     });
   }
 }
@@ -191,24 +194,32 @@ export interface Exchange {
 export type Dial = () => net.Socket | tls.TLSSocket;
 
 export function dialTcp(host: string, port: number): Dial {
-  return () => net.connect({ host, port });
+  return () => quiet(net.connect({ host, port }));
 }
 
 /** TLS 1.3 to the tunnel with a real SVID, ALPN h2: what a peer agent dials. */
 export function dialTunnel(port: number, client: TargetReady['ready']['client']): Dial {
   return () =>
-    tls.connect({
-      host: '127.0.0.1',
-      port,
-      servername: client.sni,
-      cert: client.cert,
-      key: client.key,
-      ca: client.ca,
-      ALPNProtocols: ['h2'],
-      minVersion: 'TLSv1.3',
-      // The server's SVID names a SPIFFE ID, not a host: identity is checked by the agents, not here.
-      checkServerIdentity: () => undefined,
-    });
+    quiet(
+      tls.connect({
+        host: '127.0.0.1',
+        port,
+        servername: client.sni,
+        cert: client.cert,
+        key: client.key,
+        ca: client.ca,
+        ALPNProtocols: ['h2'],
+        minVersion: 'TLSv1.3',
+        // The server's SVID names a SPIFFE ID, not a host: identity is checked by the agents, not here.
+        checkServerIdentity: () => undefined,
+      }),
+    );
+}
+
+/** An attacked connection's reset is expected: whoever reads the socket reports it, never the process. */
+function quiet<S extends net.Socket>(s: S): S {
+  s.on('error', () => {});
+  return s;
 }
 
 /**
@@ -228,10 +239,17 @@ export async function exchange(
   sock.on('error', (e: NodeJS.ErrnoException) => {
     error = e.code ?? e.message;
   });
-  const close = once(sock, 'close').then(() => {
-    closed = true;
-  });
-  await Promise.race([once(sock, sock instanceof tls.TLSSocket ? 'secureConnect' : 'connect'), close]);
+  // Not events.once: it rejects on the 'error' a reset brings, and a reset is an answer here.
+  const close = new Promise<void>((resolve) =>
+    sock.once('close', () => {
+      closed = true;
+      resolve();
+    }),
+  );
+  await Promise.race([
+    new Promise((resolve) => sock.once(sock instanceof tls.TLSSocket ? 'secureConnect' : 'connect', resolve)),
+    close,
+  ]);
   for (const c of chunks) {
     if (closed) break;
     if (typeof c === 'number') await new Promise((r) => setTimeout(r, c));
