@@ -1,11 +1,13 @@
 import { LocalMesh } from '../../lab/mesh.js';
 import type { LabPod } from '../../lab/types.js';
 import { SockmeshError } from '../../lib/errors.js';
+import type { KernelVerdictView } from '../../mesh-agent/agent/kernel-policy.js';
 import type { InboundExplanation, OutboundExplanation } from '../../mesh-agent/explain/types.js';
 import { parseCommandArgs } from '../args.js';
 import { type Command, EXIT } from '../command.js';
 import {
   type ExplainDestination,
+  type ExplainKernel,
   type ExplainSplit,
   type Explanation,
   type InboundAnswer,
@@ -157,6 +159,45 @@ function splitOf(
   };
 }
 
+/**
+ * The kernel's L4 verdict (issue 19), read from the agent whose hook decides: connect4 on the
+ * source's node for a captured caller, sk_lookup on the destination's node for a plaintext one.
+ * Null when that agent keeps no kernel policy (it answers 404).
+ */
+async function kernelVerdict(
+  mesh: LocalMesh,
+  src: LabPod,
+  dst: ExplainDestination,
+  captured: boolean,
+): Promise<ExplainKernel | null> {
+  if (dst.kind === 'service')
+    return {
+      hook: 'connect4',
+      node: src.node,
+      decision: null,
+      note: 'a Service address: connect4 passes it to the proxy, which picks the backend and decides',
+    };
+  const node = captured ? src.node : mesh.bed.pods.find((p) => p.ip === dst.ip)?.node;
+  if (!node) return null;
+  const q = new URLSearchParams({
+    source: captured ? `${src.namespace}/${src.name}` : 'plaintext',
+    destination: dst.ip,
+    port: String(dst.port),
+  });
+  const [answer] = await mesh.agentGetMany([{ node, path: `/kernel/policy?${q}` }], node);
+  if (!answer || 'error' in answer || answer.status === 404) return null;
+  const view = parseAnswer<KernelVerdictView>(`the agent of ${node}`, answer);
+  return {
+    hook: view.hook,
+    node,
+    decision: view.kernel,
+    note:
+      view.hook === 'sk_lookup'
+        ? 'plaintext into a permissive pod; a strict pod drops plaintext in the kernel anyway'
+        : '',
+  };
+}
+
 export const explainCommand: Command = {
   usage: `Usage: sockmesh explain <namespace>/<pod> <destination> [--header name:value]... [--method M] [--json] [--run <id>]
 
@@ -256,6 +297,7 @@ Exit codes: 0 explained, 2 usage, 3 no mesh; 1 unknown pod or Service, or an age
       }
       return { endpoint: t.endpoint, node: t.node, answer };
     });
+    const kernel = await kernelVerdict(mesh, src, dst, outbound.capture.captured);
     const admin = mesh.admin();
     let guards: Awaited<ReturnType<typeof admin.canary>>['guards'] = [];
     try {
@@ -303,6 +345,7 @@ Exit codes: 0 explained, 2 usage, 3 no mesh; 1 unknown pod or Service, or an age
               ),
             )
           : null,
+      kernel,
     };
     const explanation: Explanation = { ...partial, verdict: verdictOf(partial) };
     stdout.write(values.json ? `${JSON.stringify(explanation, null, 2)}\n` : renderExplanation(explanation));

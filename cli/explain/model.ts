@@ -5,6 +5,8 @@
  * guards, namespace labels). The verdict is derived here, from those answers
  * only.
  */
+
+import type { KernelVerdictView } from '../../mesh-agent/agent/kernel-policy.js';
 import type {
   EndpointView,
   ExplainRequest,
@@ -117,6 +119,20 @@ export type VerdictOutcome =
   | 'no-route'
   | 'passthrough';
 
+/**
+ * The kernel's L4 verdict for the pair (docs/kernel-dataplane.md#l4-authorization-in-the-kernel):
+ * connect4 on the source's node for a meshed caller, sk_lookup on the destination's node for a
+ * plaintext one. Service addresses are left to the proxy.
+ */
+export interface ExplainKernel {
+  hook: 'connect4' | 'sk_lookup';
+  /** Where it was read: the agent of this node. */
+  node: string;
+  /** The live maps' decision; null when the kernel does not decide this pair (`note` says why). */
+  decision: KernelVerdictView['kernel'] | null;
+  note: string;
+}
+
 export interface Explanation {
   source: ExplainSource;
   destination: ExplainDestination;
@@ -129,6 +145,8 @@ export interface Explanation {
   inbound: InboundAnswer[];
   /** Kernel TCP health source -> each destination pod, from the source node's agent; null when it exports none. */
   tcp: PairTcpHealth[] | null;
+  /** The kernel's L4 policy verdict; null when the agent does not serve it (no kernel policy). */
+  kernel: ExplainKernel | null;
   verdict: { outcome: VerdictOutcome; summary: string };
 }
 
@@ -152,6 +170,12 @@ export function verdictOf(e: Omit<Explanation, 'verdict'>): Explanation['verdict
   const dst = `${e.destination.ip}:${e.destination.port}`;
   const denialText = (protocolHttp: boolean, policy: string | null) =>
     `${protocolHttp ? '403 RBAC: access denied' : 'connection reset'}${policy ? ` (${policy})` : ' (no ALLOW rule matches the caller)'}`;
+  const k = e.kernel?.decision;
+  if (k?.verdict === 'deny')
+    return {
+      outcome: 'denied',
+      summary: `refused in the kernel at ${e.kernel!.hook} by ${k.policy} (the caller gets ${e.kernel!.hook === 'connect4' ? 'EPERM from connect()' : 'a refused connection'}); the proxy never sees it`,
+    };
   if (!o.capture.captured) {
     if (e.destination.kind === 'service')
       return {

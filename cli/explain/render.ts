@@ -1,7 +1,7 @@
 /** `sockmesh explain` as text: one line per stage, tables for routes and endpoints. */
 import type { ClusterView, InboundExplanation, Membership } from '../../mesh-agent/explain/types.js';
 import { table } from '../table.js';
-import type { Explanation, InboundAnswer } from './model.js';
+import type { ExplainKernel, Explanation, InboundAnswer } from './model.js';
 
 const indent = (text: string) =>
   text
@@ -124,7 +124,16 @@ export function renderExplanation(e: Explanation): string {
     out.push(
       `tcp:      ${e.source.pod} -> ${h.destination} (${h.leg}, kernel): srtt ${h.srttUs === null ? '-' : `${(h.srttUs / 1000).toFixed(2)}ms`}, rttvar ${h.rttvarUs === null ? '-' : `${(h.rttvarUs / 1000).toFixed(2)}ms`}, connections=${h.connections} retransmits=${h.retransmits} rtos=${h.rtos} failures=${h.failures}`,
     );
+  if (e.kernel) out.push(`kernel:   ${kernelText(e.kernel)}`);
   for (const a of e.inbound) out.push(`authz:    ${inboundText(a)}`);
   out.push(`verdict:  ${e.verdict.outcome}: ${e.verdict.summary}`);
   return `${out.join('\n')}\n`;
+}
+
+function kernelText(k: ExplainKernel): string {
+  const d = k.decision;
+  const where = `${k.hook} on ${k.node}`;
+  if (!d) return `${where}: not decided in the kernel: ${k.note}`;
+  if (d.verdict === 'pass') return `${where}: pass to the proxy (${d.reason}, generation ${d.generation})`;
+  return `${where}: ${d.verdict.toUpperCase()} by ${d.policy} (${d.rule} rule, generation ${d.generation})${k.note ? `; ${k.note}` : ''}`;
 }

@@ -149,6 +149,29 @@ describe('sockmesh explain (2 nodes, real BPF, live agents)', () => {
       await explain('shop/frontend-1', 'ratings.shop:9080/'),
       /authz: +shop\/ratings-1 on node2 \(strict, http\): DENY by shop\/ratings-deny-frontend\/rule-0/,
     );
+
+    // The Service address is left to the proxy; the pod's own address is refused at connect4.
+    assert.equal(denied.kernel?.decision, null);
+    assert.match(denied.kernel?.note ?? '', /Service address/);
+    const direct = await eventually(
+      'the kernel rule set of node1 holds the DENY',
+      () => explainJson('shop/frontend-1', 'shop/ratings-1'),
+      (e) => e.kernel?.decision?.verdict === 'deny',
+    );
+    assert.equal(direct.kernel?.hook, 'connect4');
+    assert.equal(direct.kernel?.node, 'node1');
+    assert.match(
+      direct.kernel?.decision?.verdict === 'deny' ? direct.kernel.decision.policy : '',
+      /ratings-deny-frontend/,
+    );
+    assert.equal(direct.verdict.outcome, 'denied');
+    assert.match(direct.verdict.summary, /refused in the kernel at connect4/);
+    assert.match(await explain('shop/frontend-1', 'shop/ratings-1'), /kernel: +connect4 on node1: DENY by /);
+    const probe = `const s=require('node:net').connect(9080,'10.244.2.11');s.on('connect',()=>{console.log('connected');process.exit(0)});s.on('error',e=>{console.log(e.code);process.exit(0)});setTimeout(()=>{console.log('timeout');process.exit(0)},2000)`;
+    assert.equal(
+      (await mesh.exec('shop/frontend-1', [process.execPath, '-e', probe])).stdout.trim(),
+      'EPERM',
+    );
   });
 
   it('an unmeshed source: not in the membership map, not captured, the VIP unreachable', async () => {
