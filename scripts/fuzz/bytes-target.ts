@@ -80,6 +80,8 @@ process.on('message', (m: unknown) => {
   const mem = process.memoryUsage();
   process.send?.({ memory: { rss: mem.rss, heapUsed: mem.heapUsed, handles } } satisfies TargetMemory);
 });
+// A parent that dies (a test runner killed mid-run) leaves no agent behind.
+process.on('disconnect', () => process.exit(0));
 process.on('SIGTERM', () => {
   plaintext.close();
   void Promise.all([tunnel.close(), harness.close()]).finally(() => process.exit(0));
