@@ -132,6 +132,8 @@ async function runDst(env: RoleEnv): Promise<void> {
   const inbound = new InboundServer({
     workloads: { byIp: (ip) => (ip === IP.server ? workload : undefined) },
     authz: { check: () => ({ allowed: true }), needsHttp: () => env.dstL7 === true },
+    // The relay as `--trust-tunnel-senders` runs it; --dst-l7 measures the default (parsed).
+    trustSenderIdentity: true,
   });
   const server = new TunnelServer({
     identities: {

@@ -73,6 +73,7 @@ export function agentOptions(argv: string[]): AgentCommandOptions {
       'access-log': { type: 'boolean' },
       accelerate: { type: 'boolean' },
       'no-tcp-health': { type: 'boolean' },
+      'trust-tunnel-senders': { type: 'boolean' },
       otlp: { type: 'string' },
       'handoff-socket': { type: 'string' },
       'drain-timeout': { type: 'string' },
@@ -163,6 +164,7 @@ export function agentOptions(argv: string[]): AgentCommandOptions {
     accessLog: v['access-log'] === true,
     accelerate: v.accelerate === true,
     tcpHealth: v['no-tcp-health'] !== true,
+    ...(v['trust-tunnel-senders'] ? { trustTunnelSenders: true } : {}),
     ...(v.otlp ? { otlpEndpoint: v.otlp } : {}),
     handoff: {
       socketPath: v['handoff-socket'] ?? `/run/sockmesh/agent-${v.node}.sock`,
@@ -234,6 +236,9 @@ pinned so established connections survive a restart.
                            docs/kernel-dataplane.md, "Backpressure on the sk_msg path")
   --no-tcp-health          do not measure kernel TCP health per workload pair (RTT,
                            jitter, retransmits, RTOs, failures; docs/observability.md)
+  --trust-tunnel-senders   relay tunnelled HTTP to pods as bytes when the sending agent
+                           says it wrote the caller's identity (one L7 hop per request);
+                           only sound when no workload can hold an SVID (docs/identity.md)
   --otlp <url>             export spans to this OTLP/HTTP endpoint
   --handoff-socket <path>  unix socket of the hitless upgrade (default
                            /run/sockmesh/agent-<node>.sock); see below

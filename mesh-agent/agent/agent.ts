@@ -68,6 +68,12 @@ export interface AgentOptions {
   accelerate?: boolean;
   /** Kernel TCP health per workload pair (sockops callbacks); default on. */
   tcpHealth?: boolean;
+  /**
+   * Relay tunnelled HTTP to pods as bytes when the sending agent says it wrote the caller's
+   * identity (one L7 hop per request). Off by default: sound only when no workload can hold an
+   * SVID of the trust domain, since any holder can dial 15008 and say the same (docs/identity.md).
+   */
+  trustTunnelSenders?: boolean;
   /** Proxy worker processes; 1 runs the proxy inside the agent process. Default: `defaultWorkers`. */
   workers?: number;
   svidTtlMs?: number;
@@ -216,6 +222,7 @@ export class MeshAgent {
       proxyIp: o.proxyIp,
       tunnelIp: o.tunnelIp,
       ports: { outbound: this.ports.outbound, tunnel: this.ports.tunnel },
+      ...(o.trustTunnelSenders ? { trustTunnelSenders: true } : {}),
     };
     if (workers > 1) {
       this.workers = new ProxyWorkers(

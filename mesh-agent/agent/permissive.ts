@@ -25,8 +25,10 @@ export function meshInboundServer(o: {
   telemetry: MeshTelemetry;
   log: Logger;
   tcp?: TcpTagger;
+  trustSenderIdentity?: boolean;
 }): InboundServer {
   return new InboundServer({
+    trustSenderIdentity: o.trustSenderIdentity === true,
     workloads: { byIp: (ip: string) => o.view().byIp(ip) },
     authz: new MeshAuthorization(o.state),
     log: o.log,
@@ -39,6 +41,7 @@ export function meshInboundServer(o: {
           destinationNamespace: ev.destination.namespace,
           policy: ev.policy,
         }),
+      identityRejected: (ev) => o.telemetry.identityRejected(ev),
     },
   });
 }

@@ -25,6 +25,8 @@ export interface ProxyRuntimeOptions {
   proxyIp: string;
   tunnelIp: string;
   ports: ProxyPorts;
+  /** See AgentOptions.trustTunnelSenders. */
+  trustTunnelSenders?: boolean;
   origDst: OriginalDestinations;
   /** Attributes the proxy's connections to workload pairs for kernel TCP health; none = not measured. */
   tcp?: TcpTagger;
@@ -76,10 +78,12 @@ export class ProxyRuntime {
       telemetry,
       log,
       ...(opts.tcp ? { tcp: opts.tcp } : {}),
+      trustSenderIdentity: opts.trustTunnelSenders === true,
     });
     this.tunnelServer = new TunnelServer({
       identities: { svidBySni: (sni) => this.svidBySni(sni), bundle: () => this.bundle() },
       handler: this.inbound,
+      events: { rejected: (reason) => telemetry.identityRejected({ listener: 'tunnel', reason }) },
       log,
     });
     this.outbound = new OutboundServer({
@@ -98,6 +102,7 @@ export class ProxyRuntime {
       events: {
         completed: (r) => reportTo(telemetry, r),
         breakerOverflow: (cluster, kind) => telemetry.breakerOverflow(cluster, OVERFLOW_KIND[kind]),
+        identityRejected: (reason) => telemetry.identityRejected({ listener: 'outbound', reason }),
       },
     });
   }

@@ -25,6 +25,7 @@ const runtime = new ProxyRuntime({
   proxyIp: settings.proxyIp,
   tunnelIp: settings.tunnelIp,
   ports: settings.ports,
+  ...(settings.trustTunnelSenders ? { trustTunnelSenders: true } : {}),
   origDst: OriginalDestinationMap.open(settings.bpffsDir),
   ...(settings.tcpHealth ? { tcp: TcpHealthMaps.open(settings.bpffsDir) } : {}),
   telemetry,

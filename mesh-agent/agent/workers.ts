@@ -15,6 +15,7 @@ export interface WorkerSettings {
   proxyIp: string;
   tunnelIp: string;
   ports: ProxyPorts;
+  trustTunnelSenders?: boolean;
   bpffsDir: string;
   /** Workers tag their connections for kernel TCP health. */
   tcpHealth?: boolean;

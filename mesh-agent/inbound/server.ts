@@ -1,7 +1,7 @@
 import type http from 'node:http';
 import { constants as h2constants, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type net from 'node:net';
-import type { Duplex } from 'node:stream';
+import { type Duplex, duplexPair } from 'node:stream';
 import { Pool } from 'undici';
 import type { TcpTagger } from '../../bpf-sockops/index.js';
 import type { Logger } from '../../lib/log.js';
@@ -11,6 +11,8 @@ import { forwardH2, H2cSessions, serveH2c, sniffH2c, upstreamHeaders } from '../
 import { endToEnd } from '../io/headers.js';
 import { type HttpLimits, http1Server, httpLimits } from '../io/http-limits.js';
 import { asPlainDuplex, connectTcp, splice } from '../io/streams.js';
+import { detectProtocol } from '../outbound/detect.js';
+import { identitySni } from '../tunnel/peer.js';
 import type { TunnelHandler, TunnelRequest } from '../tunnel/server.js';
 import {
   type AuthorizationCheck,
@@ -35,6 +37,8 @@ export interface InboundEvents {
     method?: string;
     path?: string;
   }): void;
+  /** A claimed identity refused or replaced (a forged header, a server name for another workload). */
+  identityRejected?(ev: { listener: 'tunnel' | 'inbound'; reason: string }): void;
   request?(ev: {
     source: string | undefined;
     destination: LocalWorkload;
@@ -56,6 +60,13 @@ export interface InboundOptions {
   tcp?: TcpTagger;
   /** Header size, count and timeouts of the HTTP parsed here (defaults: DEFAULT_HTTP_LIMITS). */
   limits?: Partial<HttpLimits>;
+  /**
+   * Relay HTTP as bytes when the tunnel client says it wrote the caller's identity
+   * (`sockmesh.xfcc=set`) and take its `sockmesh.protocol=tcp` unsniffed. Only sound when no
+   * workload can hold an SVID of the trust domain (any holder can dial 15008 and say so);
+   * default false: the identity the pod reads is always written here from the mTLS peer.
+   */
+  trustSenderIdentity?: boolean;
 }
 
 interface Caller {
@@ -133,13 +144,26 @@ export class InboundServer implements TunnelHandler {
       );
       return;
     }
+    // The client was shown this workload's certificate (the server name picks it): naming
+    // another workload is a client that does not check who answers, not a sockmesh agent.
+    if (req.serverName !== identitySni(destination.spiffeId)) {
+      this.rejected('tunnel', 'sni-mismatch');
+      stream.respond(
+        { ':status': 421, 'x-sockmesh-reason': 'the TLS server name names another workload' },
+        { endStream: true },
+      );
+      return;
+    }
     const caller: Caller = { principal: req.sourcePrincipal, destination, port: req.destPort };
-    // The sending proxy's choice wins over the port's declaration: another Service may share this pod port.
-    const admitted = this.admit(
-      caller,
-      protocolFromBaggage(req.baggage) ?? destination.protocolOf(req.destPort),
-      senderWroteIdentity(req.baggage),
-    );
+    const declared = destination.protocolOf(req.destPort);
+    const said = protocolFromBaggage(req.baggage);
+    // The sending proxy's choice wins over the port's declaration: another Service may share this
+    // pod port. But what the sender says never vouches for identity unless its senders are trusted
+    // (trustSenderIdentity): a TCP stream into a port the pod serves HTTP on is sniffed, and HTTP
+    // found there is parsed, so the x-forwarded-client-cert the pod reads is written here.
+    const trusted = this.opts.trustSenderIdentity === true;
+    const sniff = !trusted && said === 'tcp' && declared === 'http';
+    const admitted = this.admit(caller, said ?? declared, trusted && senderWroteIdentity(req.baggage));
     if (typeof admitted === 'object') {
       // The policy travels back, so the caller's node can say which one denied (as it does locally).
       stream.respond(
@@ -155,6 +179,10 @@ export class InboundServer implements TunnelHandler {
     if (admitted === 'http') {
       stream.respond({ ':status': 200 });
       this.serveHttpOrH2c(asPlainDuplex(stream), caller);
+      return;
+    }
+    if (sniff) {
+      this.sniffTunnelled(req, caller);
       return;
     }
     const relayed = admitted === 'relay';
@@ -183,6 +211,62 @@ export class InboundServer implements TunnelHandler {
         this.log.debug('inbound connect failed', { dest: `${req.destIp}:${req.destPort}`, err });
       },
     );
+  }
+
+  /**
+   * A stream the sender carries as TCP into a port the pod serves HTTP on: answered first
+   * (the client sends once it has its 200), then its first bytes decide, however late they
+   * come (an HTTP server never speaks first, and a client that waits out a timeout must not
+   * get its request past unparsed). HTTP is parsed and authorized per request, on top of the
+   * TCP admission it already passed; anything else is spliced to the pod as bytes.
+   */
+  private sniffTunnelled(req: TunnelRequest, caller: Caller): void {
+    const { stream } = req;
+    stream.respond({ ':status': 200 });
+    this.serveSniffed(asPlainDuplex(stream), caller, () => stream.close(h2constants.NGHTTP2_CONNECT_ERROR));
+  }
+
+  /**
+   * The same for a same-node caller whose proxy carries TCP into a port the pod serves HTTP
+   * on: the outbound side splices the app to the returned end, this side reads the other.
+   */
+  acceptLocalTcp(caller: Caller): Duplex {
+    const [near, far] = duplexPair();
+    this.serveSniffed(far, caller, () => far.destroy());
+    return near;
+  }
+
+  /** HTTP found in the first bytes is parsed; anything else is spliced to the pod. `reset` ends conn abruptly. */
+  private serveSniffed(conn: Duplex, caller: Caller, reset: () => void): void {
+    conn.on('error', () => {});
+    // No timeout decides TCP here (a late request would pass unparsed): a client silent that long is closed.
+    const silent = setTimeout(() => {
+      reset();
+      conn.destroy();
+    }, this.limits.headersTimeoutMs);
+    conn.once('close', () => clearTimeout(silent));
+    detectProtocol(conn, undefined, (p) => {
+      clearTimeout(silent);
+      if (p !== 'tcp') {
+        this.serveDetected(conn, caller, p === 'h2c');
+        return;
+      }
+      const { ip } = caller.destination;
+      connectTcp(ip, caller.port, this.opts.connectTimeoutMs ?? 5000).then(
+        (upstream) => {
+          splice(conn, upstream);
+          conn.resume();
+          this.watch(caller, [conn, upstream], () => {
+            reset();
+            upstream.resetAndDestroy();
+          });
+        },
+        (err) => {
+          reset();
+          this.log.debug('inbound connect failed', { dest: `${ip}:${caller.port}`, err });
+        },
+      );
+    });
   }
 
   /**
@@ -247,23 +331,36 @@ export class InboundServer implements TunnelHandler {
   /** An admitted HTTP port: h2c (prior knowledge) or HTTP/1.1, told apart by the first bytes. */
   private serveHttpOrH2c(conn: Duplex, caller: Caller): void {
     conn.on('error', () => {});
-    sniffH2c(
-      conn,
-      (h2c) => {
-        if (h2c)
-          serveH2c(
-            conn,
-            (s, h) => this.onH2Stream(caller, s, h),
-            (session) => this.drainer.h2(session),
-            this.limits,
-          );
-        else {
-          this.serveHttp(conn, caller);
-          conn.resume();
-        }
-      },
-      this.limits.headersTimeoutMs,
-    );
+    sniffH2c(conn, (h2c) => this.serveDetected(conn, caller, h2c), this.limits.headersTimeoutMs);
+  }
+
+  private serveDetected(conn: Duplex, caller: Caller, h2c: boolean): void {
+    if (h2c)
+      serveH2c(
+        conn,
+        (s, h) => this.onH2Stream(caller, s, h),
+        (session) => this.drainer.h2(session),
+        this.limits,
+      );
+    else {
+      this.serveHttp(conn, caller);
+      conn.resume();
+    }
+  }
+
+  private rejected(listener: 'tunnel' | 'inbound', reason: string): void {
+    this.opts.events?.identityRejected?.({ listener, reason });
+  }
+
+  /**
+   * Counts a request that arrived with an x-forwarded-client-cert other than the one this
+   * side writes (a sockmesh agent on the caller's node writes exactly that one): it is
+   * replaced, the pod reads only the identity the mTLS peer proved (none for plaintext).
+   */
+  private checkClaimedIdentity(claimed: string | string[] | undefined, caller: Caller): void {
+    if (claimed === undefined) return;
+    const ours = caller.principal && forwardedClientCert(caller.destination.spiffeId, caller.principal);
+    if (claimed !== ours) this.rejected('inbound', 'forged-xfcc');
   }
 
   /** Parses HTTP/1.1 on an already-admitted byte stream (a tunnel stream or a same-node socket). */
@@ -395,6 +492,7 @@ export class InboundServer implements TunnelHandler {
       stream.end(`RBAC: access denied (${verdict.policy})\n`);
       return;
     }
+    this.checkClaimedIdentity(h['x-forwarded-client-cert'], caller);
     const headers: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(h))
       if (v !== undefined && k !== 'x-forwarded-client-cert') headers[k] = v;
@@ -453,6 +551,7 @@ export class InboundServer implements TunnelHandler {
       });
       return;
     }
+    this.checkClaimedIdentity(req.headers['x-forwarded-client-cert'], caller);
     const headers = endToEnd(req.headers);
     headers.host = req.headers.host ?? `${caller.destination.ip}:${caller.port}`;
     if (caller.principal)

@@ -102,6 +102,12 @@ export interface OutboundEvents {
   completed(rec: RequestRecord): void;
   /** A breaker limit was hit: `connection` (cx_overflow), `pending`, `request`, `retry` (rq_*_overflow). */
   breakerOverflow(cluster: string, kind: BreakerKind): void;
+  /**
+   * A claim this listener refused or replaced: `not-captured` (dialed directly, not redirected by
+   * the kernel: never an open proxy), `no-mesh-identity` (a captured pod the node holds no SVID
+   * for), `forged-xfcc` (an app-sent x-forwarded-client-cert, replaced by the caller's own).
+   */
+  identityRejected?(reason: 'not-captured' | 'no-mesh-identity' | 'forged-xfcc'): void;
 }
 
 export interface OutboundOptions {
@@ -262,6 +268,7 @@ export class OutboundServer {
     if (!orig) {
       // Not redirected by the kernel: nobody should dial the capture port directly.
       this.log.debug('connection without original destination refused', { peer: `${peerIp}:${peerPort}` });
+      this.opts.events?.identityRejected?.('not-captured');
       sock.destroy();
       return;
     }
@@ -272,6 +279,7 @@ export class OutboundServer {
         peer: peerIp,
         source: source?.spiffeId,
       });
+      this.opts.events?.identityRejected?.('no-mesh-identity');
       sock.destroy();
       return;
     }
@@ -509,6 +517,12 @@ export class OutboundServer {
         const verdict = this.opts.inbound.authorize({ principal: source.spiffeId, destination, port });
         if (!verdict.allowed)
           return Promise.reject(new TunnelError('denied by authorization policy', 'refused', 403));
+        // The pod serves HTTP on this port: HTTP in the stream is parsed on the inbound side, so
+        // the pod reads the caller's identity from the mesh, never one the app wrote.
+        if (destination.protocolOf(port) === 'http')
+          return Promise.resolve(
+            this.opts.inbound.acceptLocalTcp({ principal: source.spiffeId, destination, port }),
+          );
       }
       const up = connectTcp(ep.ip, port, timeoutMs);
       const tcp = this.opts.tcp;
@@ -660,6 +674,7 @@ export class OutboundServer {
       return;
     }
     const headers = decision.headers;
+    this.noteClaimedIdentity(headers);
     if (span) headers.traceparent = span.traceparent;
     // Kept for replay (up to MAX_REPLAY_BODY, when the route retries) while it streams to the first try.
     const body = stream.endAfterHeaders
@@ -729,6 +744,11 @@ export class OutboundServer {
     return () => {};
   }
 
+  /** An app-sent x-forwarded-client-cert is counted once per request; admit replaces it. */
+  private noteClaimedIdentity(headers: Record<string, string | string[]>): void {
+    if (headers['x-forwarded-client-cert'] !== undefined) this.opts.events?.identityRejected?.('forged-xfcc');
+  }
+
   /**
    * A local endpoint is authorized here, by the rules its node's tunnel would
    * apply; a remote one by its node. Both get the caller's identity from here.
@@ -793,6 +813,7 @@ export class OutboundServer {
     }
     const { cluster } = decision;
     const headers = decision.headers;
+    this.noteClaimedIdentity(headers);
     dropHopByHop(headers);
     if (span) headers.traceparent = span.traceparent;
     const hasBody =

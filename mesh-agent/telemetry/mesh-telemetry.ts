@@ -22,6 +22,7 @@ import type {
   AuthzDenial,
   BpfCounters,
   BreakerKind,
+  IdentityRejection,
   KernelPolicyCount,
   OutlierEventLike,
   RequestEvent,
@@ -250,6 +251,10 @@ export class MeshTelemetry {
 
   authzDenied(d: AuthzDenial): void {
     this.metrics.authzDenied(d);
+  }
+
+  identityRejected(r: IdentityRejection): void {
+    this.metrics.identityRejected(r);
   }
 
   /** Starts a span for a proxy hop; see {@link MeshTracer.startSpan}. */

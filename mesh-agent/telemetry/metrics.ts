@@ -15,6 +15,7 @@ import type {
   AuthzDenial,
   BpfCounters,
   BreakerKind,
+  IdentityRejection,
   KernelPolicyCount,
   RequestEvent,
   SvidInfo,
@@ -36,6 +37,7 @@ export const METRIC = {
   outlierEjected: 'sockmesh_outlier_ejected_endpoints',
   outlierSkipped: 'sockmesh_outlier_ejections_skipped_total',
   authzDenials: 'sockmesh_authz_denials_total',
+  identityRejections: 'sockmesh_identity_rejections_total',
   xdsConnected: 'sockmesh_xds_connected',
   xdsConfigVersion: 'sockmesh_xds_config_version_info',
   svidExpiry: 'sockmesh_svid_expiry_seconds',
@@ -62,6 +64,7 @@ export class MeshMetrics {
   private readonly ejections: Counter;
   private readonly skipped: Counter;
   private readonly denials: Counter;
+  private readonly identityRejections: Counter;
 
   private readonly ejected = new Map<string, Set<string>>();
   private xdsSource: Source<XdsState> | null = null;
@@ -91,6 +94,10 @@ export class MeshMetrics {
     });
     this.denials = meter.createCounter(METRIC.authzDenials, {
       description: 'Connections or requests denied by authorization policy',
+    });
+    this.identityRejections = meter.createCounter(METRIC.identityRejections, {
+      description:
+        'Handshakes, connections and requests refused, or identity headers replaced, because they claimed an identity the mesh could not verify; by listener and reason',
     });
     meter
       .createObservableCounter(METRIC.accessLogDropped, {
@@ -260,6 +267,10 @@ export class MeshMetrics {
       destination_namespace: d.destinationNamespace || UNKNOWN,
       policy: d.policy || UNKNOWN,
     });
+  }
+
+  identityRejected(r: IdentityRejection): void {
+    this.identityRejections.add(1, { listener: r.listener, reason: r.reason });
   }
 
   /** Reads the access log's drop count at scrape time. */

@@ -130,6 +130,19 @@ export interface AuthzDenial {
   policy: string;
 }
 
+/**
+ * A claim of identity the mesh refused or overwrote. `listener` is where: `tunnel` (15008:
+ * handshake, SPIFFE checks, CONNECT), `inbound` (the destination side: requests delivered to
+ * pods), `outbound` (15001, the capture listener). `reason` is a closed set: the TLS or
+ * X509-SVID verdict code (`no-client-certificate`, `expired`, `untrusted-issuer`,
+ * `several-uri-sans`, `wrong-trust-domain`, ...), `unknown-server-name`, `sni-mismatch`,
+ * `forged-xfcc`, `not-captured`, `no-mesh-identity`.
+ */
+export interface IdentityRejection {
+  listener: 'tunnel' | 'inbound' | 'outbound';
+  reason: string;
+}
+
 /** What the agent reports about its control-plane session, read at scrape time. */
 export interface XdsState {
   connected: boolean;

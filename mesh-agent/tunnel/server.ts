@@ -28,6 +28,8 @@ export interface TunnelRequest {
   destPort: number;
   traceparent: string | undefined;
   baggage: string | undefined;
+  /** The TLS server name the client asked for: which local workload's certificate it was shown. */
+  serverName: string | undefined;
   /** The h2 stream: a Duplex carrying the connection's bytes once answered. */
   stream: ServerHttp2Stream;
 }
@@ -43,6 +45,11 @@ export interface LocalIdentities {
   bundle(): TrustBundle;
 }
 
+export interface TunnelEvents {
+  /** A handshake or session refused because the client's identity did not verify; `reason` is a closed set. */
+  rejected(reason: string): void;
+}
+
 export interface TunnelServerOptions {
   identities: LocalIdentities;
   handler: TunnelHandler;
@@ -50,6 +57,7 @@ export interface TunnelServerOptions {
   handshakeTimeoutMs?: number;
   /** How long a session may stay without a CONNECT stream open before it closes (default TUNNEL_IDLE_TIMEOUT_MS). */
   idleTimeoutMs?: number;
+  events?: TunnelEvents;
   log?: Logger;
 }
 
@@ -58,6 +66,40 @@ export const TUNNEL_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /** Envoy's idle_timeout default: a peer's idle session is not worth keeping longer (its pool dials again). */
 export const TUNNEL_IDLE_TIMEOUT_MS = 3_600_000;
+/** Marks the SNI callback's refusal, so the handshake error can be told from the others. */
+const UNKNOWN_SERVER_NAME = 'SOCKMESH_E_UNKNOWN_SERVER_NAME';
+
+/** OpenSSL's verdicts on a client certificate, as the X509-SVID verifier names the same faults. */
+const VERIFY_ERRORS: Record<string, string> = {
+  CERT_HAS_EXPIRED: 'expired',
+  CERT_NOT_YET_VALID: 'not-yet-valid',
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'untrusted-issuer',
+  SELF_SIGNED_CERT_IN_CHAIN: 'untrusted-issuer',
+  UNABLE_TO_GET_ISSUER_CERT: 'untrusted-issuer',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'untrusted-issuer',
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'untrusted-issuer',
+  CERT_SIGNATURE_FAILURE: 'bad-signature',
+  CERT_REJECTED: 'untrusted-issuer',
+  CERT_UNTRUSTED: 'untrusted-issuer',
+  INVALID_PURPOSE: 'bad-key-usage',
+};
+
+/**
+ * Why a tunnel handshake failed, as a closed set for the rejection counter: Node reports a
+ * refused client certificate as a reset with the verdict on the socket (`authorizationError`).
+ */
+export function handshakeRefusal(
+  err: Error & { code?: string },
+  socket?: { authorizationError?: unknown },
+): string {
+  if (err.code === UNKNOWN_SERVER_NAME) return 'unknown-server-name';
+  if (err.code === 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE') return 'no-client-certificate';
+  const verdict = socket?.authorizationError;
+  if (typeof verdict === 'string') return VERIFY_ERRORS[verdict] ?? 'bad-certificate';
+  if (err.code === 'ERR_SSL_UNSUPPORTED_PROTOCOL' || err.code === 'ERR_SSL_NO_APPLICATION_PROTOCOL')
+    return 'tls-version-or-alpn';
+  return 'handshake-failed';
+}
 
 /**
  * HBONE-style inbound tunnel: HTTP/2 CONNECT over mutual TLS 1.3. The client
@@ -84,14 +126,24 @@ export class TunnelServer {
       SNICallback: (name, cb) => {
         const ctx = this.contextFor(name);
         if (ctx) cb(null, ctx);
-        else cb(new Error(`no local workload answers to server name ${name}`));
+        else
+          cb(
+            Object.assign(new Error(`no local workload answers to server name ${name}`), {
+              code: UNKNOWN_SERVER_NAME,
+            }),
+          );
       },
       settings: { maxConcurrentStreams: 16384, initialWindowSize: 4 << 20 },
       maxSessionMemory: 64,
       handshakeTimeout: opts.handshakeTimeoutMs ?? TUNNEL_HANDSHAKE_TIMEOUT_MS,
     });
     this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
-    this.server.on('secureConnection', (socket) => socket.setNoDelay(true));
+    this.server.on('secureConnection', (socket) => {
+      socket.setNoDelay(true);
+      // The SPIFFE rules OpenSSL does not know (one URI SAN, a valid SPIFFE ID of this trust
+      // domain, a leaf that is no CA) are checked before the client can open a stream.
+      if (!this.verify(socket)) socket.destroy();
+    });
     this.server.on('session', (session) => {
       this.sessions.add(session);
       session.once('close', () => this.sessions.delete(session));
@@ -102,7 +154,11 @@ export class TunnelServer {
       session.setLocalWindowSize(16 << 20);
       session.on('error', () => {});
     });
-    this.server.on('tlsClientError', (err) => this.log.debug('tunnel handshake refused', { err }));
+    this.server.on('tlsClientError', (err, socket) => {
+      const reason = handshakeRefusal(err, socket);
+      this.opts.events?.rejected(reason);
+      this.log.debug('tunnel handshake refused', { reason, err });
+    });
   }
 
   /** `fd`: an already listening socket (an agent's ListenerSet). */
@@ -162,19 +218,28 @@ export class TunnelServer {
     return ctx;
   }
 
+  /** The client's SPIFFE ID, or undefined (counted and logged) when its SVID breaks a rule. */
+  private verify(socket: TLSSocket): string | undefined {
+    const verdict = verifyTlsPeer(socket, this.opts.identities.bundle());
+    if (verdict.ok) return verdict.spiffeId;
+    this.opts.events?.rejected(verdict.code);
+    this.log.warn('tunnel peer refused', { code: verdict.code, reason: verdict.reason });
+    return undefined;
+  }
+
   private principalOf(stream: ServerHttp2Stream): string | undefined {
     const session = stream.session;
     if (!session) return undefined;
     const known = this.peers.get(session);
     if (known) return known;
-    const verdict = verifyTlsPeer(session.socket as TLSSocket, this.opts.identities.bundle());
-    if (!verdict.ok) {
-      this.log.warn('tunnel peer refused', { code: verdict.code, reason: verdict.reason });
+    // session.socket is a proxy of the TLS socket, so it is verified (again) once per session.
+    const principal = this.verify(session.socket as TLSSocket);
+    if (!principal) {
       session.destroy();
       return undefined;
     }
-    this.peers.set(session, verdict.spiffeId);
-    return verdict.spiffeId;
+    this.peers.set(session, principal);
+    return principal;
   }
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
@@ -201,9 +266,15 @@ export class TunnelServer {
       destPort: port,
       traceparent: header(headers.traceparent),
       baggage: header(headers.baggage),
+      serverName: serverNameOf(stream),
       stream,
     });
   }
+}
+
+function serverNameOf(stream: ServerHttp2Stream): string | undefined {
+  const name = (stream.session?.socket as TLSSocket | undefined)?.servername;
+  return typeof name === 'string' ? name : undefined;
 }
 
 function header(v: string | string[] | undefined): string | undefined {

@@ -116,23 +116,26 @@ describe('L7 protocol handling end to end: detection, the sender chooses, author
       400,
     );
     assert.match(r.data ?? '', /^HTTP\/1\.1 200 /, JSON.stringify(r));
-    // Taken as TCP before the request came: the mesh did not parse it, so no identity header.
-    assert.equal(bodyOf(r.data).caller, null);
+    // Taken as TCP by node1 before the request came; node2, where the pod serves HTTP on that
+    // port, parses what it finds there, so the pod reads the caller the tunnel's peer proved.
+    assert.equal(bodyOf(r.data).caller, FRONTEND_ID);
   });
 
-  it('the receiving node follows the sender: TCP to a pod port an HTTP Service shares stays TCP', async () => {
-    // frontend (node1) -> reviews v2 (node2) through the tunnel, as TCP, on pod port 9080 (HTTP for `reviews`).
+  it('TCP into a pod port an HTTP Service shares: admitted as TCP, and the pod reads only the identity the peer proved', async () => {
+    // frontend (node1) -> reviews v2 (node2) through the tunnel, as TCP, on pod port 9080 (HTTP for
+    // `reviews`). The TCP admission is the next test's; here the HTTP inside carries a forged
+    // x-forwarded-client-cert, which node2 must not pass on as bytes.
     const r = await raw(
       mesh,
       'shop/frontend-1',
       'reviews-v2-tcp.shop.svc.cluster.local',
       9092,
-      'GET / HTTP/1.0\r\nhost: x\r\n\r\n',
+      'GET / HTTP/1.0\r\nhost: x\r\nx-forwarded-client-cert: By=x;URI=spiffe://cluster.local/ns/kube-system/sa/admin\r\n\r\n',
     );
     assert.match(r.data ?? '', /^HTTP\/1\.1 200 /, JSON.stringify(r));
     const body = bodyOf(r.data);
     assert.equal(body.service, 'reviews');
-    assert.equal(body.caller, null, 'node2 parsed a TCP stream as HTTP (it injected the identity header)');
+    assert.equal(body.caller, FRONTEND_ID, 'node2 relayed a forged identity header to the pod');
   });
 
   it('on a TCP stream a DENY rule with an HTTP-only condition matches; over HTTP it only hits that method', async () => {

@@ -141,11 +141,13 @@ describe('inbound: HTTP relayed as L4 when no policy needs the request (one L7 h
     appPort = (app.address() as net.AddressInfo).port;
     h2Port = (h2app.address() as net.AddressInfo).port;
     rawPort = (raw.address() as net.AddressInfo).port;
+    // The relay is opt-in (--trust-tunnel-senders): sound only where no workload holds an SVID.
     dest = await startInboundTunnel({
       ca,
       svids: [reviewsSvid],
       workloads: { byIp: (ip) => (ip === reviews.ip ? reviews : undefined) },
       authz: rbac,
+      trustSenderIdentity: true,
     });
     ({ inbound, address: tunnelAddr } = dest);
   });

@@ -66,7 +66,9 @@ describe('outbound: protocol detection on a port that does not declare its proto
     ports.set('echo', await listen(net.createServer((s) => s.pipe(s))));
     // Server-first: speaks before the client does, like SMTP or MySQL.
     ports.set('banner', await listen(net.createServer((s) => s.end('220 hello from the server\r\n'))));
-    harness = await startOutbound(mesh());
+    // Their pod ports are not HTTP (no Service would declare them so): a same-node TCP stream into an
+    // HTTP port is read by the inbound side until its first bytes, which a server-first client never sends.
+    harness = await startOutbound(mesh(), { tcpPorts: new Set([ports.get('echo')!, ports.get('banner')!]) });
   });
 
   after(async () => {

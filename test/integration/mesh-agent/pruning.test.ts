@@ -55,6 +55,10 @@ describe('pruning: inbound pools and the tunnel', () => {
     version: 'v1',
     protocolOf: () => 'http',
   };
+  // A second pod of the node, on its own address: the tunnel answers a client that names it with its certificate.
+  const ratings: LocalWorkload = { ...reviews, ip: '127.0.0.2', name: 'ratings-v1', spiffeId: id('ratings') };
+  let ratingsApp: http.Server;
+  let ratingsPort = 0;
   // A policy that reads paths: the inbound side parses HTTP and keeps a pool to the pod.
   const authz: AuthorizationCheck = { check: () => ({ allowed: true }), needsHttp: () => true };
 
@@ -71,10 +75,16 @@ describe('pruning: inbound pools and the tunnel', () => {
     app.listen(0, '127.0.0.1');
     await once(app, 'listening');
     appPort = (app.address() as net.AddressInfo).port;
+    ratingsApp = http.createServer((_req, res) => res.end('ok'));
+    ratingsApp.listen(0, ratings.ip);
+    await once(ratingsApp, 'listening');
+    ratingsPort = (ratingsApp.address() as net.AddressInfo).port;
     dest = await startInboundTunnel({
       ca,
       svids: (sni) => served.get(sni),
-      workloads: { byIp: (ip) => (podHere && ip === reviews.ip ? reviews : undefined) },
+      workloads: {
+        byIp: (ip) => (podHere && ip === reviews.ip ? reviews : ip === ratings.ip ? ratings : undefined),
+      },
       authz,
     });
     ({ inbound, tunnel, address: tunnelAddr } = dest);
@@ -84,12 +94,19 @@ describe('pruning: inbound pools and the tunnel', () => {
     await dest?.close();
     app?.closeAllConnections();
     app?.close();
+    ratingsApp?.closeAllConnections();
+    ratingsApp?.close();
   });
 
-  const through = (pool: TunnelPool, source: X509Svid, serverId: string) =>
+  const through = (
+    pool: TunnelPool,
+    source: X509Svid,
+    serverId: string,
+    authority = `127.0.0.1:${appPort}`,
+  ) =>
     throughTunnel(
       pool,
-      { source, nodeAddress: tunnelAddr, expectedServerId: serverId, authority: `127.0.0.1:${appPort}` },
+      { source, nodeAddress: tunnelAddr, expectedServerId: serverId, authority },
       { client: true },
     );
 
@@ -116,7 +133,7 @@ describe('pruning: inbound pools and the tunnel', () => {
   it('tunnel TLS contexts and client sessions: only identities and serials held now are kept', async () => {
     const tp = new TunnelPool();
     const toReviews = through(tp, frontend, id('reviews'));
-    const toRatings = through(tp, frontend, id('ratings'));
+    const toRatings = through(tp, frontend, id('ratings'), `${ratings.ip}:${ratingsPort}`);
     try {
       for (const c of [toReviews, toRatings]) {
         const res = await c.request({ path: '/', method: 'GET' });
