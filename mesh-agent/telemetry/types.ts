@@ -161,32 +161,11 @@ export interface SvidInfo {
 export type BpfCounters = Readonly<Record<string, number | bigint>>;
 
 /** One end of a kernel TCP health pair (`namespace/workload` as the mesh names it). */
-export interface TcpHealthWorkload {
-  namespace: string;
-  workload: string;
-}
-
 /**
- * The kernel's TCP statistics for one (source workload, destination workload, leg),
- * as bpf-sockops reads them: counters since the pair was first seen, RTTs in µs.
+ * The kernel's TCP statistics for one (source workload, destination workload, leg), as
+ * bpf-sockops reads them: counters since the pair was first seen, RTTs in µs.
  */
-export interface TcpHealthPair {
-  source: TcpHealthWorkload | undefined;
-  destination: TcpHealthWorkload | undefined;
-  /** `tunnel` (node -> node, mTLS), `pod_proxy` (captured pod -> its node proxy), `proxy_pod` (node proxy -> pod), `unknown`. */
-  leg: string;
-  connections: number;
-  failures: number;
-  retransmits: number;
-  rtos: number;
-  rttSamples: number;
-  srttMeanUs: number;
-  srttUs: number;
-  rttvarMeanUs: number;
-  rttvarUs: number;
-  srttSumUs: number;
-  rttvarSumUs: number;
-}
+export type { TcpPairHealth as TcpHealthPair } from '../../bpf-sockops/tcp-health.js';
 
 /** One policy's kernel verdict counters (bpf-sockops KernelPolicyMaps.counters). */
 export interface KernelPolicyCount {

@@ -28,7 +28,6 @@ import {
   PREFACE,
   ping,
   RecordingUpstream,
-  request,
   rst,
   settings,
   startTarget,
@@ -217,8 +216,7 @@ function h2Case(r: Rand, listener: Listener, family: (typeof H2_FAMILIES)[number
     case 'rapid-reset': {
       const n = int(r, 100, 5000);
       const out: Buffer[] = [start];
-      for (let i = 0; i < n; i++)
-        out.push(req(2 * i + 1, [], listener === 'tunnel-h2' ? false : true), rst(2 * i + 1));
+      for (let i = 0; i < n; i++) out.push(req(2 * i + 1, [], listener !== 'tunnel-h2'), rst(2 * i + 1));
       return [Buffer.concat(out)];
     }
     case 'continuation-flood': {

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import type { TcpPairHealth } from '../../../bpf-sockops/tcp-health.js';
 import { formatMicros, tcpHealthTable } from '../../../cli/tcp-health-table.js';
 
-const pair = {
+const pair: TcpPairHealth = {
   source: { namespace: 'shop', workload: 'frontend-1' },
   destination: { namespace: 'shop', workload: 'reviews-v2-1' },
   leg: 'tunnel',

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { test } from 'node:test';
 import { request } from 'undici';
+import type { TcpLeg } from '../../../../bpf-sockops/tcp-health.js';
 import { isSockmeshError } from '../../../../lib/errors.js';
 import { nullLogger } from '../../../../lib/log.js';
 import {
@@ -245,7 +246,7 @@ test('kernel TCP health per workload pair: metrics with the mesh labels, JSON on
   const { tel, scrape, get } = await start(t);
   assert.deepEqual(JSON.parse((await get('/stats/tcp')).body), { measured: false, pairs: [] });
   const frontend = { namespace: 'shop', workload: 'frontend-1' };
-  const pair = (destination: typeof frontend | undefined, leg: string, retransmits: number) => ({
+  const pair = (destination: typeof frontend | undefined, leg: TcpLeg, retransmits: number) => ({
     source: frontend,
     destination,
     leg,
