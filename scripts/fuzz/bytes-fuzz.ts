@@ -282,12 +282,14 @@ export interface BytesFuzzReport {
 /** Test-sized HTTP limits, so a case's connection must be closed within a few seconds. */
 export const FUZZ_LIMITS = { headersTimeoutMs: 1000, idleTimeoutMs: 1500, streamIdleTimeoutMs: 1500 };
 /** How long after its last byte a case's connection may stay open: the longest bound above, plus slack. */
-const CLOSE_WITHIN_MS = 6000;
+const CLOSE_WITHIN_MS = Number(process.env.SOCKMESH_FUZZ_CLOSE_MS ?? 6000);
 
 export async function runBytesFuzz(o: {
   seed: number;
   count: number;
   concurrency?: number;
+  /** Only the cases with these indexes (of the same seed and count). */
+  only?: number[];
   onCase?: (c: ByteCase, closed: boolean) => void;
 }): Promise<BytesFuzzReport> {
   const started = Date.now();
@@ -312,7 +314,7 @@ export async function runBytesFuzz(o: {
       rss: { before: before.rss, peak: 0, after: 0 },
       heapUsed: { before: before.heapUsed, after: 0 },
     };
-    const cases = generate(o.seed, o.count);
+    const cases = generate(o.seed, o.count).filter((c) => !o.only || o.only.includes(c.index));
     let next = 0;
     let running = true;
     const probing = (async () => {

@@ -1,6 +1,6 @@
 /**
  * The long byte-fuzz run against the proxy's listeners (the test suite runs a short one):
- *   node --import tsx scripts/fuzz/bytes-listeners.ts --count 2000 --seed 17 [--concurrency 16] [--json out.json]
+ *   node --import tsx scripts/fuzz/bytes-listeners.ts --count 2000 --seed 17 [--concurrency 16] [--json out.json] [--only 440,537]
  * Prints a summary per listener and family; exits 1 when a connection was left open, a probe
  * failed or the agent died.
  */
@@ -14,6 +14,8 @@ const { values } = parseArgs({
     seed: { type: 'string', default: '17' },
     concurrency: { type: 'string', default: '16' },
     json: { type: 'string' },
+    // Rerun some cases of the same seed and count by index (the ones a run left open, say).
+    only: { type: 'string' },
   },
 });
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
@@ -22,6 +24,7 @@ const report = await runBytesFuzz({
   seed: Number(values.seed),
   count: Number(values.count),
   concurrency: Number(values.concurrency),
+  ...(values.only ? { only: values.only.split(',').map(Number) } : {}),
   onCase: () => {
     if (++done % 100 === 0) console.error(`${done} cases`);
   },
