@@ -73,6 +73,8 @@ interface Caller {
   principal: string | undefined;
   destination: LocalWorkload;
   port: number;
+  /** The calling workload as the sender names it (tunnel baggage): a telemetry label, never trusted for policy. */
+  source?: { namespace: string; workload: string };
 }
 
 /**
@@ -154,7 +156,13 @@ export class InboundServer implements TunnelHandler {
       );
       return;
     }
-    const caller: Caller = { principal: req.sourcePrincipal, destination, port: req.destPort };
+    const source = callerFromBaggage(req.baggage);
+    const caller: Caller = {
+      principal: req.sourcePrincipal,
+      destination,
+      port: req.destPort,
+      ...(source ? { source } : {}),
+    };
     const declared = destination.protocolOf(req.destPort);
     const said = protocolFromBaggage(req.baggage);
     // The sending proxy's choice wins over the port's declaration: another Service may share this
@@ -458,7 +466,10 @@ export class InboundServer implements TunnelHandler {
 
   /** Pools and h2c sessions of pods no longer on this node close: they stay bounded by its pods. */
   prune(): void {
-    const here = (key: string) => this.opts.workloads.byIp(key.slice(0, key.lastIndexOf(':'))) !== undefined;
+    const here = (key: string) => {
+      const addr = key.split('#')[0]!;
+      return this.opts.workloads.byIp(addr.slice(0, addr.lastIndexOf(':'))) !== undefined;
+    };
     for (const [key, p] of this.pools) {
       if (here(key)) continue;
       this.pools.delete(key);
@@ -467,11 +478,40 @@ export class InboundServer implements TunnelHandler {
     this.h2c.prune(here);
   }
 
-  private pool(ip: string, port: number): Pool {
-    const key = `${ip}:${port}`;
+  /**
+   * Keep-alive connections to a pod's port. With kernel TCP health on, one pool per calling
+   * workload, so each pooled connection's pod leg is measured for the pair it serves.
+   */
+  private pool(caller: Caller): Pool {
+    const { ip } = caller.destination;
+    const tcp = this.opts.tcp;
+    const source = tcp ? caller.source : undefined;
+    const key = `${ip}:${caller.port}${source ? `#${source.namespace}/${source.workload}` : ''}`;
     let p = this.pools.get(key);
     if (!p) {
-      p = new Pool(`http://${key}`, { connections: 256, pipelining: 1, keepAliveTimeout: 30_000 });
+      const destination = { namespace: caller.destination.namespace, workload: caller.destination.name };
+      const connect = (_o: unknown, cb: (err: Error | null, socket: net.Socket | null) => void) => {
+        connectTcp(ip, caller.port, this.opts.connectTimeoutMs ?? 5000).then(
+          (socket) => {
+            const conn = {
+              localIp: socket.localAddress,
+              localPort: socket.localPort,
+              remoteIp: socket.remoteAddress,
+              remotePort: socket.remotePort,
+            };
+            if (tcp?.tag(conn, { source, destination, leg: 'proxy_pod' }))
+              socket.once('close', () => tcp.untag(conn));
+            cb(null, socket);
+          },
+          (err: Error) => cb(err, null),
+        );
+      };
+      p = new Pool(`http://${ip}:${caller.port}`, {
+        connections: 256,
+        pipelining: 1,
+        keepAliveTimeout: 30_000,
+        ...(tcp ? { connect: connect as never } : {}),
+      });
       this.pools.set(key, p);
     }
     return p;
@@ -558,7 +598,7 @@ export class InboundServer implements TunnelHandler {
       headers['x-forwarded-client-cert'] = forwardedClientCert(caller.destination.spiffeId, caller.principal);
     const hasBody =
       req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
-    this.pool(caller.destination.ip, caller.port)
+    this.pool(caller)
       .request({ method: method as 'GET', path, headers, body: hasBody ? req : null })
       .then(
         (up) => {
