@@ -202,10 +202,13 @@ export class OutboundServer {
   }
 
   async close(): Promise<void> {
-    await new Promise<void>((resolve) =>
+    const stopped = new Promise<void>((resolve) =>
       this.server.listening ? this.server.close(() => resolve()) : resolve(),
     );
+    // Idle keep-alive connections close now (http.Server.close does that); waiting for the
+    // listener first held close() until each one's idle timeout ran out.
     this.http.close();
+    await stopped;
     this.upstream.close();
     this.h2c.close();
   }
