@@ -11,7 +11,7 @@
  * proxy, never more, and the proxy still applies it to each request.
  */
 import { Authorizer } from './authorizer.js';
-import type { Permission, Principal, RbacConfig, RbacPolicy } from './rbac.js';
+import { type Permission, type RbacConfig, type RbacPolicy, readsHttp } from './rbac.js';
 
 /** The identity id of an unauthenticated (plaintext) caller (bpf-sockops PLAINTEXT_IDENTITY). */
 export const PLAINTEXT_IDENTITY = 0;
@@ -60,21 +60,6 @@ export function policyOfRule(rbacPolicyName: string): string {
 
 function policyReadsHttp(p: RbacPolicy): boolean {
   return p.permissions.some(readsHttp) || p.principals.some(readsHttp);
-}
-
-function readsHttp(p: Permission | Principal): boolean {
-  switch (p.kind) {
-    case 'header':
-    case 'url-path':
-      return true;
-    case 'and':
-    case 'or':
-      return 'rules' in p ? p.rules.some(readsHttp) : p.ids.some(readsHttp);
-    case 'not':
-      return 'rule' in p ? readsHttp(p.rule) : readsHttp(p.id);
-    default:
-      return false;
-  }
 }
 
 /** Ports a permission tree names; undefined when a range is too wide to expand. */

@@ -221,3 +221,19 @@ function describeKeys(p: Wire): string {
   const keys = Object.keys(p).filter((k) => k !== 'rule' && k !== 'identifier');
   return keys.length === 0 ? '(empty)' : keys.join(', ');
 }
+
+/** Whether a permission or principal reads the request (method, path, headers): only HTTP can answer it. */
+export function readsHttp(p: Permission | Principal): boolean {
+  switch (p.kind) {
+    case 'header':
+    case 'url-path':
+      return true;
+    case 'and':
+    case 'or':
+      return 'rules' in p ? p.rules.some(readsHttp) : p.ids.some(readsHttp);
+    case 'not':
+      return 'rule' in p ? readsHttp(p.rule) : readsHttp(p.id);
+    default:
+      return false;
+  }
+}

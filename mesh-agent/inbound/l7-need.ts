@@ -6,7 +6,7 @@
  * x-forwarded-client-cert. So L7 is needed exactly when a deciding RBAC policy
  * could look at method, path or headers on that port.
  */
-import type { Permission, Principal, RbacConfig } from '../authz/rbac.js';
+import { type Permission, type RbacConfig, readsHttp } from '../authz/rbac.js';
 
 /** Could this permission match a connection to `port`? Conservative under `not` (true). */
 function mayMatchPort(p: Permission, port: number): boolean {
@@ -37,22 +37,6 @@ function permissionReadsHttp(p: Permission, port: number): boolean {
       return p.rules.some((r) => permissionReadsHttp(r, port));
     case 'not':
       return readsHttp(p.rule);
-    default:
-      return false;
-  }
-}
-
-function readsHttp(p: Permission | Principal): boolean {
-  switch (p.kind) {
-    case 'header':
-    case 'url-path':
-      return true;
-    case 'and':
-      return 'rules' in p ? p.rules.some(readsHttp) : p.ids.some(readsHttp);
-    case 'or':
-      return 'rules' in p ? p.rules.some(readsHttp) : p.ids.some(readsHttp);
-    case 'not':
-      return 'rule' in p ? readsHttp(p.rule) : readsHttp(p.id);
     default:
       return false;
   }
