@@ -117,8 +117,8 @@ export class InboundServer implements TunnelHandler {
     this.drainer.start();
   }
 
-  /** The tunnel -> pod leg of a TCP (or relayed HTTP) connection, for kernel TCP health. */
-  private tagDelivery(upstream: net.Socket, baggage: string | undefined, destination: LocalWorkload): void {
+  /** The proxy -> pod leg of a connection to a local pod, for kernel TCP health: untagged when it closes. */
+  private tagPodLeg(upstream: net.Socket, source: Caller['source'], destination: LocalWorkload): void {
     const tcp = this.opts.tcp;
     if (!tcp) return;
     const conn = {
@@ -128,7 +128,7 @@ export class InboundServer implements TunnelHandler {
       remotePort: upstream.remotePort,
     };
     const pair = {
-      source: callerFromBaggage(baggage),
+      source,
       destination: { namespace: destination.namespace, workload: destination.name },
       leg: 'proxy_pod' as const,
     };
@@ -197,7 +197,7 @@ export class InboundServer implements TunnelHandler {
     connectTcp(req.destIp, req.destPort, this.opts.connectTimeoutMs ?? 5000).then(
       (upstream) => {
         stream.respond({ ':status': 200 });
-        this.tagDelivery(upstream, req.baggage, destination);
+        this.tagPodLeg(upstream, callerFromBaggage(req.baggage), destination);
         splice(stream, upstream);
         if (relayed) this.relayedHttpStreams++;
         // Denied later (or, relayed HTTP, a policy now reads requests): RST_STREAM with
@@ -489,18 +489,10 @@ export class InboundServer implements TunnelHandler {
     const key = `${ip}:${caller.port}${source ? `#${source.namespace}/${source.workload}` : ''}`;
     let p = this.pools.get(key);
     if (!p) {
-      const destination = { namespace: caller.destination.namespace, workload: caller.destination.name };
       const connect = (_o: unknown, cb: (err: Error | null, socket: net.Socket | null) => void) => {
         connectTcp(ip, caller.port, this.opts.connectTimeoutMs ?? 5000).then(
           (socket) => {
-            const conn = {
-              localIp: socket.localAddress,
-              localPort: socket.localPort,
-              remoteIp: socket.remoteAddress,
-              remotePort: socket.remotePort,
-            };
-            if (tcp?.tag(conn, { source, destination, leg: 'proxy_pod' }))
-              socket.once('close', () => tcp.untag(conn));
+            this.tagPodLeg(socket, source, caller.destination);
             cb(null, socket);
           },
           (err: Error) => cb(err, null),
