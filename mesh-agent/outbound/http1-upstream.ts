@@ -10,29 +10,10 @@
  * except for streamed request bodies. Response headers come out with the hop-by-hop ones
  * (HOP_BY_HOP, and those Connection names) already left out, ready to relay.
  */
-import { createRequire } from 'node:module';
 import type { Duplex } from 'node:stream';
 import { Readable } from 'node:stream';
 import { HOP_BY_HOP } from '../io/headers.js';
-
-interface LlhttpParser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
-  execute(data: Buffer): number | (Error & { code?: string });
-  finish(): undefined | (Error & { code?: string });
-  close(): void;
-  [kind: number]: unknown;
-}
-interface LlhttpParserClass {
-  new (): LlhttpParser;
-  RESPONSE: number;
-  kOnHeaders: number;
-  kOnHeadersComplete: number;
-  kOnBody: number;
-  kOnMessageComplete: number;
-  kLenientNone: number;
-}
-// The llhttp binding node:http's client and server run on (the same on Node 20 and 24).
-const { HTTPParser } = createRequire(import.meta.url)('_http_common') as { HTTPParser: LlhttpParserClass };
+import { HTTPParser, type LlhttpParser } from '../io/llhttp.js';
 
 export interface Http1Response {
   statusCode: number;
