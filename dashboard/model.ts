@@ -5,6 +5,7 @@
  * snapshot comes out; rates, success and p99 are over a sliding window of
  * scrapes (counter deltas, so agents' lifetimes do not matter).
  */
+import { requestFailed } from '../mesh-agent/telemetry/outcome.js';
 
 /** One collection round, as the collector gathered it. */
 export interface Scrape {
@@ -225,7 +226,7 @@ function totalsOf(s: Scrape): Totals {
       t.edges.set(k, e);
       if (x.name === REQUESTS) {
         e.requests += x.value;
-        if (Number(l.response_code) < 500) e.ok += x.value;
+        if (!requestFailed(l)) e.ok += x.value;
         if (l.response_flags === 'UAEX') e.denied += x.value;
         if (l.reporter === 'source' && l.destination_cluster)
           t.clusters.set(l.destination_cluster, (t.clusters.get(l.destination_cluster) ?? 0) + x.value);

@@ -1,5 +1,6 @@
 import { LocalMesh } from '../../lab/mesh.js';
 import { SockmeshError } from '../../lib/errors.js';
+import { requestFailed } from '../../mesh-agent/telemetry/outcome.js';
 import type { CanaryStatus } from '../../xds/server/canary.js';
 import { parseCommandArgs } from '../args.js';
 import { type Command, EXIT } from '../command.js';
@@ -60,7 +61,7 @@ function collect(texts: string[], clusters: ReadonlyMap<string, string>): Counts
       const b = clusters.get(s.labels.destination_cluster ?? '');
       if (!b || s.labels.reporter !== 'source') continue;
       c.requests.set(b, (c.requests.get(b) ?? 0) + s.value);
-      if (Number(s.labels.response_code) < 500) c.ok.set(b, (c.ok.get(b) ?? 0) + s.value);
+      if (!requestFailed(s.labels)) c.ok.set(b, (c.ok.get(b) ?? 0) + s.value);
     }
     for (const s of m.get(BUCKETS) ?? []) {
       const b = clusters.get(s.labels.destination_cluster ?? '');

@@ -233,6 +233,7 @@ export function reportTo(t: MeshTelemetry, r: RequestRecord): void {
       code: r.status,
       flags: r.flags,
       durationMs: r.durationMs,
+      ...(r.grpcStatus !== undefined ? { grpcStatus: r.grpcStatus } : {}),
       ...(r.method ? { method: r.method } : {}),
       ...(r.path ? { path: r.path } : {}),
       ...(r.route ? { route: r.route } : {}),

@@ -7,6 +7,7 @@ import http2, {
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Duplex } from 'node:stream';
+import { parseGrpcStatus } from '../telemetry/outcome.js';
 import { DEFAULT_HTTP_LIMITS, type HttpLimits } from './http-limits.js';
 
 /** The HTTP/2 connection preface: how an h2c client (prior knowledge, e.g. gRPC) announces itself. */
@@ -274,35 +275,52 @@ export interface H2Answer {
    * the response runs. Whoever waits for the response captures them from the start.
    */
   early?: { trailers?: IncomingHttpHeaders };
+  /**
+   * The answer is its HEADERS frame alone (END_STREAM set): the 'response' event's flags say so
+   * (Node's `endAfterHeaders` is not set on a client stream).
+   */
+  headersOnly?: boolean;
   /** Ends whatever timers the caller keeps for the exchange. */
   stop(): void;
+}
+
+/** How a relayed h2 answer ended. */
+export interface H2Relayed {
+  /** The upstream stream ended and everything reached the client. */
+  completed: boolean;
+  /** grpc-status of a gRPC answer: from its trailers, or from its headers (trailers-only). */
+  grpcStatus: number | undefined;
 }
 
 /**
  * Relays an upstream answer downstream, trailers included (gRPC status lives
  * there); `extra` headers are added to the response. Resolves when the
- * exchange is over, true when it completed.
+ * exchange is over.
  */
 export function relayH2Answer(
   down: ServerHttp2Stream,
   a: H2Answer,
   extra: http2.OutgoingHttpHeaders = {},
-): Promise<boolean> {
+): Promise<H2Relayed> {
   const up = a.stream;
   let trailers: http2.OutgoingHttpHeaders = {};
+  let grpcStatus = parseGrpcStatus(a.headers['grpc-status']);
   return new Promise((resolve) => {
     let done = false;
-    const finish = (ok: boolean) => {
+    const finish = (completed: boolean) => {
       if (done) return;
       done = true;
       a.stop();
-      resolve(ok);
+      resolve({ completed, grpcStatus });
     };
     // Node may emit the upstream's 'end' (which ends `down` through the pipe and asks for its
     // trailers) before its 'trailers' event: the trailers are sent once they are here or the
     // upstream stream is over, never before (an empty set would lose gRPC's grpc-status).
     let gotTrailers = a.early?.trailers !== undefined;
-    if (a.early?.trailers) trailers = responseHeaders(a.early.trailers);
+    if (a.early?.trailers) {
+      trailers = responseHeaders(a.early.trailers);
+      grpcStatus = parseGrpcStatus(a.early.trailers['grpc-status']) ?? grpcStatus;
+    }
     let wanted = false;
     let sent = false;
     const sendTrailers = () => {
@@ -312,6 +330,7 @@ export function relayH2Answer(
     };
     up.on('trailers', (t) => {
       trailers = responseHeaders(t);
+      grpcStatus = parseGrpcStatus(t['grpc-status']) ?? grpcStatus;
       gotTrailers = true;
       if (wanted) sendTrailers();
     });
@@ -335,6 +354,15 @@ export function relayH2Answer(
       // The client left while the answer was on its way: the upstream stream would hold its slot.
       up.close(http2.constants.NGHTTP2_CANCEL);
       finish(false);
+      return;
+    }
+    if (a.headersOnly) {
+      // Trailers-only (gRPC's shape for an error before any message: grpc-status in the one
+      // HEADERS frame, END_STREAM set): relayed in that shape. Headers, then an empty trailer
+      // set, would carry no grpc-status where clients read it ("Call ended without gRPC status").
+      down.respond({ ...responseHeaders(a.headers), ...extra }, { endStream: true });
+      up.resume();
+      finish(true);
       return;
     }
     down.respond({ ...responseHeaders(a.headers), ...extra }, { waitForTrailers: true });
@@ -375,10 +403,10 @@ export function forwardH2(
     down.once('close', () => {
       if (!answered && !up.closed) up.close(http2.constants.NGHTTP2_CANCEL);
     });
-    up.once('response', (h) => {
+    up.once('response', (h, flags) => {
       answered = true;
-      relayH2Answer(down, { stream: up, headers: h, stop: () => {} }).then((ok) =>
-        resolve(ok ? Number(h[':status']) : undefined),
+      relayH2Answer(down, { stream: up, headers: h, headersOnly: endsStream(flags), stop: () => {} }).then(
+        (r) => resolve(r.completed ? Number(h[':status']) : undefined),
       );
     });
     up.once('close', () => {
@@ -401,4 +429,9 @@ export function carrierGoaway(conn: Duplex, fn: () => void): void {
   s.once('goaway', fn);
   // One listener per stream on a session that outlives thousands of them: it goes with its stream.
   conn.once('close', () => s.off('goaway', fn));
+}
+
+/** The flags of a 'response' event: END_STREAM set, i.e. no body and no trailers follow. */
+export function endsStream(flags: number): boolean {
+  return (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
 }

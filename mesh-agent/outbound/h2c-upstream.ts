@@ -3,7 +3,7 @@
  * (HTTP/1.1 uses an undici Pool instead); io/h2c.ts relays the answer.
  */
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from 'node:http2';
-import type { H2Answer } from '../io/h2c.js';
+import { endsStream, type H2Answer } from '../io/h2c.js';
 import type { AttemptResult } from './attempts.js';
 import type { ReplayableBody } from './replay-body.js';
 
@@ -64,12 +64,12 @@ export function h2cAttempt(
         err: refused ? 'refused-stream' : undefined,
       });
     });
-    up.once('response', (h) => {
+    up.once('response', (h, flags) => {
       answered = true;
       resolve({
         kind: 'response',
         status: Number(h[':status']),
-        response: { stream: up, headers: h, early, stop },
+        response: { stream: up, headers: h, early, headersOnly: endsStream(flags), stop },
       });
     });
     body?.pipeTo(up);

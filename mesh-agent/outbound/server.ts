@@ -80,6 +80,8 @@ export interface RequestRecord {
   path?: string;
   route?: string;
   attempts: number;
+  /** grpc-status of a gRPC call (HTTP status is 200 for every answered call). */
+  grpcStatus?: number;
   bytesSent?: number;
   bytesReceived?: number;
 }
@@ -620,8 +622,11 @@ export class OutboundServer {
       cluster?: UpstreamCluster,
       ep?: Endpoint,
       attempts = ep ? 1 : 0,
+      grpcStatus?: number,
     ) => {
-      span?.end(status >= 500 || flags !== '-' ? 'error' : 'ok', flags === '-' ? undefined : flags);
+      // A gRPC client span is an error for any status but OK (OpenTelemetry's gRPC conventions).
+      const failed = status >= 500 || flags !== '-' || (grpcStatus !== undefined && grpcStatus !== 0);
+      span?.end(failed ? 'error' : 'ok', flags === '-' ? undefined : flags);
       this.opts.events?.completed({
         source: ctx.source,
         protocol: 'http',
@@ -635,6 +640,7 @@ export class OutboundServer {
         path: view.path,
         ...(decision.kind === 'forward' ? { route: decision.routeName } : {}),
         attempts,
+        ...(grpcStatus !== undefined ? { grpcStatus } : {}),
       });
     };
     return { span, record };
@@ -721,9 +727,13 @@ export class OutboundServer {
         retryOverflow: () => this.opts.events?.breakerOverflow(cluster.name, 'retry'),
       });
       if (end.kind === 'response') {
-        await relayH2Answer(stream, end.response, end.flag === '-' ? {} : { 'x-sockmesh-flags': end.flag });
+        const relayed = await relayH2Answer(
+          stream,
+          end.response,
+          end.flag === '-' ? {} : { 'x-sockmesh-flags': end.flag },
+        );
         end.untrack();
-        record(end.status, end.flag, cluster, end.ep, end.attempts);
+        record(end.status, end.flag, cluster, end.ep, end.attempts, relayed.grpcStatus);
       } else if (end.kind === 'denied') {
         answer(403, 'UAEX', denial(end.policy), cluster, end.ep, end.attempts);
       } else {

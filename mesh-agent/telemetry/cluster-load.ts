@@ -1,8 +1,9 @@
 /**
  * Per destination cluster, what this agent's callers saw (reporter=source):
- * successes, errors (5xx or no response) and how many finished within each
+ * successes, errors (no response, 5xx, or a gRPC server-side failure: telemetry/outcome.ts) and how many finished within each
  * duration bound, cumulative. What the agent reports over LRS for canary guards.
  */
+import { requestFailed } from './outcome.js';
 import { REQUEST_DURATION } from './request-metrics.js';
 import type { MetricsSnapshot } from './snapshot.js';
 
@@ -27,8 +28,7 @@ export function clusterOutcomes(snapshot: MetricsSnapshot): ClusterOutcome[] {
         o = { cluster, successes: 0, errors: 0, fast: new Map() };
         out.set(cluster, o);
       }
-      const code = Number(labels.response_code);
-      if (!(code > 0) || code >= 500) o.errors += h.count;
+      if (requestFailed(labels)) o.errors += h.count;
       else o.successes += h.count;
       let cumulative = 0;
       h.boundaries.forEach((le, i) => {

@@ -53,6 +53,8 @@ export function requestLabels(ev: RequestEvent): Attributes {
     ...tcpLabels(ev),
     request_protocol: ev.protocol,
     response_code: ev.code,
+    // Istio's label: the call's outcome for gRPC (its HTTP status is 200 whatever happened), '' otherwise.
+    grpc_response_status: ev.grpcStatus === undefined ? '' : ev.grpcStatus,
     response_flags: ev.flags || '-',
   };
 }
@@ -89,7 +91,7 @@ export class RequestMetrics implements MetricProducer {
     const s = ev.source;
     const d = ev.destination;
     // Normalised like the labels so one label set is one series; \u0001 never occurs in names.
-    const key = `${ev.reporter}\u0001${ev.protocol}\u0001${ev.code}\u0001${ev.flags || '-'}\u0001${s.workload || UNKNOWN}\u0001${s.namespace || UNKNOWN}\u0001${s.version || UNKNOWN}\u0001${s.principal || UNKNOWN}\u0001${d.service || UNKNOWN}\u0001${d.workload || UNKNOWN}\u0001${d.namespace || UNKNOWN}\u0001${d.version || UNKNOWN}\u0001${d.cluster || UNKNOWN}`;
+    const key = `${ev.reporter}\u0001${ev.protocol}\u0001${ev.code}\u0001${ev.grpcStatus ?? ''}\u0001${ev.flags || '-'}\u0001${s.workload || UNKNOWN}\u0001${s.namespace || UNKNOWN}\u0001${s.version || UNKNOWN}\u0001${s.principal || UNKNOWN}\u0001${d.service || UNKNOWN}\u0001${d.workload || UNKNOWN}\u0001${d.namespace || UNKNOWN}\u0001${d.version || UNKNOWN}\u0001${d.cluster || UNKNOWN}`;
     let series = this.series.get(key);
     if (series === undefined) series = this.create(key, ev);
     const v = ev.durationMs;

@@ -73,6 +73,8 @@ export interface RequestEvent {
   /** Envoy-style response flags, `-` when none (see {@link ResponseFlag}). */
   flags: string;
   durationMs: number;
+  /** grpc-status of a gRPC call (from its trailers, or a trailers-only answer); undefined otherwise. */
+  grpcStatus?: number | undefined;
 
   // Access log only (not labels: unbounded).
   /** Epoch ms when the request started; defaults to now - durationMs. */
