@@ -49,6 +49,8 @@ export function isUnder(root: string, path: string): boolean {
 
 export interface PreflightInput {
   uid: number;
+  /** Effective capability set (CapEff of /proc/self/status); undefined where it cannot be read. */
+  capEff?: bigint;
   btfPresent: boolean;
   mounts: Mount[];
   cgroupPath?: string;
@@ -73,14 +75,47 @@ export function parseKernelRelease(text: string): [number, number] | undefined {
   return m ? [Number(m[1]), Number(m[2])] : undefined;
 }
 
+const CAP = { NET_ADMIN: 12, SYS_ADMIN: 21, PERFMON: 38, BPF: 39 } as const;
+type CapName = keyof typeof CAP;
+/** What loading and attaching the dataplane asks the kernel for (docs/install.md, "Capabilities"). */
+const BPF_CAPS: readonly CapName[] = ['BPF', 'PERFMON', 'NET_ADMIN'];
+
+/** CapEff from the text of /proc/<pid>/status. */
+export function parseCapEff(status: string): bigint | undefined {
+  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(status);
+  return m ? BigInt(`0x${m[1]}`) : undefined;
+}
+
+/**
+ * The capabilities the dataplane still lacks: none with CAP_SYS_ADMIN (the kernel accepts it
+ * wherever it asks for CAP_BPF, CAP_PERFMON or CAP_NET_ADMIN), else those of the three missing.
+ */
+export function missingBpfCaps(capEff: bigint): CapName[] {
+  const has = (c: CapName) => (capEff & (1n << BigInt(CAP[c]))) !== 0n;
+  return has('SYS_ADMIN') ? [] : BPF_CAPS.filter((c) => !has(c));
+}
+
 /** Every problem found, most fundamental first; empty means ready. */
 export function evaluatePreflight(input: PreflightInput): SockmeshError[] {
   const errs: SockmeshError[] = [];
-  if (input.uid !== 0) {
+  const missingCaps = input.capEff === undefined ? undefined : missingBpfCaps(input.capEff);
+  if (input.uid !== 0 && (missingCaps === undefined || missingCaps.length > 0)) {
     errs.push(
       new SockmeshError('SOCKMESH_E_NOT_ROOT', 'loading BPF programs needs root', {
         hint: 'run with sudo (CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN are required)',
       }),
+    );
+  } else if (missingCaps && missingCaps.length > 0) {
+    // Root in a container whose runtime dropped them: the kernel would refuse every BPF call,
+    // which a probe of program types cannot tell from a kernel without them.
+    errs.push(
+      new SockmeshError(
+        'SOCKMESH_E_NO_CAPABILITY',
+        `running without ${missingCaps.map((c) => `CAP_${c}`).join(', ')} (effective capabilities 0x${input.capEff!.toString(16)}): the kernel refuses to load or attach BPF programs`,
+        {
+          hint: "grant CAP_SYS_ADMIN (and CAP_SYS_PTRACE for permissive pods), or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN: the chart's agent.capabilities, or `docker run --cap-add ...`",
+        },
+      ),
     );
   }
   if (!input.btfPresent) {
@@ -183,8 +218,16 @@ export function gatherPreflight(opts: {
     addon = undefined;
   }
   const uid = process.getuid?.() ?? -1;
+  let capEff: bigint | undefined;
+  try {
+    capEff = parseCapEff(readFileSync('/proc/self/status', 'utf8'));
+  } catch {
+    capEff = undefined;
+  }
+  const capable = capEff === undefined ? uid === 0 : missingBpfCaps(capEff).length === 0;
   return {
     uid,
+    ...(capEff === undefined ? {} : { capEff }),
     btfPresent: existsSync('/sys/kernel/btf/vmlinux'),
     mounts: readMounts(opts.mountsFile),
     ...(opts.cgroupPath === undefined ? {} : { cgroupPath: opts.cgroupPath }),
@@ -192,7 +235,8 @@ export function gatherPreflight(opts: {
     objectsBuilt,
     addonBuilt: addon !== undefined,
     kernelRelease: release(),
-    ...(addon && uid === 0 ? { probe: addon.probe() } : {}),
+    // Without the capabilities every probe fails: it would name kernel features that are there.
+    ...(addon && capable ? { probe: addon.probe() } : {}),
   };
 }
 

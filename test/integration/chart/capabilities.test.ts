@@ -83,7 +83,7 @@ describe('agent capabilities (charts/sockmesh agent.capabilities)', {
   function startUnder(
     caps: string[],
     reuse = false,
-  ): { ok: boolean; adopted?: boolean; step?: string; message?: string } {
+  ): { ok: boolean; adopted?: boolean; step?: string; code?: string; message?: string } {
     if (!reuse) runs++;
     const node = join(cgroupRoot, `n${runs}`);
     const podCgroup = join(node, 'pod');
@@ -135,15 +135,29 @@ describe('agent capabilities (charts/sockmesh agent.capabilities)', {
     );
   });
   for (const cap of STRICT_ONLY) {
-    it(`without SYS_ADMIN, ${cap} is needed to load the dataplane`, () => {
+    it(`without SYS_ADMIN, ${cap} is needed to load the dataplane, and the error names it`, () => {
       const r = startUnder(STRICT_ONLY.filter((c) => c !== cap));
       assert.equal(r.ok, false);
       assert.equal(r.step, 'open', JSON.stringify(r));
+      // Named as a capability, not as a kernel feature the kernel has.
+      assert.equal(r.code, 'SOCKMESH_E_NO_CAPABILITY', JSON.stringify(r));
+      assert.match(r.message ?? '', new RegExp(`running without CAP_${cap}\\b`));
     });
   }
+  it('with none of them the error names all three', () => {
+    const r = startUnder(['SYS_PTRACE']);
+    assert.equal(r.code, 'SOCKMESH_E_NO_CAPABILITY', JSON.stringify(r));
+    assert.match(r.message ?? '', /running without CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN /);
+  });
 });
 
-function spawnSyncJson(argv: string[]): { ok: boolean; adopted?: boolean; step?: string; message?: string } {
+function spawnSyncJson(argv: string[]): {
+  ok: boolean;
+  adopted?: boolean;
+  step?: string;
+  code?: string;
+  message?: string;
+} {
   let out = '';
   try {
     out = execFileSync(argv[0]!, argv.slice(1), {
@@ -156,5 +170,11 @@ function spawnSyncJson(argv: string[]): { ok: boolean; adopted?: boolean; step?:
     if (!out.trim()) throw err;
   }
   const line = out.trim().split('\n').pop()!;
-  return JSON.parse(line) as { ok: boolean; adopted?: boolean; step?: string; message?: string };
+  return JSON.parse(line) as {
+    ok: boolean;
+    adopted?: boolean;
+    step?: string;
+    code?: string;
+    message?: string;
+  };
 }

@@ -5,7 +5,9 @@ import {
   evaluatePreflight,
   findBpffsFor,
   findCgroup2,
+  missingBpfCaps,
   type PreflightInput,
+  parseCapEff,
   parseMounts,
 } from '../../../bpf-sockops/preflight.js';
 
@@ -55,6 +57,30 @@ describe('preflight', () => {
     const [e] = evaluatePreflight({ ...ok, uid: 1000 });
     assert.equal(e?.code, 'SOCKMESH_E_NOT_ROOT');
     assert.match(e?.hint ?? '', /sudo/);
+  });
+  test('root without the capabilities is told which ones, not that the kernel lacks features', () => {
+    // Docker's default set for root in a container (CHOWN, DAC_OVERRIDE, ..., SETFCAP): none of the four.
+    const capEff = 0xa80425fbn;
+    const [e, ...rest] = evaluatePreflight({ ...ok, capEff, probe: undefined });
+    assert.equal(e?.code, 'SOCKMESH_E_NO_CAPABILITY');
+    assert.match(e?.message ?? '', /running without CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN/);
+    assert.match(e?.hint ?? '', /agent\.capabilities/);
+    assert.deepEqual(rest, []);
+  });
+  test('CAP_SYS_ADMIN alone, or BPF + PERFMON + NET_ADMIN, is enough (also for a non-root user)', () => {
+    assert.deepEqual(missingBpfCaps(1n << 21n), []);
+    const three = (1n << 39n) | (1n << 38n) | (1n << 12n);
+    assert.deepEqual(missingBpfCaps(three), []);
+    assert.deepEqual(missingBpfCaps(three & ~(1n << 38n)), ['PERFMON']);
+    assert.deepEqual(codes({ ...ok, uid: 1000, capEff: three }), []);
+    assert.deepEqual(codes({ ...ok, uid: 1000, capEff: 0n }), ['SOCKMESH_E_NOT_ROOT']);
+  });
+  test('CapEff is read from /proc/<pid>/status', () => {
+    assert.equal(
+      parseCapEff('Name:\tnode\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\n'),
+      0x1ffffffffffn,
+    );
+    assert.equal(parseCapEff('Name:\tnode\n'), undefined);
   });
   test('no BTF', () => assert.deepEqual(codes({ ...ok, btfPresent: false }), ['SOCKMESH_E_NO_BTF']));
   test('no cgroup2 mounted', () => {
