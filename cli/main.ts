@@ -33,6 +33,7 @@ export async function main(argv: string[]): Promise<number> {
       if (
         [
           'SOCKMESH_E_NOT_ROOT',
+          'SOCKMESH_E_NO_CAPABILITY',
           'SOCKMESH_E_NO_CGROUP2',
           'SOCKMESH_E_NO_BPFFS',
           'SOCKMESH_E_NO_IPROUTE2',
