@@ -20,7 +20,7 @@ import { type ClusterContext, ClusterRuntime, planEndpoint } from './clusters.js
 function toAttempt(o: Outcome): AttemptOutcome {
   switch (o.kind) {
     case 'status':
-      return { kind: 'response', status: o.status };
+      return { kind: 'response', status: o.status, grpcStatus: o.grpcStatus };
     case 'timeout':
       return { kind: 'per-try-timeout' };
     case 'success':

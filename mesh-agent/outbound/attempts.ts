@@ -5,6 +5,7 @@
  * outcome retry after Envoy's back-off while the retry breaker has room and
  * the request body can still be replayed. The transport supplies `attempt`.
  */
+import { grpcToHttpStatus } from '../telemetry/outcome.js';
 import type { Endpoint, Outcome, ResponseFlag, RetryPlan, UpstreamCluster } from './plan.js';
 
 /** Retries replay the request body, so only bodies up to this size are kept for them (Envoy's default buffer). */
@@ -13,7 +14,7 @@ export const MAX_REPLAY_BODY = 64 * 1024;
 /** How one upstream attempt ended, as the transport reports it. */
 export type AttemptResult<R> =
   /** Response headers arrived; `response` is the transport's handle to relay or drop them. */
-  | { kind: 'response'; status: number; response: R }
+  | { kind: 'response'; status: number; response: R; grpcStatus?: number | undefined }
   | { kind: 'failed'; outcome: Outcome; flag: ResponseFlag; err?: unknown }
   /**
    * Ended on this side before reaching the endpoint: the pending queue overflowed
@@ -114,9 +115,16 @@ export async function runAttempts<R>(loop: AttemptLoop<R>): Promise<AttemptsEnd<
         break;
       }
       if (result.kind === 'response') {
+        const { status, grpcStatus } = result;
         const outcome: Outcome =
-          result.status >= 500 ? { kind: 'status', status: result.status } : { kind: 'success' };
-        cluster.report(ep, { kind: 'status', status: result.status });
+          status >= 500 || (grpcStatus !== undefined && grpcStatus !== 0)
+            ? { kind: 'status', status, grpcStatus }
+            : { kind: 'success' };
+        // Outlier detection sees a gRPC answer as Envoy's router does: its grpc-status mapped to HTTP.
+        cluster.report(ep, {
+          kind: 'status',
+          status: grpcStatus === undefined ? status : grpcToHttpStatus(grpcStatus),
+        });
         const relay = (flag: '-' | 'URX' | 'UO'): AttemptsEnd<R> => ({
           kind: 'response',
           status: result.status,

@@ -4,6 +4,7 @@
  */
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from 'node:http2';
 import { endsStream, type H2Answer } from '../io/h2c.js';
+import { parseGrpcStatus } from '../telemetry/outcome.js';
 import type { AttemptResult } from './attempts.js';
 import type { ReplayableBody } from './replay-body.js';
 
@@ -66,10 +67,13 @@ export function h2cAttempt(
     });
     up.once('response', (h, flags) => {
       answered = true;
+      const headersOnly = endsStream(flags);
       resolve({
         kind: 'response',
         status: Number(h[':status']),
-        response: { stream: up, headers: h, early, headersOnly: endsStream(flags), stop },
+        // Trailers-only: a gRPC error before any message, which retries and outlier detection read.
+        grpcStatus: headersOnly ? parseGrpcStatus(h['grpc-status']) : undefined,
+        response: { stream: up, headers: h, early, headersOnly, stop },
       });
     });
     body?.pipeTo(up);

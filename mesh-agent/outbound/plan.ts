@@ -27,7 +27,8 @@ export type BreakerKind = 'connection' | 'pending' | 'request' | 'retry';
 export type ResponseFlag = '-' | 'UO' | 'UF' | 'URX' | 'UT' | 'NR' | 'UAEX' | 'UH' | 'UC' | 'DC' | 'UR';
 
 export type Outcome =
-  | { kind: 'status'; status: number }
+  /** grpcStatus: the status of a trailers-only gRPC answer (HTTP 200). */
+  | { kind: 'status'; status: number; grpcStatus?: number | undefined }
   | { kind: 'connect-failure' }
   | { kind: 'reset' }
   | { kind: 'timeout' }

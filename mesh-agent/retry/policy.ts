@@ -22,9 +22,29 @@ export type RetryCondition =
   | 'reset'
   | 'retriable-status-codes'
   | 'retriable-4xx'
-  | 'refused-stream';
+  | 'refused-stream'
+  | GrpcRetryCondition;
+
+/**
+ * Envoy's gRPC words (its retry_grpc_on), matched on the grpc-status of a trailers-only answer
+ * (an error before any message, the only gRPC answer a retry can still replace).
+ */
+type GrpcRetryCondition =
+  | 'cancelled'
+  | 'deadline-exceeded'
+  | 'resource-exhausted'
+  | 'internal'
+  | 'unavailable';
+const GRPC_CODES: Record<GrpcRetryCondition, number> = {
+  cancelled: 1,
+  'deadline-exceeded': 4,
+  'resource-exhausted': 8,
+  internal: 13,
+  unavailable: 14,
+};
 
 const KNOWN: readonly RetryCondition[] = [
+  ...(Object.keys(GRPC_CODES) as GrpcRetryCondition[]),
   '5xx',
   'gateway-error',
   'connect-failure',
@@ -36,7 +56,8 @@ const KNOWN: readonly RetryCondition[] = [
 
 /** How one upstream attempt ended. */
 export type AttemptOutcome =
-  | { kind: 'response'; status: number }
+  /** grpcStatus: a gRPC answer's status when the answer was trailers-only. */
+  | { kind: 'response'; status: number; grpcStatus?: number | undefined }
   /** Refused, unreachable, TLS/tunnel setup failed, or connect_timeout expired. */
   | { kind: 'connect-failure' }
   /** The upstream closed or reset the connection/stream before a response. */
@@ -112,6 +133,10 @@ export function isRetriable(policy: RetryPolicy, outcome: AttemptOutcome): boole
   switch (outcome.kind) {
     case 'response': {
       const s = outcome.status;
+      const g = outcome.grpcStatus;
+      if (g !== undefined)
+        for (const [word, code] of Object.entries(GRPC_CODES))
+          if (g === code && c.has(word as GrpcRetryCondition)) return true;
       if (c.has('5xx') && s >= 500 && s <= 599) return true;
       if (c.has('gateway-error') && isGatewayError(s)) return true;
       if (c.has('retriable-4xx') && s === 409) return true;

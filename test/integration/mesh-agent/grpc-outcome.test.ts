@@ -5,7 +5,13 @@ import { reportTo } from '../../../mesh-agent/agent/proxy-runtime.js';
 import { clusterOutcomes } from '../../../mesh-agent/telemetry/cluster-load.js';
 import { MeshTelemetry } from '../../../mesh-agent/telemetry/mesh-telemetry.js';
 import { REQUESTS_TOTAL } from '../../../mesh-agent/telemetry/request-metrics.js';
-import { type Harness, localCluster, reviewsRoutes, startOutbound } from './fixtures/outbound-harness.js';
+import {
+  type Harness,
+  localCluster,
+  type MeshResources,
+  reviewsRoutes,
+  startOutbound,
+} from './fixtures/outbound-harness.js';
 
 /**
  * A gRPC call's outcome is its grpc-status, not its HTTP status (200 for every call that got an
@@ -22,6 +28,8 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
   let harness: Harness;
   let client: grpc.Client;
   let telemetry: MeshTelemetry;
+  /** Calls per request payload, for the answer-once-then-succeed cases. */
+  const calls = new Map<string, number>();
 
   before(async () => {
     server = new grpc.Server();
@@ -29,8 +37,14 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
       '/shop.Reviews/Get',
       (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
         const want = call.request.toString();
+        const n = (calls.get(want) ?? 0) + 1;
+        calls.set(want, n);
         if (want === 'ok') cb(null, Buffer.from('fine'));
         else if (want === 'unavailable') cb({ code: grpc.status.UNAVAILABLE, details: 'draining' });
+        else if (want.startsWith('unavailable-once/'))
+          cb(n === 1 ? { code: grpc.status.UNAVAILABLE, details: 'draining' } : null, Buffer.from('fine'));
+        else if (want.startsWith('internal-once/'))
+          cb(n === 1 ? { code: grpc.status.INTERNAL, details: 'bug' } : null, Buffer.from('fine'));
         else cb({ code: grpc.status.NOT_FOUND, details: 'no such review' });
       },
       raw.serialize,
@@ -54,11 +68,8 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
         err ? reject(err) : resolve(p),
       ),
     );
-    harness = await startOutbound({
-      vip: { http: true },
-      routes: reviewsRoutes([{ match: { prefix: '/' }, route: { cluster: 'reviews-grpc' } }]),
-      clusters: [localCluster('reviews-grpc', [port])],
-    });
+    harness = await startOutbound(meshWith(port, undefined));
+    grpcPort = port;
     client = new grpc.Client(`127.0.0.1:${harness.port}`, grpc.credentials.createInsecure(), {
       'grpc.service_config_disable_resolution': 1,
     });
@@ -71,6 +82,34 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
     await new Promise<void>((r) => (server ? server.tryShutdown(() => r()) : r()));
     await telemetry?.close();
   });
+
+  let grpcPort = 0;
+  /** One route to the gRPC server, with this retry_on (none: no retry policy), and outlier detection. */
+  function meshWith(port: number, retryOn: string | undefined): MeshResources {
+    const route: Record<string, unknown> = { cluster: 'reviews-grpc' };
+    if (retryOn)
+      route.retry_policy = {
+        retry_on: retryOn,
+        num_retries: { value: 2 },
+        retry_back_off: { base_interval: { seconds: 0, nanos: 1_000_000 } },
+      };
+    return {
+      vip: { http: true },
+      routes: reviewsRoutes([{ match: { prefix: '/' }, route }]),
+      clusters: [
+        localCluster('reviews-grpc', [port], {
+          outlier_detection: {
+            consecutive_5xx: { value: 3 },
+            consecutive_gateway_failure: { value: 3 },
+            enforcing_consecutive_gateway_failure: { value: 100 },
+            interval: { seconds: 60 },
+            base_ejection_time: { seconds: 30 },
+            max_ejection_percent: { value: 100 },
+          },
+        }),
+      ],
+    };
+  }
 
   const unary = (arg: string) =>
     new Promise<grpc.status>((resolve) =>
@@ -136,5 +175,32 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
         (byGrpc.get(String(labels.grpc_response_status)) ?? 0) + Number(v),
       );
     assert.deepEqual(Object.fromEntries(byGrpc), { '0': 1, '5': 1, '13': 1, '14': 1 });
+  });
+
+  it('retries a trailers-only UNAVAILABLE when retry_on names it (Envoy retry_grpc_on), not INTERNAL', async () => {
+    harness.apply(meshWith(grpcPort, 'unavailable'));
+    const before = harness.records.length;
+    assert.equal(await unary('unavailable-once/a'), grpc.status.OK);
+    assert.equal(await unary('internal-once/a'), grpc.status.INTERNAL);
+    const got = harness.records.slice(before).map((r) => [r.grpcStatus, r.attempts]);
+    assert.deepEqual(got, [
+      [grpc.status.OK, 2],
+      [grpc.status.INTERNAL, 1],
+    ]);
+    // `5xx` looks at the HTTP status (200 for gRPC) and leaves gRPC failures alone, as in Envoy.
+    harness.apply(meshWith(grpcPort, '5xx'));
+    assert.equal(await unary('unavailable-once/b'), grpc.status.UNAVAILABLE);
+    assert.equal(harness.records.at(-1)?.attempts, 1);
+  });
+
+  it("ejects an endpoint answering UNAVAILABLE in a row (a gateway failure in Envoy's mapping)", async () => {
+    harness.apply(meshWith(grpcPort, undefined));
+    assert.equal(await unary('ok'), grpc.status.OK); // a success resets the counts
+    const before = harness.outlierEvents.length;
+    for (let i = 0; i < 3; i++) assert.equal(await unary('unavailable'), grpc.status.UNAVAILABLE);
+    const events = harness.outlierEvents.slice(before);
+    assert.equal(events.length, 1, JSON.stringify(events));
+    assert.equal(events[0]![0], 'reviews-grpc');
+    assert.equal(events[0]![1].kind, 'ejected');
   });
 });

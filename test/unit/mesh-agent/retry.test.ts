@@ -23,6 +23,14 @@ const outcomes: Record<string, AttemptOutcome> = {
   reset: { kind: 'reset' },
   refused: { kind: 'refused-stream' },
   timeout: { kind: 'per-try-timeout' },
+  // gRPC answers are HTTP 200; a trailers-only answer's grpc-status decides (Envoy's retry_grpc_on words).
+  grpcCancelled: { kind: 'response', status: 200, grpcStatus: 1 },
+  grpcDeadline: { kind: 'response', status: 200, grpcStatus: 4 },
+  grpcExhausted: { kind: 'response', status: 200, grpcStatus: 8 },
+  grpcInternal: { kind: 'response', status: 200, grpcStatus: 13 },
+  grpcUnavailable: { kind: 'response', status: 200, grpcStatus: 14 },
+  grpcNotFound: { kind: 'response', status: 200, grpcStatus: 5 },
+  grpcOk: { kind: 'response', status: 200, grpcStatus: 0 },
 };
 
 describe('retry_on conditions', () => {
@@ -34,6 +42,15 @@ describe('retry_on conditions', () => {
     ['refused-stream', ['refused']],
     ['retriable-4xx', ['409']],
     ['retriable-status-codes', ['429']],
+    ['cancelled', ['grpcCancelled']],
+    ['deadline-exceeded', ['grpcDeadline']],
+    ['resource-exhausted', ['grpcExhausted']],
+    ['internal', ['grpcInternal']],
+    ['unavailable', ['grpcUnavailable']],
+    [
+      'unavailable,internal,5xx',
+      ['grpcUnavailable', 'grpcInternal', '500', '502', '503', 'connect', 'reset', 'refused', 'timeout'],
+    ],
     ['', []],
     ['unknown-thing', []],
   ];
