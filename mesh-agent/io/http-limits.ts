@@ -130,7 +130,7 @@ function refuse(socket: Duplex, err: NodeJS.ErrnoException): void {
 }
 
 /** One answer written straight on the connection, which then closes (a grace period lets the answer reach the client). */
-function answerAndClose(socket: Duplex, status: number, body: string): void {
+export function answerAndClose(socket: Duplex, status: number, body: string): void {
   if (refused.has(socket)) return;
   refused.add(socket);
   if (!socket.writable) {

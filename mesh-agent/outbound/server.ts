@@ -1,7 +1,6 @@
-import type http from 'node:http';
 import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { TcpConnection, TcpTagger, WorkloadRef } from '../../bpf-sockops/index.js';
 import type { X509Svid } from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
@@ -25,7 +24,8 @@ import {
   upstreamHeaders,
 } from '../io/h2c.js';
 import { dropHopByHop } from '../io/headers.js';
-import { type HttpLimits, http1Server, httpLimits } from '../io/http-limits.js';
+import { type HttpLimits, httpLimits } from '../io/http-limits.js';
+import { type Http1Answer, Http1Server, type Http1ServerRequest } from '../io/http1-server.js';
 import { connectTcp, splice } from '../io/streams.js';
 import { TunnelError, type TunnelPool } from '../tunnel/pool.js';
 import { type AttemptResult, MAX_REPLAY_BODY, runAttempts } from './attempts.js';
@@ -148,7 +148,7 @@ interface ConnContext {
  */
 export class OutboundServer {
   private readonly server: net.Server;
-  private readonly http: http.Server;
+  private readonly http: Http1Server;
   private readonly contexts = new WeakMap<object, ConnContext>();
   /** Every accepted downstream connection and the source it was accepted for (see revalidate). */
   private readonly accepted = new Map<net.Socket, SourceWorkload>();
@@ -172,14 +172,18 @@ export class OutboundServer {
       this.onConnection(sock),
     );
     this.limits = httpLimits(opts.limits);
-    this.http = http1Server(this.limits, (req, res) => {
-      this.onRequest(req, res).catch((err: Error) => {
-        this.log.warn('outbound request failed unexpectedly', { err });
-        if (!res.headersSent) res.writeHead(500);
-        res.end();
-      });
-    });
-    this.drainer.http1(this.http);
+    this.http = new Http1Server(
+      this.limits,
+      (req, res) => {
+        this.onRequest(req, res).catch((err: Error) => {
+          this.log.warn('outbound request failed unexpectedly', { err });
+          if (!res.headersSent) res.respond(500, { 'content-type': 'text/plain' }, 'internal error\n');
+          else res.destroy();
+        });
+      },
+      // Draining: answers say `Connection: close`, so the pods reconnect to the agent that took over.
+      { draining: () => this.drainer.draining },
+    );
   }
 
   /** `fd`: an already listening socket (an agent's ListenerSet); port and host are then what it is bound to. */
@@ -207,8 +211,8 @@ export class OutboundServer {
     const stopped = new Promise<void>((resolve) =>
       this.server.listening ? this.server.close(() => resolve()) : resolve(),
     );
-    // Idle keep-alive connections close now (http.Server.close does that); waiting for the
-    // listener first held close() until each one's idle timeout ran out.
+    // Idle keep-alive connections close now; waiting for the listener first held close()
+    // until each one's idle timeout ran out.
     this.http.close();
     await stopped;
     this.upstream.close();
@@ -375,8 +379,7 @@ export class OutboundServer {
       );
       return;
     }
-    this.http.emit('connection', sock);
-    sock.resume();
+    this.http.serve(sock);
   }
 
   private serveTcp(
@@ -795,32 +798,28 @@ export class OutboundServer {
     return undefined;
   }
 
-  private async onRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  private async onRequest(req: Http1ServerRequest, res: Http1Answer): Promise<void> {
     const started = performance.now();
     const ctx = this.contexts.get(req.socket);
     if (!ctx) {
-      res.writeHead(500).end();
+      res.respond(500, { 'content-type': 'text/plain' }, 'no context for this connection\n');
       return;
-    }
-    if (req.headers['transfer-encoding'] !== undefined) {
-      // llhttp refuses an obfuscated Transfer-Encoding (`xchunked`) only after node:http has
-      // emitted the request, in the same read: the refusal (400, close) is known a turn later.
-      // Nothing may go upstream before it; the upstream connection writes at once.
-      await new Promise((resolve) => setImmediate(resolve));
-      if (req.socket.destroyed || req.socket.writableEnded) return;
     }
     const view: HttpRequestView = {
       sourceIp: ctx.source.ip,
-      authority: req.headers.host ?? '',
-      path: req.url ?? '/',
-      method: req.method ?? 'GET',
+      authority: (req.headers.host as string | undefined) ?? '',
+      path: req.path,
+      method: req.method,
       headers: req.headers,
     };
     const decision = ctx.route(view);
     const { span, record } = this.tracking(ctx, view, decision, 'http/1.1');
     if (decision.kind === 'reject') {
-      res.writeHead(decision.status, { 'content-type': 'text/plain', 'x-sockmesh-flags': decision.flag });
-      res.end(decision.body);
+      res.respond(
+        decision.status,
+        { 'content-type': 'text/plain', 'x-sockmesh-flags': decision.flag },
+        decision.body,
+      );
       record(decision.status, decision.flag);
       return;
     }
@@ -829,13 +828,11 @@ export class OutboundServer {
     this.noteClaimedIdentity(headers);
     dropHopByHop(headers);
     if (span) headers.traceparent = span.traceparent;
-    const hasBody =
-      req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
-    let body: Buffer | http.IncomingMessage | null = null;
+    let body: Buffer | Readable | null = null;
     const retry = decision.retry;
-    if (hasBody) {
+    if (req.body) {
       const len = Number(req.headers['content-length'] ?? Number.NaN);
-      body = retry && len <= MAX_REPLAY_BODY ? await readAll(req) : req;
+      body = retry && len <= MAX_REPLAY_BODY ? await readAll(req.body) : req.body;
     }
     const deadline = decision.timeoutMs === undefined ? undefined : started + decision.timeoutMs;
     const { hashKey } = decision;
@@ -843,13 +840,16 @@ export class OutboundServer {
     const requestRelease = cluster.tryAcquire('request');
     if (!requestRelease) {
       this.opts.events?.breakerOverflow(cluster.name, 'request');
-      res.writeHead(503, { 'content-type': 'text/plain', 'x-sockmesh-flags': 'UO' });
-      res.end('upstream overflow: circuit breaker open (max requests)\n');
+      res.respond(
+        503,
+        { 'content-type': 'text/plain', 'x-sockmesh-flags': 'UO' },
+        'upstream overflow: circuit breaker open (max requests)\n',
+      );
       record(503, 'UO', cluster);
       return;
     }
     // A caller that leaves stops waiting for a connection.
-    const gone = watchClose(res);
+    const gone = (leave: () => void) => res.gone(leave);
     try {
       const end = await runAttempts<Http1Response>({
         cluster,
@@ -901,27 +901,25 @@ export class OutboundServer {
         // Hop-by-hop headers and those the upstream's Connection names are already left out (Http1Upstream).
         const out = up.headers;
         if (end.flag !== '-') out['x-sockmesh-flags'] = end.flag;
-        res.writeHead(up.statusCode, out);
-        up.body.on('error', () => res.destroy());
-        // A caller that leaves mid-answer must not keep the upstream connection busy.
-        res.once('close', () => up.body.destroy());
-        up.body.pipe(res);
-        await new Promise<void>((resolve) => res.once('close', resolve));
+        // Written at the pod's pace; a pod that leaves mid-answer drops the upstream body (and its connection).
+        await res.relay(up.statusCode, out, up.body);
         end.untrack();
         record(up.statusCode, end.flag, cluster, end.ep, end.attempts);
         return;
       }
       if (end.kind === 'denied') {
-        res.writeHead(403, { 'content-type': 'text/plain', 'x-sockmesh-flags': 'UAEX' });
-        res.end(denial(end.policy));
+        res.respond(403, { 'content-type': 'text/plain', 'x-sockmesh-flags': 'UAEX' }, denial(end.policy));
         record(403, 'UAEX', cluster, end.ep, end.attempts);
         return;
       }
       const status = end.flag === 'UT' ? 504 : 503;
-      if (!res.headersSent) {
-        res.writeHead(status, { 'content-type': 'text/plain', 'x-sockmesh-flags': end.flag });
-        res.end(failureBody(end.flag));
-      } else res.destroy();
+      if (!res.headersSent)
+        res.respond(
+          status,
+          { 'content-type': 'text/plain', 'x-sockmesh-flags': end.flag },
+          failureBody(end.flag),
+        );
+      else res.destroy();
       record(status, end.flag, cluster, end.ep, end.attempts);
     } finally {
       requestRelease();
@@ -967,7 +965,7 @@ function classify(err: unknown): Outcome {
   return { kind: 'connect-failure' };
 }
 
-function readAll(req: http.IncomingMessage): Promise<Buffer> {
+function readAll(req: Readable): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
