@@ -310,7 +310,9 @@ export class OutboundServer {
       sniffH2c(
         sock,
         (h2c) => this.serveHttp(sock, plan, source, svid, peer, h2c),
-        this.limits.headersTimeoutMs,
+        // As Envoy: a connection that says nothing is left to the idle timeout (the headers
+        // timeout runs from a request's first byte).
+        this.limits.idleTimeoutMs,
       );
       return;
     }
