@@ -130,6 +130,11 @@ class Pod {
     assert.ok(this.closed, 'the agent closed the connection');
   }
 
+  /** What came after the answers read so far. */
+  rest(): string {
+    return this.buf.toString('latin1');
+  }
+
   destroy(): void {
     this.sock.destroy();
   }
@@ -321,8 +326,10 @@ describe('the pod-facing HTTP/1.1 server on the caller node', { timeout: 120_000
     const s = seen.find((x) => x.url === '/ws');
     assert.ok(s, 'forwarded');
     assert.equal(s.headers.upgrade, undefined);
+    assert.equal(a.headers.connection, 'close', 'the answer says the connection ends');
     p.write('\x81\x05hello');
     await p.closedByPeer();
+    assert.equal(p.rest(), '', 'the bytes after the upgrade request are not read as HTTP/1.1');
   });
 
   it('HTTP/1.0: no Host needed, answers close-delimited unless keep-alive with a length', async () => {
