@@ -186,6 +186,8 @@ export class Http1Answer {
     }
     const head = this.conn.head(this, status, headers, framing, true);
     this.source = body;
+    // Also while it waits for its turn: an upstream that fails mid-answer resets the pod's connection.
+    body.on('error', this.conn.onSourceError);
     return new Promise<void>((resolve) => {
       this.settle = resolve;
       this.conn.send(this, () => this.conn.writeStreamed(this, head, body, chunked, bodiless));
@@ -317,8 +319,10 @@ export class Http1Connection {
   /** Since when nothing was in flight (server clock). */
   private idleSince: number;
   private refusal: [number, string] | undefined;
-  /** An Upgrade request was read: nothing after it is HTTP/1.1. */
-  private upgraded = false;
+  /** The last request was read (an Upgrade, or `Connection: close`): nothing after it is read. */
+  private lastRead = false;
+  /** The request being read is the last one: once it is in, lastRead. */
+  private lastPending = false;
   private bodyPaused = false;
   private queuePaused = false;
   private closing = false;
@@ -331,7 +335,8 @@ export class Http1Connection {
   private readonly onData = (chunk: Buffer) => this.read(chunk);
   private readonly onSourceReadable = () => this.pump();
   private readonly onSourceEnd = () => this.sourceEnded();
-  private readonly onSourceError = () => this.destroy();
+  /** @internal */
+  readonly onSourceError = () => this.destroy();
 
   constructor(
     private readonly server: Http1Server,
@@ -396,14 +401,17 @@ export class Http1Connection {
 
   private read(chunk: Buffer): void {
     this.lastByte = this.server.clock;
-    if (this.upgraded) return;
+    if (this.lastRead) return;
     const r = this.parser.execute(chunk);
     if (this.refusal) {
       this.dropParsed();
       this.answerRefusal();
       return;
     }
-    if (typeof r !== 'number') {
+    // Bytes after a `Connection: close` request: llhttp stops there, and so does the connection.
+    if (typeof r !== 'number' && r.code === 'HPE_CLOSED_CONNECTION' && this.lastRead) {
+      this.sock.off('data', this.onData);
+    } else if (typeof r !== 'number') {
       this.dropParsed();
       if (r.code === 'HPE_PAUSED_H2_UPGRADE') this.destroy();
       else
@@ -473,7 +481,7 @@ export class Http1Connection {
     }
     const method = methods[methodIndex] ?? 'GET';
     const { limits } = this.server;
-    if (this.refusal) return 1;
+    if (this.refusal || this.lastRead) return 1;
     if (list.length / 2 > limits.maxHeaderCount) {
       this.refusal = [431, `request header fields too large: more than ${limits.maxHeaderCount} headers\n`];
       return 1;
@@ -484,7 +492,7 @@ export class Http1Connection {
     }
     if (method === 'PRI') {
       // As node:http: an HTTP/2 preface on an HTTP/1.1 connection is dropped without a word.
-      this.upgraded = true;
+      this.lastRead = true;
       this.destroy();
       return 2;
     }
@@ -499,12 +507,10 @@ export class Http1Connection {
     const bodied = te !== undefined || (cl !== undefined && cl !== '0');
     const body = bodied ? new RequestBody(this) : null;
     this.body = body;
-    let keepAlive = shouldKeepAlive && !this.closing;
-    if (upgrade) {
-      // Served as plain HTTP/1.1 (Upgrade is hop-by-hop); what follows is not HTTP/1.1.
-      this.upgraded = true;
-      keepAlive = false;
-    }
+    // An Upgrade request is served as plain HTTP/1.1 (Upgrade is hop-by-hop): what follows is
+    // not HTTP/1.1. After `Connection: close` nothing more is read either.
+    const keepAlive = shouldKeepAlive && !upgrade && !this.closing;
+    if (!shouldKeepAlive || upgrade) this.lastPending = true;
     const answer = new Http1Answer(this, method === 'HEAD', minor, keepAlive, body);
     const expect = headers.expect;
     let expectContinue = false;
@@ -512,6 +518,7 @@ export class Http1Connection {
       if (!CONTINUE_EXPECTATION.test(expect as string)) {
         // As node:http: an expectation it cannot meet is answered 417, and the request goes nowhere.
         answer.keepAlive = false;
+        this.lastPending = true;
         this.answers.push(answer);
         body?.resume();
         answer.respond(417, { 'content-type': 'text/plain' }, `expectation failed: ${expect}\n`);
@@ -539,6 +546,7 @@ export class Http1Connection {
   }
 
   private onMessageComplete(): void {
+    if (this.lastPending) this.lastRead = true;
     const body = this.body;
     this.body = null;
     if (body && !body.destroyed) body.push(null);
@@ -546,7 +554,7 @@ export class Http1Connection {
 
   /** The pod half-closed: a request cut short is an error; the socket ends itself (not half-open). */
   private onEnd(): void {
-    if (this.upgraded || this.refusal) return;
+    if (this.lastRead || this.refusal) return;
     const r = this.parser.finish();
     if (r) this.destroy();
   }
@@ -642,6 +650,7 @@ export class Http1Connection {
   writeStreamed(a: Http1Answer, head: string, src: Readable, chunked: boolean, bodiless: boolean): void {
     if (bodiless) {
       this.sock.write(head, 'latin1');
+      src.off('error', this.onSourceError);
       src.on('error', () => {});
       src.resume();
       this.answered(a);
@@ -658,7 +667,6 @@ export class Http1Connection {
     if (this.source !== src) return;
     src.on('readable', this.onSourceReadable);
     src.on('end', this.onSourceEnd);
-    src.on('error', this.onSourceError);
   }
 
   private pump(): void {

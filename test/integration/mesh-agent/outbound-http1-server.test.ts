@@ -332,6 +332,19 @@ describe('the pod-facing HTTP/1.1 server on the caller node', { timeout: 120_000
     assert.equal(p.rest(), '', 'the bytes after the upgrade request are not read as HTTP/1.1');
   });
 
+  it('Connection: close: its body may come in several reads; nothing pipelined after it goes upstream', async () => {
+    const p = await pod();
+    p.write('POST /last HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\nContent-Length: 10\r\n\r\nfirst');
+    await new Promise((r) => setTimeout(r, 50));
+    p.write(`-half${get('/after-last')}`);
+    const a = await p.answer();
+    assert.equal(a.status, 200);
+    assert.equal(a.headers.connection, 'close');
+    assert.equal(JSON.parse(a.body.toString()).bytes, 10);
+    await p.closedByPeer();
+    assert.ok(!seen.some((s) => s.url === '/after-last'), 'a request after Connection: close went upstream');
+  });
+
   it('HTTP/1.0: no Host needed, answers close-delimited unless keep-alive with a length', async () => {
     const p = await pod();
     p.write('GET /chunked HTTP/1.0\r\n\r\n');
