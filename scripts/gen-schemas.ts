@@ -3,9 +3,9 @@
  * into xds/model/schemas/crds.generated.json, so the directory source checks
  * manifests with exactly the schemas an API server would, without the Go
  * build or a cluster:
- * - HTTPRoute and TCPRoute from sigs.k8s.io/gateway-api (standard channel),
+ * - HTTPRoute, GRPCRoute and TCPRoute from sigs.k8s.io/gateway-api (standard channel),
  *   copied by scripts/k8s/build.sh into its cache directory;
- * - TrafficPolicy and AuthorizationPolicy from charts/sockmesh/files/crds.
+ * - TrafficPolicy, AuthorizationPolicy and CanaryGuard from charts/sockmesh/files/crds.
  * Descriptions are dropped (they are most of the bytes and validate nothing).
  *
  *   node --import tsx scripts/gen-schemas.ts           rewrite the generated file
@@ -22,6 +22,7 @@ export const GENERATED_FILE = join(ROOT, 'xds', 'model', 'schemas', 'crds.genera
 export const SOCKMESH_CRD_DIR = join(ROOT, 'charts', 'sockmesh', 'files', 'crds');
 const GATEWAY_CRDS = [
   'gateway.networking.k8s.io_httproutes.yaml',
+  'gateway.networking.k8s.io_grpcroutes.yaml',
   'gateway.networking.k8s.io_tcproutes.yaml',
 ];
 

@@ -17,6 +17,7 @@ import {
   decodeAuthorizationPolicy,
   decodeCoreNode,
   decodeEndpointSlice,
+  decodeGrpcRoute,
   decodeHttpRoute,
   decodeNamespace,
   decodeNode,
@@ -34,6 +35,7 @@ import {
   type AuthorizationPolicy,
   type BackendRef,
   type HttpRoute,
+  type HttpRouteKind,
   type MeshModel,
   type MeshNode,
   type Namespace,
@@ -75,6 +77,7 @@ type KindId =
   | 'Node'
   | 'EndpointSlice'
   | 'HTTPRoute'
+  | 'GRPCRoute'
   | 'TCPRoute'
   | 'TrafficPolicy'
   | 'AuthorizationPolicy'
@@ -92,6 +95,7 @@ const KINDS: Record<string, { apiVersions: string[]; namespaced: boolean; id: Ki
     namespaced: true,
     id: 'HTTPRoute',
   },
+  GRPCRoute: { apiVersions: ['gateway.networking.k8s.io/v1'], namespaced: true, id: 'GRPCRoute' },
   // Gateway API v1.6 serves TCPRoute as v1 (standard channel); v1alpha2 is what older manifests say.
   TCPRoute: {
     apiVersions: ['gateway.networking.k8s.io/v1alpha2', 'gateway.networking.k8s.io/v1'],
@@ -148,7 +152,7 @@ export function buildModelDetailed(
   const nodes = new Map<string, MeshNode>();
   const services = new Map<ObjectKey, Declared<Service>>();
   const workloads = new Map<ObjectKey, Workload>();
-  const httpRoutes: Declared<DeclaredHttpRoute>[] = [];
+  const httpRoutes: (Declared<DeclaredHttpRoute> & { kind: HttpRouteKind })[] = [];
   const tcpRoutes: Declared<DeclaredTcpRoute>[] = [];
   const policies: Declared<DeclaredTrafficPolicy>[] = [];
   const authz: Declared<DeclaredAuthorizationPolicy>[] = [];
@@ -220,7 +224,10 @@ export function buildModelDetailed(
         workloads.set(key, decodePod(r, meta));
         break;
       case 'HTTPRoute':
-        httpRoutes.push({ value: decodeHttpRoute(r, meta), reader: r });
+        httpRoutes.push({ value: decodeHttpRoute(r, meta), reader: r, kind: 'HTTPRoute' });
+        break;
+      case 'GRPCRoute':
+        httpRoutes.push({ value: decodeGrpcRoute(r, meta), reader: r, kind: 'GRPCRoute' });
         break;
       case 'TCPRoute':
         tcpRoutes.push({ value: decodeTcpRoute(r, meta), reader: r });
@@ -323,7 +330,24 @@ export function buildModelDetailed(
     return out;
   };
 
-  const finalHttp: HttpRoute[] = httpRoutes.map(({ value, reader }, order) => ({
+  // xDS route names, explain, the dashboard and `sockmesh canary` know a route as namespace/name.
+  const routeNames = new Map<string, { kind: HttpRouteKind; reader: FieldReader }>();
+  for (const { value, reader, kind } of httpRoutes) {
+    const key = objectKey(value.namespace, value.name);
+    const first = routeNames.get(key);
+    if (!first) {
+      routeNames.set(key, { kind, reader });
+      continue;
+    }
+    const at = first.reader.locate([]);
+    reader.fail(
+      ['metadata', 'name'],
+      `${first.kind} ${key} (${at.file}:${at.line}) has the same name: sockmesh knows HTTP and gRPC routes by namespace/name, rename one`,
+    );
+  }
+
+  const finalHttp: HttpRoute[] = httpRoutes.map(({ value, reader, kind }, order) => ({
+    kind,
     namespace: value.namespace,
     name: value.name,
     parents: resolveParents(reader, value.parents, 'http'),

@@ -1,5 +1,5 @@
 /**
- * CanaryGuard (sockmesh.io/v1alpha1): a guard next to an HTTPRoute, naming
+ * CanaryGuard (sockmesh.io/v1alpha1): a guard next to an HTTPRoute or GRPCRoute, naming
  * which of its backendRefs is the canary and which the baseline, the bounds
  * the canary must keep, and optional promotion steps. Decoded and checked
  * here; the decision is canary-decision.ts; the control plane applies the
@@ -8,7 +8,7 @@
 import type { FieldPath } from '../sources/source.js';
 import type { Meta } from './kinds.js';
 import { type FieldReader, quote } from './reader.js';
-import type { HttpRoute, MeshModel, ServiceRef } from './types.js';
+import type { HttpRoute, HttpRouteKind, MeshModel, ServiceRef } from './types.js';
 import { objectKey } from './types.js';
 
 export const CANARY_GUARD_KIND = 'CanaryGuard';
@@ -18,6 +18,8 @@ export interface CanaryGuard {
   namespace: string;
   name: string;
   route: ServiceRef;
+  /** The kind of the guarded route: an HTTPRoute or a GRPCRoute (same split, same model). */
+  routeKind: HttpRouteKind;
   canary: ServiceRef;
   baseline: ServiceRef;
   /** Percent, 0..100. */
@@ -33,8 +35,8 @@ export interface CanaryGuard {
 }
 
 export interface DeclaredCanaryGuard
-  extends Omit<CanaryGuard, 'route' | 'canary' | 'baseline' | 'writtenWeight'> {
-  route: ServiceRef & { path: FieldPath };
+  extends Omit<CanaryGuard, 'route' | 'canary' | 'baseline' | 'writtenWeight' | 'routeKind'> {
+  route: ServiceRef & { path: FieldPath; kind: HttpRouteKind };
   canary: ServiceRef & { path: FieldPath };
   baseline: ServiceRef & { path: FieldPath };
 }
@@ -46,8 +48,8 @@ function readRef(
   r: FieldReader,
   path: FieldPath,
   ns: string,
-  want: { group: string; kind: string },
-): (ServiceRef & { path: FieldPath }) | undefined {
+  want: { group: string; kinds: readonly string[] },
+): (ServiceRef & { path: FieldPath; kind: string }) | undefined {
   if (!r.has(path)) {
     r.fail(path, 'required field is missing');
     return undefined;
@@ -56,11 +58,14 @@ function readRef(
   const group = r.string([...path, 'group']) ?? want.group;
   if (group !== want.group && !(want.group === '' && group === 'core'))
     r.fail([...path, 'group'], `must be ${quote(want.group)}, got ${quote(group)}`);
-  const kind = r.string([...path, 'kind']) ?? want.kind;
-  if (kind !== want.kind) r.fail([...path, 'kind'], `must be ${want.kind}, got ${quote(kind)}`);
+  const kind = r.string([...path, 'kind']) ?? want.kinds[0]!;
+  if (!want.kinds.includes(kind)) {
+    r.fail([...path, 'kind'], `must be ${want.kinds.join(' or ')}, got ${quote(kind)}`);
+    return undefined;
+  }
   const name = r.string([...path, 'name'], { required: true, pattern: NAME, maxLength: 253 });
   const namespace = r.string([...path, 'namespace'], { pattern: NS, maxLength: 63 }) ?? ns;
-  return name === undefined ? undefined : { namespace, name, path };
+  return name === undefined ? undefined : { namespace, name, path, kind };
 }
 
 export function decodeCanaryGuard(r: FieldReader, meta: Meta): DeclaredCanaryGuard | undefined {
@@ -76,12 +81,13 @@ export function decodeCanaryGuard(r: FieldReader, meta: Meta): DeclaredCanaryGua
     'steps',
   ]);
   r.onlyKnown(['spec', 'bounds'], ['minSuccessRate', 'maxP99']);
-  const route = readRef(r, ['spec', 'targetRef'], meta.namespace, {
+  const target = readRef(r, ['spec', 'targetRef'], meta.namespace, {
     group: 'gateway.networking.k8s.io',
-    kind: 'HTTPRoute',
+    kinds: ['HTTPRoute', 'GRPCRoute'],
   });
-  const canary = readRef(r, ['spec', 'canaryRef'], meta.namespace, { group: '', kind: 'Service' });
-  const baseline = readRef(r, ['spec', 'baselineRef'], meta.namespace, { group: '', kind: 'Service' });
+  const route = target && { ...target, kind: target.kind as HttpRouteKind };
+  const canary = readRef(r, ['spec', 'canaryRef'], meta.namespace, { group: '', kinds: ['Service'] });
+  const baseline = readRef(r, ['spec', 'baselineRef'], meta.namespace, { group: '', kinds: ['Service'] });
   const ratePath = ['spec', 'bounds', 'minSuccessRate'];
   const rate = r.get(ratePath);
   let minSuccessRate: number | undefined;
@@ -137,9 +143,15 @@ export function resolveCanaryGuards(
   const out: CanaryGuard[] = [];
   const taken = new Map<string, string>();
   for (const { value: g, reader: r } of declared) {
-    const route = routes.find((x) => same(x, g.route));
+    const route = routes.find((x) => same(x, g.route) && x.kind === g.route.kind);
     if (!route) {
-      r.fail([...g.route.path, 'name'], `HTTPRoute ${g.route.namespace}/${g.route.name} does not exist`);
+      const other = routes.find((x) => same(x, g.route));
+      r.fail(
+        [...g.route.path, other ? 'kind' : 'name'],
+        other
+          ? `${g.route.namespace}/${g.route.name} is a ${other.kind}, not a ${g.route.kind}: set kind: ${other.kind}`
+          : `${g.route.kind} ${g.route.namespace}/${g.route.name} does not exist`,
+      );
       continue;
     }
     // Rules that name both are the split; a rule that pins the canary alone (a tester's header) is left as written.
@@ -150,14 +162,14 @@ export function resolveCanaryGuards(
     if (rules.length === 0) {
       r.fail(
         [...g.canary.path, 'name'],
-        `no rule of HTTPRoute ${route.namespace}/${route.name} splits between Service ${g.canary.namespace}/${g.canary.name} (canary) and Service ${g.baseline.namespace}/${g.baseline.name} (baseline)`,
+        `no rule of ${route.kind} ${route.namespace}/${route.name} splits between Service ${g.canary.namespace}/${g.canary.name} (canary) and Service ${g.baseline.namespace}/${g.baseline.name} (baseline)`,
       );
       continue;
     }
     const key = objectKey(route.namespace, route.name);
     const other = taken.get(key);
     if (other) {
-      r.fail([...g.route.path, 'name'], `HTTPRoute ${key} already has CanaryGuard ${other}`);
+      r.fail([...g.route.path, 'name'], `${route.kind} ${key} already has CanaryGuard ${other}`);
       continue;
     }
     taken.set(key, objectKey(g.namespace, g.name));
@@ -167,6 +179,7 @@ export function resolveCanaryGuards(
     out.push({
       ...g,
       route: { namespace: g.route.namespace, name: g.route.name },
+      routeKind: route.kind,
       canary: { namespace: g.canary.namespace, name: g.canary.name },
       baseline: { namespace: g.baseline.namespace, name: g.baseline.name },
       writtenWeight: c + b === 0 ? 0 : Math.round((100 * c) / (c + b)),
@@ -187,7 +200,7 @@ export function canaryWeights(model: MeshModel, weights: ReadonlyMap<string, num
   return {
     ...model,
     httpRoutes: model.httpRoutes.map((route) => {
-      const g = guards.find((x) => same(x.route, route));
+      const g = guards.find((x) => same(x.route, route) && x.routeKind === route.kind);
       if (!g) return route;
       const w = weights.get(objectKey(g.namespace, g.name))!;
       return {

@@ -407,6 +407,22 @@ function readHeaderModifier(r: FieldReader, path: FieldPath): HeaderModifier {
   };
 }
 
+/** The rule filters sockmesh honours exactly (RequestHeaderModifier); any other type is refused. */
+function readFilters(r: FieldReader, rule: FieldPath): HeaderModifier | undefined {
+  let requestHeaderModifier: HeaderModifier | undefined;
+  const nf = r.list([...rule, 'filters']);
+  for (let f = 0; f < nf; f++) {
+    const fp = [...rule, 'filters', f];
+    const type = r.oneOf([...fp, 'type'], ['RequestHeaderModifier'] as const, { required: true });
+    if (type === 'RequestHeaderModifier') {
+      if (requestHeaderModifier)
+        r.fail([...fp, 'type'], 'RequestHeaderModifier may appear only once per rule');
+      requestHeaderModifier = readHeaderModifier(r, [...fp, 'requestHeaderModifier']);
+    }
+  }
+  return requestHeaderModifier;
+}
+
 export interface DeclaredHttpRule extends Omit<HttpRouteRule, 'backends'> {
   backends: DeclaredBackend[];
 }
@@ -428,17 +444,7 @@ export function decodeHttpRoute(r: FieldReader, meta: Meta): DeclaredHttpRoute {
   for (let i = 0; i < n; i++) {
     const base = ['spec', 'rules', i];
     r.onlyKnown(base, ['name', 'matches', 'filters', 'backendRefs', 'timeouts']);
-    let requestHeaderModifier: HeaderModifier | undefined;
-    const nf = r.list([...base, 'filters']);
-    for (let f = 0; f < nf; f++) {
-      const fp = [...base, 'filters', f];
-      const type = r.oneOf([...fp, 'type'], ['RequestHeaderModifier'] as const, { required: true });
-      if (type === 'RequestHeaderModifier') {
-        if (requestHeaderModifier)
-          r.fail([...fp, 'type'], 'RequestHeaderModifier may appear only once per rule');
-        requestHeaderModifier = readHeaderModifier(r, [...fp, 'requestHeaderModifier']);
-      }
-    }
+    const requestHeaderModifier = readFilters(r, base);
     r.onlyKnown([...base, 'timeouts'], ['request', 'backendRequest']);
     const request = r.duration([...base, 'timeouts', 'request']);
     const backendRequest = r.duration([...base, 'timeouts', 'backendRequest']);
@@ -450,6 +456,111 @@ export function decodeHttpRoute(r: FieldReader, meta: Meta): DeclaredHttpRoute {
       backends: readBackends(r, [...base, 'backendRefs'], meta.namespace),
       requestHeaderModifier,
       timeouts: { request, backendRequest },
+    });
+  }
+  return { namespace: meta.namespace, name: meta.name, parents, rules };
+}
+
+// The GRPCRoute CRD's CEL rules for Exact service and method names (ajv does not run CEL).
+const GRPC_SERVICE = /^\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$/i;
+const GRPC_METHOD = /^[A-Za-z_][A-Za-z_0-9]*$/;
+const escapeRegex = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * GRPCRoute `matches[].method` as the `:path` match gRPC puts on the wire
+ * (`/<service>/<method>`): both names -> the exact path; one name -> a regex
+ * with the other segment any name; RegularExpression -> each given part as a
+ * regex, the missing one any name.
+ */
+function grpcPath(
+  type: 'Exact' | 'RegularExpression',
+  service: string | undefined,
+  method: string | undefined,
+): HttpRouteMatch['path'] {
+  const any = '[^/]+';
+  if (type === 'RegularExpression')
+    return {
+      type: 'RegularExpression',
+      value: `/${service === undefined ? any : `(?:${service})`}/${method === undefined ? any : `(?:${method})`}`,
+    };
+  if (service !== undefined && method !== undefined) return { type: 'Exact', value: `/${service}/${method}` };
+  return {
+    type: 'RegularExpression',
+    value: `/${service === undefined ? any : escapeRegex(service)}/${method === undefined ? any : escapeRegex(method)}`,
+  };
+}
+
+function readGrpcMatches(r: FieldReader, path: FieldPath): HttpRouteMatch[] {
+  const n = r.list(path);
+  if (n === 0)
+    return [{ path: { type: 'PathPrefix', value: '/' }, headers: [], queryParams: [], method: undefined }];
+  const out: HttpRouteMatch[] = [];
+  for (let i = 0; i < n; i++) {
+    const p = [...path, i];
+    r.onlyKnown(p, ['method', 'headers']);
+    const mp = [...p, 'method'];
+    let path_: HttpRouteMatch['path'] = { type: 'PathPrefix', value: '/' };
+    let grpc: HttpRouteMatch['grpc'];
+    if (r.has(mp)) {
+      r.onlyKnown(mp, ['type', 'service', 'method']);
+      const type = r.oneOf([...mp, 'type'], ['Exact', 'RegularExpression'] as const) ?? 'Exact';
+      const exact = type === 'Exact';
+      const service = r.string([...mp, 'service'], {
+        maxLength: 1024,
+        ...(exact
+          ? { pattern: GRPC_SERVICE, patternHint: 'a protobuf service name, e.g. shop.v1.Reviews' }
+          : {}),
+      });
+      const method = r.string([...mp, 'method'], {
+        maxLength: 1024,
+        ...(exact ? { pattern: GRPC_METHOD, patternHint: 'a protobuf method name, e.g. GetReview' } : {}),
+      });
+      const named = (v: string | undefined) => (v === '' ? undefined : v);
+      const s = named(service);
+      const m = named(method);
+      const given = (k: string) => r.has([...mp, k]) && r.get([...mp, k]) !== '';
+      if (!given('service') && !given('method')) r.fail(mp, 'set service, method or both');
+      else if (!exact) {
+        if (s !== undefined && !validRegex(s))
+          r.fail([...mp, 'service'], `invalid regular expression ${quote(s)}`);
+        if (m !== undefined && !validRegex(m))
+          r.fail([...mp, 'method'], `invalid regular expression ${quote(m)}`);
+      }
+      path_ = grpcPath(type, s, m);
+      grpc = { service: s, method: m };
+    }
+    out.push({
+      path: path_,
+      headers: readStringMatches(r, [...p, 'headers'], true),
+      queryParams: [],
+      method: undefined,
+      ...(grpc ? { grpc } : {}),
+    });
+  }
+  return out;
+}
+
+/**
+ * GRPCRoute (gateway.networking.k8s.io/v1) with Service parents: decoded into
+ * the HTTPRoute model (the same split, filters and status), its method
+ * matches turned into `:path` matches. No timeouts: GRPCRoute has none.
+ */
+export function decodeGrpcRoute(r: FieldReader, meta: Meta): DeclaredHttpRoute {
+  r.onlyKnown(['spec'], ['parentRefs', 'hostnames', 'rules']);
+  if (r.has(['spec', 'hostnames']))
+    r.fail(['spec', 'hostnames'], 'must not be set for Service parents (GAMMA)');
+  const parents = readParents(r, meta.namespace);
+  const rules: DeclaredHttpRule[] = [];
+  const n = r.list(['spec', 'rules']);
+  for (let i = 0; i < n; i++) {
+    const base = ['spec', 'rules', i];
+    r.onlyKnown(base, ['name', 'matches', 'filters', 'backendRefs']);
+    const requestHeaderModifier = readFilters(r, base);
+    rules.push({
+      matches: readGrpcMatches(r, [...base, 'matches']),
+      backends: readBackends(r, [...base, 'backendRefs'], meta.namespace),
+      requestHeaderModifier,
+      timeouts: { request: undefined, backendRequest: undefined },
     });
   }
   return { namespace: meta.namespace, name: meta.name, parents, rules };

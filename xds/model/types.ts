@@ -118,6 +118,8 @@ export interface HttpRouteMatch {
   headers: { type: StringMatchType; name: string; value: string }[];
   queryParams: { type: StringMatchType; name: string; value: string }[];
   method: string | undefined;
+  /** A GRPCRoute method match (already in `path`): what gRPC route precedence ranks by. */
+  grpc?: { service: string | undefined; method: string | undefined };
 }
 
 export interface BackendRef {
@@ -147,7 +149,12 @@ export interface ParentRef {
   port: number | undefined;
 }
 
+/** Which Gateway API kind a route of the HTTP model was written as. */
+export type HttpRouteKind = 'HTTPRoute' | 'GRPCRoute';
+
 export interface HttpRoute {
+  /** A GRPCRoute is translated into this model; the kind names it in errors, status and explain. */
+  kind: HttpRouteKind;
   namespace: string;
   name: string;
   parents: ParentRef[];

@@ -44,7 +44,7 @@ export interface KubernetesSourceOptions {
   writeStatus?: boolean;
 }
 
-const ROUTE_KINDS = new Set(['HTTPRoute', 'TCPRoute']);
+const ROUTE_KINDS = new Set(['HTTPRoute', 'GRPCRoute', 'TCPRoute']);
 /** The canary guards' decisions are another controller's fields than Accepted/ResolvedRefs. */
 const CANARY_FIELD_MANAGER = 'sockmesh-canary';
 const POLICY_KINDS = new Set(['TrafficPolicy', 'AuthorizationPolicy', 'CanaryGuard']);

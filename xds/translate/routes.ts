@@ -3,6 +3,9 @@
  * from the HTTPRoutes attached to it (GAMMA) in Gateway API precedence order.
  * A Service port with routes attached answers only what they match (Envoy
  * returns 404 when no route matches); one without routes goes to itself.
+ * GRPCRoutes are HttpRoutes of kind GRPCRoute; on a port where both kinds
+ * attach, the GRPCRoutes alone route (GEP-1426: route type specificity,
+ * GRPCRoute before HTTPRoute).
  */
 import type {
   BackendRef,
@@ -52,8 +55,28 @@ export function attachedRoutes(model: MeshModel): Map<string, RouteEntry[]> {
       }
     }
   }
-  for (const list of out.values()) list.sort(comparePrecedence);
+  for (const [key, list] of out) {
+    const grpc = list.filter((e) => e.route.kind === 'GRPCRoute');
+    if (grpc.length === 0) list.sort(comparePrecedence);
+    else out.set(key, grpc.sort(compareGrpcPrecedence));
+  }
   return out;
+}
+
+/**
+ * GRPCRoute precedence (hostnames do not apply to Service parents): the most
+ * characters of service, then of method, the most headers, then declaration order.
+ */
+function compareGrpcPrecedence(a: RouteEntry, b: RouteEntry): number {
+  const len = (v: string | undefined) => v?.length ?? 0;
+  return (
+    len(b.match.grpc?.service) - len(a.match.grpc?.service) ||
+    len(b.match.grpc?.method) - len(a.match.grpc?.method) ||
+    b.match.headers.length - a.match.headers.length ||
+    a.route.order - b.route.order ||
+    a.ruleIndex - b.ruleIndex ||
+    a.matchIndex - b.matchIndex
+  );
 }
 
 /** Gateway API precedence: exact path, longest prefix, method, most headers, most query params, then declaration order. */
@@ -125,6 +148,7 @@ function routeConfiguration(
           ...headerModifier(e.rule),
           metadata: sockmeshMetadata({
             httpRoute: objectKey(e.route.namespace, e.route.name),
+            ...(e.route.kind === 'GRPCRoute' ? { kind: 'GRPCRoute' } : {}),
             rule: e.ruleIndex,
           }),
         });

@@ -206,6 +206,8 @@ describe('charts/sockmesh against a real kube-apiserver', {
       ['watch', 'pods'],
       ['list', 'endpointslices.discovery.k8s.io'],
       ['patch', 'httproutes.gateway.networking.k8s.io/status'],
+      ['watch', 'grpcroutes.gateway.networking.k8s.io'],
+      ['patch', 'grpcroutes.gateway.networking.k8s.io/status'],
       ['patch', 'trafficpolicies.sockmesh.io/status'],
     ])
       assert.equal(await can(verb!, resource!), true, `${verb} ${resource}`);
@@ -213,6 +215,7 @@ describe('charts/sockmesh against a real kube-apiserver', {
       ['get', 'secrets'],
       ['list', 'secrets'],
       ['patch', 'httproutes.gateway.networking.k8s.io'],
+      ['patch', 'grpcroutes.gateway.networking.k8s.io'],
       ['create', 'pods'],
       ['update', 'trafficpolicies.sockmesh.io'],
     ])

@@ -50,6 +50,7 @@ test('a guard on the shop route builds with its bounds and the written weight', 
       namespace: 'shop',
       name: 'reviews',
       route: { namespace: 'shop', name: 'reviews' },
+      routeKind: 'HTTPRoute',
       canary: { namespace: 'shop', name: 'reviews-v2' },
       baseline: { namespace: 'shop', name: 'reviews-v1' },
       minSuccessRate: 99.5,
@@ -96,7 +97,7 @@ test('bad fields are named by file:line and path', () => {
     [
       'kind: HTTPRoute, name: reviews',
       'kind: TCPRoute, name: reviews',
-      /spec\.targetRef\.kind: must be HTTPRoute, got 'TCPRoute'/,
+      /spec\.targetRef\.kind: must be HTTPRoute or GRPCRoute, got 'TCPRoute'/,
     ],
     [
       'name: reviews }',

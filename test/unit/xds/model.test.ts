@@ -41,7 +41,7 @@ test('YAML syntax errors carry the line', () => {
 
 test('unsupported kinds and apiVersions', () => {
   assert.deepEqual(errorsOf('apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: x }\n'), [
-    "m.yaml:2: kind: unsupported kind 'Deployment' (supported: Namespace, Service, Pod, Node, HTTPRoute, TCPRoute, TrafficPolicy, AuthorizationPolicy, CanaryGuard)",
+    "m.yaml:2: kind: unsupported kind 'Deployment' (supported: Namespace, Service, Pod, Node, HTTPRoute, GRPCRoute, TCPRoute, TrafficPolicy, AuthorizationPolicy, CanaryGuard)",
   ]);
   assert.deepEqual(errorsOf('apiVersion: v2\nkind: Service\nmetadata: { name: x }\n'), [
     "m.yaml:1: apiVersion: Service needs apiVersion v1, got 'v2'",

@@ -177,6 +177,16 @@ export const WATCHED: readonly WatchedResource[] = [
     project: projectRoute,
   },
   {
+    kind: 'GRPCRoute',
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    path: '/apis/gateway.networking.k8s.io/v1/grpcroutes',
+    namespaced: true,
+    crd: 'grpcroutes.gateway.networking.k8s.io',
+    // Standard channel since Gateway API v1.1: a cluster with older CRDs runs without GRPCRoutes.
+    optional: true,
+    project: projectRoute,
+  },
+  {
     kind: 'TCPRoute',
     apiVersion: 'gateway.networking.k8s.io/v1',
     path: '/apis/gateway.networking.k8s.io/v1/tcproutes',
