@@ -19,6 +19,7 @@ import {
   type KubeControlPlane,
   kubectl,
   resourceHashes,
+  routeMatches,
   routeWeights,
   StallProxy,
   startKubeControlPlane,
@@ -467,6 +468,105 @@ interface RouteJson {
     }[];
   };
 }
+
+test('a GRPCRoute: its split reaches RDS as :path matches, its status says Accepted, a bad version keeps the last good', async () => {
+  const { cp } = main!;
+  const grpcService = (name: string) => `
+apiVersion: v1
+kind: Service
+metadata: { name: ${name}, namespace: ${NS} }
+spec:
+  selector: { app: ${name} }
+  ports: [{ name: grpc, port: 9091, targetPort: 9091, appProtocol: grpc }]
+`;
+  const grpcRoute = (v1: number, v2: number, backend2 = 'greeter-v2') => `
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: { name: greeter, namespace: ${NS} }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: greeter, port: 9091 }]
+  rules:
+    - matches: [{ method: { service: helloworld.Greeter, method: SayHello } }]
+      backendRefs:
+        - { name: greeter-v1, port: 9091, weight: ${v1} }
+        - { name: ${backend2}, port: 9091, weight: ${v2} }
+`;
+  const rc = `${fqdn('greeter')}:9091`;
+  const split = () => {
+    const w = routeWeights(cp, rc);
+    return w ? [w[cluster('greeter-v1', 9091)], w[cluster('greeter-v2', 9091)]] : undefined;
+  };
+  await kubectl(
+    k(),
+    ['apply', '-f', '-'],
+    [grpcService('greeter'), grpcService('greeter-v1'), grpcService('greeter-v2'), grpcRoute(90, 10)].join(
+      '---\n',
+    ),
+  );
+  await waitFor('the GRPCRoute 90/10 split in RDS', () => split()?.[0] === 90 && split()?.[1] === 10);
+  assert.deepEqual(routeMatches(cp, rc), [
+    { name: `${NS}/greeter/rule-0/match-0`, path: '/helloworld.Greeter/SayHello' },
+  ]);
+
+  const conditionsOf = async () => {
+    const out = JSON.parse(
+      await kubectl(k(), ['get', 'grpcroute', 'greeter', '-n', NS, '-o', 'json']),
+    ) as RouteJson;
+    const p = out.status?.parents?.[0];
+    return p && { parent: p, generation: out.metadata.generation };
+  };
+  const accepted = await waitFor('the GRPCRoute Accepted=True', async () => {
+    const s = await conditionsOf();
+    const c = s?.parent.conditions.find((x) => x.type === 'Accepted');
+    return c?.status === 'True' && c.observedGeneration === s?.generation ? s : undefined;
+  });
+  assert.deepEqual(accepted.parent.parentRef, { group: '', kind: 'Service', name: 'greeter', port: 9091 });
+  assert.equal(accepted.parent.controllerName, 'sockmesh.io/controlplane');
+  const byType = Object.fromEntries(accepted.parent.conditions.map((c) => [c.type, c]));
+  assert.equal(byType.Accepted?.reason, 'Accepted');
+  assert.equal(byType.ResolvedRefs?.status, 'True');
+  assert.equal(byType.ResolvedRefs?.reason, 'ResolvedRefs');
+
+  // A backend that does not exist: not accepted, named; the 90/10 version stays in force.
+  const before = resourceHashes(cp);
+  await kubectl(k(), ['apply', '-f', '-'], grpcRoute(0, 100, 'greeter-v9'));
+  const refused = await waitFor('the GRPCRoute Accepted=False (BackendNotFound)', async () => {
+    const s = await conditionsOf();
+    const c = s?.parent.conditions.find((x) => x.type === 'Accepted');
+    return c?.status === 'False' && c.observedGeneration === s?.generation ? s : undefined;
+  });
+  const bad = Object.fromEntries(refused.parent.conditions.map((c) => [c.type, c]));
+  assert.equal(bad.Accepted?.reason, 'BackendNotFound');
+  assert.equal(bad.ResolvedRefs?.reason, 'BackendNotFound');
+  assert.match(
+    bad.ResolvedRefs?.message ?? '',
+    /spec\.rules\[0\]\.backendRefs\[1\]\.name: Service .*\/greeter-v9 does not exist/,
+  );
+  assert.match(bad.Accepted?.message ?? '', /the last accepted version stays in force/);
+  assert.deepEqual(split(), [90, 10]);
+  assert.deepEqual(resourceHashes(cp), before);
+
+  // Fixed, 0/100 live; and a CanaryGuard may name the GRPCRoute.
+  await kubectl(
+    k(),
+    ['apply', '-f', '-'],
+    `${grpcRoute(0, 100)}---
+apiVersion: sockmesh.io/v1alpha1
+kind: CanaryGuard
+metadata: { name: greeter, namespace: ${NS} }
+spec:
+  targetRef: { group: gateway.networking.k8s.io, kind: GRPCRoute, name: greeter }
+  canaryRef: { name: greeter-v2 }
+  baselineRef: { name: greeter-v1 }
+  bounds: { minSuccessRate: 99 }
+`,
+  );
+  await waitFor('the GRPCRoute 0/100 split in RDS', () => split()?.[0] === 0 && split()?.[1] === 100);
+  await waitFor('the guard on the GRPCRoute in the model', () =>
+    cp.snapshot?.model.canaryGuards?.some((g) => g.name === 'greeter' && g.routeKind === 'GRPCRoute'),
+  );
+  await kubectl(k(), ['delete', 'canaryguard', 'greeter', '-n', NS]);
+});
 
 test('sockmesh kinds carry Accepted/ResolvedRefs, shown by kubectl get printer columns', async () => {
   await kubectl(

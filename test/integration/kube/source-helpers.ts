@@ -102,6 +102,26 @@ export function routeWeights(cp: ControlPlane, routeConfig: string): Record<stri
   return undefined;
 }
 
+/** Name and `:path` match (exact `path` or `safe_regex`) of every route of a RouteConfiguration. */
+export function routeMatches(cp: ControlPlane, routeConfig: string): { name: string; path: string }[] {
+  const rc = decodedAll(cp, ROUTE_TYPE).get(routeConfig) as
+    | {
+        virtual_hosts?: {
+          routes?: {
+            name: string;
+            match: { path?: string; prefix?: string; safe_regex?: { regex: string } };
+          }[];
+        }[];
+      }
+    | undefined;
+  return (rc?.virtual_hosts ?? []).flatMap((vh) =>
+    (vh.routes ?? []).map((r) => ({
+      name: r.name,
+      path: r.match.path ?? r.match.safe_regex?.regex ?? `${r.match.prefix}*`,
+    })),
+  );
+}
+
 /** Endpoint `ip:port`s of a cluster, sorted; undefined when the cluster has no assignment. */
 export function endpointsOf(cp: ControlPlane, cluster: string): string[] | undefined {
   const cla = decodedAll(cp, ENDPOINT_TYPE).get(cluster) as
