@@ -147,7 +147,7 @@ export function renderGuards(guards: readonly CanaryStatus[]): string {
     ['GUARD', 'ROUTE', 'CANARY', 'STATE', 'WEIGHT', 'STEP', 'LAST DECISION'],
     guards.map((g) => [
       g.name,
-      g.route,
+      g.routeKind === 'GRPCRoute' ? `${g.route} (GRPCRoute)` : g.route,
       g.canary,
       state[g.phase],
       `${g.weight}%`,
@@ -173,7 +173,7 @@ export function renderGuards(guards: readonly CanaryStatus[]): string {
 
 export const canaryCommand: Command = {
   usage: `Usage: sockmesh canary [--json] [--run <id>]
-       sockmesh canary <namespace>/<httproute> [--interval <s>] [--once] [--json] [--run <id>]
+       sockmesh canary <namespace>/<route> [--interval <s>] [--once] [--json] [--run <id>]
 
 Without a route: every CanaryGuard the control plane runs (docs/canary.md):
 state (progressing, promoted, rolled back), step and weight in force, the
@@ -209,14 +209,17 @@ Exit codes: 0 ok, 2 usage, 3 no mesh / unknown route.`,
     }
     const ref = positionals[0]?.match(/^([a-z0-9-]+)\/([a-z0-9-]+)$/);
     if (!ref)
-      throw new SockmeshError('SOCKMESH_E_USAGE', 'expected <namespace>/<httproute>, e.g. shop/reviews');
+      throw new SockmeshError(
+        'SOCKMESH_E_USAGE',
+        'expected <namespace>/<route> (an HTTPRoute or GRPCRoute), e.g. shop/reviews',
+      );
     const interval = Number(values.interval ?? 2);
     if (!(interval >= 0.5 && interval <= 3600))
       throw new SockmeshError('SOCKMESH_E_USAGE', `--interval must be 0.5 to 3600 seconds`);
     const mesh = await LocalMesh.attach(currentBed(values.run));
     const route = mesh.model.httpRoutes.find((r) => r.namespace === ref[1] && r.name === ref[2]);
     if (!route) {
-      throw new SockmeshError('SOCKMESH_E_NOT_FOUND', `no HTTPRoute ${ref[1]}/${ref[2]}`, {
+      throw new SockmeshError('SOCKMESH_E_NOT_FOUND', `no HTTPRoute or GRPCRoute ${ref[1]}/${ref[2]}`, {
         hint: `known: ${mesh.model.httpRoutes.map((r) => `${r.namespace}/${r.name}`).join(', ') || '(none)'}`,
       });
     }

@@ -32,7 +32,7 @@ interface Timeline {
   sessions: { h2c: number; grpc: number };
 }
 
-/** The shop's reviews route (with its canary header rule) and a gRPC route on the h2c port, one file. */
+/** The shop's reviews route (with its canary header rule) and a GRPCRoute on the h2c port, one file. */
 function routes(v1: number, v2: number, stable = 'reviews-v1'): string {
   const shop = readFileSync(
     join(fileURLToPath(new URL('../../examples/shop/', import.meta.url)), '30-routes.yaml'),
@@ -47,9 +47,10 @@ function routes(v1: number, v2: number, stable = 'reviews-v1'): string {
     shop.includes(`weight: ${v1} }`) && shop.includes(`weight: ${v2} }`),
     'the example route has the weights this test edits',
   );
+  // A GRPCRoute (Gateway API v1): the fixture's method by name; the h2c requests (path /) by the catch-all rule.
   const grpc = `---
 apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
+kind: GRPCRoute
 metadata:
   name: reviews-grpc
   namespace: shop
@@ -57,6 +58,10 @@ spec:
   parentRefs:
     - { group: "", kind: Service, name: reviews, port: 9091 }
   rules:
+    - matches: [{ method: { service: sockmesh.example.Shop, method: Who } }]
+      backendRefs:
+        - { name: reviews-v1-grpc, port: 9091, weight: ${v1} }
+        - { name: reviews-v2-grpc, port: 9091, weight: ${v2} }
     - backendRefs:
         - { name: reviews-v1-grpc, port: 9091, weight: ${v1} }
         - { name: reviews-v2-grpc, port: 9091, weight: ${v2} }

@@ -20,7 +20,7 @@ import {
   initialState,
   SampleWindow,
 } from '../model/canary-decision.js';
-import type { MeshModel } from '../model/types.js';
+import type { HttpRouteKind, MeshModel } from '../model/types.js';
 import { objectKey } from '../model/types.js';
 import type { ProtoObject } from '../protos.js';
 import { clusterName } from '../translate/names.js';
@@ -33,6 +33,8 @@ export const FAST_METRIC_PREFIX = 'sockmesh.request_duration_ms.le.';
 export interface CanaryStatus {
   name: string;
   route: string;
+  /** The guarded route's kind (absent from control planes before GRPCRoute: HTTPRoute). */
+  routeKind?: HttpRouteKind;
   canary: string;
   baseline: string;
   phase: GuardState['phase'];
@@ -104,6 +106,7 @@ export class CanaryController {
         status: {
           name: key,
           route: objectKey(g.route.namespace, g.route.name),
+          routeKind: g.routeKind,
           canary: objectKey(g.canary.namespace, g.canary.name),
           baseline: objectKey(g.baseline.namespace, g.baseline.name),
           phase: state.phase,

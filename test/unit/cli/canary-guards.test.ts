@@ -26,6 +26,13 @@ test('a guard with no decision yet, and one rolled back with its figures', () =>
     { ...base, name: 'shop/new', steps: [25, 50, 100] },
     {
       ...base,
+      name: 'shop/greeter',
+      route: 'shop/greeter',
+      routeKind: 'GRPCRoute',
+      canary: 'shop/greeter-v2',
+    },
+    {
+      ...base,
       phase: 'RolledBack',
       weight: 0,
       lastTransition: {
@@ -53,14 +60,18 @@ test('a guard with no decision yet, and one rolled back with its figures', () =>
   );
   assert.match(
     lines[2]!,
+    /^shop\/greeter\s+shop\/greeter \(GRPCRoute\)\s+shop\/greeter-v2\s+progressing\s+10%/,
+  );
+  assert.match(
+    lines[3]!,
     /^shop\/reviews\s+shop\/reviews\s+shop\/reviews-v2\s+rolled back\s+0%\s+-\s+RollBack SuccessRateBelowBound$/,
   );
   assert.equal(
-    lines[3],
+    lines[4],
     'shop/reviews: 10% -> 0% at 2026-12-07T07:56:31.548Z: canary success rate 50 % < 95 %: weight 10 -> 0',
   );
   assert.equal(
-    lines[4],
+    lines[5],
     'shop/reviews: last decision 2026-12-07T07:56:31.548Z: canary success rate 50 % < 95 %: weight 10 -> 0; canary 40 requests, success 50%, p99 -; baseline 400 requests, success 100%, p99 25ms',
   );
 });
