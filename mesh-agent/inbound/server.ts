@@ -197,20 +197,10 @@ export class InboundServer implements TunnelHandler {
     connectTcp(req.destIp, req.destPort, this.opts.connectTimeoutMs ?? 5000).then(
       (upstream) => {
         stream.respond({ ':status': 200 });
-        this.tagPodLeg(upstream, callerFromBaggage(req.baggage), destination);
+        this.tagPodLeg(upstream, source, destination);
         splice(stream, upstream);
         if (relayed) this.relayedHttpStreams++;
-        // Denied later (or, relayed HTTP, a policy now reads requests): RST_STREAM with
-        // CONNECT_ERROR, which the sending proxy turns into a reset; its client reconnects.
-        this.watch(
-          caller,
-          [stream, upstream],
-          () => {
-            stream.close(h2constants.NGHTTP2_CONNECT_ERROR);
-            upstream.resetAndDestroy();
-          },
-          relayed,
-        );
+        this.watchTunnelled(caller, stream, upstream, relayed);
       },
       (err) => {
         if (!stream.headersSent)
@@ -218,6 +208,28 @@ export class InboundServer implements TunnelHandler {
         else stream.destroy();
         this.log.debug('inbound connect failed', { dest: `${req.destIp}:${req.destPort}`, err });
       },
+    );
+  }
+
+  /**
+   * Denied later (or, relayed HTTP, a policy now reads requests): RST_STREAM with CONNECT_ERROR,
+   * which the sending proxy turns into a reset; its client reconnects. A method of its own, so the
+   * close callback, which lives as long as the connection, holds these and not the request.
+   */
+  private watchTunnelled(
+    caller: Caller,
+    stream: ServerHttp2Stream,
+    upstream: net.Socket,
+    relayed: boolean,
+  ): void {
+    this.watch(
+      caller,
+      [stream, upstream],
+      () => {
+        stream.close(h2constants.NGHTTP2_CONNECT_ERROR);
+        upstream.resetAndDestroy();
+      },
+      relayed,
     );
   }
 
@@ -384,9 +396,11 @@ export class InboundServer implements TunnelHandler {
    * side registers here too.
    */
   watch(caller: Caller, ends: readonly Duplex[], close: () => void, http = false): void {
-    const key = {};
-    this.admitted.set(key, { caller, close, http });
-    for (const e of ends) e.once('close', () => this.admitted.delete(key));
+    const entry = { caller, close, http };
+    this.admitted.set(entry, entry);
+    // One listener for all ends, 'on' (a connection closes once; a once-wrapper is three objects more each).
+    const forget = () => this.admitted.delete(entry);
+    for (const e of ends) e.on('close', forget);
   }
 
   /**

@@ -9,6 +9,7 @@ import {
 } from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
+import { ignoreError } from '../io/streams.js';
 import { identitySni } from './peer.js';
 
 export interface TunnelTarget {
@@ -93,21 +94,32 @@ export class TunnelPool {
       throw new TunnelError(`tunnel to ${t.nodeAddress} failed: ${(err as Error).message}`, 'connect');
     }
     return await new Promise<ClientHttp2Stream>((resolve, reject) => {
+      // Every listener and the timer go once answered: a tunnel stream can live for hours, and
+      // these would keep the target's strings, the timer and the promise alive with it.
+      const settle = () => {
+        clearTimeout(timer);
+        stream.off('error', onError);
+        stream.off('close', onClose);
+        stream.off('response', onResponse);
+      };
       const timer = setTimeout(() => {
         stream.close(http2.constants.NGHTTP2_CANCEL);
         reject(new TunnelError(`CONNECT ${t.authority} via ${t.nodeAddress} timed out`, 'timeout'));
       }, timeoutMs);
       const onError = (err: Error) => {
-        clearTimeout(timer);
+        settle();
         reject(new TunnelError(`CONNECT ${t.authority} via ${t.nodeAddress} reset: ${err.message}`, 'reset'));
       };
-      stream.once('error', onError);
-      stream.once('response', (h) => {
-        clearTimeout(timer);
-        stream.off('error', onError);
+      const onClose = () => {
+        settle();
+        reject(
+          new TunnelError(`CONNECT ${t.authority} via ${t.nodeAddress} closed before an answer`, 'reset'),
+        );
+      };
+      const onResponse = (h: http2.IncomingHttpHeaders) => {
+        settle();
         const status = Number(h[':status']);
         if (status === 200) {
-          stream.on('error', () => {});
           resolve(stream);
           return;
         }
@@ -120,13 +132,12 @@ export class TunnelPool {
             typeof h['x-sockmesh-policy'] === 'string' ? h['x-sockmesh-policy'] : undefined,
           ),
         );
-      });
-      stream.once('close', () => {
-        clearTimeout(timer);
-        reject(
-          new TunnelError(`CONNECT ${t.authority} via ${t.nodeAddress} closed before an answer`, 'reset'),
-        );
-      });
+      };
+      // Errors after the answer end in 'close', which the stream's user handles.
+      stream.on('error', ignoreError);
+      stream.on('error', onError);
+      stream.on('close', onClose);
+      stream.on('response', onResponse);
     });
   }
 

@@ -16,6 +16,7 @@ import type { Logger } from '../../lib/log.js';
 import { nullLogger } from '../../lib/log.js';
 import { ConnectionDrain } from '../handoff/drain.js';
 import { closeOnPrematureResets, closeWhenIdle } from '../io/h2c.js';
+import { ignoreError } from '../io/streams.js';
 import { identitySni } from './peer.js';
 
 /** What the tunnel learned about one CONNECT before handing it to the inbound side. */
@@ -243,7 +244,7 @@ export class TunnelServer {
   }
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-    stream.on('error', () => {});
+    stream.on('error', ignoreError);
     if (headers[':method'] !== 'CONNECT') {
       stream.respond({ ':status': 400 }, { endStream: true });
       return;
