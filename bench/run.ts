@@ -457,6 +457,7 @@ async function scenarioScale(ctx: Ctx): Promise<ScaleResult> {
     const idleWin = new CpuWindow(agents);
     await new Promise((r) => setTimeout(r, 5000));
     const idleUse = idleWin.end();
+    const idleMemory = agents.map(groupMemoryMiB);
     child.stdin?.write('next\n');
     const act = await next('active');
     log(`scale: ${String(act.open)} active connections, ${P.activeSeconds}s`);
@@ -476,6 +477,8 @@ async function scenarioScale(ctx: Ctx): Promise<ScaleResult> {
         name: g.name,
         rssBeforeMiB: before[i] ?? 0,
         rssIdleMiB: idleUse[i]?.rssMiB ?? 0,
+        rssIdleOwnMiB: idleMemory[i]?.anon ?? 0,
+        rssIdleSharedMiB: idleMemory[i]?.file ?? 0,
         rssActiveMiB: activeUse[i]?.rssMiB ?? 0,
         idleCores: idleUse[i]?.cores ?? 0,
         activeCores: activeUse[i]?.cores ?? 0,

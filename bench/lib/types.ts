@@ -55,6 +55,9 @@ export interface ScaleResult {
     name: string;
     rssBeforeMiB: number;
     rssIdleMiB: number;
+    /** Of rssIdleMiB: the agent's own (anonymous) memory and the shared, file-backed rest (the node executable). */
+    rssIdleOwnMiB?: number;
+    rssIdleSharedMiB?: number;
     rssActiveMiB: number;
     idleCores: number;
     activeCores: number;
