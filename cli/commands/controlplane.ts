@@ -35,7 +35,8 @@ its own and its status says why not. Stops on SIGINT/SIGTERM.
   --manifests <dir>        directory of *.yaml / *.yml manifests
   --kubeconfig <file>      read a Kubernetes API server instead (informers on
                            Namespace, Service, Pod, EndpointSlice, Node,
-                           HTTPRoute, TCPRoute and the sockmesh CRDs). In a pod
+                           HTTPRoute, GRPCRoute, TCPRoute and the sockmesh
+                           CRDs). In a pod
                            (KUBERNETES_SERVICE_HOST set) and without either
                            flag, the pod's service account is used.
   --context <name>         kubeconfig context (default: its current-context)

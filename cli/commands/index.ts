@@ -46,7 +46,7 @@ export const commands: CommandEntry[] = [
   {
     name: 'canary',
     summary:
-      "canary guards (state, weight, last decision), or an HTTPRoute's live per-backend share and latency",
+      "canary guards (state, weight, last decision), or an HTTPRoute's or GRPCRoute's live per-backend share and latency",
     load: async () => (await import('./canary.js')).canaryCommand,
   },
   {

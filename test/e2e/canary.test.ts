@@ -1,6 +1,6 @@
 /**
  * SLO-guarded canary, decided inside the mesh (issue 15). reviews-v2 is the canary at 10 % of the
- * HTTP route and of a gRPC route, under keep-alive, fresh, h2c and gRPC load from the frontend pod.
+ * HTTPRoute and of a GRPCRoute, under keep-alive, fresh, h2c and gRPC load from the frontend pod.
  * v2 starts answering 503 (its own PUT /control/fail, called inside its pod): the control plane,
  * from what the agents report over LRS, moves both canaries to 0; the open connections follow;
  * v1 serves everything; nothing fails but the canary's own 503s. Then v2 recovers, the guards get
@@ -151,10 +151,10 @@ describe('canary guard: rollback and promotion decided in the mesh (2 nodes, rea
 
   it('a failing canary is rolled back to 0 within an interval; v1 serves everything after; only the canary failed', async () => {
     assert.deepEqual(
-      (await guards()).map((g) => [g.name, g.phase, g.weight]),
+      (await guards()).map((g) => [g.name, g.routeKind, g.phase, g.weight]),
       [
-        ['shop/reviews', 'Progressing', 10],
-        ['shop/reviews-grpc', 'Progressing', 10],
+        ['shop/reviews', 'HTTPRoute', 'Progressing', 10],
+        ['shop/reviews-grpc', 'GRPCRoute', 'Progressing', 10],
       ],
     );
     const run = timeline(24_000);
@@ -248,6 +248,10 @@ describe('canary guard: rollback and promotion decided in the mesh (2 nodes, rea
     const text = await cli();
     process.stdout.write(`${text.replace(/^/gm, '# ')}\n`);
     assert.match(text, /shop\/reviews\s+shop\/reviews\s+shop\/reviews-v2\s+rolled back\s+0%/);
+    assert.match(
+      text,
+      /shop\/reviews-grpc\s+shop\/reviews-grpc \(GRPCRoute\)\s+shop\/reviews-v2-grpc\s+rolled back\s+0%/,
+    );
     assert.match(text, /shop\/reviews: 10% -> 0% at .*: canary success rate [\d.]+ % < 95 %: weight 10 -> 0/);
     const json = JSON.parse(await cli('--json')) as { guards: CanaryStatus[] };
     assert.equal(json.guards.length, 2);
