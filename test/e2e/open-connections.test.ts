@@ -33,7 +33,7 @@ interface Timeline {
 }
 
 /** The shop's reviews route (with its canary header rule) and a GRPCRoute on the h2c port, one file. */
-function routes(v1: number, v2: number, stable = 'reviews-v1'): string {
+function routes(v1: number, v2: number, stable = 'reviews-v1', other: [number, number] = [v1, v2]): string {
   const shop = readFileSync(
     join(fileURLToPath(new URL('../../examples/shop/', import.meta.url)), '30-routes.yaml'),
     'utf8',
@@ -47,7 +47,8 @@ function routes(v1: number, v2: number, stable = 'reviews-v1'): string {
     shop.includes(`weight: ${v1} }`) && shop.includes(`weight: ${v2} }`),
     'the example route has the weights this test edits',
   );
-  // A GRPCRoute (Gateway API v1): the fixture's method by name; the h2c requests (path /) by the catch-all rule.
+  // A GRPCRoute (Gateway API v1): the fixture's method by name; the h2c requests (path /) by the
+  // catch-all rule (weighted `other`).
   const grpc = `---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
@@ -63,8 +64,8 @@ spec:
         - { name: reviews-v1-grpc, port: 9091, weight: ${v1} }
         - { name: reviews-v2-grpc, port: 9091, weight: ${v2} }
     - backendRefs:
-        - { name: reviews-v1-grpc, port: 9091, weight: ${v1} }
-        - { name: reviews-v2-grpc, port: 9091, weight: ${v2} }
+        - { name: reviews-v1-grpc, port: 9091, weight: ${other[0]} }
+        - { name: reviews-v2-grpc, port: 9091, weight: ${other[1]} }
 `;
   // A renamed stable backend is a new Service in the same file, so the change is one apply.
   const renamed =
@@ -95,11 +96,12 @@ describe('open connections follow every change (2 nodes, real BPF, mTLS, xDS)', 
     mesh = await startShop([OPEN, PERMISSIVE], { agentWorkers: 1, svidTtlSeconds: SVID_TTL_S });
     echoes.push(await startEchoServer(mesh.bed, mesh.pod('shop/reviews-v2-1'), 7000));
     echoes.push(await startEchoServer(mesh.bed, mesh.pod('shop/reviews-v1-1'), 7001));
-    // The gRPC route is in force once every call lands on v1 at 100/0 (without it, the reviews
-    // Service's own cluster spreads calls over both versions).
-    mesh.writeManifest('30-routes.yaml', routes(100, 0));
+    // The GRPCRoute's method match is in force once every call lands on v1 at 100/0 (without the
+    // route, the reviews Service's own cluster spreads calls over both versions; without the method
+    // match, the catch-all rule sends them to v2).
+    mesh.writeManifest('30-routes.yaml', routes(100, 0, 'reviews-v1', [0, 100]));
     await eventually(
-      'the gRPC route in force',
+      'the GRPCRoute method match in force',
       () => timeline('shop/frontend-1', REVIEWS, 1500, 2, ['grpc']).result,
       (t) => t.records.length > 20 && t.records.every((r) => r[2] === 200 && r[3] === 'v1'),
       20_000,
