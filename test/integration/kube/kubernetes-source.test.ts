@@ -565,6 +565,11 @@ spec:
   await waitFor('the guard on the GRPCRoute in the model', () =>
     cp.snapshot?.model.canaryGuards?.some((g) => g.name === 'greeter' && g.routeKind === 'GRPCRoute'),
   );
+  await waitFor('the guard on the GRPCRoute Accepted', async () =>
+    /greeter\s+greeter\s+greeter-v2\s+True\s/.test(
+      await kubectl(k(), ['get', 'cguard', 'greeter', '-n', NS]),
+    ),
+  );
   await kubectl(k(), ['delete', 'canaryguard', 'greeter', '-n', NS]);
 });
 
