@@ -14,9 +14,11 @@ import { asPlainDuplex, connectTcp, splice } from '../io/streams.js';
 import { detectProtocol } from '../outbound/detect.js';
 import { identitySni } from '../tunnel/peer.js';
 import type { TunnelHandler, TunnelRequest } from '../tunnel/server.js';
+import { relayHttp1 } from './http1-relay.js';
 import {
   type AuthorizationCheck,
   type AuthzDecision,
+  type AuthzRequest,
   callerFromBaggage,
   forwardedClientCert,
   type LocalWorkload,
@@ -78,11 +80,12 @@ interface Caller {
 }
 
 /**
- * How one admitted connection is carried: `tcp` and `relay` (HTTP no policy
- * here needs to read) are spliced to the pod as bytes, `http` is parsed.
+ * How one admitted connection is carried: `tcp` and `bytes` (HTTP from a trusted sender that
+ * wrote the identity itself) are spliced to the pod as bytes, `relay` (HTTP/1.1 no policy here
+ * reads) goes through the lean relay (heads rewritten, XFCC from the mTLS peer), `http` is
+ * parsed by node:http and authorized per request. A denial names the policy that decided it.
  */
-/** How a connection is taken in; a denial names the policy that decided it. */
-type Admission = 'tcp' | 'relay' | 'http' | { denied: string };
+type Admission = 'tcp' | 'bytes' | 'relay' | 'http' | { denied: string };
 
 /**
  * The destination half of the mesh on a node: admits tunnelled connections to
@@ -102,8 +105,10 @@ export class InboundServer implements TunnelHandler {
   private readonly limits: HttpLimits;
   /** Open TCP streams admitted by policy, re-checked when it changes (ztunnel does the same). */
   private readonly admitted = new Map<object, { caller: Caller; close: () => void; http: boolean }>();
-  /** HTTP streams relayed to a pod as bytes since start (not parsed on this node). */
+  /** HTTP streams relayed to a pod as bytes since start (`trustSenderIdentity`: not parsed on this node). */
   relayedHttpStreams = 0;
+  /** HTTP/1.1 connections through the lean relay since start (heads parsed and rewritten, bodies as bytes). */
+  leanRelayedStreams = 0;
 
   constructor(private readonly opts: InboundOptions) {
     this.log = opts.log ?? nullLogger;
@@ -193,7 +198,23 @@ export class InboundServer implements TunnelHandler {
       this.sniffTunnelled(req, caller);
       return;
     }
-    const relayed = admitted === 'relay';
+    if (admitted === 'relay') {
+      connectTcp(req.destIp, req.destPort, this.opts.connectTimeoutMs ?? 5000).then(
+        (upstream) => {
+          stream.respond({ ':status': 200 });
+          this.tagPodLeg(upstream, source, destination);
+          this.relayOrH2c(stream, upstream, caller, () => stream.close(h2constants.NGHTTP2_CONNECT_ERROR));
+        },
+        (err) => {
+          if (!stream.headersSent)
+            stream.respond({ ':status': 503, 'x-sockmesh-reason': 'local pod refused' }, { endStream: true });
+          else stream.destroy();
+          this.log.debug('inbound connect failed', { dest: `${req.destIp}:${req.destPort}`, err });
+        },
+      );
+      return;
+    }
+    const relayed = admitted === 'bytes';
     connectTcp(req.destIp, req.destPort, this.opts.connectTimeoutMs ?? 5000).then(
       (upstream) => {
         stream.respond({ ':status': 200 });
@@ -316,6 +337,16 @@ export class InboundServer implements TunnelHandler {
       return;
     }
     socket.pause();
+    if (admitted === 'relay') {
+      connectTcp(destination.ip, caller.port, this.opts.connectTimeoutMs ?? 5000).then(
+        (upstream) => this.relayOrH2c(socket, upstream, caller, () => socket.resetAndDestroy()),
+        (err) => {
+          this.log.debug('inbound plaintext connect failed', { dest: `${ip}:${caller.port}`, err });
+          socket.resetAndDestroy();
+        },
+      );
+      return;
+    }
     connectTcp(destination.ip, caller.port, this.opts.connectTimeoutMs ?? 5000).then(
       (upstream) => {
         splice(socket, upstream);
@@ -332,20 +363,71 @@ export class InboundServer implements TunnelHandler {
   }
 
   /**
-   * Admission of one connection: TCP is authorized here, once. HTTP from a
-   * sender that says it wrote the caller's identity (`identified`) is too, and
-   * then relayed as bytes, unless a policy of the port reads requests (method,
-   * path, headers); the decision is re-taken for open streams on every policy
-   * change (recheck). Any other HTTP is parsed and authorized request by request.
+   * Admission of one connection: TCP is authorized here, once. HTTP on a port no policy
+   * reads requests on (method, path, headers) is too, and then goes through the lean relay,
+   * or as bytes when a trusted sender says it wrote the caller's identity (`identified`);
+   * the decision is re-taken for open streams on every policy change (recheck). HTTP on a
+   * port a policy reads is parsed and authorized request by request, and so is HTTP of a
+   * caller the connection-level check denies: it gets its 403 per request (plaintext too).
    */
   private admit(caller: Caller, protocol: PortProtocol, identified = false): Admission {
     const httpPort = protocol === 'http';
-    // Parsed HTTP is authorized per request only: a denied caller gets its 403 (plaintext too).
-    if (httpPort && (!identified || this.opts.authz.needsHttp(caller.destination, caller.port)))
-      return 'http';
+    if (httpPort && this.opts.authz.needsHttp(caller.destination, caller.port)) return 'http';
+    if (httpPort && !identified) {
+      // Unreported: a denied caller is reported by the parse path, request by request.
+      return this.opts.authz.check(this.authzRequest(caller)).allowed ? 'relay' : 'http';
+    }
     const verdict = this.authorize(caller);
     if (!verdict.allowed) return { denied: verdict.policy };
-    return httpPort ? 'relay' : 'tcp';
+    return httpPort ? 'bytes' : 'tcp';
+  }
+
+  /**
+   * An admitted HTTP port whose requests no policy reads: h2c (prior knowledge) stays on the
+   * parse path, HTTP/1.1 goes through the lean relay to `pod`. `reset` ends conn abruptly.
+   */
+  private relayOrH2c(conn: Duplex, pod: net.Socket, caller: Caller, reset: () => void): void {
+    conn.on('error', () => {});
+    pod.on('error', () => {});
+    pod.setNoDelay(true);
+    sniffH2c(
+      conn,
+      (h2c) => {
+        if (h2c) {
+          pod.destroy();
+          this.serveDetected(conn, caller, true);
+          return;
+        }
+        this.leanRelayedStreams++;
+        const { principal, destination } = caller;
+        relayHttp1(conn, pod, {
+          xfcc: principal && forwardedClientCert(destination.spiffeId, principal),
+          defaultHost: `${destination.ip}:${caller.port}`,
+          limits: this.limits,
+          forgedIdentity: () => this.rejected('inbound', 'forged-xfcc'),
+          answered: (method, status, durationMs) =>
+            this.opts.events?.request?.({
+              source: principal,
+              destination: caller.destination,
+              port: caller.port,
+              status,
+              durationMs,
+              method,
+            }),
+        });
+        // Denied later, or a policy now reads this port's requests: closed, its client reconnects.
+        this.watch(
+          caller,
+          [conn, pod],
+          () => {
+            reset();
+            pod.resetAndDestroy();
+          },
+          true,
+        );
+      },
+      this.limits.headersTimeoutMs,
+    );
   }
 
   /** An admitted HTTP port: h2c (prior knowledge) or HTTP/1.1, told apart by the first bytes. */
@@ -438,16 +520,20 @@ export class InboundServer implements TunnelHandler {
     return closed;
   }
 
-  /** Authorizes one connection or request; logs and reports every denial. */
-  authorize(caller: Caller, method?: string, path?: string): AuthzDecision {
-    const verdict = this.opts.authz.check({
+  private authzRequest(caller: Caller, method?: string, path?: string): AuthzRequest {
+    return {
       sourcePrincipal: caller.principal,
       sourceNamespace: namespaceOfPrincipal(caller.principal),
       destination: caller.destination,
       port: caller.port,
       ...(method === undefined ? {} : { method }),
       ...(path === undefined ? {} : { path }),
-    });
+    };
+  }
+
+  /** Authorizes one connection or request; logs and reports every denial. */
+  authorize(caller: Caller, method?: string, path?: string): AuthzDecision {
+    const verdict = this.opts.authz.check(this.authzRequest(caller, method, path));
     if (!verdict.allowed) {
       this.log.info('request denied', {
         source: caller.principal ?? 'plaintext',

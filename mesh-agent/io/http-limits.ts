@@ -116,17 +116,21 @@ function refuse(socket: Duplex, err: NodeJS.ErrnoException): void {
     socket.destroy();
     return;
   }
-  const status =
-    err.code === 'HPE_HEADER_OVERFLOW' || err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW'
-      ? 431
-      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? 408
-        : 400;
+  const status = refusalStatus(err.code);
   answerAndClose(
     socket,
     status,
     `${STATUS_CODES[status]?.toLowerCase()}: ${err.code ?? 'invalid request'}\n`,
   );
+}
+
+/** The status a refused request is answered with, by the parser's error code. */
+export function refusalStatus(code: string | undefined): number {
+  return code === 'HPE_HEADER_OVERFLOW' || code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW'
+    ? 431
+    : code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? 408
+      : 400;
 }
 
 /** One answer written straight on the connection, which then closes (a grace period lets the answer reach the client). */
