@@ -198,32 +198,26 @@ export class InboundServer implements TunnelHandler {
       this.sniffTunnelled(req, caller);
       return;
     }
-    if (admitted === 'relay') {
-      connectTcp(req.destIp, req.destPort, this.opts.connectTimeoutMs ?? 5000).then(
-        (upstream) => {
-          stream.respond({ ':status': 200 });
-          this.tagPodLeg(upstream, source, destination);
-          this.relayOrH2c(stream, upstream, caller, () => stream.close(h2constants.NGHTTP2_CONNECT_ERROR));
-        },
-        (err) => {
-          if (!stream.headersSent)
-            stream.respond({ ':status': 503, 'x-sockmesh-reason': 'local pod refused' }, { endStream: true });
-          else stream.destroy();
-          this.log.debug('inbound connect failed', { dest: `${req.destIp}:${req.destPort}`, err });
-        },
-      );
-      return;
-    }
     const relayed = admitted === 'bytes';
     connectTcp(req.destIp, req.destPort, this.opts.connectTimeoutMs ?? 5000).then(
       (upstream) => {
+        // The sender may have given up while the pod was being connected.
+        if (stream.destroyed) {
+          upstream.destroy();
+          return;
+        }
         stream.respond({ ':status': 200 });
         this.tagPodLeg(upstream, source, destination);
+        if (admitted === 'relay') {
+          this.relayOrH2c(stream, upstream, caller, () => stream.close(h2constants.NGHTTP2_CONNECT_ERROR));
+          return;
+        }
         splice(stream, upstream);
         if (relayed) this.relayedHttpStreams++;
         this.watchTunnelled(caller, stream, upstream, relayed);
       },
       (err) => {
+        if (stream.destroyed) return;
         if (!stream.headersSent)
           stream.respond({ ':status': 503, 'x-sockmesh-reason': 'local pod refused' }, { endStream: true });
         else stream.destroy();
@@ -339,7 +333,10 @@ export class InboundServer implements TunnelHandler {
     socket.pause();
     if (admitted === 'relay') {
       connectTcp(destination.ip, caller.port, this.opts.connectTimeoutMs ?? 5000).then(
-        (upstream) => this.relayOrH2c(socket, upstream, caller, () => socket.resetAndDestroy()),
+        (upstream) => {
+          if (socket.destroyed) upstream.destroy();
+          else this.relayOrH2c(socket, upstream, caller, () => socket.resetAndDestroy());
+        },
         (err) => {
           this.log.debug('inbound plaintext connect failed', { dest: `${ip}:${caller.port}`, err });
           socket.resetAndDestroy();
@@ -390,9 +387,13 @@ export class InboundServer implements TunnelHandler {
     conn.on('error', () => {});
     pod.on('error', () => {});
     pod.setNoDelay(true);
+    // Closed before its first byte: the pod's connection goes too.
+    const early = () => pod.destroy();
+    conn.once('close', early);
     sniffH2c(
       conn,
       (h2c) => {
+        conn.off('close', early);
         if (h2c) {
           pod.destroy();
           this.serveDetected(conn, caller, true);
