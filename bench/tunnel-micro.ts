@@ -9,10 +9,12 @@
  *
  *   node --import tsx bench/tunnel-micro.ts [--rate 1000]   (or node dist/bench/tunnel-micro.js) [--seconds 10] [--connections 16]
  *                                           [--proxy-args="--max-semi-space-size=8"] [--runs 1]
- *                                           [--impl mesh|proto] [--path l4|l7] [--dst-l7]
+ *                                           [--impl mesh|proto] [--path l4|l7] [--dst-l7] [--dst-bytes]
  *
- * --dst-l7 makes the destination parse every request (as a policy that reads method, path or headers
- * does; before the one-L7-hop change it always did): the A/B of that lever in one build.
+ * --path l7 runs the destination as the agent does by default: the lean relay (requests parsed
+ * with llhttp, heads rewritten with the caller's XFCC, answers as bytes). --dst-l7 makes it parse
+ * every request with node:http + undici (as a policy that reads method, path or headers does);
+ * --dst-bytes relays as bytes unparsed (`--trust-tunnel-senders`): the A/B/C of those in one build.
  *
  * Prints JSON: CPU-seconds per 1000 requests of each proxy process, and the load's latency.
  * Listens on 127.77.0.1-3 only (ports chosen by the kernel, except the server's 18080/18081).
@@ -62,8 +64,10 @@ interface RoleEnv {
   path: 'l4' | 'l7';
   svid: SvidWire;
   tunnel?: string;
-  /** The destination parses HTTP (a policy there reads requests) instead of relaying it as bytes. */
+  /** The destination parses HTTP (a policy there reads requests) instead of relaying it. */
   dstL7?: boolean;
+  /** The destination relays HTTP as bytes, unparsed (`--trust-tunnel-senders`). */
+  dstBytes?: boolean;
 }
 
 /** The reference: http2 CONNECT over mTLS with nothing else, the shape of the issue's Node prototype. */
@@ -132,8 +136,7 @@ async function runDst(env: RoleEnv): Promise<void> {
   const inbound = new InboundServer({
     workloads: { byIp: (ip) => (ip === IP.server ? workload : undefined) },
     authz: { check: () => ({ allowed: true }), needsHttp: () => env.dstL7 === true },
-    // The relay as `--trust-tunnel-senders` runs it; --dst-l7 measures the default (parsed).
-    trustSenderIdentity: true,
+    trustSenderIdentity: env.dstBytes === true,
   });
   const server = new TunnelServer({
     identities: {
@@ -274,6 +277,7 @@ async function main(): Promise<void> {
       impl: { type: 'string', default: 'mesh' },
       path: { type: 'string', default: 'l4' },
       'dst-l7': { type: 'boolean', default: false },
+      'dst-bytes': { type: 'boolean', default: false },
     },
   });
   if (values.role) {
@@ -304,7 +308,14 @@ async function main(): Promise<void> {
     const path = values.path === 'l7' ? 'l7' : 'l4';
     if (impl === 'proto' && path === 'l7') throw new Error('the prototype is L4 only');
     const dst = await startRole(
-      { role: 'dst', impl, path, svid: svidToWire(await ca.issueSvid(DST)), dstL7: values['dst-l7'] },
+      {
+        role: 'dst',
+        impl,
+        path,
+        svid: svidToWire(await ca.issueSvid(DST)),
+        dstL7: values['dst-l7'],
+        dstBytes: values['dst-bytes'],
+      },
       proxyArgs,
     );
     children.push(dst.child);
@@ -344,6 +355,7 @@ async function main(): Promise<void> {
       const s = per1k(cpu0.src, cpuSplit(pids.src));
       const d = per1k(cpu0.dst, cpuSplit(pids.dst));
       results.push({
+        dst: values['dst-l7'] ? 'parsed' : values['dst-bytes'] ? 'bytes' : 'lean',
         srcCpuPer1k: +(s.user + s.system).toFixed(4),
         dstCpuPer1k: +(d.user + d.system).toFixed(4),
         split: { src: s, dst: d },

@@ -342,6 +342,7 @@ describe('inbound: the lean HTTP/1.1 relay (default) rewrites every request head
             'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
           );
           st.echo = true;
+          if (st.buf !== '') c.socket.write(`echo:${st.buf}`);
           break;
         }
         c.socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
@@ -350,8 +351,11 @@ describe('inbound: the lean HTTP/1.1 relay (default) rewrites every request head
     const tp = new TunnelPool();
     try {
       const s = await open(tp, pod.port);
-      s.write('GET /ws HTTP/1.1\r\nHost: reviews.shop\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
-      assert.match(await readUntil(s, (t) => t.includes('\r\n\r\n')), /^HTTP\/1\.1 101 /);
+      // Bytes of the new protocol right behind the request (a client that does not wait for the 101).
+      s.write(
+        'GET /ws HTTP/1.1\r\nHost: reviews.shop\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nearly-frame',
+      );
+      assert.match(await readUntil(s, (t) => t.includes('echo:early-frame')), /^HTTP\/1\.1 101 /);
       s.write('GET /not-http HTTP/1.1\r\nX-Forwarded-Client-Cert: raw\r\n\r\n');
       const echoed = await readUntil(s, (t) => t.includes('raw\r\n\r\n'));
       assert.equal(echoed, 'echo:GET /not-http HTTP/1.1\r\nX-Forwarded-Client-Cert: raw\r\n\r\n');
