@@ -8,9 +8,11 @@ import type { Duplex } from 'node:stream';
  */
 export interface HttpLimits {
   /**
-   * Request headers must be complete this long after the request's first byte, and a new
-   * connection must send its first byte within it (Envoy's request_headers_timeout, which
-   * Envoy's edge guidance sets to 10 s): slowloris holds nothing longer. 408 on HTTP/1.1.
+   * Request headers must be complete this long after the request's first byte (Envoy's
+   * request_headers_timeout, which Envoy's edge guidance sets to 10 s): slowloris holds nothing
+   * longer. 408 on HTTP/1.1. node:http (15006, 15008) also counts it from the accept, so a new
+   * connection must speak within it there; on 15001 (io/http1-server.ts) a silent connection is
+   * left to idleTimeoutMs, as in Envoy.
    */
   headersTimeoutMs: number;
   /** A connection (or h2c session) with no request in flight closes after this long (Envoy's idle_timeout). */
