@@ -9,7 +9,12 @@
  *
  *   node --import tsx bench/tunnel-micro.ts [--rate 1000]   (or node dist/bench/tunnel-micro.js) [--seconds 10] [--connections 16]
  *                                           [--proxy-args="--max-semi-space-size=8"] [--runs 1]
- *                                           [--impl mesh|proto] [--path l4|l7] [--dst-l7] [--dst-bytes]
+ *                                           [--impl mesh|proto] [--path l4|l7|bulk] [--dst-l7] [--dst-bytes]
+ *
+ * --path bulk is scenario 4 on loopback: the L4 splice as --path l4, carrying one connection of
+ * bench/workloads/bulk.mjs (64 KiB writes for --seconds) to the server's bulk sink, each run
+ * preceded by the same transfer straight to the sink (the direct baseline of that run); it prints
+ * Gbit/s, the ratio to direct and CPU-seconds per GB of each proxy process.
  *
  * --path l7 runs the destination as the agent does by default: the lean relay (requests parsed
  * with llhttp, heads rewritten with the caller's XFCC, answers as bytes). --dst-l7 makes it parse
@@ -55,13 +60,14 @@ const SRC = `spiffe://${TD}/ns/bench/sa/client`;
 const DST = `spiffe://${TD}/ns/bench/sa/server`;
 const IP = { src: '127.77.0.1', dst: '127.77.0.2', server: '127.77.0.3' } as const;
 const SERVER_PORT = 18081;
+const BULK_PORT = 18082;
 
 interface RoleEnv {
   role: 'src' | 'dst';
   /** `mesh`: the agent's classes; `proto`: the bare node:http2 CONNECT-over-mTLS prototype, for reference. */
   impl: 'mesh' | 'proto';
-  /** l4: the TCP splice; l7: the agent's HTTP proxying on both sides (OutboundServer, InboundServer). */
-  path: 'l4' | 'l7';
+  /** l4: the TCP splice; l7: the agent's HTTP proxying on both sides (OutboundServer, InboundServer); bulk: l4 to the bulk sink. */
+  path: 'l4' | 'l7' | 'bulk';
   svid: SvidWire;
   tunnel?: string;
   /** The destination parses HTTP (a policy there reads requests) instead of relaying it. */
@@ -112,7 +118,7 @@ async function runProtoSrc(env: RoleEnv): Promise<void> {
     },
   });
   const server = net.createServer({ noDelay: true }, (sock) => {
-    const stream = session.request({ ':method': 'CONNECT', ':authority': `${IP.server}:${SERVER_PORT}` });
+    const stream = session.request({ ':method': 'CONNECT', ':authority': targetOf(env) });
     sock.pipe(stream).pipe(sock);
     sock.on('error', () => stream.destroy());
     stream.on('error', () => sock.destroy());
@@ -120,6 +126,10 @@ async function runProtoSrc(env: RoleEnv): Promise<void> {
   server.listen(0, IP.src, () => {
     process.send?.({ listening: `${IP.src}:${(server.address() as net.AddressInfo).port}` });
   });
+}
+
+function targetOf(env: RoleEnv): string {
+  return `${IP.server}:${env.path === 'bulk' ? BULK_PORT : SERVER_PORT}`;
 }
 
 async function runDst(env: RoleEnv): Promise<void> {
@@ -237,7 +247,7 @@ async function runSrc(env: RoleEnv): Promise<void> {
         source: svid,
         nodeAddress: env.tunnel ?? '',
         expectedServerId: DST,
-        authority: `${IP.server}:${SERVER_PORT}`,
+        authority: targetOf(env),
         forwardedFor: `${sock.remoteAddress}:${sock.remotePort}`,
       })
       .then(
@@ -251,6 +261,47 @@ async function runSrc(env: RoleEnv): Promise<void> {
   server.listen(0, IP.src, () => {
     process.send?.({ listening: `${IP.src}:${(server.address() as net.AddressInfo).port}` });
   });
+}
+
+/** One bulk.mjs transfer to `addr`: its JSON line ({bytes, seconds, gbps}). */
+async function bulkTransfer(addr: string, seconds: number): Promise<{ bytes: number; gbps: number }> {
+  const [host = '', port = ''] = addr.split(':');
+  const gen = spawn(process.execPath, [join(WORKLOADS, 'bulk.mjs'), host, port, String(seconds)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  gen.stdout?.on('data', (b: Buffer) => {
+    out += b.toString();
+  });
+  const [code] = await once(gen, 'close');
+  if (code !== 0) throw new Error(`bulk.mjs to ${addr} exited with ${code}`);
+  return JSON.parse(out) as { bytes: number; gbps: number };
+}
+
+/** Direct, then through the proxies; CPU of each proxy per GB it carried. */
+async function bulkRun(
+  direct: string,
+  viaProxy: string,
+  pids: { src: number; dst: number },
+  seconds: number,
+) {
+  const base = await bulkTransfer(direct, seconds);
+  const cpu0 = { src: cpuSplit(pids.src), dst: cpuSplit(pids.dst) };
+  const through = await bulkTransfer(viaProxy, seconds);
+  const cpu1 = { src: cpuSplit(pids.src), dst: cpuSplit(pids.dst) };
+  const gb = through.bytes / 1e9;
+  const perGb = (a: { user: number; system: number }, b: { user: number; system: number }) =>
+    +((b.user - a.user + b.system - a.system) / gb).toFixed(3);
+  return {
+    directGbps: +base.gbps.toFixed(3),
+    gbps: +through.gbps.toFixed(3),
+    ratio: +(through.gbps / base.gbps).toFixed(3),
+    srcCpuPerGb: perGb(cpu0.src, cpu1.src),
+    dstCpuPerGb: perGb(cpu0.dst, cpu1.dst),
+    srcCores: +((cpu1.src.user + cpu1.src.system - cpu0.src.user - cpu0.src.system) / seconds).toFixed(3),
+    dstCores: +((cpu1.dst.user + cpu1.dst.system - cpu0.dst.user - cpu0.dst.system) / seconds).toFixed(3),
+    rssMiB: { src: Math.round(rssMiB(pids.src)), dst: Math.round(rssMiB(pids.dst)) },
+  };
 }
 
 function startRole(env: RoleEnv, execArgv: string[]): Promise<{ child: ChildProcess; address: string }> {
@@ -297,7 +348,7 @@ async function main(): Promise<void> {
         ...process.env,
         HOST: IP.server,
         PORT_HTTP: String(SERVER_PORT),
-        PORT_BULK: '0',
+        PORT_BULK: String(BULK_PORT),
         PORT_ECHO: '0',
       },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -305,7 +356,7 @@ async function main(): Promise<void> {
     children.push(backend);
     await once(backend.stdout!, 'data');
     const impl = values.impl === 'proto' ? 'proto' : 'mesh';
-    const path = values.path === 'l7' ? 'l7' : 'l4';
+    const path = values.path === 'l7' ? 'l7' : values.path === 'bulk' ? 'bulk' : 'l4';
     if (impl === 'proto' && path === 'l7') throw new Error('the prototype is L4 only');
     const dst = await startRole(
       {
@@ -328,7 +379,12 @@ async function main(): Promise<void> {
     const seconds = Number(values.seconds);
     const rate = Number(values.rate);
     const results = [];
-    for (let run = 0; run < Number(values.runs); run++) {
+    if (path === 'bulk') {
+      for (let run = 0; run < Number(values.runs); run++) {
+        results.push(await bulkRun(`${IP.server}:${BULK_PORT}`, src.address, pids, seconds));
+      }
+    }
+    for (let run = 0; path !== 'bulk' && run < Number(values.runs); run++) {
       const cpu0 = { src: cpuSplit(pids.src), dst: cpuSplit(pids.dst) };
       const gen = spawn(
         process.execPath,
