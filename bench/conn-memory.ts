@@ -26,6 +26,7 @@ import { type SvidWire, svidFromWire, svidToWire } from '../certs/index.js';
 import { InboundServer } from '../mesh-agent/inbound/server.js';
 import type { Endpoint, UpstreamCluster } from '../mesh-agent/outbound/plan.js';
 import { OutboundServer } from '../mesh-agent/outbound/server.js';
+import { DEFAULT_TCP_IDLE_TIMEOUT_MS } from '../mesh-agent/state/listener.js';
 import { identitySni } from '../mesh-agent/tunnel/peer.js';
 import { TunnelPool } from '../mesh-agent/tunnel/pool.js';
 import { TunnelServer } from '../mesh-agent/tunnel/server.js';
@@ -163,7 +164,8 @@ async function runSrc(env: RoleEnv): Promise<void> {
         kind: 'tcp',
         service: 'echo.bench.svc.cluster.local',
         cluster: () => cluster,
-        idleTimeoutMs: undefined,
+        // The agent's default (Envoy's tcp_proxy idle_timeout): every L4 connection has one.
+        idleTimeoutMs: DEFAULT_TCP_IDLE_TIMEOUT_MS,
       }),
       endpointAt: () => undefined,
     },
