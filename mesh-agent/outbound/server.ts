@@ -395,7 +395,11 @@ export class OutboundServer {
   ): void {
     const cluster = plan.cluster();
     // Envoy's tcp_proxy idle timeout: a connection silent that long in both directions is closed.
-    if (plan.idleTimeoutMs) sock.setTimeout(plan.idleTimeoutMs, () => sock.destroy());
+    // Every connection has one (Envoy's default is an hour): a shared listener, not a closure and a once-wrapper each.
+    if (plan.idleTimeoutMs) {
+      sock.setTimeout(plan.idleTimeoutMs);
+      sock.on('timeout', destroyIdle);
+    }
     this.forwardTcp(sock, source, svid, plan.service, cluster, peer);
   }
 
@@ -1024,4 +1028,9 @@ function workloadPair(
     source: { namespace: source.namespace, workload: source.name },
     destination: ep.namespace && ep.workload ? { namespace: ep.namespace, workload: ep.workload } : undefined,
   };
+}
+
+/** tcp_proxy's idle timeout ran out on a pod's connection ('timeout' of its socket). */
+function destroyIdle(this: net.Socket): void {
+  this.destroy();
 }

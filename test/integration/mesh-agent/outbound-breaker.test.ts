@@ -398,6 +398,34 @@ describe('outbound breaker: TCP', () => {
     await until('records of the refused connection', () => proxy.records.some((r) => r.flags === 'UO'));
     await until('slots released', () => rt.breaker.inUse('connections') === 0);
   });
+
+  it("tcp_proxy's idle timeout closes a connection silent that long, not one that keeps talking", {
+    timeout: 20_000,
+  }, async () => {
+    const rt = new ClusterRuntime('t2', settings({}), [lbEndpoint(echoPort)], NODE, { ...ctx });
+    proxy.plan = { kind: 'tcp', service: 'db.shop', cluster: () => rt, idleTimeoutMs: 400 };
+    const silent = await connect();
+    const talking = await connect();
+    assert.equal(await silent.echoed, 'ping\n');
+    assert.equal(await talking.echoed, 'ping\n');
+    let talkingClosed = false;
+    talking.sock.once('close', () => {
+      talkingClosed = true;
+    });
+    const silentClosed = once(silent.sock, 'close');
+    const ping = setInterval(() => talking.sock.write('.'), 50);
+    try {
+      await silentClosed;
+      // The talking one has outlived the silent one's timeout by as much again.
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(talkingClosed, false, 'traffic keeps a connection open');
+    } finally {
+      clearInterval(ping);
+    }
+    const closed = once(talking.sock, 'close');
+    await closed;
+    await until('slots released', () => rt.breaker.inUse('connections') === 0);
+  });
 });
 
 describe('outbound pools are pruned when endpoints leave and SVIDs rotate', () => {
