@@ -73,7 +73,7 @@ class Http1Relay {
   private headSince: number;
   /** Since when the connection has had no request under way, or 0. */
   private idleSince = 0;
-  private readonly ticker: NodeJS.Timeout;
+  private readonly clock: RelayClock;
 
   constructor(
     private readonly client: Duplex,
@@ -95,11 +95,8 @@ class Http1Relay {
     this.res = res;
     // A new connection must send its first request head in time, as on the parse path.
     this.headSince = performance.now();
-    this.ticker = setInterval(
-      () => this.tick(),
-      Math.max(100, Math.floor(hooks.limits.headersTimeoutMs / 4)),
-    );
-    this.ticker.unref();
+    this.clock = RelayClock.every(Math.max(100, Math.floor(hooks.limits.headersTimeoutMs / 4)));
+    this.clock.add(this);
 
     client.on('data', (c: Buffer) => this.fromClient(c));
     client.on('end', () => this.clientEnd());
@@ -406,7 +403,7 @@ class Http1Relay {
   private switchToBytes(): void {
     this.raw = true;
     this.inFlight.length = 0;
-    clearInterval(this.ticker);
+    this.clock.delete(this);
     const held = this.held ?? [];
     this.held = undefined;
     for (const c of held) this.pod.write(c);
@@ -415,7 +412,7 @@ class Http1Relay {
   }
 
   /** The headers timeout (408, as the parse path) and the idle timeout of io/http-limits.ts. */
-  private tick(): void {
+  tick(): void {
     if (this.stopped || this.raw) return;
     const now = performance.now();
     const { headersTimeoutMs, idleTimeoutMs } = this.hooks.limits;
@@ -432,7 +429,7 @@ class Http1Relay {
   private refuse(status: number, reason: string): void {
     if (this.stopped) return;
     this.stopped = true;
-    clearInterval(this.ticker);
+    this.clock.delete(this);
     this.free();
     // The requests of the read being parsed are dropped whole: an answer is due only for those sent before.
     if (this.asked >= 0) this.inFlight.length = this.asked;
@@ -450,7 +447,7 @@ class Http1Relay {
       return;
     }
     this.stopped = true;
-    clearInterval(this.ticker);
+    this.clock.delete(this);
     this.free();
     if (!this.pod.destroyed) this.pod.destroy();
     if (!this.client.destroyed) this.client.destroy();
@@ -465,5 +462,42 @@ class Http1Relay {
       this.req.close();
       this.res.close();
     });
+  }
+}
+
+/**
+ * One interval for every relay with the same period (as node:http checks its connections),
+ * not a timer per connection: 10 000 idle relays cost one callback per period.
+ */
+class RelayClock {
+  private static readonly clocks = new Map<number, RelayClock>();
+  private readonly relays = new Set<Http1Relay>();
+  private timer: NodeJS.Timeout | undefined;
+
+  private constructor(private readonly ms: number) {}
+
+  static every(ms: number): RelayClock {
+    let c = RelayClock.clocks.get(ms);
+    if (!c) {
+      c = new RelayClock(ms);
+      RelayClock.clocks.set(ms, c);
+    }
+    return c;
+  }
+
+  add(r: Http1Relay): void {
+    this.relays.add(r);
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      for (const one of this.relays) one.tick();
+    }, this.ms);
+    this.timer.unref();
+  }
+
+  delete(r: Http1Relay): void {
+    this.relays.delete(r);
+    if (this.relays.size > 0 || !this.timer) return;
+    clearInterval(this.timer);
+    this.timer = undefined;
   }
 }
