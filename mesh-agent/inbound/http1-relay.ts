@@ -117,7 +117,12 @@ class Http1Relay {
     client.on('error', kill);
     pod.on('error', kill);
     client.once('close', kill);
-    pod.once('close', kill);
+    pod.once('close', () => {
+      // The pod's last answer may still be on its way to the caller (a close-delimited one, or
+      // `Connection: close`): the relay ends once it is out, not before.
+      if (client.writableEnded && !client.writableFinished) client.once('finish', kill);
+      else kill();
+    });
     client.resume();
   }
 
