@@ -430,6 +430,31 @@ describe('inbound: the lean HTTP/1.1 relay (default) rewrites every request head
     }
   });
 
+  it('an answer delimited by the pod closing arrives whole (8 MiB), then the stream ends', async () => {
+    const big = Buffer.alloc(8 * 1024 * 1024, 'y');
+    const pod = await rawPod((c) => {
+      c.socket.write('HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n');
+      c.socket.end(big);
+    });
+    const tp = new TunnelPool();
+    try {
+      const s = await open(tp, pod.port);
+      s.write('GET /big HTTP/1.1\r\nHost: reviews.shop\r\n\r\n');
+      let got = 0;
+      s.on('data', (d: Buffer) => {
+        got += d.length;
+      });
+      await once(s, 'end');
+      assert.equal(got, 'HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n'.length + big.length);
+      assert.deepEqual(
+        requests.map((r) => [r.method, r.status]),
+        [['GET', 200]],
+      );
+    } finally {
+      tp.close();
+    }
+  });
+
   it('half-close: the sender ends its side after the request, the answer still comes, then the stream ends', async () => {
     const tp = new TunnelPool();
     try {
