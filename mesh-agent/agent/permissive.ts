@@ -12,8 +12,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import type { SockopsDataplane, TcpTagger } from '../../bpf-sockops/index.js';
+import { parseSpiffeId, workloadOf } from '../../certs/index.js';
 import type { Logger } from '../../lib/log.js';
-import { InboundServer } from '../inbound/server.js';
+import { type InboundEvents, InboundServer } from '../inbound/server.js';
 import type { MeshState } from '../state/mesh-state.js';
 import type { MeshTelemetry } from '../telemetry/mesh-telemetry.js';
 import { type LocalView, MeshAuthorization } from './local-view.js';
@@ -42,7 +43,44 @@ export function meshInboundServer(o: {
           policy: ev.policy,
         }),
       identityRejected: (ev) => o.telemetry.identityRejected(ev),
+      request: (ev) => reportInbound(o.telemetry, ev),
     },
+  });
+}
+
+/** What an InboundServer reports per request it answered or relayed (the called pod's side). */
+export type InboundRequest = Parameters<NonNullable<InboundEvents['request']>>[0];
+
+/**
+ * A request as the destination's agent saw it (reporter=destination): the caller is known by its
+ * verified SPIFFE ID only (namespace read from it; plaintext callers are unknown), the destination
+ * is the local pod. Callers outside the mesh are counted here alone.
+ */
+export function reportInbound(t: MeshTelemetry, ev: InboundRequest): void {
+  const principal = ev.source ?? '';
+  let namespace = '';
+  if (principal) {
+    try {
+      namespace = workloadOf(parseSpiffeId(principal))?.namespace ?? '';
+    } catch {
+      namespace = '';
+    }
+  }
+  t.requestCompleted({
+    source: { workload: '', namespace, version: '', principal },
+    destination: {
+      service: '',
+      workload: ev.destination.name,
+      namespace: ev.destination.namespace,
+      version: ev.destination.version ?? '',
+      cluster: '',
+    },
+    protocol: 'http',
+    reporter: 'destination',
+    code: ev.status,
+    flags: '-',
+    durationMs: ev.durationMs,
+    method: ev.method,
   });
 }
 

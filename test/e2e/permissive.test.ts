@@ -72,6 +72,15 @@ describe('permissive mode: plaintext into the mesh goes through the agent (2 nod
     assert.equal((JSON.parse(spoofed.body) as { caller: string | null }).caller, null);
     const after = await status('node2');
     assert.ok((after.bpf.inboundCaptured ?? 0) >= 2, `captured: ${JSON.stringify(after.bpf)}`);
+    // A caller outside the mesh has no agent to count it: the destination's agent does (reporter=destination).
+    const counted = metric((await mesh.agentGet('node2', '/metrics')).body, 'sockmesh_requests_total', {
+      reporter: 'destination',
+      source_principal: 'unknown',
+      destination_workload: 'web-1',
+      destination_namespace: 'open',
+      response_code: '200',
+    });
+    assert.ok(counted >= 2, `requests counted by the destination: ${counted}`);
   });
 
   /** Kernel denials by policy on a node (sockmesh_kernel_policy_connections_total). */
