@@ -215,8 +215,8 @@ function totalsOf(s: Scrape): Totals {
         continue;
       }
       // Each request once: the caller's agent counts it (reporter=source); a caller outside the
-      // mesh has no agent of its own, so the destination's count stands for it.
-      const outside = l.source_workload === 'unknown' || !l.source_workload;
+      // mesh (no SPIFFE ID) has no agent of its own, so the destination's count stands for it.
+      const outside = l.source_principal === 'unknown' || !l.source_principal;
       if (l.reporter !== 'source' && !(l.reporter === 'destination' && outside)) continue;
       const k = edgeKey(
         workloadOf(l.source_namespace, l.source_workload),

@@ -17,7 +17,8 @@ function metrics(n1: number, n2: number, d: number, tcp?: { retx: number; srtt: 
     `sockmesh_request_duration_milliseconds_bucket{${peer('reviews-v1-1', 'v1', V1)},request_protocol="http",response_code="200",response_flags="-",le="5"} ${n1}`,
     `sockmesh_request_duration_milliseconds_bucket{${peer('reviews-v1-1', 'v1', V1)},request_protocol="http",response_code="200",response_flags="-",le="+Inf"} ${n1}`,
     // The destination's count of the same requests must not count twice.
-    `sockmesh_requests_total{reporter="destination",source_workload="frontend-1",source_namespace="shop",destination_workload="reviews-v1-1",destination_namespace="shop",destination_cluster="",response_code="200",response_flags="-"} ${n1}`,
+    // (as the destination labels it: the caller by its SPIFFE ID only, its workload unknown)
+    `sockmesh_requests_total{reporter="destination",source_workload="unknown",source_namespace="shop",source_principal="spiffe://cluster.local/ns/shop/sa/frontend",destination_workload="reviews-v1-1",destination_namespace="shop",destination_cluster="unknown",response_code="200",response_flags="-"} ${n1}`,
     `sockmesh_authz_denials_total{source_principal="spiffe://cluster.local/ns/shop/sa/ratings",destination_workload="reviews-v1-1",destination_namespace="shop",policy="default-deny"} ${d}`,
   ];
   if (tcp)
