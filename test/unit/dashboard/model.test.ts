@@ -91,6 +91,11 @@ describe('MeshView', () => {
     const v1 = s.edges.find((e) => e.destination === 'shop/reviews-v1-1')!;
     assert.equal(v1.source, 'shop/frontend-1');
     assert.equal(v1.requests, 180, 'counted once (reporter=source)');
+    assert.deepEqual(
+      s.edges.filter((e) => e.destination === 'shop/reviews-v1-1').map((e) => e.source),
+      ['shop/frontend-1'],
+      "the destination's count of a meshed caller is no second edge",
+    );
     assert.equal(v1.rps, 90);
     assert.equal(v1.success, 1);
     assert.equal(v1.p99Ms, 5);
