@@ -13,7 +13,7 @@
  *
  * Prints one JSON line. Listens on 127.77.1.1-3 only (ports chosen by the kernel, the echo server's 17000).
  */
-import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
@@ -24,13 +24,13 @@ import v8 from 'node:v8';
 import { CertificateAuthority } from '../certs/ca/authority.js';
 import { type SvidWire, svidFromWire, svidToWire } from '../certs/index.js';
 import { InboundServer } from '../mesh-agent/inbound/server.js';
-import type { Endpoint, UpstreamCluster } from '../mesh-agent/outbound/plan.js';
 import { OutboundServer } from '../mesh-agent/outbound/server.js';
 import { DEFAULT_TCP_IDLE_TIMEOUT_MS } from '../mesh-agent/state/listener.js';
 import { identitySni } from '../mesh-agent/tunnel/peer.js';
 import { TunnelPool } from '../mesh-agent/tunnel/pool.js';
 import { TunnelServer } from '../mesh-agent/tunnel/server.js';
 import { cpuSeconds } from './lib/proc.js';
+import { announce, benchSource, forkRole, oneEndpointCluster, remoteEndpoint } from './lib/roles.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const WORKLOADS = import.meta.url.endsWith('.ts')
@@ -121,43 +121,15 @@ async function runDst(env: RoleEnv): Promise<void> {
   });
   const addr = await server.listen(0, IP.dst);
   serveMemory();
-  process.send?.({ listening: `${IP.dst}:${addr.port}` });
+  announce(`${IP.dst}:${addr.port}`);
 }
 
 /** The agent's outbound side as it is, with a TCP plan (a Service port declared TCP) in place of the xDS-fed planner. */
 async function runSrc(env: RoleEnv): Promise<void> {
   const svid = svidFromWire(env.svid);
-  const [tunnelIp = '', tunnelPort = ''] = (env.tunnel ?? '').split(':');
-  const endpoint: Endpoint = {
-    key: `${IP.server}:${ECHO_PORT}`,
-    ip: IP.server,
-    port: ECHO_PORT,
-    node: 'dst',
-    local: false,
-    tunnelAddress: `${tunnelIp}:${tunnelPort}`,
-    spiffeId: DST,
-    version: 'v1',
-    workload: 'echo',
-    namespace: 'bench',
-  };
-  const cluster: UpstreamCluster = {
-    name: 'outbound|7000||echo.bench.svc.cluster.local',
-    pick: () => endpoint,
-    tryAcquire: () => () => {},
-    report: () => {},
-    track: () => () => {},
-    connectTimeoutMs: 5000,
-    service: 'echo',
-    version: undefined,
-  };
-  const source = {
-    ip: '127.0.0.1',
-    namespace: 'bench',
-    name: 'client',
-    serviceAccount: 'client',
-    spiffeId: SRC,
-    version: 'v1',
-  };
+  const endpoint = remoteEndpoint(IP.server, ECHO_PORT, env.tunnel ?? '', DST, 'echo');
+  const cluster = oneEndpointCluster('outbound|7000||echo.bench.svc.cluster.local', 'echo', endpoint);
+  const source = benchSource(SRC);
   const outbound = new OutboundServer({
     planner: {
       plan: () => ({
@@ -182,7 +154,7 @@ async function runSrc(env: RoleEnv): Promise<void> {
   });
   const addr = await outbound.listen(0, IP.src);
   serveMemory();
-  process.send?.({ listening: `${IP.src}:${addr.port}` });
+  announce(`${IP.src}:${addr.port}`);
 }
 
 function startRole(
@@ -190,15 +162,7 @@ function startRole(
   execArgv: string[],
   extraEnv: Record<string, string>,
 ): Promise<{ child: ChildProcess; address: string }> {
-  const child = fork(fileURLToPath(import.meta.url), ['--role'], {
-    env: { ...process.env, ...extraEnv, MEMORY_ROLE: JSON.stringify(env) },
-    execArgv: [...process.execArgv, '--expose-gc', ...execArgv],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  return new Promise((resolve, reject) => {
-    child.once('message', (m: { listening: string }) => resolve({ child, address: m.listening }));
-    child.once('exit', (code) => reject(new Error(`${env.role} proxy exited with ${code}`)));
-  });
+  return forkRole(fileURLToPath(import.meta.url), 'MEMORY_ROLE', env, ['--expose-gc', ...execArgv], extraEnv);
 }
 
 function ask(child: ChildProcess, what: string): Promise<Memory> {

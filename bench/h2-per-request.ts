@@ -13,7 +13,7 @@
  * Prints one JSON line per run (design, CPU-seconds per 1 000 requests of each side, latency) and
  * writes bench/results/lever-h2-per-request.json. Listens on 127.78.0.1-3 only.
  */
-import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -22,15 +22,14 @@ import net from 'node:net';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
-import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CertificateAuthority } from '../certs/ca/authority.js';
 import { type SvidWire, svidFromWire, svidSecureContextOptions, svidToWire } from '../certs/index.js';
 import { HOP_BY_HOP } from '../mesh-agent/io/headers.js';
 import { Http1Upstream } from '../mesh-agent/outbound/http1-upstream.js';
-import { identitySni } from '../mesh-agent/tunnel/peer.js';
 import { cpuSplit } from './lib/proc.js';
+import { announce, forkRole, mtlsSession } from './lib/roles.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const WORKLOADS = import.meta.url.endsWith('.ts')
@@ -133,27 +132,13 @@ async function runDst(env: RoleEnv): Promise<void> {
   });
   server.on('secureConnection', (s) => s.setNoDelay(true));
   server.listen(0, IP.dst, () => {
-    process.send?.({ listening: `${IP.dst}:${(server.address() as net.AddressInfo).port}` });
+    announce(`${IP.dst}:${(server.address() as net.AddressInfo).port}`);
   });
 }
 
 async function runSrc(env: RoleEnv): Promise<void> {
   const svid = svidFromWire(env.svid);
-  const [host, port] = (env.tunnel ?? '').split(':');
-  const session = http2.connect(`https://${env.tunnel}`, {
-    createConnection: () => {
-      const socket = tls.connect({
-        host,
-        port: Number(port),
-        ...svidSecureContextOptions(svid),
-        servername: identitySni(DST),
-        ALPNProtocols: ['h2'],
-        checkServerIdentity: () => undefined,
-      });
-      socket.setNoDelay(true);
-      return socket;
-    },
-  });
+  const session = mtlsSession(env.tunnel ?? '', svid, DST);
   const pool = new Http1Pool(
     () =>
       new Promise<Duplex>((resolve, reject) => {
@@ -198,19 +183,12 @@ async function runSrc(env: RoleEnv): Promise<void> {
     });
   });
   front.listen(0, IP.src, () => {
-    process.send?.({ listening: `${IP.src}:${(front.address() as net.AddressInfo).port}` });
+    announce(`${IP.src}:${(front.address() as net.AddressInfo).port}`);
   });
 }
 
 function startRole(env: RoleEnv): Promise<{ child: ChildProcess; address: string }> {
-  const child = fork(fileURLToPath(import.meta.url), ['--role'], {
-    env: { ...process.env, H2REQ_ROLE: JSON.stringify(env) },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  return new Promise((resolve, reject) => {
-    child.once('message', (m: { listening: string }) => resolve({ child, address: m.listening }));
-    child.once('exit', (code) => reject(new Error(`${env.role} exited with ${code}`)));
-  });
+  return forkRole(fileURLToPath(import.meta.url), 'H2REQ_ROLE', env);
 }
 
 async function measure(

@@ -24,12 +24,11 @@
  * Prints JSON: CPU-seconds per 1000 requests of each proxy process, and the load's latency.
  * Listens on 127.77.0.1-3 only (ports chosen by the kernel, except the server's 18080/18081).
  */
-import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
-import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CertificateAuthority } from '../certs/ca/authority.js';
@@ -37,18 +36,21 @@ import { type SvidWire, svidFromWire, svidSecureContextOptions, svidToWire } fro
 import { reportTo } from '../mesh-agent/agent/proxy-runtime.js';
 import { InboundServer } from '../mesh-agent/inbound/server.js';
 import { splice } from '../mesh-agent/io/streams.js';
-import type {
-  Endpoint,
-  HttpRequestView,
-  RouteDecision,
-  UpstreamCluster,
-} from '../mesh-agent/outbound/plan.js';
+import type { HttpRequestView, RouteDecision } from '../mesh-agent/outbound/plan.js';
 import { OutboundServer } from '../mesh-agent/outbound/server.js';
 import { MeshTelemetry } from '../mesh-agent/telemetry/mesh-telemetry.js';
 import { identitySni } from '../mesh-agent/tunnel/peer.js';
 import { TunnelPool } from '../mesh-agent/tunnel/pool.js';
 import { TunnelServer } from '../mesh-agent/tunnel/server.js';
 import { cpuSplit, rssMiB } from './lib/proc.js';
+import {
+  announce,
+  benchSource,
+  forkRole,
+  mtlsSession,
+  oneEndpointCluster,
+  remoteEndpoint,
+} from './lib/roles.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** bench/workloads, also when this runs compiled from dist/bench (as the agents ship). */
@@ -96,27 +98,13 @@ async function runProtoDst(env: RoleEnv): Promise<void> {
   });
   server.on('secureConnection', (s) => s.setNoDelay(true));
   server.listen(0, IP.dst, () => {
-    process.send?.({ listening: `${IP.dst}:${(server.address() as net.AddressInfo).port}` });
+    announce(`${IP.dst}:${(server.address() as net.AddressInfo).port}`);
   });
 }
 
 async function runProtoSrc(env: RoleEnv): Promise<void> {
   const svid = svidFromWire(env.svid);
-  const [host, port] = (env.tunnel ?? '').split(':');
-  const session = http2.connect(`https://${env.tunnel}`, {
-    createConnection: () => {
-      const socket = tls.connect({
-        host,
-        port: Number(port),
-        ...svidSecureContextOptions(svid),
-        servername: identitySni(DST),
-        ALPNProtocols: ['h2'],
-        checkServerIdentity: () => undefined,
-      });
-      socket.setNoDelay(true);
-      return socket;
-    },
-  });
+  const session = mtlsSession(env.tunnel ?? '', svid, DST);
   const server = net.createServer({ noDelay: true }, (sock) => {
     const stream = session.request({ ':method': 'CONNECT', ':authority': targetOf(env) });
     sock.pipe(stream).pipe(sock);
@@ -124,7 +112,7 @@ async function runProtoSrc(env: RoleEnv): Promise<void> {
     stream.on('error', () => sock.destroy());
   });
   server.listen(0, IP.src, () => {
-    process.send?.({ listening: `${IP.src}:${(server.address() as net.AddressInfo).port}` });
+    announce(`${IP.src}:${(server.address() as net.AddressInfo).port}`);
   });
 }
 
@@ -156,7 +144,7 @@ async function runDst(env: RoleEnv): Promise<void> {
     handler: inbound,
   });
   const addr = await server.listen(0, IP.dst);
-  process.send?.({ listening: `${IP.dst}:${addr.port}` });
+  announce(`${IP.dst}:${addr.port}`);
 }
 
 /**
@@ -166,37 +154,9 @@ async function runDst(env: RoleEnv): Promise<void> {
 async function runSrcL7(env: RoleEnv): Promise<void> {
   const svid = svidFromWire(env.svid);
   const telemetry = new MeshTelemetry({ nodeName: 'micro-src' });
-  const [tunnelIp = '', tunnelPort = ''] = (env.tunnel ?? '').split(':');
-  const endpoint: Endpoint = {
-    key: `${IP.server}:${SERVER_PORT}`,
-    ip: IP.server,
-    port: SERVER_PORT,
-    node: 'dst',
-    local: false,
-    tunnelAddress: `${tunnelIp}:${tunnelPort}`,
-    spiffeId: DST,
-    version: 'v1',
-    workload: 'server',
-    namespace: 'bench',
-  };
-  const cluster: UpstreamCluster = {
-    name: 'outbound|8080||web.bench.svc.cluster.local',
-    pick: () => endpoint,
-    tryAcquire: () => () => {},
-    report: () => {},
-    track: () => () => {},
-    connectTimeoutMs: 5000,
-    service: 'web',
-    version: undefined,
-  };
-  const source = {
-    ip: '127.0.0.1',
-    namespace: 'bench',
-    name: 'client',
-    serviceAccount: 'client',
-    spiffeId: SRC,
-    version: 'v1',
-  };
+  const endpoint = remoteEndpoint(IP.server, SERVER_PORT, env.tunnel ?? '', DST, 'server');
+  const cluster = oneEndpointCluster('outbound|8080||web.bench.svc.cluster.local', 'web', endpoint);
+  const source = benchSource(SRC);
   const route = (req: HttpRequestView): RouteDecision => {
     // The planner hands back a fresh header object the route's mutations were applied to.
     const headers: Record<string, string | string[]> = {};
@@ -233,7 +193,7 @@ async function runSrcL7(env: RoleEnv): Promise<void> {
     events: { completed: (r) => reportTo(telemetry, r), breakerOverflow: () => {} },
   });
   const addr = await outbound.listen(0, IP.src);
-  process.send?.({ listening: `${IP.src}:${addr.port}` });
+  announce(`${IP.src}:${addr.port}`);
 }
 
 async function runSrc(env: RoleEnv): Promise<void> {
@@ -259,7 +219,7 @@ async function runSrc(env: RoleEnv): Promise<void> {
       );
   });
   server.listen(0, IP.src, () => {
-    process.send?.({ listening: `${IP.src}:${(server.address() as net.AddressInfo).port}` });
+    announce(`${IP.src}:${(server.address() as net.AddressInfo).port}`);
   });
 }
 
@@ -305,15 +265,7 @@ async function bulkRun(
 }
 
 function startRole(env: RoleEnv, execArgv: string[]): Promise<{ child: ChildProcess; address: string }> {
-  const child = fork(fileURLToPath(import.meta.url), ['--role'], {
-    env: { ...process.env, MICRO_ROLE: JSON.stringify(env) },
-    execArgv: [...process.execArgv, ...execArgv],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  return new Promise((resolve, reject) => {
-    child.once('message', (m: { listening: string }) => resolve({ child, address: m.listening }));
-    child.once('exit', (code) => reject(new Error(`${env.role} proxy exited with ${code}`)));
-  });
+  return forkRole(fileURLToPath(import.meta.url), 'MICRO_ROLE', env, execArgv);
 }
 
 async function main(): Promise<void> {
