@@ -17,7 +17,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
@@ -30,12 +30,15 @@ import { identitySni } from '../mesh-agent/tunnel/peer.js';
 import { TunnelPool } from '../mesh-agent/tunnel/pool.js';
 import { TunnelServer } from '../mesh-agent/tunnel/server.js';
 import { cpuSeconds } from './lib/proc.js';
-import { announce, benchSource, forkRole, oneEndpointCluster, remoteEndpoint } from './lib/roles.js';
+import {
+  announce,
+  benchSource,
+  forkRole,
+  oneEndpointCluster,
+  remoteEndpoint,
+  WORKLOADS,
+} from './lib/roles.js';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const WORKLOADS = import.meta.url.endsWith('.ts')
-  ? join(HERE, 'workloads')
-  : join(HERE, '..', '..', 'bench', 'workloads');
 const TD = 'memory.bench';
 const SRC = `spiffe://${TD}/ns/bench/sa/client`;
 const DST = `spiffe://${TD}/ns/bench/sa/echo`;

@@ -29,12 +29,9 @@ import { type SvidWire, svidFromWire, svidSecureContextOptions, svidToWire } fro
 import { HOP_BY_HOP } from '../mesh-agent/io/headers.js';
 import { Http1Upstream } from '../mesh-agent/outbound/http1-upstream.js';
 import { cpuSplit } from './lib/proc.js';
-import { announce, forkRole, mtlsSession } from './lib/roles.js';
+import { announce, forkRole, mtlsSession, WORKLOADS } from './lib/roles.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const WORKLOADS = import.meta.url.endsWith('.ts')
-  ? join(HERE, 'workloads')
-  : join(HERE, '..', '..', 'bench', 'workloads');
 const TD = 'h2req.bench';
 const SRC = `spiffe://${TD}/ns/bench/sa/client`;
 const DST = `spiffe://${TD}/ns/bench/sa/server`;

@@ -28,7 +28,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import http2 from 'node:http2';
 import net from 'node:net';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CertificateAuthority } from '../certs/ca/authority.js';
@@ -50,13 +50,9 @@ import {
   mtlsSession,
   oneEndpointCluster,
   remoteEndpoint,
+  WORKLOADS,
 } from './lib/roles.js';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-/** bench/workloads, also when this runs compiled from dist/bench (as the agents ship). */
-const WORKLOADS = import.meta.url.endsWith('.ts')
-  ? join(HERE, 'workloads')
-  : join(HERE, '..', '..', 'bench', 'workloads');
 const TD = 'micro.bench';
 const SRC = `spiffe://${TD}/ns/bench/sa/client`;
 const DST = `spiffe://${TD}/ns/bench/sa/server`;

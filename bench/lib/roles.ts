@@ -5,10 +5,17 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import http2 from 'node:http2';
+import { dirname, join } from 'node:path';
 import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
 import { svidSecureContextOptions, type X509Svid } from '../../certs/index.js';
 import type { Endpoint, UpstreamCluster } from '../../mesh-agent/outbound/plan.js';
 import { identitySni } from '../../mesh-agent/tunnel/peer.js';
+
+/** bench/workloads (the bench server, the open-loop load), also from dist/bench/lib as the agents ship. */
+export const WORKLOADS = import.meta.url.endsWith('.ts')
+  ? join(dirname(fileURLToPath(import.meta.url)), '..', 'workloads')
+  : join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bench', 'workloads');
 
 /** Forks `script --role` with `env` as JSON in `envVar`; resolves once the role says where it listens. */
 export function forkRole(

@@ -434,13 +434,17 @@ export interface DeclaredHttpRoute {
   rules: DeclaredHttpRule[];
 }
 
-export function decodeHttpRoute(r: FieldReader, meta: Meta): DeclaredHttpRoute {
+/** What HTTPRoute and GRPCRoute share at the top of their spec: Service parents (GAMMA), no hostnames. */
+function readServiceRouteSpec(r: FieldReader, meta: Meta): { parents: DeclaredParent[]; ruleCount: number } {
   r.onlyKnown(['spec'], ['parentRefs', 'hostnames', 'rules']);
   if (r.has(['spec', 'hostnames']))
     r.fail(['spec', 'hostnames'], 'must not be set for Service parents (GAMMA)');
-  const parents = readParents(r, meta.namespace);
+  return { parents: readParents(r, meta.namespace), ruleCount: r.list(['spec', 'rules']) };
+}
+
+export function decodeHttpRoute(r: FieldReader, meta: Meta): DeclaredHttpRoute {
+  const { parents, ruleCount: n } = readServiceRouteSpec(r, meta);
   const rules: DeclaredHttpRule[] = [];
-  const n = r.list(['spec', 'rules']);
   for (let i = 0; i < n; i++) {
     const base = ['spec', 'rules', i];
     r.onlyKnown(base, ['name', 'matches', 'filters', 'backendRefs', 'timeouts']);
@@ -546,12 +550,8 @@ function readGrpcMatches(r: FieldReader, path: FieldPath): HttpRouteMatch[] {
  * matches turned into `:path` matches. No timeouts: GRPCRoute has none.
  */
 export function decodeGrpcRoute(r: FieldReader, meta: Meta): DeclaredHttpRoute {
-  r.onlyKnown(['spec'], ['parentRefs', 'hostnames', 'rules']);
-  if (r.has(['spec', 'hostnames']))
-    r.fail(['spec', 'hostnames'], 'must not be set for Service parents (GAMMA)');
-  const parents = readParents(r, meta.namespace);
+  const { parents, ruleCount: n } = readServiceRouteSpec(r, meta);
   const rules: DeclaredHttpRule[] = [];
-  const n = r.list(['spec', 'rules']);
   for (let i = 0; i < n; i++) {
     const base = ['spec', 'rules', i];
     r.onlyKnown(base, ['name', 'matches', 'filters', 'backendRefs']);
