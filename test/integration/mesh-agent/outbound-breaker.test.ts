@@ -287,22 +287,27 @@ describe('outbound breaker: HTTP/1.1 limits on real connections', () => {
   });
 
   it('max_requests 1: a second concurrent request is refused 503 UO at once', async () => {
-    const rt = new ClusterRuntime('c3', settings({ maxRequests: 1 }), [lbEndpoint(upstream.port)], NODE, ctx);
+    // Its own upstream: the previous test's pending request may get a connection just before its
+    // deadline and reach the shared one late (Envoy dispatches such a request too), which would
+    // count as a held request here.
+    const mine = new HeldUpstream();
+    await mine.start();
+    const rt = new ClusterRuntime('c3', settings({ maxRequests: 1 }), [lbEndpoint(mine.port)], NODE, ctx);
     proxy.plan = httpPlan(rt);
-    upstream.hold = true;
     const before = count(proxy, 'request');
     // Fresh connections: a keep-alive one the previous test's 504 left may be closing (socket hang up).
     const own = new http.Agent({ keepAlive: true, maxSockets: 2 });
     try {
       const first = get(proxy.port, own);
-      await until('the first request upstream', () => upstream.waiting === 1);
+      await until('the first request upstream', () => mine.waiting === 1);
       assert.deepEqual(await get(proxy.port, own), { status: 503, flags: 'UO' });
       assert.equal(count(proxy, 'request') - before, 1);
-      upstream.releaseAll();
+      mine.releaseAll();
       assert.equal((await first).status, 200);
       assert.equal(rt.breaker.inUse('requests'), 0);
     } finally {
       own.destroy();
+      mine.close();
     }
   });
 
