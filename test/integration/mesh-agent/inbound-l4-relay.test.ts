@@ -13,10 +13,8 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import { Pool } from 'undici';
 import { CertificateAuthority } from '../../../certs/ca/authority.js';
 import type { X509Svid } from '../../../certs/svid.js';
-import { Authorizer } from '../../../mesh-agent/authz/index.js';
-import { parseRbac, type RbacConfig } from '../../../mesh-agent/authz/rbac.js';
-import { rbacNeedsHttp } from '../../../mesh-agent/inbound/l7-need.js';
-import type { AuthorizationCheck, AuthzRequest, LocalWorkload } from '../../../mesh-agent/inbound/policy.js';
+import { parseRbac } from '../../../mesh-agent/authz/rbac.js';
+import type { LocalWorkload } from '../../../mesh-agent/inbound/policy.js';
 import { InboundServer } from '../../../mesh-agent/inbound/server.js';
 import type {
   Endpoint,
@@ -29,32 +27,13 @@ import { TunnelPool } from '../../../mesh-agent/tunnel/pool.js';
 import {
   type InboundTunnel,
   openAsSender,
+  RbacCheck,
   startInboundTunnel,
   throughTunnel,
 } from './fixtures/inbound-tunnel.js';
 
 const TD = 'l4-relay.test';
 const id = (sa: string) => `spiffe://${TD}/ns/shop/sa/${sa}`;
-
-/** The real RBAC evaluator, and the real "does this port need HTTP" decision on the same configs. */
-class Rbac implements AuthorizationCheck {
-  configs: RbacConfig[] = [];
-  check(req: AuthzRequest) {
-    const d = new Authorizer(this.configs).evaluate({
-      sourcePrincipal: req.sourcePrincipal,
-      sourceNamespace: req.sourceNamespace,
-      destinationPort: req.port,
-      method: req.method,
-      path: req.path,
-    });
-    return d.allowed
-      ? { allowed: true as const }
-      : { allowed: false as const, policy: d.policy ?? 'default-deny', reason: d.reason };
-  }
-  needsHttp(_d: LocalWorkload, port: number) {
-    return rbacNeedsHttp(this.configs, port);
-  }
-}
 
 const denyDeleteOnAdmin = (principal: string) =>
   parseRbac({
@@ -92,7 +71,7 @@ describe('inbound: HTTP relayed as L4 when no policy needs the request (one L7 h
   let inbound: InboundServer;
   let tunnelAddr = '';
   let dest: InboundTunnel;
-  const rbac = new Rbac();
+  const rbac = new RbacCheck();
   let appPort = 0;
   let h2Port = 0;
   let rawPort = 0;

@@ -13,15 +13,13 @@ import type { Duplex } from 'node:stream';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { CertificateAuthority } from '../../../certs/ca/authority.js';
 import type { X509Svid } from '../../../certs/svid.js';
-import { Authorizer } from '../../../mesh-agent/authz/index.js';
-import { parseRbac, type RbacConfig } from '../../../mesh-agent/authz/rbac.js';
-import { rbacNeedsHttp } from '../../../mesh-agent/inbound/l7-need.js';
-import type { AuthorizationCheck, AuthzRequest, LocalWorkload } from '../../../mesh-agent/inbound/policy.js';
+import { parseRbac } from '../../../mesh-agent/authz/rbac.js';
 import type { InboundServer } from '../../../mesh-agent/inbound/server.js';
 import { TunnelPool } from '../../../mesh-agent/tunnel/pool.js';
 import {
   type InboundTunnel,
   openAsSender,
+  RbacCheck,
   reviewsPod,
   startInboundTunnel,
 } from './fixtures/inbound-tunnel.js';
@@ -30,25 +28,6 @@ const TD = 'lean-relay.test';
 const id = (sa: string) => `spiffe://${TD}/ns/shop/sa/${sa}`;
 const OURS = `By=${id('reviews')};URI=${id('frontend')}`;
 const FORGED = 'By=spiffe://evil/ns/x/sa/y;URI=spiffe://evil/ns/x/sa/admin';
-
-class Rbac implements AuthorizationCheck {
-  configs: RbacConfig[] = [];
-  check(req: AuthzRequest) {
-    const d = new Authorizer(this.configs).evaluate({
-      sourcePrincipal: req.sourcePrincipal,
-      sourceNamespace: req.sourceNamespace,
-      destinationPort: req.port,
-      method: req.method,
-      path: req.path,
-    });
-    return d.allowed
-      ? { allowed: true as const }
-      : { allowed: false as const, policy: d.policy ?? 'default-deny', reason: d.reason };
-  }
-  needsHttp(_d: LocalWorkload, port: number) {
-    return rbacNeedsHttp(this.configs, port);
-  }
-}
 
 /** A pod that records every byte of every connection, answering with `answer(bytesSoFar, socket)`. */
 class RawPod {
@@ -109,7 +88,7 @@ describe('inbound: the lean HTTP/1.1 relay (default) rewrites every request head
   let appPort = 0;
   let dest: InboundTunnel;
   let inbound: InboundServer;
-  const rbac = new Rbac();
+  const rbac = new RbacCheck();
   const seen: Array<{ method: string; url: string; xfcc: string[]; body: string; trailers: object }> = [];
   const requests: Array<{ method: string; status: number; durationMs: number }> = [];
   let forged = 0;
