@@ -25,11 +25,11 @@ import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CertificateAuthority } from '../certs/ca/authority.js';
-import { type SvidWire, svidFromWire, svidSecureContextOptions, svidToWire } from '../certs/index.js';
+import { type SvidWire, svidFromWire, svidToWire } from '../certs/index.js';
 import { HOP_BY_HOP } from '../mesh-agent/io/headers.js';
 import { Http1Upstream } from '../mesh-agent/outbound/http1-upstream.js';
 import { cpuSplit } from './lib/proc.js';
-import { announce, forkRole, mtlsSession, WORKLOADS } from './lib/roles.js';
+import { announce, forkRole, mtlsServer, mtlsSession, WORKLOADS } from './lib/roles.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const TD = 'h2req.bench';
@@ -83,12 +83,7 @@ function endToEnd(
 
 async function runDst(env: RoleEnv): Promise<void> {
   const svid = svidFromWire(env.svid);
-  const server = http2.createSecureServer({
-    ...svidSecureContextOptions(svid),
-    requestCert: true,
-    rejectUnauthorized: true,
-    ALPNProtocols: ['h2'],
-  });
+  const server = mtlsServer(svid, IP.dst);
   const [host, port] = UPSTREAM.split(':');
   const dial = () =>
     new Promise<Duplex>((resolve, reject) => {
@@ -126,10 +121,6 @@ async function runDst(env: RoleEnv): Promise<void> {
         },
         () => stream.respond({ ':status': 503 }, { endStream: true }),
       );
-  });
-  server.on('secureConnection', (s) => s.setNoDelay(true));
-  server.listen(0, IP.dst, () => {
-    announce(`${IP.dst}:${(server.address() as net.AddressInfo).port}`);
   });
 }
 

@@ -26,13 +26,12 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import http2 from 'node:http2';
 import net from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CertificateAuthority } from '../certs/ca/authority.js';
-import { type SvidWire, svidFromWire, svidSecureContextOptions, svidToWire } from '../certs/index.js';
+import { type SvidWire, svidFromWire, svidToWire } from '../certs/index.js';
 import { reportTo } from '../mesh-agent/agent/proxy-runtime.js';
 import { InboundServer } from '../mesh-agent/inbound/server.js';
 import { splice } from '../mesh-agent/io/streams.js';
@@ -47,6 +46,7 @@ import {
   announce,
   benchSource,
   forkRole,
+  mtlsServer,
   mtlsSession,
   oneEndpointCluster,
   remoteEndpoint,
@@ -77,12 +77,7 @@ interface RoleEnv {
 /** The reference: http2 CONNECT over mTLS with nothing else, the shape of the issue's Node prototype. */
 async function runProtoDst(env: RoleEnv): Promise<void> {
   const svid = svidFromWire(env.svid);
-  const server = http2.createSecureServer({
-    ...svidSecureContextOptions(svid),
-    requestCert: true,
-    rejectUnauthorized: true,
-    ALPNProtocols: ['h2'],
-  });
+  const server = mtlsServer(svid, IP.dst);
   server.on('stream', (stream, headers) => {
     const [host, port] = String(headers[':authority']).split(':');
     const up = net.connect({ host, port: Number(port), noDelay: true }, () => {
@@ -91,10 +86,6 @@ async function runProtoDst(env: RoleEnv): Promise<void> {
     });
     up.on('error', () => stream.destroy());
     stream.on('error', () => up.destroy());
-  });
-  server.on('secureConnection', (s) => s.setNoDelay(true));
-  server.listen(0, IP.dst, () => {
-    announce(`${IP.dst}:${(server.address() as net.AddressInfo).port}`);
   });
 }
 

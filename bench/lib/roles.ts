@@ -60,6 +60,25 @@ export function mtlsSession(tunnel: string, svid: X509Svid, serverId: string): h
   });
 }
 
+/**
+ * The destination role's side of `mtlsSession`: an HTTP/2 server over mTLS with its SVID, which
+ * listens on `ip` and announces itself once its `stream` handler is set by the caller.
+ */
+export function mtlsServer(svid: X509Svid, ip: string): http2.Http2SecureServer {
+  const server = http2.createSecureServer({
+    ...svidSecureContextOptions(svid),
+    requestCert: true,
+    rejectUnauthorized: true,
+    ALPNProtocols: ['h2'],
+  });
+  server.on('secureConnection', (s) => s.setNoDelay(true));
+  server.listen(0, ip, () => {
+    const { port } = server.address() as { port: number };
+    announce(`${ip}:${port}`);
+  });
+  return server;
+}
+
 /** A workload on the destination role's node, reached through its tunnel. */
 export function remoteEndpoint(
   ip: string,

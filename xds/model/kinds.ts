@@ -361,10 +361,14 @@ function validRegex(s: string): boolean {
   }
 }
 
+/** A rule without matches matches every request (HTTPRoute and GRPCRoute alike). */
+function matchAll(): HttpRouteMatch {
+  return { path: { type: 'PathPrefix', value: '/' }, headers: [], queryParams: [], method: undefined };
+}
+
 function readMatches(r: FieldReader, path: FieldPath): HttpRouteMatch[] {
   const n = r.list(path);
-  if (n === 0)
-    return [{ path: { type: 'PathPrefix', value: '/' }, headers: [], queryParams: [], method: undefined }];
+  if (n === 0) return [matchAll()];
   const out: HttpRouteMatch[] = [];
   for (let i = 0; i < n; i++) {
     const p = [...path, i];
@@ -496,8 +500,7 @@ function grpcPath(
 
 function readGrpcMatches(r: FieldReader, path: FieldPath): HttpRouteMatch[] {
   const n = r.list(path);
-  if (n === 0)
-    return [{ path: { type: 'PathPrefix', value: '/' }, headers: [], queryParams: [], method: undefined }];
+  if (n === 0) return [matchAll()];
   const out: HttpRouteMatch[] = [];
   for (let i = 0; i < n; i++) {
     const p = [...path, i];
