@@ -8,6 +8,7 @@
  * stays untouched. A rollback is final until the guard or the route's
  * written weights change.
  */
+import { createHash } from 'node:crypto';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from '../../lib/log.js';
 import type { CanaryGuard } from '../model/canary.js';
@@ -23,6 +24,7 @@ import {
 import type { HttpRouteKind, MeshModel } from '../model/types.js';
 import { objectKey } from '../model/types.js';
 import type { ProtoObject } from '../protos.js';
+import type { RecordedGuard } from '../sources/source.js';
 import { clusterName } from '../translate/names.js';
 
 /** How often agents report (LRS load_reporting_interval): the window's resolution. */
@@ -43,6 +45,8 @@ export interface CanaryStatus {
   steps: number[];
   step: number;
   intervalMs: number;
+  /** What the state belongs to: a recorded state resumes only under the same fingerprint. */
+  fingerprint: string;
   lastDecision?: {
     at: string;
     action: Decision['action'];
@@ -80,13 +84,17 @@ export class CanaryController {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** The guards of a newly built model. Unchanged guards keep their state (and a rollback). */
-  setModel(model: MeshModel): void {
+  /**
+   * The guards of a newly built model. Unchanged guards keep their state (and a rollback); a guard
+   * new to this process resumes from its recorded state when that was recorded for the same guard
+   * and written weights (a restart), else it starts from the written weight (a new release).
+   */
+  setModel(model: MeshModel, recorded: ReadonlyMap<string, RecordedGuard> = new Map()): void {
     const seen = new Set<string>();
     for (const g of model.canaryGuards ?? []) {
       const key = objectKey(g.namespace, g.name);
       seen.add(key);
-      const fingerprint = JSON.stringify(g);
+      const fingerprint = guardFingerprint(g);
       const clusters = clustersOf(model, g);
       const old = this.guards.get(key);
       if (old && old.fingerprint === fingerprint) {
@@ -95,7 +103,10 @@ export class CanaryController {
         continue;
       }
       if (old) clearInterval(old.timer);
-      const state = initialState(g.writtenWeight, g.steps);
+      const resumed = old ? undefined : resumable(recorded.get(key), fingerprint, g);
+      const state = resumed
+        ? { phase: resumed.phase, weight: resumed.weight, step: resumed.step }
+        : initialState(g.writtenWeight, g.steps);
       const running: Running = {
         guard: g,
         fingerprint,
@@ -115,11 +126,15 @@ export class CanaryController {
           steps: g.steps,
           step: state.step,
           intervalMs: g.intervalMs,
+          fingerprint,
+          ...(resumed?.transition ? { lastTransition: resumed.transition } : {}),
         },
       };
       running.timer.unref();
       this.guards.set(key, running);
-      this.log.info('canary guard started', { guard: key, weight: state.weight, steps: g.steps });
+      if (resumed)
+        this.log.info('canary guard resumed', { guard: key, phase: state.phase, weight: state.weight });
+      else this.log.info('canary guard started', { guard: key, weight: state.weight, steps: g.steps });
     }
     for (const [key, r] of this.guards) {
       if (seen.has(key)) continue;
@@ -268,6 +283,23 @@ export class CanaryController {
       if (canary.requests + baseline.requests > 0) r.window.add(now, canary, baseline);
     }
   }
+}
+
+/** Stable across processes of the same version: the guard as resolved, written weight included. */
+export function guardFingerprint(g: CanaryGuard): string {
+  return createHash('sha256').update(JSON.stringify(g)).digest('hex').slice(0, 32);
+}
+
+/** A recorded state this guard can resume from: the same guard and written weights, a state it can reach. */
+function resumable(
+  r: RecordedGuard | undefined,
+  fingerprint: string,
+  g: CanaryGuard,
+): RecordedGuard | undefined {
+  if (!r || r.fingerprint !== fingerprint) return undefined;
+  if (r.step < -1 || r.step >= g.steps.length) return undefined;
+  const expected = r.phase === 'RolledBack' ? 0 : r.step === -1 ? g.writtenWeight : g.steps[r.step];
+  return r.weight === expected ? r : undefined;
 }
 
 function clustersOf(model: MeshModel, g: CanaryGuard): { canary: Set<string>; baseline: Set<string> } {

@@ -324,7 +324,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
   /** A snapshot of a newly built model, with the canary guards' weights in force. */
   private snapshotOf(model: MeshModel): Snapshot {
     this.baseModel = model;
-    this.canary.setModel(model);
+    this.canary.setModel(model, this.opts.source.recordedGuards?.());
     this.reportGuards();
     return new Snapshot(canaryWeights(model, this.canary.weights()), ++this.version, this.snapshot);
   }
@@ -354,15 +354,9 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
             name,
             phase: g.phase,
             weight: g.weight,
-            ...(g.lastTransition
-              ? {
-                  transition: {
-                    reason: g.lastTransition.reason,
-                    message: g.lastTransition.message,
-                    at: g.lastTransition.at,
-                  },
-                }
-              : {}),
+            step: g.step,
+            fingerprint: g.fingerprint,
+            ...(g.lastTransition ? { transition: { ...g.lastTransition } } : {}),
           };
         }),
       );

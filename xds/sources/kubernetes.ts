@@ -31,6 +31,7 @@ import type {
   ConfigSource,
   GuardReport,
   ObjectVerdict,
+  RecordedGuard,
   SourceLocation,
   SourceObject,
   SourceState,
@@ -313,7 +314,25 @@ export class KubernetesSource implements ConfigSource {
         lastTransitionTime: at,
         ...(raw.metadata?.generation === undefined ? {} : { observedGeneration: raw.metadata.generation }),
       };
-      const status = { phase: g.phase, weight: g.weight, conditions: [condition] };
+      // Everything a restarted control plane needs to resume the guard (recordedGuards).
+      const status = {
+        phase: g.phase,
+        weight: g.weight,
+        step: g.step,
+        fingerprint: g.fingerprint,
+        ...(g.transition
+          ? {
+              lastTransition: {
+                from: g.transition.from,
+                to: g.transition.to,
+                reason: g.transition.reason,
+                message: g.transition.message,
+                time: g.transition.at,
+              },
+            }
+          : {}),
+        conditions: [condition],
+      };
       const id = `CanaryGuard/${g.namespace}/${g.name}`;
       const fingerprint = JSON.stringify([raw.metadata?.generation, status]);
       if (this.guardWritten.get(id) === fingerprint) continue;
@@ -341,6 +360,15 @@ export class KubernetesSource implements ConfigSource {
         .finally(() => this.writes.delete(p));
       this.writes.add(p);
     }
+  }
+
+  recordedGuards(): ReadonlyMap<string, RecordedGuard> {
+    const out = new Map<string, RecordedGuard>();
+    for (const [key, raw] of this.reflectors.get('CanaryGuard')?.store ?? []) {
+      const g = recordedGuard(raw.status);
+      if (g) out.set(key, g);
+    }
+    return out;
   }
 
   private pump(id: string): void {
@@ -384,6 +412,36 @@ export class KubernetesSource implements ConfigSource {
     await Promise.allSettled([...this.writes]);
     await this.client.close();
   }
+}
+
+const PHASES = new Set<unknown>(['Progressing', 'Promoted', 'RolledBack']);
+const isInt = (v: unknown, min: number, max: number): v is number =>
+  Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
+
+/** A CanaryGuard status as reportGuards writes it; anything else (older control planes, hand edits) is no record. */
+function recordedGuard(status: unknown): RecordedGuard | undefined {
+  if (typeof status !== 'object' || status === null) return undefined;
+  const s = status as Record<string, unknown>;
+  if (!PHASES.has(s.phase) || !isInt(s.weight, 0, 100) || !isInt(s.step, -1, 100)) return undefined;
+  if (typeof s.fingerprint !== 'string' || s.fingerprint === '') return undefined;
+  const out: RecordedGuard = {
+    phase: s.phase as RecordedGuard['phase'],
+    weight: s.weight,
+    step: s.step,
+    fingerprint: s.fingerprint,
+  };
+  const t = s.lastTransition as Record<string, unknown> | undefined;
+  if (
+    typeof t === 'object' &&
+    t !== null &&
+    isInt(t.from, 0, 100) &&
+    isInt(t.to, 0, 100) &&
+    typeof t.reason === 'string' &&
+    typeof t.message === 'string' &&
+    typeof t.time === 'string'
+  )
+    out.transition = { from: t.from, to: t.to, reason: t.reason, message: t.message, at: t.time };
+  return out;
 }
 
 function stripTimes(v: unknown): unknown {

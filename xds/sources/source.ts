@@ -76,9 +76,16 @@ export interface GuardReport {
   phase: 'Progressing' | 'Promoted' | 'RolledBack';
   /** The canary weight served, percent. */
   weight: number;
-  /** The last weight change: CamelCase reason, message, when. */
-  transition?: { reason: string; message: string; at: string };
+  /** Index in the guard's steps of the weight in force, -1 while at the written weight. */
+  step: number;
+  /** What the state belongs to (the guard as resolved, with the route's written weight). */
+  fingerprint: string;
+  /** The last weight change: CamelCase reason, message, when, from and to which weight. */
+  transition?: { reason: string; message: string; at: string; from: number; to: number };
 }
+
+/** A guard's state as a control plane recorded it: a restarted (or following) one resumes from it. */
+export type RecordedGuard = Omit<GuardReport, 'namespace' | 'name'>;
 
 export interface ConfigSource {
   /** A short description for logs, e.g. `dir:/etc/sockmesh/manifests`. */
@@ -94,6 +101,11 @@ export interface ConfigSource {
   report?(verdicts: readonly ObjectVerdict[]): void;
   /** Told each CanaryGuard's run-time state when it changes (Kubernetes: written to the object's status). */
   reportGuards?(guards: readonly GuardReport[]): void;
+  /**
+   * The guards' states as last recorded (Kubernetes: their status), by `namespace/name`; only
+   * well-formed records. Read when a guard starts in this process, so a restart resumes them.
+   */
+  recordedGuards?(): ReadonlyMap<string, RecordedGuard>;
   /** Reads the current state. */
   load(): Promise<SourceState>;
   /** Calls `onChange` (possibly many times for one edit: callers debounce) when the state may have changed. */

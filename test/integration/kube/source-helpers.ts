@@ -1,8 +1,11 @@
 // Shared pieces of the Kubernetes-source tests: a control plane on a KubernetesSource, snapshot
 // readers, kubectl that fails loudly, and a loopback TCP proxy that can go silent (a stalled
 // connection) or refuse (an outage) between the source and the real API server.
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { KubeCluster } from '../../../lab/kube/cluster.js';
 import { nullLogger } from '../../../lib/log.js';
 import { decodeResource } from '../../../xds/codec.js';
@@ -207,5 +210,68 @@ export class StallProxy {
   async stop(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+}
+
+/** A `sockmesh control-plane` process on a kubeconfig: its xDS and admin addresses, its logs, its pid. */
+export interface ControlPlaneProcess {
+  child: ChildProcess;
+  xds: string;
+  admin: string;
+  /** stderr so far (JSON log lines). */
+  logs(): string;
+  /** Signals the process by its pid and waits for it to exit. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export async function spawnControlPlane(
+  kubeconfig: string,
+  extra: string[] = [],
+): Promise<ControlPlaneProcess> {
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      path.join(root, 'cli/main.ts'),
+      'control-plane',
+      '--kubeconfig',
+      kubeconfig,
+      '--listen',
+      '127.0.0.1:0',
+      '--admin',
+      '127.0.0.1:0',
+      ...extra,
+    ],
+    { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => {
+    stdout += d;
+  });
+  child.stderr!.on('data', (d) => {
+    stderr += d;
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, signal);
+    return exited;
+  };
+  try {
+    const m = await waitFor(
+      'the control plane serving',
+      () => {
+        if (child.exitCode !== null) throw new Error(`control plane exited ${child.exitCode}: ${stderr}`);
+        return /on (127\.0\.0\.1:\d+); admin on (\S+)\n/.exec(stdout) ?? undefined;
+      },
+      60_000,
+      50,
+    );
+    return { child, xds: m[1]!, admin: m[2]!, logs: () => stderr, stop };
+  } catch (err) {
+    await stop('SIGKILL');
+    throw err;
   }
 }

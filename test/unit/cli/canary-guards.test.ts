@@ -15,6 +15,7 @@ const base: CanaryStatus = {
   steps: [],
   step: -1,
   intervalMs: 10_000,
+  fingerprint: '0123456789abcdef0123456789abcdef',
 };
 
 test('no guard', () => {
