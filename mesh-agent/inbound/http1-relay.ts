@@ -10,6 +10,11 @@
  * byte for byte; their heads are parsed too (RESPONSE mode, no body callback) for the
  * per-request telemetry and to learn whether an upgrade was accepted.
  *
+ * As the parse path does, a body that stops moving ends its exchange (`streamIdleTimeoutMs`, Envoy's
+ * stream_idle_timeout: no byte either way while a request is under way; 408 if nothing of the
+ * answer went back yet, else a reset), and a drain (the agent hands over to a new one) puts
+ * `connection: close` on the next answer, then ends the connection; an idle one ends at once.
+ *
  * Why not node:http + undici here: that pair costs about three times this per request on the
  * destination (docs/benchmarks.md, "Lean destination relay"), and one connection to the pod per
  * admitted connection keeps the caller's own keep-alive and pipelining semantics.
@@ -41,11 +46,18 @@ interface Exchange {
   started: number;
   /** The request asked to switch protocols (kept upgrade header): bytes after it wait for the answer. */
   upgrade: boolean;
+  /** The final answer's status, once its head came. */
+  status?: number;
 }
 
-/** Relays `client` <-> `pod` until one side closes; `reset` ends the client abruptly. */
-export function relayHttp1(client: Duplex, pod: Duplex, hooks: RelayHooks): void {
-  new Http1Relay(client, pod, hooks);
+export interface Http1RelayHandle {
+  /** Lets the caller go: `connection: close` on the next answer, then the end; an idle connection ends now. */
+  drain(): void;
+}
+
+/** Relays `client` <-> `pod` until one side closes. */
+export function relayHttp1(client: Duplex, pod: Duplex, hooks: RelayHooks): Http1RelayHandle {
+  return new Http1Relay(client, pod, hooks);
 }
 
 class Http1Relay {
@@ -74,6 +86,30 @@ class Http1Relay {
   /** Since when the connection has had no request under way, or 0. */
   private idleSince = 0;
   private readonly clock: RelayClock;
+  /** A byte went either way since the last sweep (a flag, not a clock read per read). */
+  private moved = false;
+  /** When the last sweep saw bytes move. */
+  private movedAt = 0;
+  /** Nothing of an answer went back since the connection was last without a request in flight: a 408 is still possible. */
+  private podQuiet = true;
+  private draining = false;
+  /** A request's body is still coming (its answer may have come already). */
+  private reqOpen = false;
+  /**
+   * Draining, and the pod's next byte starts an answer head: its bytes are held until the head is
+   * whole, to be written back with `connection: close` (undefined: not at a known answer start).
+   */
+  private podHeld: Buffer[] | undefined;
+  /** The status of the head the last execute paused after (draining), 0: none. */
+  private headEnded = 0;
+  /** The answer with `connection: close` went back: the connection ends after it. */
+  private closing = false;
+  private endAfterWrite = false;
+  /** Ended gracefully (drained): what the client still sends is dropped. */
+  private ending = false;
+  /** Per execute while draining: an answer completed, another began (after it). */
+  private completed = false;
+  private begun = false;
 
   constructor(
     private readonly client: Duplex,
@@ -95,7 +131,10 @@ class Http1Relay {
     this.res = res;
     // A new connection must send its first request head in time, as on the parse path.
     this.headSince = performance.now();
-    this.clock = RelayClock.every(Math.max(100, Math.floor(hooks.limits.headersTimeoutMs / 4)));
+    const { headersTimeoutMs, streamIdleTimeoutMs } = hooks.limits;
+    this.clock = RelayClock.every(
+      Math.max(100, Math.floor(Math.min(headersTimeoutMs, streamIdleTimeoutMs) / 4)),
+    );
     this.clock.add(this);
 
     client.on('data', (c: Buffer) => this.fromClient(c));
@@ -127,6 +166,7 @@ class Http1Relay {
   }
 
   private fromClient(chunk: Buffer): void {
+    this.moved = true;
     if (this.raw) {
       if (!this.pod.write(chunk)) this.client.pause();
       return;
@@ -136,6 +176,7 @@ class Http1Relay {
       this.client.pause();
       return;
     }
+    if (this.ending) return;
     this.feed(chunk);
   }
 
@@ -152,6 +193,11 @@ class Http1Relay {
         return;
       }
       this.flush();
+      if (this.endAfterWrite) {
+        // Draining, and the last body is in after its answer: nothing more is taken.
+        this.endGracefully();
+        return;
+      }
       if (this.held) {
         // An upgrade request ends the parse (llhttp pauses): what follows waits for the pod's answer.
         if (r < rest.length) this.held.push(rest.subarray(r));
@@ -199,7 +245,13 @@ class Http1Relay {
   }
 
   private fromPod(chunk: Buffer): void {
+    this.moved = true;
     if (!this.raw && !this.stopped) {
+      if (this.draining) {
+        this.fromPodDraining(chunk);
+        return;
+      }
+      this.podQuiet = false;
       const r = this.res.execute(chunk);
       if (typeof r !== 'number') {
         // An answer node:http would refuse: the exchange is broken, the connection goes.
@@ -209,6 +261,101 @@ class Http1Relay {
     }
     if (this.stopped) return;
     if (!this.client.write(chunk)) this.pod.pause();
+  }
+
+  /**
+   * The pod's bytes once draining: the next answer whose head starts at a known byte goes back
+   * with `connection: close` (the rest of it byte for byte), and the connection ends after it.
+   * An answer whose start is not known (the pod pipelined it behind another in one read) goes
+   * as it came; the connection then ends once no request is in flight.
+   */
+  private fromPodDraining(chunk: Buffer): void {
+    let rest = chunk;
+    while (rest.length > 0 && !this.stopped && !this.raw && !this.ending) {
+      this.podQuiet = false;
+      const held = this.podHeld;
+      if (!held) {
+        this.completed = false;
+        this.begun = false;
+        const r = this.res.execute(rest);
+        if (typeof r !== 'number') {
+          // Bytes after the answer that said close (llhttp refuses them): that answer goes, the rest not.
+          if (this.endAfterWrite) this.send(rest.subarray(0, r.bytesParsed ?? 0));
+          else this.stop();
+          break;
+        }
+        if (this.stopped) return;
+        this.send(rest);
+        // An answer ended right at this read's end: the next one starts at the next byte.
+        if (this.completed && !this.begun && !this.closing) this.podHeld = [];
+        break;
+      }
+      this.headEnded = 0;
+      const r = this.res.execute(rest);
+      if (typeof r !== 'number') {
+        this.stop();
+        return;
+      }
+      if (this.stopped) return;
+      if (this.raw) {
+        // An upgrade the pod accepted: the connection is bytes now, left alone.
+        this.podHeld = undefined;
+        for (const h of held) this.send(h);
+        this.send(rest);
+        return;
+      }
+      if (this.headEnded === 0) {
+        held.push(rest);
+        break;
+      }
+      // The parse paused right after the head (onResponseHead returned 2): it is parsed again, whole.
+      const head = held.length === 0 ? rest.subarray(0, r) : Buffer.concat([...held, rest.subarray(0, r)]);
+      rest = rest.subarray(r);
+      this.res.initialize(HTTPParser.RESPONSE, this, 0, HTTPParser.kLenientNone);
+      if (this.headEnded < 200) {
+        // An interim answer (100, 103): as it came, the final one is still to come.
+        this.podHeld = [];
+        this.send(head);
+        continue;
+      }
+      this.podHeld = undefined;
+      this.closing = true;
+      const closing = closingHead(head);
+      if (typeof this.res.execute(closing) !== 'number') {
+        this.stop();
+        return;
+      }
+      this.send(closing);
+    }
+    if (this.endAfterWrite) this.endGracefully();
+  }
+
+  private send(chunk: Buffer): void {
+    if (chunk.length > 0 && !this.client.write(chunk)) this.pod.pause();
+  }
+
+  drain(): void {
+    if (this.draining || this.stopped || this.raw || this.ending) return;
+    this.draining = true;
+    this.res[HTTPParser.kOnMessageBegin] = () => {
+      this.begun = true;
+    };
+    if (this.inFlight.length === 0 && !this.reqOpen && !this.inHead && !this.held && this.idleSince > 0) {
+      // Idle after its exchanges: ended now, so the caller's pool reconnects (to the agent that took over).
+      this.endGracefully();
+      return;
+    }
+    // No byte of the next answer came yet: its head is the one that says close.
+    if (this.inFlight.length === 0 || (this.inFlight[0]!.status === undefined && this.podQuiet))
+      this.podHeld = [];
+  }
+
+  private endGracefully(): void {
+    if (this.stopped || this.ending) return;
+    this.ending = true;
+    this.clock.delete(this);
+    this.client.end();
+    this.pod.end();
   }
 
   private onRequestBegin(): void {
@@ -305,6 +452,7 @@ class Http1Relay {
     const started = performance.now();
     this.headSince = 0;
     this.inFlight.push({ method, started, upgrade: switching });
+    this.reqOpen = true;
     this.out.push(head);
     return 0;
   }
@@ -317,6 +465,13 @@ class Http1Relay {
 
   private onRequestComplete(): void {
     if (this.stopped) return;
+    this.reqOpen = false;
+    if (this.inFlight.length === 0) {
+      // Answered before its body was all in: the connection is idle from here.
+      this.podQuiet = true;
+      this.idleSince = performance.now();
+      if (this.draining) this.endAfterWrite = true;
+    }
     if (this.chunked) {
       let last = '0\r\n';
       // Trailers (llhttp hands them over before this): passed on but for what this hop writes.
@@ -358,6 +513,11 @@ class Http1Relay {
       this.stop();
       return 1;
     }
+    if (this.podHeld && status !== 101) {
+      // Draining: the parse stops right after this head (2: no body, pause), which is rewritten.
+      this.headEnded = status;
+      return 2;
+    }
     if (status === 101) {
       if (!ex.upgrade) {
         this.stop();
@@ -369,7 +529,7 @@ class Http1Relay {
     }
     // An interim answer (100 Continue, 103 Early Hints): the final one follows.
     if (status < 200) return 1;
-    (ex as Exchange & { status?: number }).status = status;
+    ex.status = status;
     if (ex.upgrade) {
       // Not switched: the held bytes are HTTP/1.1 again, parsed as such.
       ex.upgrade = false;
@@ -382,11 +542,18 @@ class Http1Relay {
   }
 
   private onResponseComplete(): void {
-    const ex = this.inFlight[0] as (Exchange & { status?: number }) | undefined;
+    this.completed = true;
+    const ex = this.inFlight[0];
     if (ex?.status === undefined) return;
     this.inFlight.shift();
     this.hooks.answered(ex.method, ex.status, performance.now() - ex.started);
-    if (this.inFlight.length === 0 && !this.inHead) this.idleSince = performance.now();
+    const idle = this.inFlight.length === 0 && !this.reqOpen;
+    if (idle) {
+      this.podQuiet = true;
+      if (!this.inHead) this.idleSince = performance.now();
+    }
+    // Draining: after the answer that said close, or once nothing is in flight, the connection ends.
+    if (this.draining && (this.closing || (idle && !this.inHead))) this.endAfterWrite = true;
   }
 
   private release(held: Buffer[]): void {
@@ -416,15 +583,27 @@ class Http1Relay {
     else this.client.resume();
   }
 
-  /** The headers timeout (408, as the parse path) and the idle timeout of io/http-limits.ts. */
+  /** The headers, stream idle and idle timeouts of io/http-limits.ts, as the parse path enforces them. */
   tick(): void {
-    if (this.stopped || this.raw) return;
+    if (this.stopped || this.raw || this.ending) return;
     const now = performance.now();
-    const { headersTimeoutMs, idleTimeoutMs } = this.hooks.limits;
+    const { headersTimeoutMs, idleTimeoutMs, streamIdleTimeoutMs } = this.hooks.limits;
     if (this.headSince > 0 && now - this.headSince > headersTimeoutMs)
       this.refuse(408, 'ERR_HTTP_REQUEST_TIMEOUT');
-    else if (this.idleSince > 0 && this.inFlight.length === 0 && now - this.idleSince > idleTimeoutMs)
-      this.stop();
+    else if (this.inFlight.length > 0 || this.reqOpen) {
+      if (this.moved) {
+        this.moved = false;
+        this.movedAt = now;
+      } else if (now - this.movedAt > streamIdleTimeoutMs) {
+        // Nothing of the answer went back yet: 408, as the parse path answers; else a reset.
+        if (!this.podQuiet) this.stop();
+        else {
+          this.inFlight.length = 0;
+          this.reqOpen = false;
+          this.refuse(408, `no byte either way for ${streamIdleTimeoutMs} ms`);
+        }
+      }
+    } else if (this.idleSince > 0 && now - this.idleSince > idleTimeoutMs) this.stop();
   }
 
   /**
@@ -468,6 +647,24 @@ class Http1Relay {
       this.res.close();
     });
   }
+}
+
+/** The answer head with `connection: close` as its only Connection header (and no Keep-Alive), the rest as it was. */
+function closingHead(head: Buffer): Buffer {
+  const lines = head.toString('latin1').split('\r\n');
+  let out = `${lines[0]}\r\n`;
+  let dropping = false;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    if (line === '') break;
+    // A folded line continues the header before it.
+    if (line[0] !== ' ' && line[0] !== '\t') {
+      const name = line.slice(0, line.indexOf(':')).trim().toLowerCase();
+      dropping = name === 'connection' || name === 'keep-alive';
+    }
+    if (!dropping) out += `${line}\r\n`;
+  }
+  return Buffer.from(`${out}connection: close\r\n\r\n`, 'latin1');
 }
 
 /**

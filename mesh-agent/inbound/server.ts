@@ -117,7 +117,10 @@ export class InboundServer implements TunnelHandler {
     this.drainer.http1(this.http);
   }
 
-  /** Asks the clients of the pods' HTTP to reconnect: `Connection: close` on the next response, GOAWAY on h2c. */
+  /**
+   * Asks the clients of the pods' HTTP to reconnect: `Connection: close` on the next response (the
+   * parse path and the lean relay; an idle lean-relayed connection is ended), GOAWAY on h2c.
+   */
   drain(): void {
     this.drainer.start();
   }
@@ -401,7 +404,7 @@ export class InboundServer implements TunnelHandler {
         }
         this.leanRelayedStreams++;
         const { principal, destination } = caller;
-        relayHttp1(conn, pod, {
+        const relay = relayHttp1(conn, pod, {
           xfcc: principal && forwardedClientCert(destination.spiffeId, principal),
           defaultHost: `${destination.ip}:${caller.port}`,
           limits: this.limits,
@@ -416,6 +419,8 @@ export class InboundServer implements TunnelHandler {
               method,
             }),
         });
+        // Draining: `connection: close` on its next answer (the parse path's, ConnectionDrain.http1).
+        this.drainer.connection(conn, () => relay.drain());
         // Denied later, or a policy now reads this port's requests: closed, its client reconnects.
         this.watch(
           caller,

@@ -22,6 +22,7 @@ import {
   RbacCheck,
   reviewsPod,
   startInboundTunnel,
+  throughTunnel,
 } from './fixtures/inbound-tunnel.js';
 
 const TD = 'lean-relay.test';
@@ -80,6 +81,15 @@ async function readUntil(s: Duplex, done: (text: string) => boolean): Promise<st
 }
 
 const count = (text: string, re: RegExp) => (text.match(re) ?? []).length;
+
+/** Waits until `ok()` holds (a state reached by other sockets), failing after 10 s. */
+async function eventually(ok: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`not reached: ${ok}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 describe('inbound: the lean HTTP/1.1 relay (default) rewrites every request head, relays bodies and answers', () => {
   let ca: CertificateAuthority;
@@ -473,6 +483,283 @@ describe('inbound: the lean HTTP/1.1 relay (default) rewrites every request head
       s2.write('DELETE /admin HTTP/1.1\r\nHost: reviews.shop\r\nConnection: close\r\n\r\n');
       assert.match(await readUntil(s2, () => false), /^HTTP\/1\.1 403/);
       assert.equal(inbound.leanRelayedStreams, lean + 1, 'the new connection is parsed');
+    } finally {
+      tp.close();
+    }
+  });
+});
+
+describe('inbound: the lean relay times out stalled bodies and lets its callers go when the agent drains', {
+  timeout: 120_000,
+}, () => {
+  let ca: CertificateAuthority;
+  let frontend: X509Svid;
+  let dest: InboundTunnel;
+  let inbound: InboundServer;
+  const reviews = reviewsPod(id('reviews'), () => 'http');
+  const pods: RawPod[] = [];
+  /** Small enough to wait out: the sweep runs every 200 ms (a quarter of it). */
+  const STREAM_IDLE_MS = 800;
+  /** The upgraded stream of the 101 test, checked again once the drain started (the last tests). */
+  let upgraded: Duplex | undefined;
+  const closeAfterDrain: Array<() => void> = [];
+
+  before(async () => {
+    ca = await CertificateAuthority.createRoot({ trustDomain: TD });
+    frontend = await ca.issueSvid(id('frontend'));
+    dest = await startInboundTunnel({
+      ca,
+      svids: [await ca.issueSvid(id('reviews'))],
+      workloads: { byIp: (ip) => (ip === reviews.ip ? reviews : undefined) },
+      authz: new RbacCheck(),
+      limits: { streamIdleTimeoutMs: STREAM_IDLE_MS },
+    });
+    inbound = dest.inbound;
+  });
+
+  after(async () => {
+    await dest.close();
+    for (const p of pods) p.close();
+  });
+
+  const open = (tp: TunnelPool, port: number) =>
+    openAsSender(tp, {
+      source: frontend,
+      nodeAddress: dest.address,
+      expectedServerId: id('reviews'),
+      authority: `127.0.0.1:${port}`,
+      protocol: 'http',
+    });
+
+  const rawPod = async (onData: ConstructorParameters<typeof RawPod>[0]) => {
+    const p = new RawPod(onData);
+    await p.listen();
+    pods.push(p);
+    return p;
+  };
+
+  /** A pod answering each complete request head (bodies ignored) with `answer(path)`, or holding it while `hold(path)`. */
+  const headPod = async (answer: (path: string) => string, hold: (path: string) => boolean = () => false) => {
+    const bufs = new Map<net.Socket, string>();
+    const held: Array<() => void> = [];
+    const pod = await rawPod((c, d) => {
+      let buf = (bufs.get(c.socket) ?? '') + d.toString('latin1');
+      for (;;) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) break;
+        const path = buf.slice(0, end).split(' ')[1]!;
+        buf = buf.slice(end + 4);
+        const send = () => c.socket.write(answer(path));
+        if (hold(path)) held.push(send);
+        else send();
+      }
+      bufs.set(c.socket, buf);
+    });
+    return {
+      pod,
+      release: () => {
+        for (const send of held.splice(0)) send();
+      },
+    };
+  };
+
+  const closed = (s: Duplex) =>
+    new Promise<{ error: boolean }>((resolve) => {
+      let error = false;
+      s.on('error', () => {
+        error = true;
+      });
+      if (s.destroyed) resolve({ error });
+      else s.once('close', () => resolve({ error }));
+    });
+
+  it('a request body that stops coming: 408 after the stream idle timeout, the pod connection closes', {
+    timeout: 15_000,
+  }, async () => {
+    // The pod waits for the whole body, as pods do.
+    const { pod } = await headPod(
+      () => 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok',
+      () => true,
+    );
+    const tp = new TunnelPool();
+    try {
+      const s = await open(tp, pod.port);
+      const gone = closed(s);
+      s.write('POST /upload HTTP/1.1\r\nHost: reviews.shop\r\nContent-Length: 10\r\n\r\nhalf-');
+      const got = await readUntil(s, () => false);
+      assert.match(got, /^HTTP\/1\.1 408 Request Timeout\r\n[\s\S]*connection: close\r\n/);
+      await gone;
+      await eventually(() => pod.conns[0]!.socket.readableEnded || pod.conns[0]!.socket.destroyed);
+    } finally {
+      tp.close();
+    }
+  });
+
+  it('a body that keeps coming, byte by byte, is never cut: the timer restarts on every byte', {
+    timeout: 15_000,
+  }, async () => {
+    const { pod } = await headPod(() => 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+    const tp = new TunnelPool();
+    try {
+      const s = await open(tp, pod.port);
+      const body = 'x'.repeat(12);
+      s.write(`POST /slow HTTP/1.1\r\nHost: reviews.shop\r\nContent-Length: ${body.length}\r\n\r\n`);
+      // 12 bytes a quarter of the timeout apart: three timeouts long in all.
+      for (const b of body) {
+        await new Promise((r) => setTimeout(r, STREAM_IDLE_MS / 4));
+        s.write(b);
+      }
+      assert.match(await readUntil(s, (t) => t.endsWith('ok')), /^HTTP\/1\.1 200 OK\r\n/);
+      s.end();
+    } finally {
+      tp.close();
+    }
+  });
+
+  it('an answer that stops coming after it started: the connection is reset (no 408 in the middle of it)', {
+    timeout: 15_000,
+  }, async () => {
+    const { pod } = await headPod(() => 'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst-half');
+    const tp = new TunnelPool();
+    try {
+      const s = await open(tp, pod.port);
+      const gone = closed(s);
+      s.write('GET /stalls HTTP/1.1\r\nHost: reviews.shop\r\n\r\n');
+      let got = '';
+      s.on('data', (d: Buffer) => {
+        got += d.toString('latin1');
+      });
+      await gone;
+      assert.match(got, /^HTTP\/1\.1 200 OK\r\n[\s\S]*first-half$/);
+      assert.ok(!got.includes('408'), got);
+    } finally {
+      tp.close();
+    }
+  });
+
+  it('an upgraded (101) connection is left alone by the stream idle timeout and by the drain', {
+    timeout: 15_000,
+  }, async () => {
+    const echoing = new Set<net.Socket>();
+    const pod = await rawPod((c, d) => {
+      if (echoing.has(c.socket)) {
+        c.socket.write(Buffer.concat([Buffer.from('echo:'), d]));
+        return;
+      }
+      echoing.add(c.socket);
+      c.socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+    });
+    const tp = new TunnelPool();
+    try {
+      const s = await open(tp, pod.port);
+      s.write('GET /ws HTTP/1.1\r\nHost: reviews.shop\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+      assert.match(await readUntil(s, (t) => t.endsWith('\r\n\r\n')), /^HTTP\/1\.1 101 /);
+      // Silent for longer than the stream idle timeout: websockets idle as long as they like.
+      await new Promise((r) => setTimeout(r, STREAM_IDLE_MS * 2));
+      s.write('ping');
+      assert.equal(await readUntil(s, (t) => t.endsWith('ping')), 'echo:ping');
+      upgraded = s;
+    } finally {
+      closeAfterDrain.push(() => tp.close());
+    }
+  });
+
+  it('drain: a keep-alive client with a request in flight gets `connection: close` on its answer, then reconnects; none fails', {
+    timeout: 15_000,
+  }, async () => {
+    const { pod, release } = await headPod(
+      (path) =>
+        `HTTP/1.1 200 OK\r\nContent-Length: ${path.length}\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-Odd-CASE: kept\r\n\r\n${path}`,
+      (path) => path === '/in-flight',
+    );
+    // An idle keep-alive connection, next to the busy one: ended (not reset) when the drain starts.
+    const { pod: idlePod } = await headPod(() => 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+    const tp = new TunnelPool();
+    const client = throughTunnel(
+      tp,
+      {
+        source: frontend,
+        nodeAddress: dest.address,
+        expectedServerId: id('reviews'),
+        authority: `127.0.0.1:${pod.port}`,
+        protocol: 'http',
+      },
+      { client: true },
+    );
+    try {
+      const lean = inbound.leanRelayedStreams;
+      let disconnects = 0;
+      client.on('disconnect', () => disconnects++);
+      const get = async (path: string) => {
+        const r = await client.request({ method: 'GET', path });
+        return { status: r.statusCode, connection: r.headers.connection, body: await r.body.text() };
+      };
+      assert.deepEqual(await get('/warm'), { status: 200, connection: 'keep-alive', body: '/warm' });
+      assert.deepEqual(await get('/warm2'), { status: 200, connection: 'keep-alive', body: '/warm2' });
+      assert.equal(inbound.leanRelayedStreams, lean + 1, 'one pooled connection so far');
+
+      const idle = await open(tp, idlePod.port);
+      idle.write('GET /once HTTP/1.1\r\nHost: reviews.shop\r\n\r\n');
+      assert.match(await readUntil(idle, (t) => t.endsWith('ok')), /^HTTP\/1\.1 200 OK/);
+      const idleGone = closed(idle);
+      const idleEnded = once(idle, 'end');
+
+      // A raw view of the busy connection's answer, byte for byte: a second stream to the same pod.
+      const raw = await open(tp, pod.port);
+      raw.write('GET /in-flight HTTP/1.1\r\nHost: reviews.shop\r\n\r\n');
+      const inFlight = get('/in-flight');
+      await eventually(() => pod.conns.length === 2 && pod.all().split('/in-flight').length === 3);
+
+      inbound.drain();
+      await idleEnded;
+      assert.deepEqual(await idleGone, { error: false }, 'the idle connection was ended, not reset');
+
+      release();
+      assert.deepEqual(await inFlight, { status: 200, connection: 'close', body: '/in-flight' });
+      assert.equal(
+        await readUntil(raw, () => false),
+        'HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-Odd-CASE: kept\r\nconnection: close\r\n\r\n/in-flight',
+        'the answer is byte for byte the pod one, its Connection and Keep-Alive replaced',
+      );
+      await eventually(() => disconnects === 1);
+      // The client's next request opens a new connection (on the agent that took over, in a real upgrade).
+      assert.deepEqual(await get('/after'), { status: 200, connection: 'close', body: '/after' });
+      assert.equal(inbound.leanRelayedStreams, lean + 4, 'warm, idle, raw, then a new connection');
+
+      // The websocket upgraded before the drain still carries bytes both ways.
+      upgraded!.write('still');
+      assert.equal(await readUntil(upgraded!, (t) => t.endsWith('still')), 'echo:still');
+    } finally {
+      await client.close();
+      tp.close();
+      for (const f of closeAfterDrain) f();
+    }
+  });
+
+  it('drain: an HTTP/1.0 answer and one that already closes stay as they were, but for the one Connection header', {
+    timeout: 15_000,
+  }, async () => {
+    const { pod, release } = await headPod(
+      (path) =>
+        path === '/old'
+          ? 'HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold'
+          : 'HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil-eof',
+      () => true,
+    );
+    const tp = new TunnelPool();
+    try {
+      const a = await open(tp, pod.port);
+      a.write('GET /old HTTP/1.0\r\nHost: reviews.shop\r\nConnection: keep-alive\r\n\r\n');
+      const b = await open(tp, pod.port);
+      b.write('GET /eof HTTP/1.1\r\nHost: reviews.shop\r\n\r\n');
+      await eventually(() => pod.conns.length === 2 && pod.all().includes('/eof'));
+      release();
+      for (const c of pod.conns) c.socket.end();
+      assert.equal(
+        await readUntil(a, () => false),
+        'HTTP/1.0 200 OK\r\nContent-Length: 3\r\nconnection: close\r\n\r\nold',
+      );
+      assert.equal(await readUntil(b, () => false), 'HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil-eof');
     } finally {
       tp.close();
     }
