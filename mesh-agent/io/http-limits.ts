@@ -21,6 +21,7 @@ export interface HttpLimits {
    * A request body that stops coming for this long ends the request: 408 if nothing was
    * answered yet, else the connection (h2: the stream) is reset (Envoy's stream_idle_timeout).
    * A body that keeps coming, however slowly, may take as long as it needs, as in Envoy.
+   * The lean relay (inbound/http1-relay.ts) counts bytes either way while a request is under way.
    */
   streamIdleTimeoutMs: number;
   /** Request headers larger than this are answered 431 (Envoy's max_request_headers_kb: 60). */
