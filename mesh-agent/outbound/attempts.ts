@@ -13,8 +13,18 @@ export const MAX_REPLAY_BODY = 64 * 1024;
 
 /** How one upstream attempt ended, as the transport reports it. */
 export type AttemptResult<R> =
-  /** Response headers arrived; `response` is the transport's handle to relay or drop them. */
-  | { kind: 'response'; status: number; response: R; grpcStatus?: number | undefined }
+  /**
+   * Response headers arrived; `response` is the transport's handle to relay or drop them.
+   * grpcStatus: a trailers-only gRPC answer's status. grpcInTrailers: a gRPC answer whose
+   * status comes in trailers after its messages, known only once it has been relayed.
+   */
+  | {
+      kind: 'response';
+      status: number;
+      response: R;
+      grpcStatus?: number | undefined;
+      grpcInTrailers?: boolean | undefined;
+    }
   | { kind: 'failed'; outcome: Outcome; flag: ResponseFlag; err?: unknown }
   /**
    * Ended on this side before reaching the endpoint: the pending queue overflowed
@@ -43,7 +53,10 @@ export interface AttemptLoop<R> {
 }
 
 export type AttemptsEnd<R> =
-  /** Relay this response; call untrack once it has been relayed. */
+  /**
+   * Relay this response; call done once it has been relayed, with the grpc-status its trailers
+   * carried (outlier detection hears of a gRPC answer whose status comes in trailers then).
+   */
   | {
       kind: 'response';
       status: number;
@@ -52,7 +65,7 @@ export type AttemptsEnd<R> =
       attempts: number;
       /** UO: a retry was due but the retry breaker was full (Envoy relays the answer it has). */
       flag: '-' | 'URX' | 'UO';
-      untrack: () => void;
+      done: (trailerGrpcStatus?: number) => void;
     }
   /** 403 UAEX: local policy, or the remote node refused the tunnel. */
   | { kind: 'denied'; ep: Endpoint; attempts: number; policy: string | undefined }
@@ -121,10 +134,20 @@ export async function runAttempts<R>(loop: AttemptLoop<R>): Promise<AttemptsEnd<
             ? { kind: 'status', status, grpcStatus }
             : { kind: 'success' };
         // Outlier detection sees a gRPC answer as Envoy's router does: its grpc-status mapped to HTTP.
-        cluster.report(ep, {
-          kind: 'status',
-          status: grpcStatus === undefined ? status : grpcToHttpStatus(grpcStatus),
-        });
+        // One whose status comes after its messages is reported once the trailers are in: a 200
+        // now would reset the endpoint's consecutive failures on every call that fails midway.
+        const deferred = result.grpcInTrailers === true && grpcStatus === undefined && status < 500;
+        if (!deferred)
+          cluster.report(ep, {
+            kind: 'status',
+            status: grpcStatus === undefined ? status : grpcToHttpStatus(grpcStatus),
+          });
+        const done = (trailerGrpcStatus?: number) => {
+          untrack();
+          // No grpc-status (the caller left, or the stream was reset midway): held neither for nor against it.
+          if (deferred && trailerGrpcStatus !== undefined)
+            cluster.report(ep, { kind: 'status', status: grpcToHttpStatus(trailerGrpcStatus) });
+        };
         const relay = (flag: '-' | 'URX' | 'UO'): AttemptsEnd<R> => ({
           kind: 'response',
           status: result.status,
@@ -132,7 +155,7 @@ export async function runAttempts<R>(loop: AttemptLoop<R>): Promise<AttemptsEnd<
           ep,
           attempts: attempt,
           flag,
-          untrack,
+          done,
         });
         if (outcome.kind === 'success') return relay('-');
         if (exhausted(attempt, outcome)) return relay(attempt > 1 ? 'URX' : '-');

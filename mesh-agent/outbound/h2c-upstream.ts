@@ -73,11 +73,18 @@ export function h2cAttempt(
         status: Number(h[':status']),
         // Trailers-only: a gRPC error before any message, which retries and outlier detection read.
         grpcStatus: headersOnly ? parseGrpcStatus(h['grpc-status']) : undefined,
+        // Otherwise a gRPC answer's status comes in its trailers, after the messages.
+        grpcInTrailers: !headersOnly && isGrpc(h['content-type']),
         response: { stream: up, headers: h, early, headersOnly, stop },
       });
     });
     body?.pipeTo(up);
   });
+}
+
+/** application/grpc, +proto, +json and the like (the gRPC over HTTP/2 spec's content types). */
+function isGrpc(contentType: string | undefined): boolean {
+  return contentType?.startsWith('application/grpc') === true;
 }
 
 /** Drops an answer that is being retried past. */

@@ -759,7 +759,7 @@ export class OutboundServer {
           end.response,
           end.flag === '-' ? {} : { 'x-sockmesh-flags': end.flag },
         );
-        end.untrack();
+        end.done(relayed.grpcStatus);
         record(end.status, end.flag, cluster, end.ep, end.attempts, relayed.grpcStatus);
       } else if (end.kind === 'denied') {
         answer(403, 'UAEX', denial(end.policy), cluster, end.ep, end.attempts);
@@ -927,7 +927,7 @@ export class OutboundServer {
         if (end.flag !== '-') out['x-sockmesh-flags'] = end.flag;
         // Written at the pod's pace; a pod that leaves mid-answer drops the upstream body (and its connection).
         await res.relay(up.statusCode, out, up.body);
-        end.untrack();
+        end.done();
         record(up.statusCode, end.flag, cluster, end.ep, end.attempts);
         return;
       }

@@ -15,9 +15,13 @@ import {
 
 /**
  * A gRPC call's outcome is its grpc-status, not its HTTP status (200 for every call that got an
- * answer): a real @grpc/grpc-js server and client through the outbound proxy. The status is read
- * from a trailers-only answer (errors before any message) and from trailers after messages.
+ * answer): a real @grpc/grpc-js server and client through the outbound proxy, one client channel
+ * (one HTTP/2 connection) for every call, as applications keep it. The status is read from a
+ * trailers-only answer (errors before any message) and from trailers after messages, and every
+ * consumer sees it: the request record, metrics, the load canary guards read, outlier detection.
  */
+const WATCH_MESSAGES = 3;
+
 const raw = {
   serialize: (b: Buffer) => b,
   deserialize: (b: Buffer) => b,
@@ -63,6 +67,29 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
       raw.deserialize,
       'serverStream',
     );
+    // A server stream that fails midway: messages, then UNAVAILABLE in the trailers.
+    server.register(
+      '/shop.Reviews/Watch',
+      (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+        for (let i = 1; i <= WATCH_MESSAGES; i++) call.write(Buffer.from(`update ${i}`));
+        call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'backend going away' });
+      },
+      raw.serialize,
+      raw.deserialize,
+      'serverStream',
+    );
+    // A unary call answered with its message, then INTERNAL in the trailers (what a handler that
+    // sends and then fails puts on the wire; the client calls it as unary).
+    server.register(
+      '/shop.Reviews/Rate',
+      (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+        call.write(Buffer.from('rated'));
+        call.emit('error', { code: grpc.status.INTERNAL, details: 'lost the rating after answering' });
+      },
+      raw.serialize,
+      raw.deserialize,
+      'serverStream',
+    );
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
         err ? reject(err) : resolve(p),
@@ -84,9 +111,18 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
   });
 
   let grpcPort = 0;
-  /** One route to the gRPC server, with this retry_on (none: no retry policy), and outlier detection. */
-  function meshWith(port: number, retryOn: string | undefined): MeshResources {
-    const route: Record<string, unknown> = { cluster: 'reviews-grpc' };
+  /**
+   * One route to the gRPC server, with this retry_on (none: no retry policy), and outlier
+   * detection; a new cluster name starts the endpoint with clean outlier counts. The default
+   * consecutive_5xx (5) stays above the failures in a row the recording tests make.
+   */
+  function meshWith(
+    port: number,
+    retryOn: string | undefined,
+    cluster = 'reviews-grpc',
+    consecutive5xx = 5,
+  ): MeshResources {
+    const route: Record<string, unknown> = { cluster };
     if (retryOn)
       route.retry_policy = {
         retry_on: retryOn,
@@ -97,9 +133,9 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
       vip: { http: true },
       routes: reviewsRoutes([{ match: { prefix: '/' }, route }]),
       clusters: [
-        localCluster('reviews-grpc', [port], {
+        localCluster(cluster, [port], {
           outlier_detection: {
-            consecutive_5xx: { value: 3 },
+            consecutive_5xx: { value: consecutive5xx },
             consecutive_gateway_failure: { value: 3 },
             enforcing_consecutive_gateway_failure: { value: 100 },
             interval: { seconds: 60 },
@@ -111,12 +147,32 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
     };
   }
 
-  const unary = (arg: string) =>
+  const unary = (arg: string, method = '/shop.Reviews/Get') =>
     new Promise<grpc.status>((resolve) =>
-      client.makeUnaryRequest('/shop.Reviews/Get', raw.serialize, raw.deserialize, Buffer.from(arg), (err) =>
+      client.makeUnaryRequest(method, raw.serialize, raw.deserialize, Buffer.from(arg), (err) =>
         resolve(err ? (err.code as grpc.status) : grpc.status.OK),
       ),
     );
+
+  /** A server-streaming call: the messages received and the status it ended with. */
+  const serverStream = (method: string) =>
+    new Promise<{ messages: string[]; code: grpc.status }>((resolve) => {
+      const stream = client.makeServerStreamRequest(method, raw.serialize, raw.deserialize, Buffer.from(''));
+      const messages: string[] = [];
+      stream.on('data', (b: Buffer) => messages.push(b.toString()));
+      stream.on('error', (e: grpc.ServiceError) => resolve({ messages, code: e.code }));
+      stream.on('status', (s: grpc.StatusObject) => {
+        if (s.code === grpc.status.OK) resolve({ messages, code: s.code });
+      });
+    });
+
+  /** The record of the last call, written once the relay is over (just after the client saw the status). */
+  async function lastRecord(before: number) {
+    for (let i = 0; i < 100 && harness.records.length === before; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    assert.equal(harness.records.length, before + 1, 'one record per call');
+    return harness.records.at(-1)!;
+  }
 
   it('records grpc-status from a trailers-only answer, beside HTTP 200', async () => {
     const before = harness.records.length;
@@ -157,6 +213,22 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
     assert.equal(rec.grpcStatus, grpc.status.INTERNAL);
   });
 
+  it("records UNAVAILABLE sent in trailers after a server stream's messages", async () => {
+    const before = harness.records.length;
+    const got = await serverStream('/shop.Reviews/Watch');
+    assert.equal(got.code, grpc.status.UNAVAILABLE);
+    assert.equal(got.messages.length, WATCH_MESSAGES);
+    const rec = await lastRecord(before);
+    assert.deepEqual([rec.status, rec.grpcStatus], [200, grpc.status.UNAVAILABLE]);
+  });
+
+  it("records INTERNAL sent in trailers after a unary answer's message", async () => {
+    const before = harness.records.length;
+    assert.equal(await unary('', '/shop.Reviews/Rate'), grpc.status.INTERNAL);
+    const rec = await lastRecord(before);
+    assert.deepEqual([rec.status, rec.grpcStatus], [200, grpc.status.INTERNAL]);
+  });
+
   it('counts server-side gRPC failures as errors in what canary guards receive, and labels the metric', async () => {
     for (const r of harness.records) reportTo(telemetry, r);
     const outcome = clusterOutcomes(await telemetry.mergedSnapshot()).find(
@@ -164,8 +236,8 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
     );
     assert.ok(outcome, 'the cluster is reported');
     // OK and NOT_FOUND (a client-side outcome, HTTP 404 in Envoy's mapping) succeed;
-    // UNAVAILABLE (503) and INTERNAL (500) are errors.
-    assert.equal(outcome.errors, 2);
+    // UNAVAILABLE (503) and INTERNAL (500) are errors, trailers-only or after messages.
+    assert.equal(outcome.errors, 4);
     assert.equal(outcome.successes, 2);
     const requests = (await telemetry.mergedSnapshot()).metrics.find((m) => m.name === REQUESTS_TOTAL);
     const byGrpc = new Map<string, number>();
@@ -174,7 +246,7 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
         String(labels.grpc_response_status),
         (byGrpc.get(String(labels.grpc_response_status)) ?? 0) + Number(v),
       );
-    assert.deepEqual(Object.fromEntries(byGrpc), { '0': 1, '5': 1, '13': 1, '14': 1 });
+    assert.deepEqual(Object.fromEntries(byGrpc), { '0': 1, '5': 1, '13': 2, '14': 2 });
   });
 
   it('retries a trailers-only UNAVAILABLE when retry_on names it (Envoy retry_grpc_on), not INTERNAL', async () => {
@@ -191,6 +263,47 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
     harness.apply(meshWith(grpcPort, '5xx'));
     assert.equal(await unary('unavailable-once/b'), grpc.status.UNAVAILABLE);
     assert.equal(harness.records.at(-1)?.attempts, 1);
+  });
+
+  it('ejects an endpoint whose server streams fail with UNAVAILABLE after their messages (gateway failure)', async () => {
+    // consecutive_5xx out of reach: only consecutive_gateway_failure (503 in Envoy's mapping) can eject.
+    harness.apply(meshWith(grpcPort, undefined, 'reviews-grpc-watch', 100));
+    assert.equal(await unary('ok'), grpc.status.OK);
+    const before = harness.outlierEvents.length;
+    for (let i = 0; i < 3; i++) {
+      const got = await serverStream('/shop.Reviews/Watch');
+      assert.deepEqual([got.code, got.messages.length], [grpc.status.UNAVAILABLE, WATCH_MESSAGES]);
+    }
+    const events = harness.outlierEvents.slice(before);
+    assert.equal(events.length, 1, JSON.stringify(events));
+    assert.equal(events[0]![0], 'reviews-grpc-watch');
+    assert.deepEqual(
+      [events[0]![1].kind, (events[0]![1] as { type?: string }).type],
+      ['ejected', 'consecutive_gateway_failure'],
+    );
+    // Ejected: the only endpoint is out, the next call is not sent to it.
+    const records = harness.records.length;
+    assert.equal(await unary('ok'), grpc.status.UNAVAILABLE);
+    assert.equal((await lastRecord(records)).flags, 'UH');
+  });
+
+  it('ejects an endpoint whose unary answers carry INTERNAL in trailers after the message (consecutive 5xx)', async () => {
+    harness.apply(meshWith(grpcPort, undefined, 'reviews-grpc-rate', 3));
+    assert.equal(await unary('ok'), grpc.status.OK);
+    const before = harness.outlierEvents.length;
+    for (let i = 0; i < 2; i++) assert.equal(await unary('', '/shop.Reviews/Rate'), grpc.status.INTERNAL);
+    // A call that succeeds after its message resets the count, as a 200 does.
+    assert.equal(await unary('ok'), grpc.status.OK);
+    for (let i = 0; i < 2; i++) assert.equal(await unary('', '/shop.Reviews/Rate'), grpc.status.INTERNAL);
+    assert.equal(harness.outlierEvents.length, before, 'two in a row do not eject');
+    assert.equal(await unary('', '/shop.Reviews/Rate'), grpc.status.INTERNAL);
+    const events = harness.outlierEvents.slice(before);
+    assert.equal(events.length, 1, JSON.stringify(events));
+    assert.equal(events[0]![0], 'reviews-grpc-rate');
+    assert.deepEqual(
+      [events[0]![1].kind, (events[0]![1] as { type?: string }).type],
+      ['ejected', 'consecutive_5xx'],
+    );
   });
 
   it("ejects an endpoint answering UNAVAILABLE in a row (a gateway failure in Envoy's mapping)", async () => {

@@ -95,7 +95,7 @@ describe('runAttempts: one retry loop for HTTP/1.1 and h2c', () => {
     if (end.kind !== 'response') return;
     assert.deepEqual([end.status, end.response, end.flag, end.attempts, end.ep.port], [200, 'r2', '-', 2, 2]);
     assert.deepEqual(t.discarded, ['r1']);
-    end.untrack();
+    end.done();
     assert.equal(c.inFlight, 0);
   });
 
@@ -170,6 +170,36 @@ describe('runAttempts: one retry loop for HTTP/1.1 and h2c', () => {
       200,
     ]);
     assert.equal((await runAttempts(b.l)).kind, 'denied');
+  });
+
+  it("a gRPC answer whose status comes in trailers is reported once, with the trailers' status", async () => {
+    const grpcStream = (n: number): AttemptResult<string> => ({
+      kind: 'response',
+      status: 200,
+      response: `r${n}`,
+      grpcInTrailers: true,
+    });
+    const c = new Cluster([ep(1)]);
+    const end = await runAttempts(loop(c, [grpcStream(1)]).l);
+    assert.ok(end.kind === 'response');
+    assert.deepEqual(c.reports, [], 'nothing before the trailers');
+    assert.equal(c.inFlight, 1);
+    end.done(14); // UNAVAILABLE: Envoy's 503
+    assert.deepEqual(c.reports, [{ kind: 'status', status: 503 }]);
+    assert.equal(c.inFlight, 0);
+    // Ended without a grpc-status (the caller left): neither for nor against the endpoint.
+    const left = await runAttempts(loop(c, [grpcStream(1)]).l);
+    assert.ok(left.kind === 'response');
+    left.done();
+    assert.equal(c.reports.length, 1);
+    // Trailers-only answers and plain HTTP are reported when the headers arrive; done adds nothing.
+    const only = await runAttempts(
+      loop(c, [{ kind: 'response', status: 200, response: 'r1', grpcStatus: 13 }]).l,
+    );
+    assert.deepEqual(c.reports.at(-1), { kind: 'status', status: 500 });
+    assert.ok(only.kind === 'response');
+    only.done(13);
+    assert.equal(c.reports.length, 2);
   });
 
   it('no endpoint: UH', async () => {
