@@ -86,8 +86,9 @@ export interface TrafficEdge {
 }
 
 export interface CanarySplit {
-  /** `namespace/httproute`. */
+  /** `namespace/name` of the HTTPRoute or GRPCRoute. */
   httpRoute: string;
+  routeKind: 'HTTPRoute' | 'GRPCRoute';
   rule: number;
   backends: Array<{
     cluster: string;
@@ -253,14 +254,18 @@ function num(v: unknown): number {
   return Number(v ?? 0);
 }
 
+/** A weighted rule of a pushed route. */
+export interface PushedSplit {
+  httpRoute: string;
+  /** From the route's metadata (`filter_metadata.sockmesh.kind`, set for a GRPCRoute). */
+  routeKind: 'HTTPRoute' | 'GRPCRoute';
+  rule: number;
+  clusters: Array<{ name: string; weight: number }>;
+}
+
 /** The weighted rules among the pushed routes, from their xDS form. */
-export function splitsOf(
-  routes: readonly unknown[],
-): Array<{ httpRoute: string; rule: number; clusters: Array<{ name: string; weight: number }> }> {
-  const out = new Map<
-    string,
-    { httpRoute: string; rule: number; clusters: Array<{ name: string; weight: number }> }
-  >();
+export function splitsOf(routes: readonly unknown[]): PushedSplit[] {
+  const out = new Map<string, PushedSplit>();
   for (const rc of routes) {
     for (const vh of ((rc as { virtual_hosts?: unknown[] }).virtual_hosts ?? []) as Array<{
       routes?: unknown[];
@@ -268,6 +273,7 @@ export function splitsOf(
       for (const r of (vh.routes ?? []) as Array<{
         name?: string;
         route?: { weighted_clusters?: { clusters?: unknown[] } };
+        metadata?: { filter_metadata?: { sockmesh?: { kind?: unknown } } };
       }>) {
         const wc = r.route?.weighted_clusters?.clusters as
           | Array<{ name: string; weight: unknown }>
@@ -278,6 +284,8 @@ export function splitsOf(
         if (!out.has(key))
           out.set(key, {
             httpRoute: m[1]!,
+            routeKind:
+              r.metadata?.filter_metadata?.sockmesh?.kind === 'GRPCRoute' ? 'GRPCRoute' : 'HTTPRoute',
             rule: Number(m[2]),
             clusters: wc.map((c) => ({ name: c.name, weight: num(c.weight) })),
           });
@@ -383,6 +391,7 @@ export class MeshView {
       const g = guards.find((x) => x.route === sp.httpRoute);
       return {
         httpRoute: sp.httpRoute,
+        routeKind: sp.routeKind,
         rule: sp.rule,
         backends: sp.clusters.map((c, i) => ({
           cluster: c.name,

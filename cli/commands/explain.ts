@@ -149,6 +149,7 @@ function splitOf(
   const rule = route?.rules[matched.rule];
   return {
     httpRoute: matched.httpRoute,
+    routeKind: route?.kind ?? matched.routeKind ?? 'HTTPRoute',
     rule: matched.rule,
     written: (rule?.backends ?? []).map((b) => ({
       service: `${b.service.name}.${b.service.namespace}`,

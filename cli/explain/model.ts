@@ -14,6 +14,7 @@ import type {
   OutboundExplanation,
   WeightedTarget,
 } from '../../mesh-agent/explain/types.js';
+import type { GatewayRouteKind } from '../../mesh-agent/routing/types.js';
 import type { CanaryStatus } from '../../xds/server/canary.js';
 
 export interface ExplainSource {
@@ -33,10 +34,11 @@ export interface ExplainDestination {
 }
 
 export interface ExplainSplit {
-  /** The HTTPRoute (`namespace/name`) and rule the matched route comes from. */
+  /** The HTTPRoute or GRPCRoute (`namespace/name`) and rule the matched route comes from. */
   httpRoute: string;
+  routeKind: GatewayRouteKind;
   rule: number;
-  /** Weights as the HTTPRoute is written (control plane). */
+  /** Weights as the route is written (control plane). */
   written: Array<{ service: string; weight: number }>;
   /** Weights the source's agent serves now (a canary guard's override included). */
   served: WeightedTarget[];

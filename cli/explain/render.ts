@@ -92,7 +92,7 @@ export function renderExplanation(e: Explanation): string {
           table(
             ['ROUTE', 'MATCH', 'RESULT'],
             o.http.routes.map((rt) => [
-              rt.httpRoute ? `${rt.httpRoute} rule ${rt.rule}` : rt.name,
+              rt.httpRoute ? `${routeLabel(rt.httpRoute, rt.routeKind)} rule ${rt.rule}` : rt.name,
               rt.match,
               rt.result === 'no-match' ? `no match: ${rt.mismatch}` : rt.result.replace('-', ' '),
             ]),
@@ -128,6 +128,11 @@ export function renderExplanation(e: Explanation): string {
   for (const a of e.inbound) out.push(`authz:    ${inboundText(a)}`);
   out.push(`verdict:  ${e.verdict.outcome}: ${e.verdict.summary}`);
   return `${out.join('\n')}\n`;
+}
+
+/** A route as `sockmesh canary` names it too: a GRPCRoute says so, an HTTPRoute is the default. */
+function routeLabel(route: string, kind: string | null): string {
+  return kind === 'GRPCRoute' ? `${route} (GRPCRoute)` : route;
 }
 
 function kernelText(k: ExplainKernel): string {

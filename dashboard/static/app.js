@@ -193,7 +193,9 @@ function renderSplits(snapshot) {
     const title = document.createElement('div');
     title.className = 'title';
     title.innerHTML = `<strong></strong>`;
-    title.firstChild.textContent = `${s.httpRoute} rule ${s.rule}`;
+    // Named as `sockmesh canary` and `sockmesh explain` name it: a GRPCRoute says so.
+    const route = s.routeKind === 'GRPCRoute' ? `${s.httpRoute} (GRPCRoute)` : s.httpRoute;
+    title.firstChild.textContent = `${route} rule ${s.rule}`;
     if (s.guard) {
       const b = document.createElement('span');
       b.className = `badge ${s.guard.phase}`;

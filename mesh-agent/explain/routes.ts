@@ -69,7 +69,7 @@ export function firstMismatch(route: Route, req: HttpRequest): string | null {
   return null;
 }
 
-/** `shop/reviews/rule-1/match-0` -> the HTTPRoute and rule it was translated from. */
+/** `shop/reviews/rule-1/match-0` -> the Gateway API route and rule it was translated from. */
 function origin(name: string | undefined): { httpRoute: string | null; rule: number | null } {
   const m = name?.match(/^([^/]+\/[^/]+)\/rule-(\d+)(?:\/|$)/);
   return m ? { httpRoute: m[1]!, rule: Number(m[2]) } : { httpRoute: null, rule: null };
@@ -109,7 +109,9 @@ export function explainRouting(
   const routes: RouteCheck[] = [];
   let chosen: Route | undefined;
   for (const r of vh.routes) {
-    const base = { name: r.name ?? '', ...origin(r.name), match: describeMatch(r) };
+    const from = origin(r.name);
+    const routeKind = from.httpRoute === null ? null : (r.routeKind ?? 'HTTPRoute');
+    const base = { name: r.name ?? '', ...from, routeKind, match: describeMatch(r) };
     if (chosen) {
       routes.push({ ...base, result: 'not-reached', mismatch: null });
       continue;

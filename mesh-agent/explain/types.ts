@@ -5,6 +5,8 @@
  * destination's answers with the control plane's; tools read the JSON.
  */
 
+import type { GatewayRouteKind } from '../routing/types.js';
+
 /** The HTTP request explained (what the source would send). */
 export interface ExplainRequest {
   method: string;
@@ -58,8 +60,10 @@ export interface ListenerMatch {
 export interface RouteCheck {
   /** The xDS route name (`<ns>/<httproute>/rule-<i>/match-<j>` for Gateway API routes). */
   name: string;
-  /** The HTTPRoute and rule it comes from (route metadata), when it has one. */
+  /** The Gateway API route (`namespace/name`) and rule it comes from, when it has one. */
   httpRoute: string | null;
+  /** That route's kind (route metadata): an HTTPRoute or a GRPCRoute. */
+  routeKind: GatewayRouteKind | null;
   rule: number | null;
   /** The route's match, as text (`prefix / and header x-canary exact "true"`). */
   match: string;

@@ -11,6 +11,7 @@ import {
   optStr,
   optUint,
   optUintWrapper,
+  sockmeshMetadata,
   str,
   type Wire,
 } from '../state/wire.js';
@@ -20,6 +21,7 @@ import type {
   ClusterTarget,
   ClusterWeight,
   DomainIndex,
+  GatewayRouteKind,
   HashPolicy,
   HeaderMatcher,
   HeaderMutations,
@@ -118,10 +120,18 @@ function parseRoute(v: unknown, path: string): Route {
   }
   return {
     name: optStr(r.name, `${path}.name`),
+    routeKind: routeKindOf(r.metadata, `${path}.metadata`),
     match: parseRouteMatch(r.match, `${path}.match`),
     behaviour,
     headers: parseHeaderMutations(r, path),
   };
+}
+
+/** From the control plane's route metadata: `httpRoute` names the route, `kind` a GRPCRoute. */
+function routeKindOf(v: unknown, path: string): GatewayRouteKind | undefined {
+  const md = sockmeshMetadata(v, path);
+  if (md.kind === 'GRPCRoute') return 'GRPCRoute';
+  return md.httpRoute === undefined ? undefined : 'HTTPRoute';
 }
 
 function parseDirectResponse(v: unknown, path: string): RouteBehaviour {

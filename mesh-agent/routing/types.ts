@@ -81,8 +81,13 @@ export type RouteBehaviour =
   | { kind: 'forward'; action: RouteAction }
   | { kind: 'direct'; status: number; body: string | undefined };
 
+/** The Gateway API kinds the control plane translates into routes. */
+export type GatewayRouteKind = 'HTTPRoute' | 'GRPCRoute';
+
 export interface Route {
   name: string | undefined;
+  /** The kind of the Gateway API route it was translated from (route metadata), when it has one. */
+  routeKind?: GatewayRouteKind | undefined;
   match: RouteMatch;
   behaviour: RouteBehaviour;
   headers: HeaderMutations;

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MeshView, type Scrape, splitsOf } from '../../../dashboard/model.js';
+import { pushedRoutes } from '../fixtures/gateway-routes.js';
 
 const V1 = 'outbound|9080||reviews-v1.shop.svc.cluster.local';
 const V2 = 'outbound|9080||reviews-v2.shop.svc.cluster.local';
@@ -105,6 +106,7 @@ describe('MeshView', () => {
     ]);
     const [split] = s.splits;
     assert.equal(split?.httpRoute, 'shop/reviews');
+    assert.equal(split?.routeKind, 'HTTPRoute');
     assert.equal(split?.rule, 1);
     assert.deepEqual(
       split?.backends.map((b) => [b.service, b.weight, b.share]),
@@ -173,6 +175,18 @@ describe('MeshView', () => {
       failures: 0,
     });
     assert.equal(s.edges.find((e) => e.destination === 'shop/reviews-v1-1')?.tcp, null);
+  });
+
+  it("names a split's route with its kind: a GRPCRoute's and an HTTPRoute's, as the control plane pushes them", () => {
+    assert.deepEqual(
+      splitsOf(pushedRoutes())
+        .map((s) => [s.httpRoute, s.routeKind, s.rule, s.clusters.map((c) => c.weight)])
+        .sort(),
+      [
+        ['shop/greeter', 'GRPCRoute', 0, [90, 10]],
+        ['shop/greeter-web', 'HTTPRoute', 0, [90, 10]],
+      ],
+    );
   });
 
   it('reads weighted rules only from the pushed routes', () => {

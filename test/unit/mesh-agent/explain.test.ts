@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { captureOf } from '../../../mesh-agent/explain/explain.js';
 import { explainRouting } from '../../../mesh-agent/explain/routes.js';
 import { type HttpRequest, parseRouteConfiguration, selectRoute } from '../../../mesh-agent/routing/index.js';
+import { pushedRoutes, routesOfPort } from '../fixtures/gateway-routes.js';
 import { reviewsRoutes } from './fixtures/envoy.js';
 
 const rc = parseRouteConfiguration(reviewsRoutes);
@@ -55,6 +56,30 @@ describe('explainRouting', () => {
     assert.equal(canary?.mismatch, 'header x-canary exact "true": the request has "false"');
     const none = explainRouting(rc, req('/anything'), service).routes.find((r) => r.name === 'canary-header');
     assert.equal(none?.mismatch, 'header x-canary exact "true": the request has none');
+  });
+
+  it('names the kind of Gateway API route a route was translated from (GRPCRoute, HTTPRoute)', () => {
+    const grpc = explainRouting(
+      parseRouteConfiguration(routesOfPort(9091)),
+      req('/shop.Greeter/Hello', {}, 'POST'),
+      service,
+    );
+    assert.deepEqual(
+      grpc.routes.map((r) => [r.httpRoute, r.routeKind, r.rule, r.result]),
+      [['shop/greeter', 'GRPCRoute', 0, 'matched']],
+    );
+    const web = explainRouting(parseRouteConfiguration(routesOfPort(9080)), req('/'), service);
+    assert.deepEqual(
+      web.routes.map((r) => [r.httpRoute, r.routeKind]),
+      [['shop/greeter-web', 'HTTPRoute']],
+    );
+    // A Service's own route (no Gateway API route behind it) has no kind.
+    const own = pushedRoutes().find((r) => (r as { name: string }).name.startsWith('greeter-v1.'));
+    const d = explainRouting(parseRouteConfiguration(own), req('/'), service);
+    assert.deepEqual(
+      d.routes.map((r) => [r.name, r.httpRoute, r.routeKind]),
+      [['default', null, null]],
+    );
   });
 
   it('gives weighted targets their share of the total', () => {
