@@ -19,6 +19,7 @@ import { call, startShop } from '../helpers/mesh.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
+const GRPC_ROUTE = fileURLToPath(new URL('./manifests-grpcroute/', import.meta.url));
 
 /** The expression for a cell of the reviews split's table, as the page's script lays it out. */
 const CELL = (backend: string, what: string) =>
@@ -43,7 +44,7 @@ describe('sockmesh dashboard in headless Chromium (2 nodes, live agents)', {
   const shots = mkdtempSync(join(tmpdir(), 'sockmesh-dashboard-'));
 
   before(async () => {
-    mesh = await startShop();
+    mesh = await startShop([GRPC_ROUTE]);
     // Keep-alive-free curl loops from inside the pods, as an app would call: frontend -> reviews and ratings.
     const frontend = mesh.pod('shop/frontend-1');
     load.push(
@@ -131,6 +132,19 @@ describe('sockmesh dashboard in headless Chromium (2 nodes, live agents)', {
       30_000,
     );
     assert.ok(Number(await cell('reviews-v2.shop', 'requests').textContent()) > 0, 'the share is counted');
+  });
+
+  it('names the kind of route each split comes from: a GRPCRoute says so', async () => {
+    const title = (route: string) =>
+      page.locator(`.split[data-route="${route}"] .title strong`).textContent();
+    assert.equal(await title('shop/reviews#1'), 'shop/reviews rule 1');
+    assert.equal(await title('shop/reviews-grpc#1'), 'shop/reviews-grpc (GRPCRoute) rule 1');
+    assert.equal(
+      await page
+        .locator('.split[data-route="shop/reviews-grpc#1"] tr[data-backend="reviews-v2-grpc.shop"] td.weight')
+        .textContent(),
+      '10%',
+    );
   });
 
   it('lists a denial with the policy that made it', async () => {

@@ -14,9 +14,11 @@ import type { Explanation } from '../../cli/explain/model.js';
 import type { LocalMesh } from '../../lab/mesh.js';
 import { isSockmeshError } from '../../lib/errors.js';
 import type { InboundExplanation } from '../../mesh-agent/explain/types.js';
+import { FIXTURES } from '../helpers/lab.js';
 import { call, eventually, startShop } from '../helpers/mesh.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const GRPC_ROUTE = fileURLToPath(new URL('./manifests-grpcroute/', import.meta.url));
 const FRONTEND = 'spiffe://cluster.local/ns/shop/sa/frontend';
 
 describe('sockmesh explain (2 nodes, real BPF, live agents)', () => {
@@ -42,7 +44,7 @@ describe('sockmesh explain (2 nodes, real BPF, live agents)', () => {
     });
 
   before(async () => {
-    mesh = await startShop();
+    mesh = await startShop([GRPC_ROUTE]);
   });
   after(async () => {
     await mesh?.stop();
@@ -110,6 +112,59 @@ describe('sockmesh explain (2 nodes, real BPF, live agents)', () => {
     assert.match(text, /shop\/reviews rule 0 +prefix \/ and header x-canary exact "true" +no match/);
     assert.match(text, /split: +served reviews-v1\.shop 90%, reviews-v2\.shop 10%/);
     assert.match(text, /verdict: +allowed/);
+  });
+
+  it('a GRPCRoute: named as one, which rule matches an RPC, the split, and real h2c calls agree', async () => {
+    const rate = await explainJson(
+      'shop/frontend-1',
+      'reviews.shop:9091/shop.Reviews/Rate',
+      '--method',
+      'POST',
+    );
+    assert.deepEqual(
+      rate.outbound.http!.routes.map((r) => [r.httpRoute, r.routeKind, r.rule, r.result]),
+      [
+        ['shop/reviews-grpc', 'GRPCRoute', 0, 'matched'],
+        ['shop/reviews-grpc', 'GRPCRoute', 1, 'not-reached'],
+      ],
+    );
+    assert.deepEqual(
+      [rate.split?.httpRoute, rate.split?.routeKind, rate.split?.served.map((t) => t.service)],
+      ['shop/reviews-grpc', 'GRPCRoute', ['reviews-v2-grpc.shop']],
+    );
+    const get = await explainJson(
+      'shop/frontend-1',
+      'reviews.shop:9091/shop.Reviews/Get',
+      '--method',
+      'POST',
+    );
+    assert.deepEqual(
+      get.outbound.http!.routes.map((r) => r.result),
+      ['no-match', 'matched'],
+    );
+    assert.deepEqual(
+      get.split?.written.map((w) => [w.service, w.weight]),
+      [
+        ['reviews-v1-grpc.shop', 90],
+        ['reviews-v2-grpc.shop', 10],
+      ],
+    );
+    const text = await explain('shop/frontend-1', 'reviews.shop:9091/shop.Reviews/Get', '--method', 'POST');
+    assert.match(text, /shop\/reviews-grpc \(GRPCRoute\) rule 0 +path \/shop\.Reviews\/Rate +no match/);
+    assert.match(text, /shop\/reviews-grpc \(GRPCRoute\) rule 1 +.* +matched/);
+    // What explain says is what the data path does: Rate reaches v2 only, over one h2c connection.
+    const res = await mesh.exec('shop/frontend-1', [
+      process.execPath,
+      join(FIXTURES, 'h2c-client.mjs'),
+      'http://reviews.shop:9091/shop.Reviews/Rate',
+      '5',
+      JSON.stringify({ ':method': 'POST' }),
+    ]);
+    const answers = JSON.parse(res.stdout) as Array<{ status: number; body: string }>;
+    assert.deepEqual(
+      answers.map((a) => [a.status, JSON.parse(a.body).version]),
+      Array(5).fill([200, 'v2']),
+    );
   });
 
   it('a denied pair: the destination agent names the deciding policy rule, and real traffic gets 403', async () => {
