@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import grpc from '@grpc/grpc-js';
 import { reportTo } from '../../../mesh-agent/agent/proxy-runtime.js';
@@ -22,6 +24,37 @@ import {
  */
 const WATCH_MESSAGES = 3;
 
+interface OtlpSpan {
+  name: string;
+  status?: { code?: number };
+  attributes?: Array<{ key: string; value: { stringValue?: string } }>;
+}
+
+/** An OTLP/HTTP (JSON) receiver on loopback that keeps the spans it is sent. */
+async function otlpCollector() {
+  const spans: OtlpSpan[] = [];
+  const server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+      resourceSpans: Array<{ scopeSpans: Array<{ spans: OtlpSpan[] }> }>;
+    };
+    for (const rs of body.resourceSpans) for (const ss of rs.scopeSpans) spans.push(...ss.spans);
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    spans,
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
 const raw = {
   serialize: (b: Buffer) => b,
   deserialize: (b: Buffer) => b,
@@ -32,6 +65,7 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
   let harness: Harness;
   let client: grpc.Client;
   let telemetry: MeshTelemetry;
+  let spans: Awaited<ReturnType<typeof otlpCollector>>;
   /** Calls per request payload, for the answer-once-then-succeed cases. */
   const calls = new Map<string, number>();
 
@@ -95,12 +129,18 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
         err ? reject(err) : resolve(p),
       ),
     );
-    harness = await startOutbound(meshWith(port, undefined));
+    spans = await otlpCollector();
+    telemetry = new MeshTelemetry({
+      nodeName: 'node-grpc-outcome',
+      metricsPort: 0,
+      otlpEndpoint: spans.url,
+      traceExportDelayMs: 60_000, // only the explicit flush exports
+    });
+    harness = await startOutbound(meshWith(port, undefined), { tracer: telemetry });
     grpcPort = port;
     client = new grpc.Client(`127.0.0.1:${harness.port}`, grpc.credentials.createInsecure(), {
       'grpc.service_config_disable_resolution': 1,
     });
-    telemetry = new MeshTelemetry({ nodeName: 'node-grpc-outcome', metricsPort: 0 });
   });
 
   after(async () => {
@@ -108,6 +148,7 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
     await harness?.close();
     await new Promise<void>((r) => (server ? server.tryShutdown(() => r()) : r()));
     await telemetry?.close();
+    await spans?.close();
   });
 
   let grpcPort = 0;
@@ -227,6 +268,19 @@ describe('gRPC outcomes: grpc-status is the result the mesh records and reports'
     assert.equal(await unary('', '/shop.Reviews/Rate'), grpc.status.INTERNAL);
     const rec = await lastRecord(before);
     assert.deepEqual([rec.status, rec.grpcStatus], [200, grpc.status.INTERNAL]);
+  });
+
+  it('ends the client span of a call failing in trailers after messages as an error, and of OK as ok', async () => {
+    await telemetry.flush();
+    const statusOf = (path: string) =>
+      spans.spans
+        .filter((s) => s.attributes?.some((a) => a.key === 'url.path' && a.value.stringValue === path))
+        .map((s) => s.status?.code);
+    // OTLP status codes: 1 OK, 2 ERROR.
+    assert.deepEqual(statusOf('/shop.Reviews/Watch'), [2]);
+    assert.deepEqual(statusOf('/shop.Reviews/Rate'), [2]);
+    assert.deepEqual(statusOf('/shop.Reviews/List'), [2]);
+    assert.ok(statusOf('/shop.Reviews/Get').includes(1), 'the OK call');
   });
 
   it('counts server-side gRPC failures as errors in what canary guards receive, and labels the metric', async () => {
