@@ -140,6 +140,8 @@ export interface AgentStatus {
   identities: { spiffeId: string; serial: string; notAfter: string }[];
   bpf: Record<string, number>;
   tunnels: number;
+  /** HTTP connections to the node's pods relayed since the agent started (null with proxy workers). */
+  inboundRelays?: { lean: number; bytes: number } | null;
   /** Kernel TCP health per workload pair (absent from agents older than it). */
   tcpHealth?: TcpHealthReport;
 }

@@ -579,6 +579,8 @@ export class MeshAgent {
       kernelPolicy: this.kernelPolicy?.report().status ?? null,
       workers: { pids: this.workerPids, restarts: this.workers?.restarts.length ?? 0 },
       tunnels: this.runtime?.tunnelSessions ?? null,
+      /** Without proxy workers: HTTP connections to this node's pods relayed since start (lean relay, bytes). */
+      inboundRelays: this.runtime?.inboundRelays ?? null,
       tcpHealth: tcpHealthReport(
         this.dataplane && this.tcpHealth ? () => this.dataplane!.tcpHealth.read() : null,
       ),

@@ -183,6 +183,11 @@ export class ProxyRuntime {
     return this.tunnels.size;
   }
 
+  /** HTTP connections to local pods relayed since start: through the lean relay, and as bytes (trusted senders). */
+  get inboundRelays(): { lean: number; bytes: number } {
+    return { lean: this.inbound.leanRelayedStreams, bytes: this.inbound.relayedHttpStreams };
+  }
+
   async stop(): Promise<void> {
     await this.outbound.close();
     await this.tunnelServer.close();

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { agentLifecycle, replaceAgent, waitExit } from '../../lab/agent-restart.js';
-import type { LocalMesh } from '../../lab/mesh.js';
+import type { AgentStatus, LocalMesh } from '../../lab/mesh.js';
 import { FIXTURES, startEchoServer } from '../helpers/lab.js';
 import { eventually, load, startShop } from '../helpers/mesh.js';
 
@@ -62,9 +62,11 @@ describe('agent upgrade and crash (2 nodes, real BPF, mTLS, xDS)', { timeout: 30
 
   it("keep-alive load outlasting the drain bound while the destination node's agent is upgraded: none fails", async () => {
     // reviews-v2 runs on node2: every request crosses the tunnel, and node2 relays it to the pod
-    // as bytes (one L7 hop), so the old agent cannot say `Connection: close` on it. The caller's
-    // node retires connections whose tunnel session got the old agent's GOAWAY instead; without
-    // that they stay on the old agent until it exits at the drain bound, and their requests fail.
+    // through the lean relay (HTTP/1.1 heads rewritten, one connection to the pod per caller's
+    // keep-alive connection). The old agent's relay puts `connection: close` on the next answer
+    // and ends idle connections; the caller's node also retires connections whose tunnel session
+    // got the old agent's GOAWAY. Without either they stay on the old agent until it exits at the
+    // drain bound, and their requests fail.
     const seconds = DRAIN_S + 12;
     const ready = join(mesh.paths.runDir, `flowing-${process.pid}-dst`);
     const loading = mesh.exec(
@@ -84,6 +86,12 @@ describe('agent upgrade and crash (2 nodes, real BPF, mTLS, xDS)', { timeout: 30
     );
     while (!existsSync(ready)) await new Promise((r) => setTimeout(r, 50));
     await new Promise((r) => setTimeout(r, 1000));
+    const relays = async () => ((await mesh.agentStatus('node2')) as AgentStatus).inboundRelays;
+    const before = await relays();
+    assert.ok(
+      (before?.lean ?? 0) > 0,
+      `the old agent relays the load through the lean relay: ${JSON.stringify(before)}`,
+    );
     const r = await replaceAgent(mesh, 'node2');
     const out = await loading;
     assert.equal(out.code, 0, out.stderr);
@@ -96,6 +104,13 @@ describe('agent upgrade and crash (2 nodes, real BPF, mTLS, xDS)', { timeout: 30
     );
     assert.deepEqual(failed.slice(0, 5), [], `${failed.length} of ${records.length} requests failed`);
     assert.ok(await waitExit(r.oldPid, (DRAIN_S + 10) * 1000), 'the old agent exited');
+    // The keep-alive connections moved: the new agent's lean relay carried the load's rest.
+    const moved = await relays();
+    assert.ok(
+      (moved?.lean ?? 0) > 0,
+      `the new agent relayed the moved connections: ${JSON.stringify(moved)}`,
+    );
+    assert.equal(moved?.bytes, 0, 'nothing went as bytes unparsed');
   });
 
   it('a long-lived TCP stream outlives the handoff and is closed no earlier than the drain bound', async () => {
