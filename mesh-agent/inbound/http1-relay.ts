@@ -13,7 +13,7 @@
  * As the parse path does, a body that stops moving ends its exchange (`streamIdleTimeoutMs`, Envoy's
  * stream_idle_timeout: no byte either way while a request is under way; 408 if nothing of the
  * answer went back yet, else a reset), and a drain (the agent hands over to a new one) puts
- * `connection: close` on the next answer, then ends the connection; an idle one ends at once.
+ * `connection: close` on the next answer, then ends the connection; one idle for a second ends.
  *
  * Why not node:http + undici here: that pair costs about three times this per request on the
  * destination (docs/benchmarks.md, "Lean destination relay"), and one connection to the pod per
@@ -37,6 +37,13 @@ export interface RelayHooks {
   answered(method: string, status: number, durationMs: number): void;
 }
 
+/**
+ * Draining, a connection idle this long is ended. Not at once: a request the caller already
+ * put on it would meet the end (the e2e upgrade saw 8 of 16 267 fail so); the agents' callers
+ * retire their connections on the tunnel's GOAWAY within it (nghttp2's GOAWAY grace, as handoff/drain.ts).
+ */
+const DRAIN_IDLE_MS = 1000;
+
 /** Written by this hop, whatever the request said (the pod's connection is this relay's). */
 const DROPPED = new Set([...HOP_BY_HOP, 'http2-settings']);
 for (const kept of ['transfer-encoding', 'upgrade']) DROPPED.delete(kept);
@@ -51,7 +58,7 @@ interface Exchange {
 }
 
 export interface Http1RelayHandle {
-  /** Lets the caller go: `connection: close` on the next answer, then the end; an idle connection ends now. */
+  /** Lets the caller go: `connection: close` on the next answer, then the end; an idle connection ends within a second. */
   drain(): void;
 }
 
@@ -267,7 +274,7 @@ class Http1Relay {
    * The pod's bytes once draining: the next answer whose head starts at a known byte goes back
    * with `connection: close` (the rest of it byte for byte), and the connection ends after it.
    * An answer whose start is not known (the pod pipelined it behind another in one read) goes
-   * as it came; the connection then ends once no request is in flight.
+   * as it came; the connection then ends once idle for DRAIN_IDLE_MS.
    */
   private fromPodDraining(chunk: Buffer): void {
     let rest = chunk;
@@ -340,11 +347,7 @@ class Http1Relay {
     this.res[HTTPParser.kOnMessageBegin] = () => {
       this.begun = true;
     };
-    if (this.inFlight.length === 0 && !this.reqOpen && !this.inHead && !this.held && this.idleSince > 0) {
-      // Idle after its exchanges: ended now, so the caller's pool reconnects (to the agent that took over).
-      this.endGracefully();
-      return;
-    }
+    // An idle connection is ended by the sweep once idle for DRAIN_IDLE_MS (tick).
     // No byte of the next answer came yet: its head is the one that says close.
     if (this.inFlight.length === 0 || (this.inFlight[0]!.status === undefined && this.podQuiet))
       this.podHeld = [];
@@ -470,7 +473,6 @@ class Http1Relay {
       // Answered before its body was all in: the connection is idle from here.
       this.podQuiet = true;
       this.idleSince = performance.now();
-      if (this.draining) this.endAfterWrite = true;
     }
     if (this.chunked) {
       let last = '0\r\n';
@@ -552,8 +554,8 @@ class Http1Relay {
       this.podQuiet = true;
       if (!this.inHead) this.idleSince = performance.now();
     }
-    // Draining: after the answer that said close, or once nothing is in flight, the connection ends.
-    if (this.draining && (this.closing || (idle && !this.inHead))) this.endAfterWrite = true;
+    // Draining: the connection ends after the answer that said close.
+    if (this.closing) this.endAfterWrite = true;
   }
 
   private release(held: Buffer[]): void {
@@ -603,6 +605,9 @@ class Http1Relay {
           this.refuse(408, `no byte either way for ${streamIdleTimeoutMs} ms`);
         }
       }
+    } else if (this.idleSince > 0 && this.draining && now - this.idleSince > DRAIN_IDLE_MS) {
+      // Idle that long while draining: ended, so the caller's pool reconnects (to the agent that took over).
+      this.endGracefully();
     } else if (this.idleSince > 0 && now - this.idleSince > idleTimeoutMs) this.stop();
   }
 

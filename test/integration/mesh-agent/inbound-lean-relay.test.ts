@@ -672,7 +672,7 @@ describe('inbound: the lean relay times out stalled bodies and lets its callers 
         `HTTP/1.1 200 OK\r\nContent-Length: ${path.length}\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-Odd-CASE: kept\r\n\r\n${path}`,
       (path) => path === '/in-flight',
     );
-    // An idle keep-alive connection, next to the busy one: ended (not reset) when the drain starts.
+    // An idle keep-alive connection, next to the busy one: ended (not reset) once idle for a second of the drain.
     const { pod: idlePod } = await headPod(() => 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
     const tp = new TunnelPool();
     const client = throughTunnel(
@@ -711,9 +711,6 @@ describe('inbound: the lean relay times out stalled bodies and lets its callers 
       await eventually(() => pod.conns.length === 2 && pod.all().split('/in-flight').length === 3);
 
       inbound.drain();
-      await idleEnded;
-      assert.deepEqual(await idleGone, { error: false }, 'the idle connection was ended, not reset');
-
       release();
       assert.deepEqual(await inFlight, { status: 200, connection: 'close', body: '/in-flight' });
       assert.equal(
@@ -722,6 +719,8 @@ describe('inbound: the lean relay times out stalled bodies and lets its callers 
         'the answer is byte for byte the pod one, its Connection and Keep-Alive replaced',
       );
       await eventually(() => disconnects === 1);
+      await idleEnded;
+      assert.deepEqual(await idleGone, { error: false }, 'the idle connection was ended, not reset');
       // The client's next request opens a new connection (on the agent that took over, in a real upgrade).
       assert.deepEqual(await get('/after'), { status: 200, connection: 'close', body: '/after' });
       assert.equal(inbound.leanRelayedStreams, lean + 4, 'warm, idle, raw, then a new connection');
