@@ -142,12 +142,15 @@ export async function runAttempts<R>(loop: AttemptLoop<R>): Promise<AttemptsEnd<
             kind: 'status',
             status: grpcStatus === undefined ? status : grpcToHttpStatus(grpcStatus),
           });
-        const done = (trailerGrpcStatus?: number) => {
-          untrack();
-          // No grpc-status (the caller left, or the stream was reset midway): held neither for nor against it.
-          if (deferred && trailerGrpcStatus !== undefined)
-            cluster.report(ep, { kind: 'status', status: grpcToHttpStatus(trailerGrpcStatus) });
-        };
+        // HTTP/1.1 and every answer reported above get untrack itself: nothing more per request.
+        const done = deferred
+          ? (trailerGrpcStatus?: number) => {
+              untrack();
+              // No grpc-status (the caller left, or the stream was reset midway): held neither for nor against it.
+              if (trailerGrpcStatus !== undefined)
+                cluster.report(ep, { kind: 'status', status: grpcToHttpStatus(trailerGrpcStatus) });
+            }
+          : untrack;
         const relay = (flag: '-' | 'URX' | 'UO'): AttemptsEnd<R> => ({
           kind: 'response',
           status: result.status,
