@@ -49,6 +49,17 @@ export interface Http1ServerOptions {
   draining?: () => boolean;
 }
 
+/** The part of a net.Socket's libuv handle the native read path uses (node:http's server uses the same). */
+interface StreamHandle {
+  isStreamBase?: boolean;
+  /** Set by whoever feeds a parser from the handle (node:http marks it the same way): one consumer per handle. */
+  _consumed?: boolean;
+  /** net.Socket's own flag for a handle that reads: kept true to what readStart/readStop did. */
+  reading?: boolean;
+  readStart(): number;
+  readStop(): number;
+}
+
 /** Bodies held for a pipelined request's turn, and answers queued before reading stops. */
 const MAX_QUEUED_ANSWERS = 16;
 
@@ -332,6 +343,10 @@ export class Http1Connection {
   private sourceAnswer: Http1Answer | null = null;
   private chunked = false;
   private waitDrain = false;
+  /** The socket's handle once llhttp was fed from it: reads stop and start on it (see pauseReads). */
+  private handle: StreamHandle | null = null;
+  /** llhttp reads the handle itself (parser.consume): no JS Buffer or 'data' event per read. */
+  private consumed = false;
   private readonly onData = (chunk: Buffer) => this.read(chunk);
   private readonly onSourceReadable = () => this.pump();
   private readonly onSourceEnd = () => this.sourceEnded();
@@ -351,7 +366,18 @@ export class Http1Connection {
     p[HTTPParser.kOnBody] = this.onBody.bind(this);
     p[HTTPParser.kOnMessageComplete] = this.onMessageComplete.bind(this);
     this.parser = p;
+    // Bytes already in the stream (the protocol sniff puts its first read back) come as 'data'
+    // and go through execute(); the handle's next reads go straight into llhttp, in C++, as
+    // node:http's server reads its sockets. A handle that is not a libuv stream keeps 'data'.
     sock.on('data', this.onData);
+    const handle = (sock as unknown as { _handle?: StreamHandle | null })._handle;
+    if (handle?.isStreamBase && !handle._consumed) {
+      p[HTTPParser.kOnExecute] = this.onExecute.bind(this);
+      handle._consumed = true;
+      p.consume(handle);
+      this.handle = handle;
+      this.consumed = true;
+    }
     sock.on('end', () => this.onEnd());
     sock.on('drain', () => this.onDrain());
     sock.once('close', () => this.onClose());
@@ -402,7 +428,16 @@ export class Http1Connection {
   private read(chunk: Buffer): void {
     this.lastByte = this.server.clock;
     if (this.lastRead) return;
-    const r = this.parser.execute(chunk);
+    this.executed(this.parser.execute(chunk));
+  }
+
+  /** A read of the handle that llhttp parsed natively: `r` as execute() returns it. */
+  private onExecute(r: ReturnType<LlhttpParser['execute']>): void {
+    this.lastByte = this.server.clock;
+    this.executed(r);
+  }
+
+  private executed(r: ReturnType<LlhttpParser['execute']>): void {
     if (this.refusal) {
       this.dropParsed();
       this.answerRefusal();
@@ -410,7 +445,7 @@ export class Http1Connection {
     }
     // Bytes after a `Connection: close` request: llhttp stops there, and so does the connection.
     if (typeof r !== 'number' && r.code === 'HPE_CLOSED_CONNECTION' && this.lastRead) {
-      this.sock.off('data', this.onData);
+      this.stopReading();
     } else if (typeof r !== 'number') {
       this.dropParsed();
       if (r.code === 'HPE_PAUSED_H2_UPGRADE') this.destroy();
@@ -425,6 +460,45 @@ export class Http1Connection {
     // their callback, within the same read; nothing of a refused read goes anywhere.
     for (let i = 0; i < this.parsed.length; i++) this.dispatch(this.parsed[i]!);
     this.parsed.length = 0;
+    // Nothing after the last request is parsed: its reads go back to the stream, where read() drops them.
+    if (this.lastRead) this.unconsume();
+  }
+
+  /** Reads stop: a paused net.Socket still reads its handle (into its buffer), a consumed one must be told. */
+  private pauseReads(): void {
+    this.sock.pause();
+    const h = this.handle;
+    if (h?.reading && !this.sock.destroyed) {
+      h.reading = false;
+      h.readStop();
+    }
+  }
+
+  private resumeReads(): void {
+    this.sock.resume();
+    const h = this.handle;
+    if (h && !h.reading && !this.sock.destroyed) {
+      h.reading = true;
+      h.readStart();
+    }
+  }
+
+  /** llhttp stops reading the handle; its reads go to the JS stream again. */
+  private unconsume(): void {
+    if (!this.consumed) return;
+    this.consumed = false;
+    this.parser.unconsume();
+  }
+
+  /** Nothing more is parsed, but the client's bytes are still read (and dropped) until the socket goes: unread bytes at close would reset the answer. */
+  private stopReading(): void {
+    this.sock.off('data', this.onData);
+    this.unconsume();
+    const h = this.handle;
+    if (h && !h.reading && !this.sock.destroyed) {
+      h.reading = true;
+      h.readStart();
+    }
   }
 
   private dispatch(p: Parsed): void {
@@ -530,7 +604,7 @@ export class Http1Connection {
     if (this.answers.length >= MAX_QUEUED_ANSWERS && !this.queuePaused) {
       // A flood of pipelined requests waits for the answers before more is read.
       this.queuePaused = true;
-      this.sock.pause();
+      this.pauseReads();
     }
     this.parsed.push({ req: { method, path, headers, body, socket: this.sock }, answer, expectContinue });
     return 0;
@@ -541,7 +615,7 @@ export class Http1Connection {
     if (!body || body.destroyed) return;
     if (!body.push(chunk) && !this.bodyPaused) {
       this.bodyPaused = true;
-      this.sock.pause();
+      this.pauseReads();
     }
   }
 
@@ -581,6 +655,7 @@ export class Http1Connection {
       src.destroy();
     }
     // Freed here, never inside one of its own callbacks.
+    this.unconsume();
     this.parser.close();
   }
 
@@ -592,7 +667,7 @@ export class Http1Connection {
   /** Answers what the parser or the limits refused, and closes; an answer already on the wire is cut instead. */
   private answerRefusal(): void {
     const [status, text] = this.refusal!;
-    this.sock.off('data', this.onData);
+    this.stopReading();
     if (this.answers[0]?.headersSent && !this.answers[0].done) {
       this.destroy();
       return;
@@ -723,7 +798,7 @@ export class Http1Connection {
       else a.body.resume();
     }
     if (!a.keepAlive) {
-      this.sock.off('data', this.onData);
+      this.stopReading();
       this.sock.destroySoon();
       return;
     }
@@ -741,6 +816,6 @@ export class Http1Connection {
   }
 
   private resumeIfFree(): void {
-    if (!this.bodyPaused && !this.queuePaused && !this.gone) this.sock.resume();
+    if (!this.bodyPaused && !this.queuePaused && !this.gone) this.resumeReads();
   }
 }

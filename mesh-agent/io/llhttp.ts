@@ -12,6 +12,13 @@ export interface LlhttpParser {
   finish(): undefined | (Error & { code?: string });
   close(): void;
   free?(): void;
+  /**
+   * Feeds the parser straight from a stream handle (libuv's reads go into llhttp in C++, no JS
+   * Buffer or 'data' event per read); each read's result comes to `this[kOnExecute](ret)`.
+   */
+  consume(handle: object): void;
+  /** Gives the handle's reads back to its JS stream. */
+  unconsume(): void;
   [kind: number]: unknown;
 }
 
