@@ -156,6 +156,8 @@ describe('the pod-facing HTTP/1.1 server on the caller node', { timeout: 120_000
   /** Bytes the /big handler managed to hand to its socket while the pod read nothing. */
   let bigWritten = 0;
   let releaseBig: (() => void) | undefined;
+  /** Resumes the /sink handler, which reads nothing of its request body until then. */
+  let releaseSink: (() => void) | undefined;
 
   before(async () => {
     upstream = http.createServer((req, res) => {
@@ -169,6 +171,19 @@ describe('the pod-facing HTTP/1.1 server on the caller node', { timeout: 120_000
         aborted: false,
       };
       seen.push(rec);
+      if (url.pathname === '/sink') {
+        // Reads nothing of the body until released, then counts it.
+        req.pause();
+        let bytes = 0;
+        releaseSink = () => {
+          req.on('data', (c: Buffer) => {
+            bytes += c.length;
+          });
+          req.on('end', () => res.end(String(bytes)));
+          req.resume();
+        };
+        return;
+      }
       req.on('aborted', () => {
         rec.aborted = true;
       });
@@ -437,6 +452,24 @@ describe('the pod-facing HTTP/1.1 server on the caller node', { timeout: 120_000
     });
     assert.match(head, /^HTTP\/1\.1 200 /);
     assert.equal(got, 64 * MiB);
+    p.destroy();
+  });
+
+  it("a slow upstream: the pod's request body is held back (bounded memory), and every byte arrives", async () => {
+    const p = await pod();
+    const size = 64 * MiB;
+    p.write(`POST /sink HTTP/1.1\r\nHost: reviews\r\ncontent-length: ${size}\r\n\r\n`);
+    const block = Buffer.alloc(MiB, 's');
+    for (let i = 0; i < 64; i++) p.write(block);
+    // The upstream reads nothing: the agent must stop reading the pod (its handle, not only its stream).
+    await new Promise((r) => setTimeout(r, 1500));
+    const taken = p.sock.bytesWritten - p.sock.writableLength;
+    assert.ok(taken < 16 * MiB, `the agent took ${taken / MiB} MiB of a body nobody reads`);
+    assert.ok(releaseSink, 'the upstream has the request');
+    releaseSink();
+    const a = await p.answer();
+    assert.equal(a.status, 200);
+    assert.equal(a.body.toString(), String(size));
     p.destroy();
   });
 
