@@ -36,6 +36,8 @@ function serve(mode: Mode): void {
     answer.respond(200, { 'content-type': 'text/plain' }, body),
   );
   const listener = net.createServer({ pauseOnConnect: true }, (sock) => {
+    // The load generator resets its connections at the end of a run.
+    sock.on('error', () => {});
     if (mode === 'stream') (sock as unknown as { _handle: { _consumed?: boolean } })._handle._consumed = true;
     http.serve(sock);
   });
