@@ -8,7 +8,9 @@
  * Here the callbacks are bound once per connection, a request is handed over as method, path and
  * headers (a body Readable only when there is one), an answer is one head string written with its
  * body (or its first body bytes) under one cork, and every timeout of every connection is one
- * sweep per server instead of timers per request.
+ * sweep per server instead of timers per request. The pod's socket is read by llhttp itself
+ * (parser.consume of its libuv handle, as node:http's server does): no JS Buffer, stream push or
+ * 'data' event per read.
  *
  * What it keeps from node:http (the attack suites pin it): llhttp strict (kLenientNone), so a
  * smuggling attempt is a parse error, answered 400 and closed before anything of its read is
