@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # npm test's pretest: builds (or finds cached) what the suite runs besides the package: the
 # Kubernetes binaries, the Go peers and SPIRE (each from the Go module proxy), then Node 24.
-# The three Go builds run at once: cold, each spends much of its time fetching modules and
-# linking one large binary at a time, so together they keep both cores busy where one after the
-# other left them waiting. Their caches are separate directories with a lock each
+# The three Go builds run at once: cold, their compiles already keep both cores busy, but each
+# also fetches modules and links large binaries on one core, and those phases overlap the
+# others' compiles. Their caches are separate directories with a lock each
 # (scripts/lib/cached-build.sh), and Go's module and build caches take concurrent builders.
 # Each build's output is printed once it ends, whole, with how long it took.
 set -euo pipefail
