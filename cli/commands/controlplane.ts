@@ -1,11 +1,17 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { SockmeshError } from '../../lib/errors.js';
-import { createLogger } from '../../lib/log.js';
+import { createLogger, type Logger } from '../../lib/log.js';
 import { AdminServer } from '../../xds/server/admin.js';
 import { ControlPlane, type ListenAddress, type TlsConfig } from '../../xds/server/control-plane.js';
 import { DirectorySource } from '../../xds/sources/directory.js';
-import { inClusterAvailable, inClusterConnection, loadKubeconfig } from '../../xds/sources/kube/config.js';
+import {
+  inClusterAvailable,
+  inClusterConnection,
+  type KubeConnection,
+  loadKubeconfig,
+} from '../../xds/sources/kube/config.js';
+import { LeaderElector } from '../../xds/sources/kube/leader.js';
 import { KubernetesSource } from '../../xds/sources/kubernetes.js';
 import type { ConfigSource } from '../../xds/sources/source.js';
 import { parseCommandArgs } from '../args.js';
@@ -20,6 +26,40 @@ function readPem(file: string, what: string): Buffer {
       cause: err,
     });
   }
+}
+
+function leaderOf(
+  values: { 'leader-lease'?: string; 'leader-lease-duration'?: string; 'leader-id'?: string },
+  connection: KubeConnection,
+  logger: Logger,
+): LeaderElector | undefined {
+  const lease = values['leader-lease'];
+  if (lease === undefined) {
+    if (values['leader-lease-duration'] !== undefined || values['leader-id'] !== undefined)
+      throw new SockmeshError(
+        'SOCKMESH_E_USAGE',
+        '--leader-lease-duration and --leader-id need --leader-lease',
+      );
+    return undefined;
+  }
+  const m = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-.a-z0-9]*[a-z0-9])?)$/.exec(lease);
+  if (!m)
+    throw new SockmeshError('SOCKMESH_E_USAGE', `--leader-lease expects <namespace>/<name>, got '${lease}'`);
+  const d = values['leader-lease-duration'] ?? '15s';
+  const seconds = /^([1-9][0-9]{0,4})s$/.exec(d);
+  if (!seconds)
+    throw new SockmeshError(
+      'SOCKMESH_E_USAGE',
+      `--leader-lease-duration expects whole seconds like 15s, got '${d}'`,
+    );
+  return new LeaderElector({
+    connection,
+    namespace: m[1]!,
+    name: m[3]!,
+    identity: values['leader-id'],
+    leaseDurationMs: Number(seconds[1]) * 1000,
+    logger,
+  });
 }
 
 export const controlPlaneCommand: Command = {
@@ -40,6 +80,12 @@ its own and its status says why not. Stops on SIGINT/SIGTERM.
                            (KUBERNETES_SERVICE_HOST set) and without either
                            flag, the pod's service account is used.
   --context <name>         kubeconfig context (default: its current-context)
+  --leader-lease <ns>/<name>  run as one of several replicas: the holder of
+                           this coordination.k8s.io/v1 Lease writes status and
+                           decides canaries; every replica serves xDS
+  --leader-lease-duration <n>s  lease duration (default 15s; renewed every
+                           2/15 of it, given up after 2/3 without renewal)
+  --leader-id <id>         holderIdentity (default <hostname>_<random>)
   --listen <host:port>     TCP listener; repeatable. Needs --tls-* unless loopback.
   --unix <path>            plaintext unix-socket listener (for agents and
                            proxyless gRPC clients on this machine)
@@ -65,6 +111,9 @@ Exit codes: 0 stopped cleanly, 1 failure (e.g. invalid manifests at start), 2 us
         manifests: { type: 'string' },
         kubeconfig: { type: 'string' },
         context: { type: 'string' },
+        'leader-lease': { type: 'string' },
+        'leader-lease-duration': { type: 'string' },
+        'leader-id': { type: 'string' },
         listen: { type: 'string', multiple: true },
         unix: { type: 'string' },
         'insecure-listen': { type: 'string', multiple: true },
@@ -118,7 +167,8 @@ Exit codes: 0 stopped cleanly, 1 failure (e.g. invalid manifests at start), 2 us
       const connection = inCluster
         ? inClusterConnection()
         : loadKubeconfig(path.resolve(values.kubeconfig!), values.context);
-      const kube = new KubernetesSource({ connection, logger: log });
+      const leader = leaderOf(values, connection, log);
+      const kube = new KubernetesSource({ connection, logger: log, leader });
       // Lists everything once: an unreachable server or a missing CRD fails here, named.
       await kube.sync().catch(async (err: unknown) => {
         await kube.close();
@@ -133,6 +183,8 @@ Exit codes: 0 stopped cleanly, 1 failure (e.g. invalid manifests at start), 2 us
       model: { trustDomain: values['trust-domain'], clusterDomain: values['cluster-domain'], nodes },
       logger: log,
     });
+    // A lone replica leads from its first snapshot: the first election attempt comes before it.
+    if (source instanceof KubernetesSource) await source.startLeaderElection();
     await cp.start();
     const admin = values.admin ? new AdminServer(cp) : undefined;
     const adminAddr = admin ? await admin.listen(values.admin!) : undefined;

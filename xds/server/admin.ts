@@ -4,7 +4,7 @@
  *   GET  /v1/status                 -> { version, clients }
  *   GET  /v1/config?node=<name>     -> the decoded resources that node receives
  *   GET  /v1/canary                 -> { guards }: each CanaryGuard's state and last decision
- *   GET  /metrics                   -> the control plane's canary metrics (Prometheus text)
+ *   GET  /metrics                   -> the control plane's canary, status-write and leader metrics (Prometheus text)
  * It has no authentication of its own: keep it on a socket only root can reach.
  */
 import { rm } from 'node:fs/promises';
@@ -101,7 +101,7 @@ export class AdminServer {
       return;
     }
     if (req.method === 'GET' && url.pathname === '/metrics') {
-      const text = this.cp.canary.metrics();
+      const text = this.cp.metrics();
       res.writeHead(200, {
         'content-type': 'text/plain; version=0.0.4',
         'content-length': Buffer.byteLength(text),

@@ -76,6 +76,8 @@ export class CanaryController {
   /** Decisions taken, by guard and action: the control plane's canary metric. */
   private readonly decisions = new Map<string, number>();
   private announced = '';
+  /** A follower replica: the leader decides; this one serves the weights the leader recorded. */
+  private following = false;
 
   constructor(
     private readonly log: Logger,
@@ -145,6 +147,34 @@ export class CanaryController {
     this.announce();
   }
 
+  /**
+   * Leading: this replica decides. Following: it takes every guard's state from what the leader
+   * recorded (follow()); its own window keeps filling, so a new leader decides on fresh numbers.
+   */
+  setFollowing(following: boolean): void {
+    this.following = following;
+  }
+
+  /** A follower takes the recorded states of the guards it runs (same fingerprint, a reachable state). */
+  follow(recorded: ReadonlyMap<string, RecordedGuard>): void {
+    if (!this.following) return;
+    let moved = false;
+    for (const [key, r] of this.guards) {
+      const rec = resumable(recorded.get(key), r.fingerprint, r.guard);
+      if (!rec) continue;
+      if (rec.weight !== r.state.weight) {
+        moved = true;
+        r.window.restart(this.now());
+      }
+      r.state = { phase: rec.phase, weight: rec.weight, step: rec.step };
+      r.status.phase = rec.phase;
+      r.status.weight = rec.weight;
+      r.status.step = rec.step;
+      if (rec.transition) r.status.lastTransition = rec.transition;
+    }
+    if (moved) this.onWeights();
+  }
+
   /** guard key -> canary weight (percent) to serve. */
   weights(): Map<string, number> {
     return new Map([...this.guards].map(([k, r]) => [k, r.state.weight]));
@@ -175,7 +205,7 @@ export class CanaryController {
   /** One interval of one guard. */
   tick(key: string): void {
     const r = this.guards.get(key);
-    if (!r) return;
+    if (!r || this.following) return;
     const now = this.now();
     const { canary, baseline } = r.window.sum(now, r.guard.windowMs);
     const d = decide(

@@ -85,6 +85,17 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     this.canary = new CanaryController(this.log.child({ concern: 'canary' }), () =>
       this.serveCanaryWeights(),
     );
+    // Replicas: a follower serves the weights the leader records, and takes over the decisions.
+    const leadership = opts.source.leadership;
+    if (leadership) {
+      this.canary.setFollowing(!leadership.leading());
+      leadership.onChange((leading) => {
+        this.canary.setFollowing(!leading);
+        if (leading) this.reportGuards();
+        else this.followGuards();
+      });
+      opts.source.watchRecordedGuards?.(() => this.followGuards());
+    }
     this.ads.on('connect', (node) => {
       const ip = node.metadata.underlayIp;
       if (typeof ip === 'string' && isIP(ip) === 4 && this.learnedNodes.get(node.id) !== ip) {
@@ -340,6 +351,16 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     this.ads.setSnapshot(snap);
     this.log.info('configuration applied', { version: snap.version, ...snap.counts(), cause: 'canary' });
     this.reportGuards();
+  }
+
+  private followGuards(): void {
+    const recorded = this.opts.source.recordedGuards?.();
+    if (recorded) this.canary.follow(recorded);
+  }
+
+  /** Prometheus text: the canary guards', then the source's (status writes, leadership). */
+  metrics(): string {
+    return this.canary.metrics() + (this.opts.source.metrics?.() ?? '');
   }
 
   /** The source records each guard's state (on Kubernetes, in its status). */

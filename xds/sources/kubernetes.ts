@@ -11,6 +11,7 @@ import { SockmeshError } from '../../lib/errors.js';
 import { createLogger, type Logger } from '../../lib/log.js';
 import { KubeApiError, KubeClient, type KubeObject } from './kube/client.js';
 import type { KubeConnection } from './kube/config.js';
+import type { LeaderElector } from './kube/leader.js';
 import { Reflector, type ReflectorOptions, type ReflectorStats } from './kube/reflector.js';
 import {
   GATEWAY_CRDS_HINT,
@@ -30,6 +31,7 @@ import {
 import type {
   ConfigSource,
   GuardReport,
+  Leadership,
   ObjectVerdict,
   RecordedGuard,
   SourceLocation,
@@ -43,6 +45,8 @@ export interface KubernetesSourceOptions {
   reflector?: ReflectorOptions;
   /** Write Accepted/ResolvedRefs status back (default true). */
   writeStatus?: boolean;
+  /** Replicas: status is written only while this elector leads (it is stopped, and released, by close()). */
+  leader?: LeaderElector;
 }
 
 const ROUTE_KINDS = new Set(['HTTPRoute', 'GRPCRoute', 'TCPRoute']);
@@ -79,11 +83,45 @@ export class KubernetesSource implements ConfigSource {
   private lastVerdicts: readonly ObjectVerdict[] = [];
   private retry: { timer: NodeJS.Timeout | undefined; delayMs: number } = { timer: undefined, delayMs: 1000 };
   private readonly writes = new Set<Promise<void>>();
+  /** Status writes sent, by kind: what `sockmesh_controlplane_status_writes_total` counts. */
+  private readonly statusWrites = new Map<string, number>();
+  /** CanaryGuard status as last seen, by key: a change is another replica's decision. */
+  private readonly guardStatus = new Map<string, string>();
+  private onGuardStates: (() => void) | undefined;
+  readonly leadership: Leadership | undefined;
 
   constructor(private readonly opts: KubernetesSourceOptions) {
     this.description = `kubernetes:${opts.connection.server}`;
     this.client = new KubeClient(opts.connection);
     this.log = opts.logger ?? createLogger('xds');
+    const leader = opts.leader;
+    if (leader) {
+      this.leadership = {
+        leading: () => leader.isLeader(),
+        onChange: (cb) => leader.on('leading', cb),
+      };
+      leader.on('leading', (leading) => {
+        if (!leading) return;
+        // Another replica wrote in between: what this one remembers having written proves nothing.
+        this.written.clear();
+        this.guardWritten.clear();
+        this.report(this.lastVerdicts);
+      });
+    }
+  }
+
+  /** The first election attempt, then the campaign; no-op without --leader-lease. */
+  async startLeaderElection(): Promise<void> {
+    await this.opts.leader?.start();
+  }
+
+  /** True when this replica writes status: no election, or it leads. */
+  private leads(): boolean {
+    return this.opts.leader === undefined || this.opts.leader.isLeader();
+  }
+
+  private countWrite(kind: string): void {
+    this.statusWrites.set(kind, (this.statusWrites.get(kind) ?? 0) + 1);
   }
 
   /**
@@ -188,15 +226,18 @@ export class KubernetesSource implements ConfigSource {
         for (const [key, obj] of store) {
           seen.add(key);
           if (project(key, obj)) changed = true;
+          if (w.kind === 'CanaryGuard') this.guardStatusSeen(key, obj);
         }
         for (const key of [...cache.keys()]) if (!seen.has(key) && cache.delete(key)) changed = true;
         if (changed) this.onChange?.();
       },
       upserted: (key: string, obj: KubeObject) => {
         if (project(key, obj)) this.onChange?.();
+        if (w.kind === 'CanaryGuard') this.guardStatusSeen(key, obj);
       },
       deleted: (key: string) => {
         if (cache.delete(key)) this.onChange?.();
+        this.guardStatus.delete(key);
       },
     };
   }
@@ -226,9 +267,34 @@ export class KubernetesSource implements ConfigSource {
     return Object.fromEntries([...this.reflectors].map(([k, r]) => [k, { ...r.stats }]));
   }
 
+  private guardStatusSeen(key: string, obj: KubeObject): void {
+    const json = JSON.stringify(obj.status ?? null);
+    if (this.guardStatus.get(key) === json) return;
+    this.guardStatus.set(key, json);
+    this.onGuardStates?.();
+  }
+
+  watchRecordedGuards(onChange: () => void): void {
+    this.onGuardStates = onChange;
+  }
+
+  metrics(): string {
+    const lines = [
+      '# HELP sockmesh_controlplane_status_writes_total Status writes this control plane sent to the API server, by kind.',
+      '# TYPE sockmesh_controlplane_status_writes_total counter',
+      ...[...this.statusWrites].map(
+        ([k, n]) => `sockmesh_controlplane_status_writes_total{kind="${k}"} ${n}`,
+      ),
+      '# HELP sockmesh_controlplane_leader 1 while this replica leads (writes status, decides canaries).',
+      '# TYPE sockmesh_controlplane_leader gauge',
+      `sockmesh_controlplane_leader ${this.leads() ? 1 : 0}`,
+    ];
+    return `${lines.join('\n')}\n`;
+  }
+
   report(verdicts: readonly ObjectVerdict[]): void {
     this.lastVerdicts = verdicts;
-    if (this.opts.writeStatus === false || this.closed) return;
+    if (this.opts.writeStatus === false || this.closed || !this.leads()) return;
     const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
     for (const v of verdicts) {
       const value = v.object.value as { kind?: string; metadata?: { name?: string; namespace?: string } };
@@ -284,6 +350,7 @@ export class KubernetesSource implements ConfigSource {
       }
       if (this.written.get(id) === fingerprint) continue; // written already; the watch has not shown it yet
       this.wanted.set(id, async () => {
+        this.countWrite(kind);
         await write();
         this.written.set(id, fingerprint);
       });
@@ -296,7 +363,7 @@ export class KubernetesSource implements ConfigSource {
    * own, so server-side apply keeps the Accepted/ResolvedRefs entries report() owns.
    */
   reportGuards(guards: readonly GuardReport[]): void {
-    if (this.opts.writeStatus === false || this.closed) return;
+    if (this.opts.writeStatus === false || this.closed || !this.leads()) return;
     const r = this.reflectors.get('CanaryGuard');
     if (!r) return;
     for (const g of guards) {
@@ -337,6 +404,7 @@ export class KubernetesSource implements ConfigSource {
       const fingerprint = JSON.stringify([raw.metadata?.generation, status]);
       if (this.guardWritten.get(id) === fingerprint) continue;
       this.guardWritten.set(id, fingerprint);
+      this.countWrite('CanaryGuard.decision');
       const path = `${objectPath(r.type, g.namespace, g.name)}/status`;
       const body = {
         apiVersion: raw.apiVersion,
@@ -372,7 +440,7 @@ export class KubernetesSource implements ConfigSource {
   }
 
   private pump(id: string): void {
-    if (this.inFlight.has(id) || this.closed) return;
+    if (this.inFlight.has(id) || this.closed || !this.leads()) return;
     const job = this.wanted.get(id);
     if (!job) return;
     this.wanted.delete(id);
@@ -408,6 +476,7 @@ export class KubernetesSource implements ConfigSource {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.retry.timer);
+    await this.opts.leader?.stop();
     await Promise.all([...this.reflectors.values()].map((r) => r.stop()));
     await Promise.allSettled([...this.writes]);
     await this.client.close();

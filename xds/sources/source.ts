@@ -87,6 +87,13 @@ export interface GuardReport {
 /** A guard's state as a control plane recorded it: a restarted (or following) one resumes from it. */
 export type RecordedGuard = Omit<GuardReport, 'namespace' | 'name'>;
 
+/** Replicas of the control plane: only the leading one writes status and runs the guards' decisions. */
+export interface Leadership {
+  leading(): boolean;
+  /** Called with the new value each time this replica starts or stops leading. */
+  onChange(cb: (leading: boolean) => void): void;
+}
+
 export interface ConfigSource {
   /** A short description for logs, e.g. `dir:/etc/sockmesh/manifests`. */
   readonly description: string;
@@ -106,6 +113,12 @@ export interface ConfigSource {
    * well-formed records. Read when a guard starts in this process, so a restart resumes them.
    */
   recordedGuards?(): ReadonlyMap<string, RecordedGuard>;
+  /** Calls `onChange` when a recorded guard state changed (another replica decided). */
+  watchRecordedGuards?(onChange: () => void): void;
+  /** Absent: this control plane is the only one, it always leads. */
+  readonly leadership?: Leadership;
+  /** Prometheus text of the source's own counters (status writes, leadership), for the admin /metrics. */
+  metrics?(): string;
   /** Reads the current state. */
   load(): Promise<SourceState>;
   /** Calls `onChange` (possibly many times for one edit: callers debounce) when the state may have changed. */

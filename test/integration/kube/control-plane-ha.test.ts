@@ -1,0 +1,241 @@
+// Control plane replicas on a real kube-apiserver (`sockmesh control-plane --leader-lease` processes):
+// the holder of a coordination.k8s.io/v1 Lease writes every status and decides the canaries, the
+// other serves xDS with the weights the leader recorded; killed (SIGKILL, no release) the leader is
+// replaced once its lease runs out; stopped (SIGTERM) it releases the Lease and its successor takes
+// it without waiting out the lease.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { type KubeCluster, startKubeCluster } from '../../../lab/kube/cluster.js';
+import { nullLogger } from '../../../lib/log.js';
+import { AdsClient } from '../../../xds/client/ads-client.js';
+import { LrsClient } from '../../../xds/client/lrs-client.js';
+import type { ProtoObject } from '../../../xds/protos.js';
+import { type ControlPlaneProcess, kubectl, spawnControlPlane, uniq, waitFor } from './source-helpers.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const CRDS = path.join(ROOT, 'charts/sockmesh/files/crds');
+const NS = uniq('shop');
+const LEASE = 'sockmesh-control-plane';
+const LEASE_SECONDS = 4;
+const fqdn = (svc: string) => `${svc}.${NS}.svc.cluster.local`;
+const cluster = (svc: string) => `outbound|9080||${fqdn(svc)}`;
+const ROUTE = `${fqdn('reviews')}:9080`;
+
+let kube: KubeCluster | undefined;
+const processes: ControlPlaneProcess[] = [];
+const clients: Array<{ close(): void }> = [];
+
+before(async () => {
+  kube = await startKubeCluster({ name: uniq('kc'), gatewayCrds: true });
+});
+after(async () => {
+  for (const c of clients) c.close();
+  for (const p of processes) await p.stop('SIGKILL');
+  await kube?.stop();
+});
+
+const k = () => {
+  assert.ok(kube, 'cluster started');
+  return kube;
+};
+const service = (name: string, ip: string) => `---
+apiVersion: v1
+kind: Service
+metadata: { name: ${name}, namespace: ${NS} }
+spec:
+  clusterIP: ${ip}
+  selector: { app: ${name} }
+  ports: [{ name: http, port: 9080, targetPort: 9080, appProtocol: http }]
+`;
+/** The guarded route (parent reviews), or another one on the Service `other` (status traffic only). */
+const route = (name: string) => `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: ${name}, namespace: ${NS} }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: ${name === 'reviews' ? 'reviews' : 'other'}, port: 9080 }]
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /${name} } }]
+      backendRefs:
+        - { name: reviews-v1, port: 9080, weight: 90 }
+        - { name: reviews-v2, port: 9080, weight: 10 }
+`;
+
+async function replica(id: string): Promise<ControlPlaneProcess> {
+  const p = await spawnControlPlane(k().kubeconfig, [
+    '--leader-lease',
+    `${NS}/${LEASE}`,
+    '--leader-lease-duration',
+    `${LEASE_SECONDS}s`,
+    '--leader-id',
+    id,
+  ]);
+  processes.push(p);
+  return p;
+}
+
+/** The replica's own counters from its admin /metrics. */
+async function counters(
+  p: ControlPlaneProcess,
+): Promise<{ leader: number; writes: number; decisions: number }> {
+  const text = await (await fetch(`http://${p.admin}/metrics`)).text();
+  const sum = (re: RegExp) => [...text.matchAll(re)].reduce((s, m) => s + Number(m[1]), 0);
+  return {
+    leader: Number(/^sockmesh_controlplane_leader (\d+)$/m.exec(text)?.[1] ?? Number.NaN),
+    writes: sum(/^sockmesh_controlplane_status_writes_total\{[^}]*\} (\d+)$/gm),
+    decisions: sum(/^sockmesh_canary_decisions_total\{[^}]*\} (\d+)$/gm),
+  };
+}
+
+interface Lease {
+  holderIdentity?: string;
+  leaseDurationSeconds?: number;
+  leaseTransitions?: number;
+  acquireTime?: string;
+  renewTime?: string;
+}
+async function lease(): Promise<Lease> {
+  const o = JSON.parse(await kubectl(k(), ['get', 'lease', LEASE, '-n', NS, '-o', 'json'])) as {
+    spec: Lease;
+  };
+  return o.spec;
+}
+
+async function accepted(name: string): Promise<boolean> {
+  const o = JSON.parse(await kubectl(k(), ['get', 'httproute', name, '-n', NS, '-o', 'json'])) as {
+    status?: { parents?: Array<{ conditions?: Array<{ type: string; status: string }> }> };
+  };
+  return (o.status?.parents?.[0]?.conditions ?? []).some((c) => c.type === 'Accepted' && c.status === 'True');
+}
+
+/** The canary's weight in the `/reviews` route of the RouteConfiguration an agent got. */
+function canaryWeight(rc: ProtoObject | undefined): number | undefined {
+  for (const vh of (rc?.virtual_hosts as ProtoObject[] | undefined) ?? [])
+    for (const r of (vh.routes as ProtoObject[] | undefined) ?? []) {
+      const wc = (r.route as ProtoObject | undefined)?.weighted_clusters as ProtoObject | undefined;
+      const c = ((wc?.clusters as ProtoObject[] | undefined) ?? []).find(
+        (x) => x.name === cluster('reviews-v2'),
+      );
+      if (c) {
+        const w = c.weight as number | { value?: number } | undefined;
+        return typeof w === 'number' ? w : (w?.value ?? 0);
+      }
+    }
+  return undefined;
+}
+
+/** An agent on one replica: the canary weight of every push it got. */
+function agent(p: ControlPlaneProcess, node: string): number[] {
+  const pushes: number[] = [];
+  const ads = new AdsClient({ target: p.xds, node: { id: node }, logger: nullLogger });
+  ads.on('update', (config, changed) => {
+    if (!changed.endsWith('RouteConfiguration')) return;
+    const w = canaryWeight(config.routes.get(ROUTE));
+    if (w !== undefined) pushes.push(w);
+  });
+  ads.start();
+  clients.push(ads);
+  return pushes;
+}
+
+test('one leader writes status and decides; the follower serves its decision; SIGKILL and SIGTERM hand over', async (t) => {
+  await kubectl(k(), ['apply', '-f', CRDS]);
+  await kubectl(k(), ['wait', '--for=condition=Established', '--timeout=60s', '-f', CRDS]);
+  await kubectl(
+    k(),
+    ['apply', '-f', '-'],
+    `apiVersion: v1
+kind: Namespace
+metadata: { name: ${NS}, labels: { sockmesh.io/mesh: enabled } }
+${service('reviews', '10.96.30.1')}${service('reviews-v1', '10.96.30.2')}${service('reviews-v2', '10.96.30.3')}${service('other', '10.96.30.4')}${route('reviews')}---
+apiVersion: sockmesh.io/v1alpha1
+kind: CanaryGuard
+metadata: { name: reviews, namespace: ${NS} }
+spec:
+  targetRef: { group: gateway.networking.k8s.io, kind: HTTPRoute, name: reviews }
+  canaryRef: { name: reviews-v2 }
+  baselineRef: { name: reviews-v1 }
+  bounds: { minSuccessRate: 99 }
+  interval: 1s
+  minRequests: 10
+`,
+  );
+
+  const a = await replica('cp-a');
+  assert.equal((await counters(a)).leader, 1, 'a lone replica leads from its start');
+  const b = await replica('cp-b');
+  assert.equal((await counters(b)).leader, 0);
+  const first = await lease();
+  assert.equal(first.holderIdentity, 'cp-a');
+  assert.equal(first.leaseDurationSeconds, LEASE_SECONDS);
+  assert.equal(first.leaseTransitions, 0);
+
+  // Status: the leader writes it, the follower (same objects, same verdicts) does not.
+  await waitFor('the route accepted', () => accepted('reviews'), 20_000, 100);
+  await kubectl(k(), ['apply', '-f', '-'], route('second'));
+  await waitFor('a new route accepted', () => accepted('second'), 20_000, 100);
+  assert.ok((await counters(a)).writes > 0);
+  assert.equal((await counters(b)).writes, 0, 'the follower wrote status');
+
+  // The canary fails on the leader's agent: the leader decides, the follower pushes its decision.
+  const onA = agent(a, 'node1');
+  const onB = agent(b, 'node2');
+  await waitFor('both push the written 10 %', () => (onA.at(-1) === 10 && onB.at(-1) === 10) || undefined);
+  let n = 0;
+  const lrs = new LrsClient({
+    target: a.xds,
+    node: { id: 'node1', locality: { zone: 'node1' } },
+    logger: nullLogger,
+    collect: async () => {
+      n += 1;
+      return [
+        { cluster: cluster('reviews-v1'), successes: 90 * n, errors: 0, fast: new Map([[25, 90 * n]]) },
+        { cluster: cluster('reviews-v2'), successes: 2 * n, errors: 8 * n, fast: new Map([[25, 10 * n]]) },
+      ];
+    },
+  });
+  lrs.start();
+  clients.push(lrs);
+  await waitFor('the follower pushes the rollback', () => onB.at(-1) === 0 || undefined, 30_000, 50);
+  assert.equal(onA.at(-1), 0);
+  assert.equal((await counters(b)).decisions, 0, 'the follower decided');
+  assert.equal((await counters(b)).writes, 0, 'the follower wrote status');
+  lrs.close();
+
+  // SIGKILL: no release; the follower takes over once the lease ran out, then writes and decides.
+  const beforeKill = await lease();
+  let at = Date.now();
+  await a.stop('SIGKILL');
+  await waitFor('cp-b leading', async () => (await counters(b)).leader === 1 || undefined, 30_000, 100);
+  t.diagnostic(`SIGKILL -> cp-b leading after ${Date.now() - at} ms (lease ${LEASE_SECONDS} s)`);
+  const afterKill = await lease();
+  assert.equal(afterKill.holderIdentity, 'cp-b');
+  assert.equal(afterKill.leaseTransitions, 1);
+  assert.ok(
+    Date.parse(afterKill.acquireTime!) >= Date.parse(beforeKill.renewTime!) + LEASE_SECONDS * 1000 - 1,
+  );
+  await kubectl(k(), ['apply', '-f', '-'], route('third'));
+  await waitFor('the new leader writes status', () => accepted('third'), 20_000, 100);
+  assert.ok((await counters(b)).writes > 0);
+  assert.equal(onB.at(-1), 0, 'the rollback holds under the new leader');
+
+  // SIGTERM: the leader releases the Lease; the next replica does not wait out the lease.
+  const c = await replica('cp-c');
+  assert.equal((await counters(c)).leader, 0);
+  const beforeTerm = await lease();
+  at = Date.now();
+  assert.equal(await b.stop('SIGTERM'), 0);
+  await waitFor('cp-c leading', async () => (await counters(c)).leader === 1 || undefined, 30_000, 100);
+  t.diagnostic(`SIGTERM -> cp-c leading after ${Date.now() - at} ms (lease ${LEASE_SECONDS} s)`);
+  const afterTerm = await lease();
+  assert.equal(afterTerm.holderIdentity, 'cp-c');
+  assert.equal(afterTerm.leaseTransitions, 2);
+  // Without the release cp-c could not take it before the last renewal it saw + the duration.
+  assert.ok(
+    Date.parse(afterTerm.acquireTime!) < Date.parse(beforeTerm.renewTime!) + LEASE_SECONDS * 1000,
+    `acquired ${afterTerm.acquireTime}, last renewal by cp-b ${beforeTerm.renewTime}`,
+  );
+  assert.equal(await c.stop('SIGTERM'), 0);
+});
