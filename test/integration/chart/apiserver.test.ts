@@ -220,6 +220,15 @@ describe('charts/sockmesh against a real kube-apiserver', {
       ['update', 'trafficpolicies.sockmesh.io'],
     ])
       assert.equal(await can(verb!, resource!), false, `${verb} ${resource}`);
+    // Leader election: its own Lease in its namespace, no other.
+    const lease = async (verb: string, name: string, ns: string) =>
+      (
+        await cluster!.kubectl(['auth', 'can-i', verb, `leases.coordination.k8s.io${name}`, as, '-n', ns])
+      ).stdout.trim() === 'yes';
+    assert.equal(await lease('update', '/sockmesh-control-plane', NS), true);
+    assert.equal(await lease('create', '', NS), true);
+    assert.equal(await lease('update', '/kube-controller-manager', NS), false);
+    assert.equal(await lease('update', '/sockmesh-control-plane', 'kube-system'), false);
   });
 
   it("the control plane, run with the Deployment's arguments as its ServiceAccount, serves an agent over mTLS and writes status", async () => {
@@ -259,7 +268,9 @@ describe('charts/sockmesh against a real kube-apiserver', {
     const args = (deploy.spec.template.spec.containers[0].args as string[])
       .map((a) => a.replace('=/etc/sockmesh/xds/', `=${serverDir}/`))
       // The pod's 0.0.0.0:15010 becomes a free loopback port here.
-      .map((a) => (a.startsWith('--listen=') ? '--listen=127.0.0.1:0' : a));
+      .map((a) => (a.startsWith('--listen=') ? '--listen=127.0.0.1:0' : a))
+      // The kubelet expands the downward API's pod name.
+      .map((a) => a.replace('$(POD_NAME)', 'sockmesh-control-plane-7d9f-x2'));
     const cp = spawn(
       process.execPath,
       ['--import', 'tsx', join(ROOT, 'cli/main.ts'), ...args, '--kubeconfig', kubeconfig],
@@ -311,6 +322,11 @@ spec:
       () => stderr,
     );
     assert.equal(parent.controllerName, 'sockmesh.io/controlplane');
+    // It wrote that as the holder of the chart's Lease, taken with the Role's rights.
+    const lease = JSON.parse(
+      await kubectl(['-n', NS, 'get', 'lease', 'sockmesh-control-plane', '-o', 'json']),
+    ) as { spec: { holderIdentity?: string } };
+    assert.equal(lease.spec.holderIdentity, 'sockmesh-control-plane-7d9f-x2');
 
     // The agent's side: the client Secret, and the server name checked against the address agents dial.
     const pem = (f: string) => readFileSync(join(clientDir, f));

@@ -115,6 +115,8 @@ describe('charts/sockmesh: default render', () => {
       'CustomResourceDefinition/trafficpolicies.sockmesh.io',
       'DaemonSet/sockmesh-agent',
       'Deployment/sockmesh-control-plane',
+      'Role/sockmesh-control-plane',
+      'RoleBinding/sockmesh-control-plane',
       'Secret/sockmesh-xds-client',
       'Secret/sockmesh-xds-server',
       'Service/sockmesh-control-plane',
@@ -148,6 +150,55 @@ describe('charts/sockmesh: default render', () => {
     assert.deepEqual(binding.subjects, [
       { kind: 'ServiceAccount', name: 'sockmesh-control-plane', namespace: 'sockmesh-system' },
     ]);
+    // Leader election: its one Lease in the release namespace, nothing cluster-wide.
+    assert.deepEqual(find(objs, 'Role').rules, [
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+      {
+        apiGroups: ['coordination.k8s.io'],
+        resources: ['leases'],
+        resourceNames: ['sockmesh-control-plane'],
+        verbs: ['get', 'update'],
+      },
+    ]);
+    assert.deepEqual(find(objs, 'RoleBinding').subjects, binding.subjects);
+  });
+
+  it('elects a leader on the Lease the Role grants, the pod name as identity; replicas prefer other nodes', () => {
+    const d = find(objs, 'Deployment');
+    const c = container(d, 'control-plane');
+    assert.equal(flag(c.args, 'leader-lease'), 'sockmesh-system/sockmesh-control-plane');
+    assert.equal(flag(c.args, 'leader-lease-duration'), '15s');
+    assert.equal(flag(c.args, 'leader-id'), '$(POD_NAME)');
+    assert.deepEqual(
+      at(
+        c.env?.find((e) => e.name === 'POD_NAME'),
+        'valueFrom',
+      ),
+      { fieldRef: { fieldPath: 'metadata.name' } },
+    );
+    const term = at(
+      podSpec(d),
+      'affinity',
+      'podAntiAffinity',
+      'preferredDuringSchedulingIgnoredDuringExecution',
+    ) as { podAffinityTerm: { topologyKey: string } }[];
+    assert.equal(term[0]?.podAffinityTerm.topologyKey, 'kubernetes.io/hostname');
+    assert.equal(
+      objs.some((o) => o.kind === 'PodDisruptionBudget'),
+      false,
+      'a lone replica is not held by a PodDisruptionBudget',
+    );
+  });
+
+  it('with 2 replicas: a PodDisruptionBudget keeps one', async () => {
+    const two = await helm.template('sockmesh', 'sockmesh-system', ['controlPlane.replicas=2']);
+    assert.equal(at(find(two, 'Deployment'), 'spec', 'replicas'), 2);
+    const pdb = find(two, 'PodDisruptionBudget');
+    assert.equal(at(pdb, 'spec', 'minAvailable'), 1);
+    assert.deepEqual(at(pdb, 'spec', 'selector', 'matchLabels'), {
+      'app.kubernetes.io/name': 'sockmesh-control-plane',
+      'app.kubernetes.io/instance': 'sockmesh',
+    });
   });
 
   it('runs the control plane in-cluster with mTLS xDS and no admin endpoint', () => {
@@ -367,7 +418,8 @@ describe('charts/sockmesh: values.schema.json', () => {
     ['agent.workers=0', /at '\/agent\/workers': minimum: got 0, want 1/],
     ['identity.mode=vault', /at '\/identity\/mode': value must be one of 'ca', 'spire'/],
     ['trustDomain=Prod Domain', /at '\/trustDomain': .*pattern/],
-    ['controlPlane.replicas=2', /at '\/controlPlane\/replicas': maximum: got 2, want 1/],
+    ['controlPlane.replicas=8', /at '\/controlPlane\/replicas': maximum: got 8, want 7/],
+    ['controlPlane.leaseDuration=500ms', /at '\/controlPlane\/leaseDuration': .*pattern/],
     ['agent.drainTimeout=30', /at '\/agent': additional properties 'drainTimeout' not allowed/],
     ['logLevel=verbose', /at '\/logLevel': value must be one of 'debug', 'info', 'warn', 'error'/],
     ['agent.capabilities={CAP_BPF}', /at '\/agent\/capabilities\/0'/],
