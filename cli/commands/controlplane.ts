@@ -29,16 +29,26 @@ function readPem(file: string, what: string): Buffer {
 }
 
 function leaderOf(
-  values: { 'leader-lease'?: string; 'leader-lease-duration'?: string; 'leader-id'?: string },
+  values: {
+    'leader-lease'?: string;
+    'leader-lease-duration'?: string;
+    'leader-id'?: string;
+    'leader-address'?: string;
+  },
   connection: KubeConnection,
   logger: Logger,
+  address: () => string | undefined,
 ): LeaderElector | undefined {
   const lease = values['leader-lease'];
   if (lease === undefined) {
-    if (values['leader-lease-duration'] !== undefined || values['leader-id'] !== undefined)
+    if (
+      values['leader-lease-duration'] !== undefined ||
+      values['leader-id'] !== undefined ||
+      values['leader-address'] !== undefined
+    )
       throw new SockmeshError(
         'SOCKMESH_E_USAGE',
-        '--leader-lease-duration and --leader-id need --leader-lease',
+        '--leader-lease-duration, --leader-id and --leader-address need --leader-lease',
       );
     return undefined;
   }
@@ -58,6 +68,7 @@ function leaderOf(
     name: m[3]!,
     identity: values['leader-id'],
     leaseDurationMs: Number(seconds[1]) * 1000,
+    address,
     logger,
   });
 }
@@ -86,6 +97,10 @@ its own and its status says why not. Stops on SIGINT/SIGTERM.
   --leader-lease-duration <n>s  lease duration (default 15s; renewed every
                            2/15 of it, given up after 2/3 without renewal)
   --leader-id <id>         holderIdentity (default <hostname>_<random>)
+  --leader-address <h:p>   where the other replicas reach this one (written on
+                           the Lease while leading; followers forward their
+                           agents' load reports there). Default: the first
+                           --listen address, unless it is 0.0.0.0
   --listen <host:port>     TCP listener; repeatable. Needs --tls-* unless loopback.
   --unix <path>            plaintext unix-socket listener (for agents and
                            proxyless gRPC clients on this machine)
@@ -114,6 +129,7 @@ Exit codes: 0 stopped cleanly, 1 failure (e.g. invalid manifests at start), 2 us
         'leader-lease': { type: 'string' },
         'leader-lease-duration': { type: 'string' },
         'leader-id': { type: 'string' },
+        'leader-address': { type: 'string' },
         listen: { type: 'string', multiple: true },
         unix: { type: 'string' },
         'insecure-listen': { type: 'string', multiple: true },
@@ -158,6 +174,7 @@ Exit codes: 0 stopped cleanly, 1 failure (e.g. invalid manifests at start), 2 us
     if (listen.length === 0) listen.push({ address: '127.0.0.1:15010' });
 
     const log = createLogger('xds');
+    let cp: ControlPlane | undefined;
     let source: ConfigSource;
     let what: string;
     if (values.manifests) {
@@ -167,7 +184,11 @@ Exit codes: 0 stopped cleanly, 1 failure (e.g. invalid manifests at start), 2 us
       const connection = inCluster
         ? inClusterConnection()
         : loadKubeconfig(path.resolve(values.kubeconfig!), values.context);
-      const leader = leaderOf(values, connection, log);
+      const leader = leaderOf(values, connection, log, () => {
+        if (values['leader-address']) return values['leader-address'];
+        const first = cp?.addresses().find((a) => !a.startsWith('unix:'));
+        return first && !/^(0\.0\.0\.0|\[?::\]?):/.test(first) ? first : undefined;
+      });
       const kube = new KubernetesSource({ connection, logger: log, leader });
       // Lists everything once: an unreachable server or a missing CRD fails here, named.
       await kube.sync().catch(async (err: unknown) => {
@@ -177,7 +198,7 @@ Exit codes: 0 stopped cleanly, 1 failure (e.g. invalid manifests at start), 2 us
       source = kube;
       what = `${connection.server} (${connection.description})`;
     }
-    const cp = new ControlPlane({
+    cp = new ControlPlane({
       source,
       listen,
       model: { trustDomain: values['trust-domain'], clusterDomain: values['cluster-domain'], nodes },

@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from '../../lib/log.js';
+import type { ClusterLoad } from '../client/lrs-client.js';
 import type { CanaryGuard } from '../model/canary.js';
 import {
   addAll,
@@ -76,6 +77,11 @@ export class CanaryController {
   /** Decisions taken, by guard and action: the control plane's canary metric. */
   private readonly decisions = new Map<string, number>();
   private announced = '';
+  /** Cumulative outcomes of every agent report received, by cluster: what a follower forwards. */
+  private readonly received = new Map<
+    string,
+    { successes: number; errors: number; fast: Map<number, number> }
+  >();
   /** A follower replica: the leader decides; this one serves the weights the leader recorded. */
   private following = false;
 
@@ -301,11 +307,25 @@ export class CanaryController {
     for (const s of this.streams) s.write(res);
   }
 
+  /** What the agents reported here, cumulative (an LRS client of the leader reports its deltas). */
+  receivedLoads(): ClusterLoad[] {
+    return [...this.received].map(([cluster, c]) => ({ cluster, ...c, fast: new Map(c.fast) }));
+  }
+
   private record(stats: readonly ProtoObject[]): void {
     if (stats.length === 0) return;
     const now = this.now();
     const byCluster = new Map<string, BackendCounts>();
-    for (const cs of stats) byCluster.set(String(cs.cluster_name), countsOf(cs));
+    for (const cs of stats) {
+      const name = String(cs.cluster_name);
+      const c = countsOf(cs);
+      byCluster.set(name, c);
+      const total = this.received.get(name) ?? { successes: 0, errors: 0, fast: new Map<number, number>() };
+      total.successes += c.requests - c.errors;
+      total.errors += c.errors;
+      for (const [le, n] of c.fast) total.fast.set(le, (total.fast.get(le) ?? 0) + n);
+      this.received.set(name, total);
+    }
     for (const r of this.guards.values()) {
       const sum = (names: Set<string>) => addAll([...names].flatMap((n) => byCluster.get(n) ?? []));
       const canary = sum(r.clusters.canary);

@@ -9,9 +9,10 @@ import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { rm } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { credentials, Server, ServerCredentials } from '@grpc/grpc-js';
 import { SockmeshError } from '../../lib/errors.js';
 import { createLogger, type Logger } from '../../lib/log.js';
+import { LrsClient } from '../client/lrs-client.js';
 import { buildModelPerObject } from '../model/accept.js';
 import { buildModel, type ModelOptions } from '../model/build.js';
 import { canaryWeights } from '../model/canary.js';
@@ -75,6 +76,8 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
   private readonly learnedNodes = new Map<string, string>();
   private lastErrors = '';
   private fingerprint = '';
+  /** A follower's LRS stream to the leader, carrying what its own agents report. */
+  private forwarder: { target: string; client: LrsClient } | undefined;
   /** `object` policy: id -> the version of each object in force. */
   private inForce = new Map<string, SourceObject>();
 
@@ -89,11 +92,15 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     const leadership = opts.source.leadership;
     if (leadership) {
       this.canary.setFollowing(!leadership.leading());
+      // The guards decide on the leader only: a follower passes its agents' load reports on.
+      const forward = () => this.forwardLoad(leadership.leading() ? undefined : leadership.leaderAddress());
       leadership.onChange((leading) => {
         this.canary.setFollowing(!leading);
         if (leading) this.reportGuards();
         else this.followGuards();
+        forward();
       });
+      leadership.onLeaderAddress(forward);
       opts.source.watchRecordedGuards?.(() => this.followGuards());
     }
     this.ads.on('connect', (node) => {
@@ -353,6 +360,29 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     this.reportGuards();
   }
 
+  private forwardLoad(target: string | undefined): void {
+    if (this.forwarder?.target === target) return;
+    this.forwarder?.client.close();
+    this.forwarder = undefined;
+    if (!target) return;
+    // The leader's xDS server: this replica's own certificate (the mesh's xDS CA) as the client's.
+    // Its name is not checked: the leader is reached by pod address, which its certificate does not
+    // name; the chain and the Lease (writable only with the control plane's RBAC) say who it is.
+    const tls = this.opts.listen.find((l) => l.tls)?.tls;
+    const client = new LrsClient({
+      target,
+      node: { id: 'sockmesh-control-plane-follower' },
+      credentials: tls
+        ? credentials.createSsl(tls.ca, tls.key, tls.cert, { checkServerIdentity: () => undefined })
+        : credentials.createInsecure(),
+      collect: async () => this.canary.receivedLoads(),
+      logger: this.log.child({ concern: 'lrs-forward' }),
+    });
+    client.start();
+    this.forwarder = { target, client };
+    this.log.info('forwarding load reports to the leader', { leader: target });
+  }
+
   private followGuards(): void {
     const recorded = this.opts.source.recordedGuards?.();
     if (recorded) this.canary.follow(recorded);
@@ -398,6 +428,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
 
   async close(): Promise<void> {
     clearTimeout(this.timer);
+    this.forwarder?.client.close();
     this.canary.close();
     await this.opts.source.close();
     this.ads.closeStreams();

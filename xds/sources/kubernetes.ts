@@ -99,6 +99,8 @@ export class KubernetesSource implements ConfigSource {
       this.leadership = {
         leading: () => leader.isLeader(),
         onChange: (cb) => leader.on('leading', cb),
+        leaderAddress: () => leader.leaderAddress(),
+        onLeaderAddress: (cb) => leader.on('leader', cb),
       };
       leader.on('leading', (leading) => {
         if (!leading) return;

@@ -92,6 +92,9 @@ export interface Leadership {
   leading(): boolean;
   /** Called with the new value each time this replica starts or stops leading. */
   onChange(cb: (leading: boolean) => void): void;
+  /** Where the leader serves (LRS reports are forwarded there); undefined: unknown. */
+  leaderAddress(): string | undefined;
+  onLeaderAddress(cb: (address: string | undefined) => void): void;
 }
 
 export interface ConfigSource {

@@ -270,7 +270,9 @@ describe('charts/sockmesh against a real kube-apiserver', {
       // The pod's 0.0.0.0:15010 becomes a free loopback port here.
       .map((a) => (a.startsWith('--listen=') ? '--listen=127.0.0.1:0' : a))
       // The kubelet expands the downward API's pod name.
-      .map((a) => a.replace('$(POD_NAME)', 'sockmesh-control-plane-7d9f-x2'));
+      .map((a) =>
+        a.replace('$(POD_NAME)', 'sockmesh-control-plane-7d9f-x2').replace('$(POD_IP)', '127.0.0.1'),
+      );
     const cp = spawn(
       process.execPath,
       ['--import', 'tsx', join(ROOT, 'cli/main.ts'), ...args, '--kubeconfig', kubeconfig],

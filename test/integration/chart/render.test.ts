@@ -169,6 +169,14 @@ describe('charts/sockmesh: default render', () => {
     assert.equal(flag(c.args, 'leader-lease'), 'sockmesh-system/sockmesh-control-plane');
     assert.equal(flag(c.args, 'leader-lease-duration'), '15s');
     assert.equal(flag(c.args, 'leader-id'), '$(POD_NAME)');
+    assert.equal(flag(c.args, 'leader-address'), '$(POD_IP):15010');
+    assert.deepEqual(
+      at(
+        c.env?.find((e) => e.name === 'POD_IP'),
+        'valueFrom',
+      ),
+      { fieldRef: { fieldPath: 'status.podIP' } },
+    );
     assert.deepEqual(
       at(
         c.env?.find((e) => e.name === 'POD_NAME'),

@@ -239,3 +239,66 @@ spec:
   );
   assert.equal(await c.stop('SIGTERM'), 0);
 });
+
+test("a follower forwards its agents' load reports to the leader, whose guard rolls the canary back", async () => {
+  // A new release of the guard (the first test rolled the old one back): it starts again from 10 %.
+  await kubectl(k(), [
+    'patch',
+    'canaryguard',
+    'reviews',
+    '-n',
+    NS,
+    '--type=merge',
+    '-p',
+    JSON.stringify({ spec: { minRequests: 12 } }),
+  ]);
+  const leader = await replica('cp-d');
+  assert.equal((await counters(leader)).leader, 1);
+  const follower = await replica('cp-e');
+  assert.equal((await counters(follower)).leader, 0);
+  // The leader says where it is on the Lease: the address it serves xDS (and LRS) on.
+  await waitFor(
+    'the leader address on the Lease',
+    async () => {
+      const o = JSON.parse(await kubectl(k(), ['get', 'lease', LEASE, '-n', NS, '-o', 'json'])) as {
+        metadata: { annotations?: Record<string, string> };
+      };
+      return o.metadata.annotations?.['sockmesh.io/leader-address'] === leader.xds || undefined;
+    },
+    20_000,
+    100,
+  );
+  const onLeader = agent(leader, 'node1');
+  const onFollower = agent(follower, 'node2');
+  await waitFor(
+    'both push the written 10 %',
+    () => (onLeader.at(-1) === 10 && onFollower.at(-1) === 10) || undefined,
+  );
+  // The only agent whose callers see the canary fail reports to the follower.
+  let n = 0;
+  const lrs = new LrsClient({
+    target: follower.xds,
+    node: { id: 'node2', locality: { zone: 'node2' } },
+    logger: nullLogger,
+    collect: async () => {
+      n += 1;
+      return [
+        { cluster: cluster('reviews-v1'), successes: 90 * n, errors: 0, fast: new Map([[25, 90 * n]]) },
+        { cluster: cluster('reviews-v2'), successes: 2 * n, errors: 8 * n, fast: new Map([[25, 10 * n]]) },
+      ];
+    },
+  });
+  lrs.start();
+  clients.push(lrs);
+  await waitFor('the leader rolls back', () => onLeader.at(-1) === 0 || undefined, 30_000, 50);
+  await waitFor('the follower pushes it', () => onFollower.at(-1) === 0 || undefined, 20_000, 50);
+  const decided = JSON.parse(await kubectl(k(), ['get', 'cguard', 'reviews', '-n', NS, '-o', 'json'])) as {
+    status: { phase: string; lastTransition?: { reason: string } };
+  };
+  assert.equal(decided.status.phase, 'RolledBack');
+  assert.equal(decided.status.lastTransition?.reason, 'SuccessRateBelowBound');
+  assert.equal((await counters(follower)).decisions, 0, 'the follower decided');
+  lrs.close();
+  assert.equal(await follower.stop('SIGTERM'), 0);
+  assert.equal(await leader.stop('SIGTERM'), 0);
+});

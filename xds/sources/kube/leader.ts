@@ -32,14 +32,19 @@ export interface LeaderElectionOptions {
   identity?: string;
   /** Default 15 s, renew deadline 2/3 of it, retry period 2/15 of it (client-go's 15/10/2 s). */
   leaseDurationMs?: number;
-  /** Written on the Lease while leading (annotation sockmesh.io/leader-address). */
-  address?: string;
+  /**
+   * Where the other replicas reach this one, written on the Lease while leading (annotation
+   * sockmesh.io/leader-address); read at each write: it may be known only once listening.
+   */
+  address?: () => string | undefined;
   logger: Logger;
 }
 
 export interface LeaderElectorEvents {
   /** true: this replica leads now; false: it stopped leading. */
   leading: [leading: boolean];
+  /** The leader's address as the Lease says (undefined: no leader, or it gave none). */
+  leader: [address: string | undefined];
 }
 
 export class LeaderElector extends EventEmitter<LeaderElectorEvents> {
@@ -56,6 +61,7 @@ export class LeaderElector extends EventEmitter<LeaderElectorEvents> {
   private observed: { key: string; at: number } | undefined;
   private lastRenew = 0;
   private currentHolder: string | undefined;
+  private currentAddress: string | undefined;
 
   constructor(private readonly opts: LeaderElectionOptions) {
     super();
@@ -78,6 +84,20 @@ export class LeaderElector extends EventEmitter<LeaderElectorEvents> {
   /** The holder as last seen on the Lease ('' or undefined: none). */
   holder(): string | undefined {
     return this.currentHolder;
+  }
+
+  /** The leader's address as last seen on the Lease. */
+  leaderAddress(): string | undefined {
+    return this.currentAddress;
+  }
+
+  private seen(lease: V1Lease | undefined): void {
+    const holder = lease?.spec?.holderIdentity ?? '';
+    this.currentHolder = holder;
+    const address = holder === '' ? undefined : lease?.metadata?.annotations?.[LEADER_ADDRESS_ANNOTATION];
+    if (address === this.currentAddress) return;
+    this.currentAddress = address;
+    this.emit('leader', address);
   }
 
   /** The first attempt (so a lone replica leads from its start), then one every retry period. */
@@ -130,7 +150,7 @@ export class LeaderElector extends EventEmitter<LeaderElectorEvents> {
       lease = await this.api.readNamespacedLease({ name, namespace });
     } catch (err) {
       if (statusOf(err) !== 404) throw err;
-      await this.api.createNamespacedLease({
+      const created = await this.api.createNamespacedLease({
         namespace,
         body: {
           metadata: { name, namespace, annotations: this.annotations() },
@@ -143,12 +163,12 @@ export class LeaderElector extends EventEmitter<LeaderElectorEvents> {
           },
         },
       });
-      this.currentHolder = this.identity;
+      this.seen(created);
       return true;
     }
     const spec = lease.spec ?? {};
     const holder = spec.holderIdentity ?? '';
-    this.currentHolder = holder;
+    this.seen(lease);
     // Expiry by the local clock from when this record was first seen (client-go's observedTime).
     const key = JSON.stringify([holder, spec.renewTime, spec.acquireTime, spec.leaseTransitions]);
     if (this.observed?.key !== key) this.observed = { key, at: Date.now() };
@@ -160,10 +180,7 @@ export class LeaderElector extends EventEmitter<LeaderElectorEvents> {
       namespace,
       body: {
         ...lease,
-        metadata: {
-          ...lease.metadata,
-          annotations: { ...lease.metadata?.annotations, ...this.annotations() },
-        },
+        metadata: { ...lease.metadata, annotations: this.annotations(lease.metadata?.annotations) },
         spec: {
           ...spec,
           holderIdentity: this.identity,
@@ -174,12 +191,15 @@ export class LeaderElector extends EventEmitter<LeaderElectorEvents> {
         },
       },
     });
-    this.currentHolder = replaced.spec?.holderIdentity;
+    this.seen(replaced);
     return true;
   }
 
-  private annotations(): Record<string, string> {
-    return this.opts.address ? { [LEADER_ADDRESS_ANNOTATION]: this.opts.address } : {};
+  /** Others' annotations kept; ours says where this replica is, or is dropped (never a predecessor's). */
+  private annotations(existing: Record<string, string> = {}, leading = true): Record<string, string> {
+    const { [LEADER_ADDRESS_ANNOTATION]: _, ...rest } = existing;
+    const address = leading ? this.opts.address?.() : undefined;
+    return address ? { ...rest, [LEADER_ADDRESS_ANNOTATION]: address } : rest;
   }
 
   /**
@@ -202,6 +222,7 @@ export class LeaderElector extends EventEmitter<LeaderElectorEvents> {
         namespace,
         body: {
           ...lease,
+          metadata: { ...lease.metadata, annotations: this.annotations(lease.metadata?.annotations, false) },
           spec: {
             ...lease.spec,
             holderIdentity: '',
