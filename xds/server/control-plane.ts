@@ -78,6 +78,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
   private fingerprint = '';
   /** A follower's LRS stream to the leader, carrying what its own agents report. */
   private forwarder: { target: string; client: LrsClient } | undefined;
+  private closing = false;
   /** `object` policy: id -> the version of each object in force. */
   private inForce = new Map<string, SourceObject>();
 
@@ -361,7 +362,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
   }
 
   private forwardLoad(target: string | undefined): void {
-    if (this.forwarder?.target === target) return;
+    if (this.forwarder?.target === target || this.closing) return;
     this.forwarder?.client.close();
     this.forwarder = undefined;
     if (!target) return;
@@ -427,6 +428,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     clearTimeout(this.timer);
     this.forwarder?.client.close();
     this.canary.close();

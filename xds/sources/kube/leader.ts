@@ -86,7 +86,7 @@ export class LeaderElector extends EventEmitter<LeaderElectorEvents> {
     return this.currentHolder;
   }
 
-  /** The leader's address as last seen on the Lease. */
+  /** The leader's address as last seen on the Lease; undefined while this replica holds it. */
   leaderAddress(): string | undefined {
     return this.currentAddress;
   }
@@ -94,7 +94,11 @@ export class LeaderElector extends EventEmitter<LeaderElectorEvents> {
   private seen(lease: V1Lease | undefined): void {
     const holder = lease?.spec?.holderIdentity ?? '';
     this.currentHolder = holder;
-    const address = holder === '' ? undefined : lease?.metadata?.annotations?.[LEADER_ADDRESS_ANNOTATION];
+    // Another replica's address only: a leader (or one stepping down) forwards nothing to itself.
+    const address =
+      holder === '' || holder === this.identity
+        ? undefined
+        : lease?.metadata?.annotations?.[LEADER_ADDRESS_ANNOTATION];
     if (address === this.currentAddress) return;
     this.currentAddress = address;
     this.emit('leader', address);
