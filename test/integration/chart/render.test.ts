@@ -115,6 +115,7 @@ describe('charts/sockmesh: default render', () => {
       'CustomResourceDefinition/trafficpolicies.sockmesh.io',
       'DaemonSet/sockmesh-agent',
       'Deployment/sockmesh-control-plane',
+      'PodDisruptionBudget/sockmesh-control-plane',
       'Role/sockmesh-control-plane',
       'RoleBinding/sockmesh-control-plane',
       'Secret/sockmesh-xds-client',
@@ -191,17 +192,16 @@ describe('charts/sockmesh: default render', () => {
       'preferredDuringSchedulingIgnoredDuringExecution',
     ) as { podAffinityTerm: { topologyKey: string } }[];
     assert.equal(term[0]?.podAffinityTerm.topologyKey, 'kubernetes.io/hostname');
-    assert.equal(
-      objs.some((o) => o.kind === 'PodDisruptionBudget'),
-      false,
-      'a lone replica is not held by a PodDisruptionBudget',
-    );
   });
 
-  it('with 2 replicas: a PodDisruptionBudget keeps one', async () => {
-    const two = await helm.template('sockmesh', 'sockmesh-system', ['controlPlane.replicas=2']);
-    assert.equal(at(find(two, 'Deployment'), 'spec', 'replicas'), 2);
-    const pdb = find(two, 'PodDisruptionBudget');
+  it('2 replicas, a PodDisruptionBudget keeps one; a lone replica has none (it would block drains)', async () => {
+    assert.equal(at(find(objs, 'Deployment'), 'spec', 'replicas'), 2);
+    const one = await helm.template('sockmesh', 'sockmesh-system', ['controlPlane.replicas=1']);
+    assert.equal(
+      one.some((o) => o.kind === 'PodDisruptionBudget'),
+      false,
+    );
+    const pdb = find(objs, 'PodDisruptionBudget');
     assert.equal(at(pdb, 'spec', 'minAvailable'), 1);
     assert.deepEqual(at(pdb, 'spec', 'selector', 'matchLabels'), {
       'app.kubernetes.io/name': 'sockmesh-control-plane',
