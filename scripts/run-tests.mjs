@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Runs every *.test.ts under the given folders (default: test/) with node's own test runner.
 // Node 20's --test takes no globs, so the files are listed here.
-//   --node=24  run them on Node 24 LTS from the npm registry (scripts/node24.sh installs it into a
-//              cache dir); it is first on the PATH, so the processes the tests start run on it too.
+//   --node=24     run them on Node 24 LTS from the npm registry (scripts/node24.sh installs it into a
+//                 cache dir); it is first on the PATH, so the processes the tests start run on it too.
+//   --skip=<dir>  leave out the files under <dir> (repeatable).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,7 +17,11 @@ function collect(dir, out) {
   return out;
 }
 
-const args = process.argv.slice(2).filter((a) => !a.startsWith('--node='));
+const args = process.argv.slice(2).filter((a) => !a.startsWith('--node=') && !a.startsWith('--skip='));
+const skipped = process.argv
+  .slice(2)
+  .filter((a) => a.startsWith('--skip='))
+  .map((a) => join(a.slice('--skip='.length), '/'));
 const wanted = process.argv
   .slice(2)
   .find((a) => a.startsWith('--node='))
@@ -39,9 +44,9 @@ if (wanted !== undefined) {
   const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim();
   console.log(`run-tests: on Node ${version} (${node})`);
 }
-const files = (roots.length ? roots : ['test']).flatMap((r) =>
-  statSync(r).isDirectory() ? collect(r, []) : [r],
-);
+const files = (roots.length ? roots : ['test'])
+  .flatMap((r) => (statSync(r).isDirectory() ? collect(r, []) : [r]))
+  .filter((f) => !skipped.some((d) => join(f).startsWith(d)));
 if (files.length === 0) {
   console.error('run-tests: no *.test.ts files found');
   process.exit(1);
