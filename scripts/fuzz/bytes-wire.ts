@@ -230,12 +230,21 @@ export async function exchange(
   dial: Dial,
   chunks: Array<Buffer | string | number>,
   waitMs: number,
+  /** Stop waiting as soon as what came back says enough (a reset, an answer): `waitMs` is then only a bound. */
+  until?: (data: Buffer) => boolean,
 ): Promise<Exchange> {
   const sock = dial();
   const got: Buffer[] = [];
   let error: string | undefined;
   let closed = false;
-  sock.on('data', (c: Buffer) => got.push(c));
+  let enough: () => void = () => {};
+  const answered = new Promise<void>((resolve) => {
+    enough = resolve;
+  });
+  sock.on('data', (c: Buffer) => {
+    got.push(c);
+    if (until?.(Buffer.concat(got))) enough();
+  });
   sock.on('error', (e: NodeJS.ErrnoException) => {
     error = e.code ?? e.message;
   });
@@ -256,7 +265,7 @@ export async function exchange(
     else await new Promise<void>((resolve) => sock.write(c, () => resolve()));
   }
   let timer: NodeJS.Timeout | undefined;
-  await Promise.race([close, new Promise((r) => (timer = setTimeout(r, waitMs)))]);
+  await Promise.race([close, answered, new Promise((r) => (timer = setTimeout(r, waitMs)))]);
   clearTimeout(timer);
   if (!closed) sock.destroy();
   return { data: Buffer.concat(got), end: closed ? 'closed' : 'timeout', ...(error ? { error } : {}) };

@@ -341,10 +341,12 @@ describe('HTTP attacks on the L7 path: refused as Envoy refuses, never passed on
   for (const [name, bytes, waitMs] of H2_REFUSED) {
     it(`HTTP/2 ${name}: stream reset, nothing upstream`, async () => {
       upstream.take();
+      // Until stream 1's fate is on the wire (a loaded machine can take longer than a fixed wait).
       const ex = await exchange(
         dialTcp('127.0.0.1', target.ready.outbound),
         [H2_START, bytes],
-        waitMs ?? 300,
+        waitMs ?? 10_000,
+        (d) => streamOutcome(d, 1) !== 'none',
       );
       await new Promise((r) => setTimeout(r, 100));
       const got = upstream.take();
@@ -356,7 +358,12 @@ describe('HTTP attacks on the L7 path: refused as Envoy refuses, never passed on
       assert.equal(got.requests.length, 0, `the upstream got ${JSON.stringify(got.requests)}`);
       assert.ok(!got.bytes.toString('latin1').includes('smuggled'));
       // The same listener still serves h2c.
-      const ok = await exchange(dialTcp('127.0.0.1', target.ready.outbound), [H2_START, request(1)], 300);
+      const ok = await exchange(
+        dialTcp('127.0.0.1', target.ready.outbound),
+        [H2_START, request(1)],
+        10_000,
+        (d) => streamOutcome(d, 1) !== 'none',
+      );
       assert.equal(streamOutcome(ok.data, 1), 'response');
       assert.equal(upstream.take().requests.length, 1);
     });
