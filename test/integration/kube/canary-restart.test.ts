@@ -4,49 +4,24 @@
 // from the CanaryGuard status, so the agents' very first push already has the canary at 0. A new
 // release (the route's written weights change) starts the guard again, exactly as in memory.
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { type KubeCluster, startKubeCluster } from '../../../lab/kube/cluster.js';
-import { nullLogger } from '../../../lib/log.js';
-import { AdsClient } from '../../../xds/client/ads-client.js';
-import { LrsClient } from '../../../xds/client/lrs-client.js';
-import type { ProtoObject } from '../../../xds/protos.js';
-import { type ControlPlaneProcess, kubectl, spawnControlPlane, uniq, waitFor } from './source-helpers.js';
+import { test } from 'node:test';
+import {
+  applySockmeshCrds,
+  type ControlPlaneProcess,
+  failingCanaryReports,
+  guardShopPerFile,
+  kubectl,
+  reviewsGuardYaml,
+  serviceYaml,
+  spawnControlPlane,
+  waitFor,
+  watchWeights,
+} from './source-helpers.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const CRDS = path.join(ROOT, 'charts/sockmesh/files/crds');
-const NS = uniq('shop');
-const fqdn = (svc: string) => `${svc}.${NS}.svc.cluster.local`;
-const cluster = (svc: string) => `outbound|9080||${fqdn(svc)}`;
-const ROUTE = `${fqdn('reviews')}:9080`;
-
-let kube: KubeCluster | undefined;
-const processes: ControlPlaneProcess[] = [];
-const clients: Array<{ close(): void }> = [];
-
-before(async () => {
-  kube = await startKubeCluster({ name: uniq('kc'), gatewayCrds: true });
-});
-after(async () => {
-  for (const c of clients) c.close();
-  for (const p of processes) await p.stop('SIGKILL');
-  await kube?.stop();
-});
-
-const k = () => {
-  assert.ok(kube, 'cluster started');
-  return kube;
-};
-const service = (name: string, ip: string) => `---
-apiVersion: v1
-kind: Service
-metadata: { name: ${name}, namespace: ${NS} }
-spec:
-  clusterIP: ${ip}
-  selector: { app: ${name} }
-  ports: [{ name: http, port: 9080, targetPort: 9080, appProtocol: http }]
-`;
+const shop = guardShopPerFile();
+const { ns: NS, cluster, route: ROUTE, processes, clients } = shop;
+const k = shop.kube;
+const service = (name: string, ip: string) => serviceYaml(NS, name, ip);
 const route = (v1: number, v2: number) => `---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -72,58 +47,19 @@ async function guardOf(cp: ControlPlaneProcess): Promise<GuardJson | undefined> 
   return body.guards.find((g) => g.name === `${NS}/reviews`);
 }
 
-/** The canary's weight in a RouteConfiguration as an agent decoded it. */
-function canaryWeight(rc: ProtoObject | undefined): number | undefined {
-  const vhs = (rc?.virtual_hosts as ProtoObject[] | undefined) ?? [];
-  for (const vh of vhs)
-    for (const r of (vh.routes as ProtoObject[] | undefined) ?? []) {
-      const wc = (r.route as ProtoObject | undefined)?.weighted_clusters as ProtoObject | undefined;
-      const c = ((wc?.clusters as ProtoObject[] | undefined) ?? []).find(
-        (x) => x.name === cluster('reviews-v2'),
-      );
-      if (c) {
-        const w = c.weight as number | { value?: number } | undefined;
-        return typeof w === 'number' ? w : (w?.value ?? 0);
-      }
-    }
-  return undefined;
-}
-
-/** An agent's ADS stream: every RouteConfiguration push for the route, the canary weight of each. */
-function watchPushes(cp: ControlPlaneProcess): number[] {
-  const pushes: number[] = [];
-  const ads = new AdsClient({ target: cp.xds, node: { id: 'node1' }, logger: nullLogger });
-  ads.on('update', (config, changed) => {
-    if (!changed.endsWith('RouteConfiguration')) return;
-    const w = canaryWeight(config.routes.get(ROUTE));
-    if (w !== undefined) pushes.push(w);
-  });
-  ads.start();
-  clients.push(ads);
-  return pushes;
-}
+/** An agent's ADS stream: the canary weight of every RouteConfiguration push for the route. */
+const watchPushes = (cp: ControlPlaneProcess) =>
+  watchWeights(cp, 'node1', ROUTE, cluster('reviews-v2'), clients);
 
 test('a rolled-back canary stays at 0 across a control plane restart, from the first push on', async () => {
-  await kubectl(k(), ['apply', '-f', CRDS]);
-  await kubectl(k(), ['wait', '--for=condition=Established', '--timeout=60s', '-f', CRDS]);
+  await applySockmeshCrds(k());
   await kubectl(
     k(),
     ['apply', '-f', '-'],
     `apiVersion: v1
 kind: Namespace
 metadata: { name: ${NS}, labels: { sockmesh.io/mesh: enabled } }
-${service('reviews', '10.96.20.1')}${service('reviews-v1', '10.96.20.2')}${service('reviews-v2', '10.96.20.3')}${route(90, 10)}---
-apiVersion: sockmesh.io/v1alpha1
-kind: CanaryGuard
-metadata: { name: reviews, namespace: ${NS} }
-spec:
-  targetRef: { group: gateway.networking.k8s.io, kind: HTTPRoute, name: reviews }
-  canaryRef: { name: reviews-v2 }
-  baselineRef: { name: reviews-v1 }
-  bounds: { minSuccessRate: 99 }
-  interval: 1s
-  minRequests: 10
-`,
+${service('reviews', '10.96.20.1')}${service('reviews-v1', '10.96.20.2')}${service('reviews-v2', '10.96.20.3')}${route(90, 10)}${reviewsGuardYaml(NS)}`,
   );
 
   const first = await spawnControlPlane(k().kubeconfig);
@@ -131,20 +67,7 @@ spec:
   const before = watchPushes(first);
   await waitFor('the written weight pushed', () => before.includes(10) || undefined);
   // One agent whose callers see the canary fail 4 times in 5.
-  let n = 0;
-  const lrs = new LrsClient({
-    target: first.xds,
-    node: { id: 'node1', locality: { zone: 'node1' } },
-    logger: nullLogger,
-    collect: async () => {
-      n += 1;
-      return [
-        { cluster: cluster('reviews-v1'), successes: 90 * n, errors: 0, fast: new Map([[25, 90 * n]]) },
-        { cluster: cluster('reviews-v2'), successes: 2 * n, errors: 8 * n, fast: new Map([[25, 10 * n]]) },
-      ];
-    },
-  });
-  lrs.start();
+  const lrs = failingCanaryReports(first.xds, 'node1', cluster('reviews-v1'), cluster('reviews-v2'));
   clients.push(lrs);
   await waitFor('the rollback pushed', () => before.at(-1) === 0 || undefined, 30_000, 50);
   // The state is in the object: the resumable fields next to phase and weight.

@@ -7,9 +7,17 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type KubeCluster, startKubeCluster } from '../../../lab/kube/cluster.js';
-import { nullLogger } from '../../../lib/log.js';
-import { LrsClient } from '../../../xds/client/lrs-client.js';
-import { type KubeControlPlane, kubectl, startKubeControlPlane, uniq, waitFor } from './source-helpers.js';
+import type { LrsClient } from '../../../xds/client/lrs-client.js';
+import {
+  failingCanaryReports,
+  type KubeControlPlane,
+  kubectl,
+  reviewsGuardYaml,
+  serviceYaml,
+  startKubeControlPlane,
+  uniq,
+  waitFor,
+} from './source-helpers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const CRDS = path.join(ROOT, 'charts/sockmesh/files/crds');
@@ -32,15 +40,7 @@ const k = () => {
   assert.ok(kube, 'cluster started');
   return kube;
 };
-const service = (name: string, ip: string) => `---
-apiVersion: v1
-kind: Service
-metadata: { name: ${name}, namespace: ${NS} }
-spec:
-  clusterIP: ${ip}
-  selector: { app: ${name} }
-  ports: [{ name: http, port: 9080, targetPort: 9080, appProtocol: http }]
-`;
+const service = (name: string, ip: string) => serviceYaml(NS, name, ip);
 
 test('a rolled-back CanaryGuard shows RolledBack, weight 0 and the reason in its status and kubectl get', async () => {
   await kubectl(k(), ['apply', '-f', CRDS]);
@@ -82,39 +82,15 @@ spec:
     - backendRefs:
         - { name: reviews-v1, port: 9080, weight: 90 }
         - { name: reviews-v2, port: 9080, weight: 10 }
----
-apiVersion: sockmesh.io/v1alpha1
-kind: CanaryGuard
-metadata: { name: reviews, namespace: ${NS} }
-spec:
-  targetRef: { group: gateway.networking.k8s.io, kind: HTTPRoute, name: reviews }
-  canaryRef: { name: reviews-v2 }
-  baselineRef: { name: reviews-v1 }
-  bounds: { minSuccessRate: 99 }
-  interval: 1s
-  minRequests: 10
-`,
+${reviewsGuardYaml(NS)}`,
   );
   main = await startKubeControlPlane(k());
   const { cp } = main;
   await waitFor('the guard in force', () => cp.canary.status().find((g) => g.name === `${NS}/reviews`));
 
   // One agent whose callers see the canary fail 4 times in 5.
-  let n = 0;
-  lrs = new LrsClient({
-    target: cp.addresses()[0]!,
-    node: { id: 'node1', locality: { zone: 'node1' } },
-    logger: nullLogger,
-    collect: async () => {
-      n += 1;
-      const cluster = (svc: string) => `outbound|9080||${svc}.${NS}.svc.cluster.local`;
-      return [
-        { cluster: cluster('reviews-v1'), successes: 90 * n, errors: 0, fast: new Map([[25, 90 * n]]) },
-        { cluster: cluster('reviews-v2'), successes: 2 * n, errors: 8 * n, fast: new Map([[25, 10 * n]]) },
-      ];
-    },
-  });
-  lrs.start();
+  const cluster = (svc: string) => `outbound|9080||${svc}.${NS}.svc.cluster.local`;
+  lrs = failingCanaryReports(cp.addresses()[0]!, 'node1', cluster('reviews-v1'), cluster('reviews-v2'));
 
   const status = await waitFor(
     'the rollback in the object status',

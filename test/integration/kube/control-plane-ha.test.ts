@@ -4,51 +4,26 @@
 // replaced once its lease runs out; stopped (SIGTERM) it releases the Lease and its successor takes
 // it without waiting out the lease.
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { type KubeCluster, startKubeCluster } from '../../../lab/kube/cluster.js';
-import { nullLogger } from '../../../lib/log.js';
-import { AdsClient } from '../../../xds/client/ads-client.js';
-import { LrsClient } from '../../../xds/client/lrs-client.js';
-import type { ProtoObject } from '../../../xds/protos.js';
-import { type ControlPlaneProcess, kubectl, spawnControlPlane, uniq, waitFor } from './source-helpers.js';
+import { test } from 'node:test';
+import {
+  applySockmeshCrds,
+  type ControlPlaneProcess,
+  failingCanaryReports,
+  guardShopPerFile,
+  kubectl,
+  reviewsGuardYaml,
+  serviceYaml,
+  spawnControlPlane,
+  waitFor,
+  watchWeights,
+} from './source-helpers.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const CRDS = path.join(ROOT, 'charts/sockmesh/files/crds');
-const NS = uniq('shop');
 const LEASE = 'sockmesh-control-plane';
 const LEASE_SECONDS = 4;
-const fqdn = (svc: string) => `${svc}.${NS}.svc.cluster.local`;
-const cluster = (svc: string) => `outbound|9080||${fqdn(svc)}`;
-const ROUTE = `${fqdn('reviews')}:9080`;
-
-let kube: KubeCluster | undefined;
-const processes: ControlPlaneProcess[] = [];
-const clients: Array<{ close(): void }> = [];
-
-before(async () => {
-  kube = await startKubeCluster({ name: uniq('kc'), gatewayCrds: true });
-});
-after(async () => {
-  for (const c of clients) c.close();
-  for (const p of processes) await p.stop('SIGKILL');
-  await kube?.stop();
-});
-
-const k = () => {
-  assert.ok(kube, 'cluster started');
-  return kube;
-};
-const service = (name: string, ip: string) => `---
-apiVersion: v1
-kind: Service
-metadata: { name: ${name}, namespace: ${NS} }
-spec:
-  clusterIP: ${ip}
-  selector: { app: ${name} }
-  ports: [{ name: http, port: 9080, targetPort: 9080, appProtocol: http }]
-`;
+const shop = guardShopPerFile();
+const { ns: NS, cluster, route: ROUTE, processes, clients } = shop;
+const k = shop.kube;
+const service = (name: string, ip: string) => serviceYaml(NS, name, ip);
 /** The guarded route (parent reviews), or another one on the Service `other` (status traffic only). */
 const route = (name: string) => `---
 apiVersion: gateway.networking.k8s.io/v1
@@ -110,57 +85,19 @@ async function accepted(name: string): Promise<boolean> {
   return (o.status?.parents?.[0]?.conditions ?? []).some((c) => c.type === 'Accepted' && c.status === 'True');
 }
 
-/** The canary's weight in the `/reviews` route of the RouteConfiguration an agent got. */
-function canaryWeight(rc: ProtoObject | undefined): number | undefined {
-  for (const vh of (rc?.virtual_hosts as ProtoObject[] | undefined) ?? [])
-    for (const r of (vh.routes as ProtoObject[] | undefined) ?? []) {
-      const wc = (r.route as ProtoObject | undefined)?.weighted_clusters as ProtoObject | undefined;
-      const c = ((wc?.clusters as ProtoObject[] | undefined) ?? []).find(
-        (x) => x.name === cluster('reviews-v2'),
-      );
-      if (c) {
-        const w = c.weight as number | { value?: number } | undefined;
-        return typeof w === 'number' ? w : (w?.value ?? 0);
-      }
-    }
-  return undefined;
-}
-
 /** An agent on one replica: the canary weight of every push it got. */
-function agent(p: ControlPlaneProcess, node: string): number[] {
-  const pushes: number[] = [];
-  const ads = new AdsClient({ target: p.xds, node: { id: node }, logger: nullLogger });
-  ads.on('update', (config, changed) => {
-    if (!changed.endsWith('RouteConfiguration')) return;
-    const w = canaryWeight(config.routes.get(ROUTE));
-    if (w !== undefined) pushes.push(w);
-  });
-  ads.start();
-  clients.push(ads);
-  return pushes;
-}
+const agent = (p: ControlPlaneProcess, node: string) =>
+  watchWeights(p, node, ROUTE, cluster('reviews-v2'), clients);
 
 test('one leader writes status and decides; the follower serves its decision; SIGKILL and SIGTERM hand over', async (t) => {
-  await kubectl(k(), ['apply', '-f', CRDS]);
-  await kubectl(k(), ['wait', '--for=condition=Established', '--timeout=60s', '-f', CRDS]);
+  await applySockmeshCrds(k());
   await kubectl(
     k(),
     ['apply', '-f', '-'],
     `apiVersion: v1
 kind: Namespace
 metadata: { name: ${NS}, labels: { sockmesh.io/mesh: enabled } }
-${service('reviews', '10.96.30.1')}${service('reviews-v1', '10.96.30.2')}${service('reviews-v2', '10.96.30.3')}${service('other', '10.96.30.4')}${route('reviews')}---
-apiVersion: sockmesh.io/v1alpha1
-kind: CanaryGuard
-metadata: { name: reviews, namespace: ${NS} }
-spec:
-  targetRef: { group: gateway.networking.k8s.io, kind: HTTPRoute, name: reviews }
-  canaryRef: { name: reviews-v2 }
-  baselineRef: { name: reviews-v1 }
-  bounds: { minSuccessRate: 99 }
-  interval: 1s
-  minRequests: 10
-`,
+${service('reviews', '10.96.30.1')}${service('reviews-v1', '10.96.30.2')}${service('reviews-v2', '10.96.30.3')}${service('other', '10.96.30.4')}${route('reviews')}${reviewsGuardYaml(NS)}`,
   );
 
   const a = await replica('cp-a');
@@ -183,20 +120,7 @@ spec:
   const onA = agent(a, 'node1');
   const onB = agent(b, 'node2');
   await waitFor('both push the written 10 %', () => (onA.at(-1) === 10 && onB.at(-1) === 10) || undefined);
-  let n = 0;
-  const lrs = new LrsClient({
-    target: a.xds,
-    node: { id: 'node1', locality: { zone: 'node1' } },
-    logger: nullLogger,
-    collect: async () => {
-      n += 1;
-      return [
-        { cluster: cluster('reviews-v1'), successes: 90 * n, errors: 0, fast: new Map([[25, 90 * n]]) },
-        { cluster: cluster('reviews-v2'), successes: 2 * n, errors: 8 * n, fast: new Map([[25, 10 * n]]) },
-      ];
-    },
-  });
-  lrs.start();
+  const lrs = failingCanaryReports(a.xds, 'node1', cluster('reviews-v1'), cluster('reviews-v2'));
   clients.push(lrs);
   await waitFor('the follower pushes the rollback', () => onB.at(-1) === 0 || undefined, 30_000, 50);
   assert.equal(onA.at(-1), 0);
@@ -276,20 +200,7 @@ test("a follower forwards its agents' load reports to the leader, whose guard ro
     () => (onLeader.at(-1) === 10 && onFollower.at(-1) === 10) || undefined,
   );
   // The only agent whose callers see the canary fail reports to the follower.
-  let n = 0;
-  const lrs = new LrsClient({
-    target: follower.xds,
-    node: { id: 'node2', locality: { zone: 'node2' } },
-    logger: nullLogger,
-    collect: async () => {
-      n += 1;
-      return [
-        { cluster: cluster('reviews-v1'), successes: 90 * n, errors: 0, fast: new Map([[25, 90 * n]]) },
-        { cluster: cluster('reviews-v2'), successes: 2 * n, errors: 8 * n, fast: new Map([[25, 10 * n]]) },
-      ];
-    },
-  });
-  lrs.start();
+  const lrs = failingCanaryReports(follower.xds, 'node2', cluster('reviews-v1'), cluster('reviews-v2'));
   clients.push(lrs);
   await waitFor('the leader rolls back', () => onLeader.at(-1) === 0 || undefined, 30_000, 50);
   await waitFor('the follower pushes it', () => onFollower.at(-1) === 0 || undefined, 20_000, 50);

@@ -5,11 +5,14 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { KubeCluster } from '../../../lab/kube/cluster.js';
+import { type KubeCluster, startKubeCluster } from '../../../lab/kube/cluster.js';
 import { nullLogger } from '../../../lib/log.js';
+import { AdsClient } from '../../../xds/client/ads-client.js';
+import { LrsClient } from '../../../xds/client/lrs-client.js';
 import { decodeResource } from '../../../xds/codec.js';
-import { CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE } from '../../../xds/protos.js';
+import { CLUSTER_TYPE, ENDPOINT_TYPE, type ProtoObject, ROUTE_TYPE } from '../../../xds/protos.js';
 import { ControlPlane } from '../../../xds/server/control-plane.js';
 import { loadKubeconfig } from '../../../xds/sources/kube/config.js';
 import type { ReflectorOptions } from '../../../xds/sources/kube/reflector.js';
@@ -274,4 +277,146 @@ export async function spawnControlPlane(
     await stop('SIGKILL');
     throw err;
   }
+}
+
+/** The sockmesh CRDs, as the chart ships them. */
+export const SOCKMESH_CRDS = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '../../../charts/sockmesh/files/crds',
+);
+
+/** Applies the sockmesh CRDs and waits until the API server serves them. */
+export async function applySockmeshCrds(cluster: KubeCluster): Promise<void> {
+  await kubectl(cluster, ['apply', '-f', SOCKMESH_CRDS]);
+  await kubectl(cluster, ['wait', '--for=condition=Established', '--timeout=60s', '-f', SOCKMESH_CRDS]);
+}
+
+/** A Service of the guard tests' shop in `ns`: one HTTP port, 9080. */
+export const serviceYaml = (ns: string, name: string, ip: string) => `---
+apiVersion: v1
+kind: Service
+metadata: { name: ${name}, namespace: ${ns} }
+spec:
+  clusterIP: ${ip}
+  selector: { app: ${name} }
+  ports: [{ name: http, port: 9080, targetPort: 9080, appProtocol: http }]
+`;
+
+/** The weight of `cluster` in the first route of a RouteConfiguration (as an agent decoded it) that splits to it. */
+export function weightOf(rc: ProtoObject | undefined, cluster: string): number | undefined {
+  for (const vh of (rc?.virtual_hosts as ProtoObject[] | undefined) ?? [])
+    for (const r of (vh.routes as ProtoObject[] | undefined) ?? []) {
+      const wc = (r.route as ProtoObject | undefined)?.weighted_clusters as ProtoObject | undefined;
+      const c = ((wc?.clusters as ProtoObject[] | undefined) ?? []).find((x) => x.name === cluster);
+      if (c) {
+        const w = c.weight as number | { value?: number } | undefined;
+        return typeof w === 'number' ? w : (w?.value ?? 0);
+      }
+    }
+  return undefined;
+}
+
+/**
+ * An agent's ADS stream to `p` as `node`: the weight of `cluster` in `route` in every
+ * RouteConfiguration push (the array fills as pushes come). The client goes into `clients` to be closed.
+ */
+export function watchWeights(
+  p: ControlPlaneProcess,
+  node: string,
+  route: string,
+  cluster: string,
+  clients: Array<{ close(): void }>,
+): number[] {
+  const pushes: number[] = [];
+  const ads = new AdsClient({ target: p.xds, node: { id: node }, logger: nullLogger });
+  ads.on('update', (config, changed) => {
+    if (!changed.endsWith('RouteConfiguration')) return;
+    const w = weightOf(config.routes.get(route), cluster);
+    if (w !== undefined) pushes.push(w);
+  });
+  ads.start();
+  clients.push(ads);
+  return pushes;
+}
+
+/**
+ * An agent's LRS stream (the real LrsClient) to `target` as `node`: its callers see `canary` fail
+ * 4 times in 5 and `baseline` never, reported every second. Started; the caller closes it.
+ */
+export function failingCanaryReports(
+  target: string,
+  node: string,
+  baseline: string,
+  canary: string,
+): LrsClient {
+  let n = 0;
+  const lrs = new LrsClient({
+    target,
+    node: { id: node, locality: { zone: node } },
+    logger: nullLogger,
+    collect: async () => {
+      n += 1;
+      return [
+        { cluster: baseline, successes: 90 * n, errors: 0, fast: new Map([[25, 90 * n]]) },
+        { cluster: canary, successes: 2 * n, errors: 8 * n, fast: new Map([[25, 10 * n]]) },
+      ];
+    },
+  });
+  lrs.start();
+  return lrs;
+}
+
+/** The guard on HTTPRoute `reviews` in `ns`: canary reviews-v2 against reviews-v1, judged every second. */
+export const reviewsGuardYaml = (ns: string) => `---
+apiVersion: sockmesh.io/v1alpha1
+kind: CanaryGuard
+metadata: { name: reviews, namespace: ${ns} }
+spec:
+  targetRef: { group: gateway.networking.k8s.io, kind: HTTPRoute, name: reviews }
+  canaryRef: { name: reviews-v2 }
+  baselineRef: { name: reviews-v1 }
+  bounds: { minSuccessRate: 99 }
+  interval: 1s
+  minRequests: 10
+`;
+
+/** One test file's shop on its own cluster: its names, and what the file started, stopped after it. */
+export interface GuardShop {
+  ns: string;
+  /** The outbound cluster of a Service of the shop, port 9080. */
+  cluster(svc: string): string;
+  /** The RouteConfiguration of reviews:9080. */
+  route: string;
+  kube(): KubeCluster;
+  /** Control plane processes, killed by pid after the file. */
+  processes: ControlPlaneProcess[];
+  /** ADS and LRS clients, closed after the file. */
+  clients: Array<{ close(): void }>;
+}
+
+/** Registers the file's before/after: a kube-apiserver (with the Gateway API CRDs) for the file. */
+export function guardShopPerFile(): GuardShop {
+  const ns = uniq('shop');
+  const fqdn = (svc: string) => `${svc}.${ns}.svc.cluster.local`;
+  let cluster: KubeCluster | undefined;
+  const shop: GuardShop = {
+    ns,
+    cluster: (svc) => `outbound|9080||${fqdn(svc)}`,
+    route: `${fqdn('reviews')}:9080`,
+    kube: () => {
+      if (!cluster) throw new Error('the cluster did not start');
+      return cluster;
+    },
+    processes: [],
+    clients: [],
+  };
+  before(async () => {
+    cluster = await startKubeCluster({ name: uniq('kc'), gatewayCrds: true });
+  });
+  after(async () => {
+    for (const c of shop.clients) c.close();
+    for (const p of shop.processes) await p.stop('SIGKILL');
+    await cluster?.stop();
+  });
+  return shop;
 }

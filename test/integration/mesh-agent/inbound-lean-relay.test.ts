@@ -80,6 +80,24 @@ async function readUntil(s: Duplex, done: (text: string) => boolean): Promise<st
   });
 }
 
+/** A CONNECT stream to `port` behind `dest`, opened as the frontend's node opens it (HTTP). */
+const openAsFrontend = (tp: TunnelPool, frontend: X509Svid, dest: InboundTunnel, port: number) =>
+  openAsSender(tp, {
+    source: frontend,
+    nodeAddress: dest.address,
+    expectedServerId: id('reviews'),
+    authority: `127.0.0.1:${port}`,
+    protocol: 'http',
+  });
+
+/** A listening pod that answers with `onData`; kept in `pods` to be closed after the suite. */
+async function startRawPod(onData: ConstructorParameters<typeof RawPod>[0], pods: RawPod[]): Promise<RawPod> {
+  const p = new RawPod(onData);
+  await p.listen();
+  pods.push(p);
+  return p;
+}
+
 const count = (text: string, re: RegExp) => (text.match(re) ?? []).length;
 
 /** Waits until `ok()` holds (a state reached by other sockets), failing after 10 s. */
@@ -162,21 +180,8 @@ describe('inbound: the lean HTTP/1.1 relay (default) rewrites every request head
     forged = 0;
   });
 
-  const open = (tp: TunnelPool, port: number) =>
-    openAsSender(tp, {
-      source: frontend,
-      nodeAddress: dest.address,
-      expectedServerId: id('reviews'),
-      authority: `127.0.0.1:${port}`,
-      protocol: 'http',
-    });
-
-  const rawPod = async (onData: ConstructorParameters<typeof RawPod>[0]) => {
-    const p = new RawPod(onData);
-    await p.listen();
-    pods.push(p);
-    return p;
-  };
+  const open = (tp: TunnelPool, port: number) => openAsFrontend(tp, frontend, dest, port);
+  const rawPod = (onData: ConstructorParameters<typeof RawPod>[0]) => startRawPod(onData, pods);
 
   it('a keep-alive connection: every request has the forged XFCC replaced, not only the first', async () => {
     const tp = new TunnelPool();
@@ -522,21 +527,8 @@ describe('inbound: the lean relay times out stalled bodies and lets its callers 
     for (const p of pods) p.close();
   });
 
-  const open = (tp: TunnelPool, port: number) =>
-    openAsSender(tp, {
-      source: frontend,
-      nodeAddress: dest.address,
-      expectedServerId: id('reviews'),
-      authority: `127.0.0.1:${port}`,
-      protocol: 'http',
-    });
-
-  const rawPod = async (onData: ConstructorParameters<typeof RawPod>[0]) => {
-    const p = new RawPod(onData);
-    await p.listen();
-    pods.push(p);
-    return p;
-  };
+  const open = (tp: TunnelPool, port: number) => openAsFrontend(tp, frontend, dest, port);
+  const rawPod = (onData: ConstructorParameters<typeof RawPod>[0]) => startRawPod(onData, pods);
 
   /** A pod answering each complete request head (bodies ignored) with `answer(path)`, or holding it while `hold(path)`. */
   const headPod = async (answer: (path: string) => string, hold: (path: string) => boolean = () => false) => {
