@@ -175,6 +175,7 @@ Exit codes: 0 stopped cleanly, 1 failure (e.g. invalid manifests at start), 2 us
 
     const log = createLogger('xds');
     let cp: ControlPlane | undefined;
+    let leader: LeaderElector | undefined;
     let source: ConfigSource;
     let what: string;
     if (values.manifests) {
@@ -184,7 +185,7 @@ Exit codes: 0 stopped cleanly, 1 failure (e.g. invalid manifests at start), 2 us
       const connection = inCluster
         ? inClusterConnection()
         : loadKubeconfig(path.resolve(values.kubeconfig!), values.context);
-      const leader = leaderOf(values, connection, log, () => {
+      leader = leaderOf(values, connection, log, () => {
         if (values['leader-address']) return values['leader-address'];
         const first = cp?.addresses().find((a) => !a.startsWith('unix:'));
         return first && !/^(0\.0\.0\.0|\[?::\]?):/.test(first) ? first : undefined;
@@ -205,7 +206,7 @@ Exit codes: 0 stopped cleanly, 1 failure (e.g. invalid manifests at start), 2 us
       logger: log,
     });
     // A lone replica leads from its first snapshot: the first election attempt comes before it.
-    if (source instanceof KubernetesSource) await source.startLeaderElection();
+    await leader?.start();
     await cp.start();
     const admin = values.admin ? new AdminServer(cp) : undefined;
     const adminAddr = admin ? await admin.listen(values.admin!) : undefined;

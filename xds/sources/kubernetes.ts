@@ -112,11 +112,6 @@ export class KubernetesSource implements ConfigSource {
     }
   }
 
-  /** The first election attempt, then the campaign; no-op without --leader-lease. */
-  async startLeaderElection(): Promise<void> {
-    await this.opts.leader?.start();
-  }
-
   /** True when this replica writes status: no election, or it leads. */
   private leads(): boolean {
     return this.opts.leader === undefined || this.opts.leader.isLeader();
